@@ -1,0 +1,1 @@
+//! The local container runtime (OCI images, namespaces, cgroups, shims). Built under issue 3; nothing here yet.

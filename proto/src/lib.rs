@@ -1,0 +1,12 @@
+//! Shoal's wire: everything two Shoal processes need to agree on to talk.
+//!
+//! - [`pb`]: the gRPC services and messages compiled from `shoal.proto`.
+//! - [`join_token`]: the `SHLTKN-1-...` join token format that pins the CA.
+//! - [`identity`]: who a certificate belongs to (node id, role, cluster) and
+//!   key/CSR generation for nodes and clients.
+//! - [`tls`]: mutual-TLS servers and clients, with certificates that can be
+//!   swapped at run time when they renew.
+
+pub mod pb {
+    tonic::include_proto!("shoal.v1");
+}
