@@ -10,3 +10,7 @@
 pub mod pb {
     tonic::include_proto!("shoal.v1");
 }
+
+pub mod identity;
+pub mod join_token;
+pub mod tls;

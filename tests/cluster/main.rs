@@ -1,1 +1,14 @@
-fn main() {}
+//! Multi-node tests: every test runs its own cluster of network-namespace
+//! hosts (see `support`). They need root; run them with
+//! `cargo nextest run -p shoal-cli --test cluster` (see .config/nextest.toml).
+
+mod support;
+
+mod devcluster;
+mod swarm_helpers;
+
+mod bad_input;
+mod control_plane;
+mod failover;
+mod security;
+mod renewal;

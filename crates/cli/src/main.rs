@@ -1,1 +1,124 @@
-fn main() {}
+//! `shoal`: one binary for the daemon and every client command, like k3s.
+
+mod client;
+mod commands;
+mod daemon;
+mod dev_cluster;
+mod error;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use client::ConnectArgs;
+use error::CliError;
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Shoal: a swarm-mode cluster manager")]
+struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run a node: the local API, the agent, and a manager when the node is one
+    Daemon {
+        /// Where the node keeps its state
+        #[arg(long, default_value = "/var/lib/shoal")]
+        data_root: PathBuf,
+        /// Name of this node in the swarm (default: the host name)
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Registry reached over plain HTTP (HOST:PORT); repeatable
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure_registries: Vec<String>,
+    },
+    /// Manage the swarm
+    #[command(subcommand)]
+    Swarm(commands::swarm::SwarmCommand),
+    /// Manage nodes
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+    /// Manage configs
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Show what this node knows about itself and its swarm
+    Info(commands::swarm::InfoArgs),
+    /// A local multi-node cluster on network namespaces
+    #[command(subcommand)]
+    DevCluster(dev_cluster::DevClusterCommand),
+    /// Print shell completions
+    Completion {
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate_registry(value: &str) -> Result<(), CliError> {
+    let valid = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(CliError::msg(format!("insecure registry {value:?} is invalid; use HOST:PORT (e.g. 198.18.0.1:5000)")))
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Daemon { data_root, node_name, insecure_registries } => {
+            init_logging();
+            for registry in &insecure_registries {
+                validate_registry(registry)?;
+            }
+            let socket = match cli.connect.target()? {
+                client::Target::Unix(path) => path,
+                client::Target::Tcp(_) => {
+                    return Err(CliError::msg("the daemon serves its local API on a unix socket; use -H unix:///PATH").into())
+                }
+            };
+            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries }).await
+        }
+        Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
+        Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
+        Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
+        Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
+        Command::DevCluster(command) => {
+            let exe = std::env::current_exe()?;
+            dev_cluster::run(command, &exe).await
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

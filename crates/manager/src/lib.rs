@@ -1,1 +1,22 @@
-//! Manager role.
+//! The manager role: Raft-replicated cluster store, certificate authority,
+//! control API and the control loops that only the leader runs.
+//!
+//! - [`store`]: typed objects, transactions, watches: the spine.
+//! - [`raft`]: replication of the store (openraft + sled).
+//! - [`manager`]: a running manager and its write/read primitives.
+//! - [`ca`]: the swarm's root CA.
+//! - [`api`]: the gRPC services on the manager port and the local socket.
+//! - [`node_health`]: the leader's heartbeat -> node status loop.
+//! - [`bootstrap`]: creating a new swarm's first objects.
+
+pub mod api;
+pub mod bootstrap;
+pub mod ca;
+pub mod errors;
+pub mod manager;
+pub mod node_health;
+pub mod raft;
+pub mod store;
+
+pub use errors::ManagerError;
+pub use manager::{Manager, ManagerConfig};

@@ -1,0 +1,195 @@
+//! `shoal swarm ...` and `shoal info`.
+
+use std::path::PathBuf;
+
+use shoal_proto::identity::generate_key_and_csr;
+use shoal_proto::pb;
+
+use crate::client::{ConnectArgs, Target};
+use crate::error::{CliError, CliResult};
+use crate::output::{print_json, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SwarmCommand {
+    /// Create a swarm with this node as its first manager
+    Init {
+        /// Address other nodes reach this one on: IP[:PORT] (port 4242 by default)
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Address the manager endpoint listens on (default 0.0.0.0 and the advertised port)
+        #[arg(long)]
+        listen_addr: Option<String>,
+        /// Recover a swarm that lost quorum, from this manager's state
+        #[arg(long)]
+        force_new_cluster: bool,
+        /// Node heartbeat period (a node is down after 3 missed)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        dispatcher_heartbeat: Option<std::time::Duration>,
+        /// Lifetime of node certificates (renewed at half-life)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cert_expiry: Option<std::time::Duration>,
+    },
+    /// Join a swarm as the token's role
+    Join {
+        #[arg(long)]
+        token: String,
+        /// Address other nodes reach this one on: IP[:PORT]
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Address the manager endpoint listens on, if this node becomes a manager
+        #[arg(long)]
+        listen_addr: Option<String>,
+        /// A manager: HOST[:PORT]
+        remote_addr: String,
+    },
+    /// Leave the swarm
+    Leave {
+        /// Leave even if this node is a manager
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show (or rotate) the join token for workers or managers
+    JoinToken {
+        #[arg(value_parser = ["worker", "manager"])]
+        role: String,
+        /// Print only the token
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the token; the old one stops working at once
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Write ca.pem, cert.pem and key.pem for a remote CLI
+    ClientBundle {
+        /// Directory to write the files to
+        #[arg(long)]
+        out: PathBuf,
+        /// Name in the client certificate
+        #[arg(long, default_value = "client")]
+        name: String,
+    },
+}
+
+pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
+    let channel = connect.connect().await?;
+    match command {
+        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry } => {
+            let mut daemon = pb::daemon_client::DaemonClient::new(channel);
+            let reply = daemon
+                .swarm_init(pb::SwarmInitRequest {
+                    advertise_addr: advertise_addr.clone().unwrap_or_default(),
+                    listen_addr: listen_addr.unwrap_or_default(),
+                    force_new_cluster,
+                    heartbeat_period_ms: dispatcher_heartbeat.map(|d| d.as_millis() as u64).unwrap_or(0),
+                    cert_lifetime_secs: cert_expiry.map(|d| d.as_secs().max(1)).unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            let info = daemon.info(pb::Empty {}).await?.into_inner();
+            let manager = info.advertise_addr;
+            println!("Swarm initialized: current node ({}) is now a manager.\n", reply.node_id);
+            println!("To add a worker to this swarm, run the following command:\n");
+            println!("    shoal swarm join --token {} {manager}\n", reply.worker_token);
+            println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+        }
+        SwarmCommand::Join { token, advertise_addr, listen_addr, remote_addr } => {
+            let mut daemon = pb::daemon_client::DaemonClient::new(channel);
+            let reply = daemon
+                .swarm_join(pb::SwarmJoinRequest {
+                    token,
+                    remote_addr,
+                    advertise_addr: advertise_addr.unwrap_or_default(),
+                    listen_addr: listen_addr.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            println!("This node joined a swarm as a {} (node id {}).", reply.role, reply.node_id);
+        }
+        SwarmCommand::Leave { force } => {
+            pb::daemon_client::DaemonClient::new(channel).swarm_leave(pb::SwarmLeaveRequest { force }).await?;
+            println!("Node left the swarm.");
+        }
+        SwarmCommand::JoinToken { role, quiet, rotate } => {
+            let reply = pb::control_client::ControlClient::new(channel)
+                .get_join_token(pb::JoinTokenRequest { role: role.clone(), rotate })
+                .await?
+                .into_inner();
+            if quiet {
+                println!("{}", reply.token);
+            } else {
+                if rotate {
+                    println!("Successfully rotated {role} join token.\n");
+                }
+                let manager = reply.managers.first().cloned().unwrap_or_default();
+                println!("To add a {role} to this swarm, run the following command:\n");
+                println!("    shoal swarm join --token {} {manager}\n", reply.token);
+            }
+        }
+        SwarmCommand::ClientBundle { out, name } => {
+            if !matches!(connect.target()?, Target::Unix(_)) {
+                return Err(CliError::msg("client bundles are issued over a manager's local socket; run this on a manager"));
+            }
+            let key_and_csr = generate_key_and_csr(&name).map_err(|e| CliError::msg(e.to_string()))?;
+            let reply = pb::control_client::ControlClient::new(channel)
+                .issue_client_certificate(pb::IssueClientCertificateRequest { name, csr_pem: key_and_csr.csr_pem })
+                .await?
+                .into_inner();
+            write_bundle(&out, &reply.ca_pem, &reply.cert_pem, &key_and_csr.key_pem)?;
+            println!("Wrote ca.pem, cert.pem and key.pem to {}.", out.display());
+            println!("Use them with: shoal -H tcp://MANAGER:4242 --tlsverify --tlscacert {0}/ca.pem --tlscert {0}/cert.pem --tlskey {0}/key.pem node ls", out.display());
+        }
+    }
+    Ok(())
+}
+
+fn write_bundle(out: &std::path::Path, ca: &str, cert: &str, key: &str) -> CliResult {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(out).map_err(|e| CliError::msg(format!("cannot create {}: {e}", out.display())))?;
+    for (name, content, mode) in [("ca.pem", ca, 0o644), ("cert.pem", cert, 0o644), ("key.pem", key, 0o600)] {
+        let path = out.join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| CliError::msg(format!("cannot write {}: {e}", path.display())))?;
+        file.write_all(content.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
+    let channel = connect.connect().await?;
+    let info = pb::daemon_client::DaemonClient::new(channel).info(pb::Empty {}).await?.into_inner();
+    if args.format == Format::Json {
+        return print_json(&serde_json::json!({
+            "node_id": info.node_id,
+            "hostname": info.hostname,
+            "swarm": info.swarm_state,
+            "role": info.role,
+            "cluster_id": info.cluster_id,
+            "managers": info.managers,
+            "advertise_addr": info.advertise_addr,
+            "is_leader": info.is_leader,
+        }));
+    }
+    println!("Hostname: {}", info.hostname);
+    println!("Swarm: {}", info.swarm_state);
+    if info.swarm_state == "active" {
+        println!(" NodeID: {}", info.node_id);
+        println!(" Role: {}", info.role);
+        println!(" Is Leader: {}", info.is_leader);
+        println!(" ClusterID: {}", info.cluster_id);
+        println!(" Advertise Address: {}", info.advertise_addr);
+        println!(" Managers: {}", info.managers.join(", "));
+    }
+    Ok(())
+}

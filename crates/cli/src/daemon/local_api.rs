@@ -1,0 +1,316 @@
+//! The daemon's local API (unix socket only): entering and leaving a swarm,
+//! and what this node knows about itself.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_manager::api::ManagerSlot;
+use shoal_manager::bootstrap::{new_swarm, NewSwarmOptions, DEFAULT_CERT_LIFETIME, DEFAULT_HEARTBEAT_PERIOD_MS};
+use shoal_manager::store::{new_node_id, now_ms, Kind, NodeRole, Object, Op, Transaction};
+use shoal_manager::Manager;
+use shoal_proto::identity::generate_key_and_csr;
+use shoal_proto::join_token::JoinToken;
+use shoal_proto::pb;
+use shoal_proto::tls::{self, ClientTls, Credentials};
+use tokio::sync::{mpsc, Mutex};
+use tonic::{Request, Response, Status};
+
+use super::node::{ManagerStart, RunningNode};
+use super::state::{SwarmDir, SwarmState};
+
+pub const DEFAULT_PORT: u16 = 4242;
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct LocalApi {
+    pub data_root: PathBuf,
+    pub hostname: String,
+    pub slot: ManagerSlot,
+    pub node: Arc<Mutex<Option<Arc<RunningNode>>>>,
+    pub removed: mpsc::Sender<()>,
+}
+
+/// `ip` or `ip:port` (port defaults to 4242). Names are refused: the
+/// address ends up in certificates and other nodes' configuration.
+pub fn parse_advertise(value: &str, default_port: u16) -> Result<SocketAddr, Status> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    Err(Status::invalid_argument(format!(
+        "advertise address {value:?} is invalid; use an IP address, optionally with a port (e.g. 198.18.0.1 or 198.18.0.1:4242)"
+    )))
+}
+
+fn parse_listen(value: &str, advertise: SocketAddr) -> Result<SocketAddr, Status> {
+    if value.is_empty() {
+        return Ok(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), advertise.port()));
+    }
+    value.parse().map_err(|_| {
+        Status::invalid_argument(format!("listen address {value:?} is invalid; use IP:PORT (e.g. 0.0.0.0:4242)"))
+    })
+}
+
+/// Fails early (before anything is written) when the port is taken.
+fn check_can_listen(listen: SocketAddr) -> Result<(), Status> {
+    std::net::TcpListener::bind(listen).map(drop).map_err(|e| {
+        Status::failed_precondition(format!("cannot listen on {listen}: {e}; choose another --listen-addr"))
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl LocalApi {
+    async fn start_node(
+        &self,
+        state: SwarmState,
+        credentials: Credentials,
+        start: Option<ManagerStart>,
+    ) -> Result<Arc<RunningNode>, Status> {
+        let dir = SwarmDir::new(&self.data_root);
+        dir.save_credentials(&credentials).map_err(internal)?;
+        dir.save_state(&state).map_err(internal)?;
+        match RunningNode::start(self.data_root.clone(), state, credentials, self.slot.clone(), start, self.removed.clone()).await {
+            Ok(node) => Ok(node),
+            Err(e) => {
+                // Leave nothing half-made: the node is not in a swarm.
+                let _ = dir.remove();
+                Err(Status::internal(format!("{e:#}")))
+            }
+        }
+    }
+
+    async fn force_new_cluster(&self, node: Arc<RunningNode>) -> Result<pb::SwarmInitResponse, Status> {
+        let manager = node.manager().ok_or_else(|| {
+            Status::failed_precondition("--force-new-cluster works only on a manager; this node is a worker")
+        })?;
+        // Keep the surviving state, drop the other managers: they must join
+        // again, and their old certificates are refused from now on.
+        let mut objects: Vec<Object> = manager.store.snapshot().all_objects().cloned().collect();
+        let me = node.state().node_id;
+        let others: Vec<String> = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Node(n) if n.meta.id != me && n.desired_role == NodeRole::Manager => Some(n.meta.id.clone()),
+                _ => None,
+            })
+            .collect();
+        objects.retain(|o| !(o.kind() == Kind::Node && others.iter().any(|id| id == o.id())));
+        for object in &mut objects {
+            if let Object::Cluster(cluster) = object {
+                cluster.removed_nodes.extend(others.iter().cloned());
+            }
+        }
+        node.stop_manager().await;
+        let _ = std::fs::remove_dir_all(node.dir().raft_dir());
+        node.start_manager(ManagerStart::Bootstrap(Transaction::single(Op::Restore(objects))))
+            .await
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        let manager = node.manager().ok_or_else(|| Status::internal("manager did not restart"))?;
+        let (worker_token, manager_token) = tokens(&manager).await?;
+        Ok(pb::SwarmInitResponse { node_id: me, worker_token, manager_token })
+    }
+}
+
+async fn tokens(manager: &Manager) -> Result<(String, String), Status> {
+    let cluster = manager.store.view(|s| s.cluster().cloned()).ok_or_else(|| Status::internal("no cluster object"))?;
+    let digest = shoal_proto::join_token::ca_digest_from_pem(&cluster.ca_cert_pem).map_err(internal)?;
+    let worker = JoinToken { ca_digest: digest.clone(), secret: cluster.worker_token_secret }.to_string();
+    let manager = JoinToken { ca_digest: digest, secret: cluster.manager_token_secret }.to_string();
+    Ok((worker, manager))
+}
+
+/// The local address the kernel would use to reach `remote`: a sensible
+/// advertise address when the user gives none.
+fn route_source(remote: SocketAddr) -> Option<IpAddr> {
+    let socket = UdpSocket::bind(if remote.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    socket.connect(remote).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+fn parse_remote(value: &str) -> Result<SocketAddr, Status> {
+    parse_advertise(value, DEFAULT_PORT).map_err(|_| {
+        Status::invalid_argument(format!("manager address {value:?} is invalid; use IP[:PORT] (e.g. 198.18.0.1:4242)"))
+    })
+}
+
+#[tonic::async_trait]
+impl pb::daemon_server::Daemon for LocalApi {
+    async fn swarm_init(&self, request: Request<pb::SwarmInitRequest>) -> Result<Response<pb::SwarmInitResponse>, Status> {
+        let req = request.into_inner();
+        let mut slot = self.node.lock().await;
+        if let Some(node) = slot.as_ref() {
+            if req.force_new_cluster {
+                return Ok(Response::new(self.force_new_cluster(node.clone()).await?));
+            }
+            return Err(Status::failed_precondition(
+                "this node is already part of a swarm; use `shoal swarm leave` to leave it first",
+            ));
+        }
+        if req.force_new_cluster {
+            return Err(Status::failed_precondition(
+                "--force-new-cluster needs a node that was a manager of a swarm; this node is in no swarm",
+            ));
+        }
+        if req.advertise_addr.is_empty() {
+            return Err(Status::invalid_argument("--advertise-addr is required (e.g. --advertise-addr 198.18.0.1)"));
+        }
+        let advertise = parse_advertise(&req.advertise_addr, DEFAULT_PORT)?;
+        let listen = parse_listen(&req.listen_addr, advertise)?;
+        check_can_listen(listen)?;
+        let cert_lifetime = match req.cert_lifetime_secs {
+            0 => DEFAULT_CERT_LIFETIME,
+            secs if secs < 10 => {
+                return Err(Status::invalid_argument(format!(
+                    "certificate lifetime {secs}s is too short; use at least 10s"
+                )))
+            }
+            secs => Duration::from_secs(secs),
+        };
+        let heartbeat_period_ms = match req.heartbeat_period_ms {
+            0 => DEFAULT_HEARTBEAT_PERIOD_MS,
+            ms if ms < 100 => {
+                return Err(Status::invalid_argument(format!("heartbeat period {ms}ms is too short; use at least 100ms")))
+            }
+            ms => ms,
+        };
+        let (_, node_id) = new_node_id();
+        let swarm = new_swarm(NewSwarmOptions {
+            node_id: &node_id,
+            hostname: &self.hostname,
+            advertise,
+            heartbeat_period_ms,
+            cert_lifetime,
+        })?;
+        let state = SwarmState {
+            node_id: node_id.clone(),
+            cluster_id: swarm.cluster_id.clone(),
+            role: "manager".into(),
+            managers: vec![advertise.to_string()],
+            advertise: advertise.to_string(),
+            listen: listen.to_string(),
+            cert_issued_at_ms: now_ms(),
+        };
+        let node = self
+            .start_node(state, swarm.credentials, Some(ManagerStart::Bootstrap(swarm.transaction)))
+            .await?;
+        let manager = node.manager().ok_or_else(|| Status::internal("manager did not start"))?;
+        let (worker_token, manager_token) = tokens(&manager).await?;
+        *slot = Some(node);
+        tracing::info!(node = %node_id, %advertise, "swarm initialised");
+        Ok(Response::new(pb::SwarmInitResponse { node_id, worker_token, manager_token }))
+    }
+
+    async fn swarm_join(&self, request: Request<pb::SwarmJoinRequest>) -> Result<Response<pb::SwarmJoinResponse>, Status> {
+        let req = request.into_inner();
+        let mut slot = self.node.lock().await;
+        if slot.is_some() {
+            return Err(Status::failed_precondition(
+                "this node is already part of a swarm; use `shoal swarm leave` to leave it first",
+            ));
+        }
+        let token = JoinToken::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let remote = parse_remote(&req.remote_addr)?;
+        let advertise = if req.advertise_addr.is_empty() {
+            let ip = route_source(remote).ok_or_else(|| {
+                Status::invalid_argument(format!("no local address routes to {remote}; pass --advertise-addr"))
+            })?;
+            SocketAddr::new(ip, DEFAULT_PORT)
+        } else {
+            parse_advertise(&req.advertise_addr, DEFAULT_PORT)?
+        };
+        let listen = parse_listen(&req.listen_addr, advertise)?;
+
+        // Trust nothing until the manager proves it holds the CA the token names.
+        let remote_str = remote.to_string();
+        let ca_pem = tls::fetch_pinned_ca(&remote_str, &token.ca_digest, JOIN_TIMEOUT)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (_, provisional_id) = new_node_id();
+        let key_and_csr = generate_key_and_csr(&provisional_id).map_err(internal)?;
+        let anonymous = ClientTls::anonymous(&ca_pem).map_err(internal)?;
+        let issue = async {
+            let channel = tls::connect(&remote_str, &anonymous, JOIN_TIMEOUT).await.map_err(|e| Status::unavailable(e.to_string()))?;
+            pb::ca_client::CaClient::new(channel)
+                .issue_node_certificate(pb::IssueNodeCertificateRequest {
+                    csr_pem: key_and_csr.csr_pem.clone(),
+                    token: req.token.clone(),
+                    hostname: self.hostname.clone(),
+                    advertise_addr: advertise.to_string(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        };
+        let issued = tokio::time::timeout(JOIN_TIMEOUT, issue)
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("manager {remote} did not answer the join within {}s", JOIN_TIMEOUT.as_secs())))??;
+        let is_manager = issued.role == "manager";
+        if is_manager {
+            check_can_listen(listen)?;
+        }
+        let state = SwarmState {
+            node_id: issued.node_id.clone(),
+            cluster_id: issued.cluster_id.clone(),
+            role: issued.role.clone(),
+            managers: if issued.managers.is_empty() { vec![remote_str] } else { issued.managers.clone() },
+            advertise: advertise.to_string(),
+            listen: listen.to_string(),
+            cert_issued_at_ms: now_ms(),
+        };
+        let credentials = Credentials { ca_pem: issued.ca_pem, cert_pem: issued.cert_pem, key_pem: key_and_csr.key_pem };
+        let start = is_manager.then_some(ManagerStart::Join);
+        let node = self.start_node(state, credentials, start).await?;
+        *slot = Some(node);
+        tracing::info!(node = %issued.node_id, role = %issued.role, "joined swarm");
+        Ok(Response::new(pb::SwarmJoinResponse { node_id: issued.node_id, role: issued.role }))
+    }
+
+    async fn swarm_leave(&self, request: Request<pb::SwarmLeaveRequest>) -> Result<Response<pb::Empty>, Status> {
+        let force = request.into_inner().force;
+        let mut slot = self.node.lock().await;
+        let node = slot.clone().ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
+        if let Some(manager) = node.manager() {
+            if !force {
+                return Err(Status::failed_precondition(
+                    "this node is a manager: leaving can cost the swarm its quorum; demote it first with `shoal node demote`, or use --force",
+                ));
+            }
+            // Best effort: tell the others we are gone so quorum math stays right.
+            if manager.voters().len() > 1 {
+                let _ = tokio::time::timeout(Duration::from_secs(5), manager.leave_raft(manager.raft_id)).await;
+            }
+        }
+        node.shutdown().await;
+        node.dir().remove().map_err(internal)?;
+        *slot = None;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn info(&self, _request: Request<pb::Empty>) -> Result<Response<pb::InfoResponse>, Status> {
+        let slot = self.node.lock().await;
+        let Some(node) = slot.as_ref() else {
+            return Ok(Response::new(pb::InfoResponse {
+                hostname: self.hostname.clone(),
+                swarm_state: "inactive".into(),
+                ..Default::default()
+            }));
+        };
+        let state = node.state();
+        let manager = node.manager();
+        Ok(Response::new(pb::InfoResponse {
+            node_id: state.node_id.clone(),
+            hostname: self.hostname.clone(),
+            swarm_state: "active".into(),
+            role: state.role.clone(),
+            cluster_id: state.cluster_id.clone(),
+            managers: state.managers.clone(),
+            advertise_addr: state.advertise.clone(),
+            is_leader: manager.as_ref().is_some_and(|m| m.is_leader()),
+        }))
+    }
+}

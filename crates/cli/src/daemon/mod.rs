@@ -1,0 +1,119 @@
+//! `shoal daemon`: one node. It always serves the local API on its unix
+//! socket, runs the agent when the node is in a swarm, and runs a manager
+//! when the node is one.
+
+mod local_api;
+mod node;
+mod state;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use shoal_manager::api::control::ControlService;
+use shoal_manager::api::{ManagerSlot, Transport};
+use shoal_proto::pb;
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use local_api::DEFAULT_PORT;
+use local_api::LocalApi;
+use node::{ManagerStart, RunningNode};
+use state::SwarmDir;
+
+pub struct DaemonOptions {
+    pub data_root: PathBuf,
+    pub socket: PathBuf,
+    pub node_name: Option<String>,
+    /// Registries reached over plain HTTP; handed to the runtime.
+    pub insecure_registries: Vec<String>,
+}
+
+pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.data_root)
+        .with_context(|| format!("cannot create data root {}", options.data_root.display()))?;
+    std::fs::set_permissions(&options.data_root, std::fs::Permissions::from_mode(0o700))?;
+    let hostname = match &options.node_name {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    tracing::info!(data_root = %options.data_root.display(), %hostname, insecure_registries = ?options.insecure_registries, "starting");
+
+    let slot = ManagerSlot::default();
+    let node_cell: Arc<Mutex<Option<Arc<RunningNode>>>> = Arc::new(Mutex::new(None));
+    let (removed_tx, mut removed_rx) = mpsc::channel(1);
+
+    // Back in the swarm we were in before the restart.
+    if let Some((state, credentials)) = SwarmDir::new(&options.data_root).load()? {
+        let start = (state.role == "manager").then_some(ManagerStart::Resume);
+        let node = RunningNode::start(options.data_root.clone(), state, credentials, slot.clone(), start, removed_tx.clone())
+            .await
+            .context("resuming swarm membership")?;
+        *node_cell.lock().await = Some(node);
+    }
+
+    let listener = bind_socket(&options.socket)?;
+    let local_api = LocalApi {
+        data_root: options.data_root.clone(),
+        hostname,
+        slot: slot.clone(),
+        node: node_cell.clone(),
+        removed: removed_tx,
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(pb::daemon_server::DaemonServer::new(local_api))
+        .add_service(pb::control_server::ControlServer::new(ControlService::new(slot, Transport::LocalSocket)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
+
+    // A node removed by the swarm forgets it, as `swarm leave` would.
+    let forget = node_cell.clone();
+    tokio::spawn(async move {
+        while removed_rx.recv().await.is_some() {
+            if let Some(node) = forget.lock().await.take() {
+                node.shutdown().await;
+                if let Err(e) = node.dir().remove() {
+                    tracing::error!(error = %e, "removing swarm state");
+                }
+            }
+        }
+    });
+
+    tracing::info!(socket = %options.socket.display(), "daemon ready");
+    server.await?;
+    if let Some(node) = node_cell.lock().await.take() {
+        node.shutdown().await;
+    }
+    let _ = std::fs::remove_file(&options.socket);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Binds the local socket (root only, mode 0660), replacing a stale one
+/// left by a crashed daemon but never stealing a live daemon's socket.
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another shoal daemon is already listening on {}; stop it or pass another -H", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

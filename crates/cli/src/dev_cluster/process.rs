@@ -1,0 +1,163 @@
+//! Starting processes inside a host's namespace and stopping the ones we
+//! started, without ever signalling an unrelated process that reused a pid.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{setsid, Pid};
+
+use super::netns;
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// A command that runs `program` inside network namespace `ns`, like
+/// `ip netns exec` minus the /sys remount.
+pub fn command_in_netns(ns: &str, program: impl AsRef<OsStr>) -> anyhow::Result<Command> {
+    // Opened here, not in the child: between fork and exec only
+    // async-signal-safe calls are allowed, and setns() on an open fd is one.
+    // The fd is close-on-exec, so the program never inherits it.
+    let ns_file = netns::open(ns)?;
+    let mut command = Command::new(program);
+    // SAFETY: the closure only calls setns(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || netns::enter(&ns_file).map_err(std::io::Error::from));
+    }
+    Ok(command)
+}
+
+/// Puts the child in its own session and process group, so a Ctrl-C aimed at
+/// the command that started it does not reach it, and its group can be
+/// killed as a whole.
+pub fn detach(command: &mut Command) {
+    // SAFETY: setsid(2) is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| setsid().map(drop).map_err(std::io::Error::from));
+    }
+}
+
+/// A process we started: its pid plus an argument its command line must
+/// contain, so a pid recycled by an unrelated process is never signalled.
+#[derive(Clone, Debug)]
+pub struct Tracked {
+    pub pid: u32,
+    pub marker: String,
+}
+
+impl Tracked {
+    pub fn is_alive(&self) -> bool {
+        is_running(self.pid) && cmdline_contains(self.pid, &self.marker)
+    }
+
+    fn nix_pid(&self) -> Pid {
+        Pid::from_raw(self.pid as i32)
+    }
+}
+
+/// How [`stop_all`] ends processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM, then SIGKILL to the process group after the grace period.
+    Graceful,
+    /// SIGKILL to the process group right away (a crash).
+    Kill,
+}
+
+/// Stops every live process in `procs` and waits until they are gone.
+pub async fn stop_all(procs: &[Tracked], how: Stop, grace: Duration) -> anyhow::Result<()> {
+    let live: Vec<&Tracked> = procs.iter().filter(|p| p.is_alive()).collect();
+    if how == Stop::Graceful {
+        for process in &live {
+            let _ = kill(process.nix_pid(), Signal::SIGTERM);
+        }
+        wait_gone(&live, grace).await;
+    }
+    let stubborn: Vec<&Tracked> = live.into_iter().filter(|p| p.is_alive()).collect();
+    for process in &stubborn {
+        // Each daemon leads its own group (see `detach`), so the group takes
+        // its helpers down with it; fall back to the pid alone.
+        if killpg(process.nix_pid(), Signal::SIGKILL).is_err() {
+            let _ = kill(process.nix_pid(), Signal::SIGKILL);
+        }
+    }
+    wait_gone(&stubborn, Duration::from_secs(5)).await;
+    if let Some(survivor) = stubborn.iter().find(|p| p.is_alive()) {
+        bail!(
+            "process {} is still running 5 s after SIGKILL",
+            survivor.pid
+        );
+    }
+    Ok(())
+}
+
+/// SIGKILLs every process whose network namespace is the one with inode
+/// `netns_inode` (helpers a daemon left behind) and waits for them to go.
+pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
+    let wanted = format!("net:[{netns_inode}]");
+    let mut members = Vec::new();
+    let Ok(listing) = fs::read_dir("/proc") else {
+        return Ok(());
+    };
+    for entry in listing.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Kernel threads and processes that just exited have no readable link.
+        if fs::read_link(entry.path().join("ns/net"))
+            .is_ok_and(|ns| ns.as_os_str() == wanted.as_str())
+        {
+            members.push(pid);
+        }
+    }
+    for &pid in &members {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while members.iter().any(|&pid| is_running(pid)) {
+        if Instant::now() >= deadline {
+            bail!("processes in network namespace {wanted} are still running 5 s after SIGKILL");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+async fn wait_gone(procs: &[&Tracked], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while procs.iter().any(|p| p.is_alive()) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Whether `pid` exists and is not a zombie (a zombie has already exited;
+/// only its parent's wait is missing).
+fn is_running(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may
+    // itself contain ')' — hence the last one.
+    match stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+    {
+        Some(state) => state != "Z" && state != "X",
+        None => false,
+    }
+}
+
+fn cmdline_contains(pid: u32, marker: &str) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == marker.as_bytes())
+    })
+}

@@ -1,0 +1,11 @@
+//! The manager's gRPC services and who may call them.
+
+pub mod auth;
+pub mod certificates;
+pub mod control;
+pub mod dispatcher;
+pub mod raft_transport;
+pub mod slot;
+
+pub use auth::Transport;
+pub use slot::ManagerSlot;

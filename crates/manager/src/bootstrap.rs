@@ -1,0 +1,79 @@
+//! A new swarm's first objects: the cluster (with its CA and join-token
+//! secrets) and the node that ran `swarm init`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_proto::identity::{generate_key_and_csr, Role};
+use shoal_proto::join_token::JoinToken;
+use shoal_proto::tls::Credentials;
+
+use crate::ca::CertificateAuthority;
+use crate::errors::ManagerError;
+use crate::store::{
+    new_object_id, now_ms, Availability, Cluster, Meta, Node, NodeRole, NodeStatus, Object, Op, Transaction,
+};
+
+pub const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 1_000;
+pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+pub struct NewSwarm {
+    pub cluster_id: String,
+    pub credentials: Credentials,
+    /// The transaction that writes the cluster and the first node.
+    pub transaction: Transaction,
+}
+
+pub struct NewSwarmOptions<'a> {
+    pub node_id: &'a str,
+    pub hostname: &'a str,
+    pub advertise: SocketAddr,
+    pub heartbeat_period_ms: u64,
+    pub cert_lifetime: Duration,
+}
+
+/// Makes the root CA, the first manager's certificate and the objects to
+/// commit once the one-member Raft cluster leads.
+pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError> {
+    let cluster_id = new_object_id();
+    let ca = CertificateAuthority::generate(&cluster_id).map_err(|e| ManagerError::Internal(format!("creating the root CA: {e}")))?;
+    let key_and_csr = generate_key_and_csr(options.node_id).map_err(|e| ManagerError::Internal(e.to_string()))?;
+    let cert_pem = ca
+        .sign_node_csr(
+            &key_and_csr.csr_pem,
+            options.node_id,
+            Role::Manager,
+            &cluster_id,
+            options.cert_lifetime,
+            &[options.advertise.ip()],
+        )
+        .map_err(|e| ManagerError::Internal(format!("signing the first manager certificate: {e}")))?;
+    let cluster = Cluster {
+        meta: Meta { id: cluster_id.clone(), ..Default::default() },
+        ca_cert_pem: ca.cert_pem(),
+        ca_key_pem: ca.key_pem(),
+        worker_token_secret: JoinToken::generate_secret(),
+        manager_token_secret: JoinToken::generate_secret(),
+        heartbeat_period_ms: options.heartbeat_period_ms,
+        cert_lifetime_secs: options.cert_lifetime.as_secs(),
+        removed_nodes: Vec::new(),
+    };
+    let node = Node {
+        meta: Meta { id: options.node_id.to_string(), ..Default::default() },
+        hostname: options.hostname.to_string(),
+        role: NodeRole::Manager,
+        desired_role: NodeRole::Manager,
+        availability: Availability::Active,
+        labels: Default::default(),
+        addr: options.advertise.ip().to_string(),
+        manager_addr: options.advertise.to_string(),
+        status: NodeStatus::Ready,
+        manager_reachable: true,
+        cert_expiry: now_ms() + options.cert_lifetime.as_millis() as u64,
+    };
+    Ok(NewSwarm {
+        cluster_id,
+        credentials: Credentials { ca_pem: ca.cert_pem(), cert_pem, key_pem: key_and_csr.key_pem },
+        transaction: Transaction::new(vec![Op::Create(Object::Cluster(cluster)), Op::Create(Object::Node(node))]),
+    })
+}

@@ -1,0 +1,399 @@
+//! A running manager: its Raft node, its copy of the store, and the two
+//! primitives everything else is built on: [`Manager::write`] (propose a
+//! transaction, forwarded to the leader from a follower) and
+//! [`Manager::read_barrier`] (Raft read-index, so a read reflects every write
+//! acknowledged before it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use shoal_proto::pb;
+use shoal_proto::tls::ClientTls;
+use tonic::transport::Channel;
+
+use crate::errors::ManagerError;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, PeerContacts};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeId, Raft};
+use crate::store::{Object, Store, Transaction, TxnOutcome};
+
+/// How long a write may wait for commit before the caller is told the
+/// cluster cannot make progress (lost quorum, or partitioned from it).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a leader to appear when none is known.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct ManagerConfig<'a> {
+    pub raft_id: NodeId,
+    /// host:port other managers reach this one on.
+    pub advertise: String,
+    pub data_dir: &'a Path,
+    pub tls: ClientTls,
+}
+
+pub struct Manager {
+    pub raft_id: NodeId,
+    pub advertise: String,
+    pub raft: Raft,
+    pub store: Store,
+    pub contacts: PeerContacts,
+    tls: ClientTls,
+    /// One channel per peer manager, for forwarding to whoever leads.
+    peers: Mutex<HashMap<String, Channel>>,
+    /// openraft allows one membership change at a time; this queues ours.
+    membership: tokio::sync::Mutex<()>,
+    /// Last heartbeat per node id; only meaningful on the leader.
+    heartbeats: Mutex<HashMap<String, Instant>>,
+    _db: sled::Db,
+}
+
+fn raft_config() -> Result<Arc<openraft::Config>, ManagerError> {
+    // Elections within ~1 s of a leader's death keep failover under the 2 s
+    // target; 100 ms heartbeats make followers notice promptly.
+    let config = openraft::Config {
+        cluster_name: "shoal".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        install_snapshot_timeout: 2_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate().map_err(|e| ManagerError::Internal(format!("raft config: {e}")))?))
+}
+
+impl Manager {
+    /// Opens (or creates) this manager's Raft storage under `data_dir` and
+    /// starts its Raft node. A fresh node waits to be initialised or added.
+    pub async fn start(config: ManagerConfig<'_>) -> Result<Arc<Self>, ManagerError> {
+        std::fs::create_dir_all(config.data_dir)
+            .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
+        let db = sled::Config::new()
+            .path(config.data_dir.join("raft"))
+            .open()
+            .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
+        let store = Store::new();
+        let log_store = LogStore::new(&db).map_err(|e| ManagerError::Internal(format!("raft log: {e}")))?;
+        let state_machine =
+            StateMachine::new(&db, store.clone()).map_err(|e| ManagerError::Internal(format!("state machine: {e}")))?;
+        let contacts = PeerContacts::default();
+        let network = Network::new(config.tls.clone(), contacts.clone());
+        let raft = Raft::new(config.raft_id, raft_config()?, network, log_store, state_machine)
+            .await
+            .map_err(|e| ManagerError::Internal(format!("starting raft: {e}")))?;
+        let manager = Arc::new(Manager {
+            raft_id: config.raft_id,
+            advertise: config.advertise,
+            raft,
+            store,
+            contacts,
+            tls: config.tls,
+            peers: Mutex::new(HashMap::new()),
+            membership: tokio::sync::Mutex::new(()),
+            heartbeats: Mutex::new(HashMap::new()),
+            _db: db,
+        });
+        crate::node_health::spawn_leader_loops(manager.clone());
+        Ok(manager)
+    }
+
+    pub fn record_heartbeat(&self, node_id: &str) {
+        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_string(), Instant::now());
+    }
+
+    pub fn heartbeats(&self) -> HashMap<String, Instant> {
+        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes this manager a one-member cluster and waits until it leads.
+    pub async fn bootstrap(&self) -> Result<(), ManagerError> {
+        let members = BTreeMap::from([(self.raft_id, BasicNode { addr: self.advertise.clone() })]);
+        if let Err(e) = self.raft.initialize(members).await {
+            // Already initialised is fine: a restart of a bootstrapped node.
+            tracing::debug!(error = %e, "raft initialize");
+        }
+        self.raft
+            .wait(Some(LEADER_WAIT))
+            .state(ServerState::Leader, "bootstrap")
+            .await
+            .map_err(|_| ManagerError::NoLeader)?;
+        Ok(())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+    }
+
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
+    }
+
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().nodes().map(|(id, node)| (*id, node.addr.clone())).collect()
+    }
+
+    /// A gRPC channel to another manager over mutual TLS, reused across calls.
+    pub fn peer_channel(&self, addr: &str) -> Result<Channel, ManagerError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = peers.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = shoal_proto::tls::connect_lazy(addr, &self.tls, RPC_TIMEOUT)
+            .map_err(|e| ManagerError::Unavailable(format!("cannot connect to manager {addr}: {e}")))?;
+        peers.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Waits (bounded) until some manager is known to lead, and returns it.
+    async fn wait_for_leader(&self) -> Result<(NodeId, String), ManagerError> {
+        if let Some(leader) = self.leader() {
+            return Ok(leader);
+        }
+        let mut metrics = self.raft.metrics();
+        let waited = tokio::time::timeout(LEADER_WAIT, async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+                if let Some(leader) = self.leader() {
+                    return Some(leader);
+                }
+            }
+        })
+        .await;
+        waited.ok().flatten().ok_or(ManagerError::NoLeader)
+    }
+
+    /// Commits a transaction through Raft and returns what it wrote.
+    ///
+    /// On a follower the transaction is handed to the leader. The whole
+    /// write is bounded by [`WRITE_TIMEOUT`], so a manager cut off from the
+    /// majority reports that instead of hanging.
+    pub async fn write(&self, txn: Transaction) -> Result<Vec<Object>, ManagerError> {
+        let outcome = tokio::time::timeout(WRITE_TIMEOUT, self.write_unbounded(txn))
+            .await
+            .map_err(|_| ManagerError::NoQuorum)??;
+        outcome.map_err(ManagerError::from)
+    }
+
+    async fn write_unbounded(&self, txn: Transaction) -> Result<TxnOutcome, ManagerError> {
+        loop {
+            let (leader, addr) = self.wait_for_leader().await?;
+            if leader == self.raft_id {
+                match self.raft.client_write(txn.clone()).await {
+                    Ok(response) => return Ok(response.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        // Lost leadership mid-write; go round and find the new leader.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(ManagerError::Internal(format!("raft write: {e}"))),
+                }
+            }
+            match self.forward_write(&addr, &txn).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(ManagerError::NotLeader) | Err(ManagerError::Unavailable(_)) => {
+                    // The leader moved or died under us; retry within the deadline.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn forward_write(&self, leader_addr: &str, txn: &Transaction) -> Result<TxnOutcome, ManagerError> {
+        let data = bincode::serialize(txn).map_err(|e| ManagerError::Internal(format!("encoding write: {e}")))?;
+        let mut client = pb::raft_client::RaftClient::new(self.peer_channel(leader_addr)?);
+        let reply = client
+            .forward_write(pb::RaftPayload { data })
+            .await
+            .map_err(|status| ManagerError::from_forwarded(leader_addr, status))?;
+        let forwarded: Result<TxnOutcome, ForwardedError> = bincode::deserialize(&reply.into_inner().data)
+            .map_err(|e| ManagerError::Internal(format!("decoding forwarded write: {e}")))?;
+        forwarded.map_err(ForwardedError::into_error)
+    }
+
+    /// Serves a write forwarded by a follower (leader side).
+    pub async fn handle_forwarded_write(&self, data: &[u8]) -> Vec<u8> {
+        let result: Result<TxnOutcome, ForwardedError> = match bincode::deserialize::<Transaction>(data) {
+            Err(e) => Err(ForwardedError::Internal(format!("undecodable forwarded write: {e}"))),
+            Ok(txn) if self.is_leader() => match self.raft.client_write(txn).await {
+                Ok(response) => Ok(response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ForwardedError::NotLeader),
+                Err(e) => Err(ForwardedError::Internal(e.to_string())),
+            },
+            Ok(_) => Err(ForwardedError::NotLeader),
+        };
+        bincode::serialize(&result).unwrap_or_default()
+    }
+
+    /// Raft read-index: returns once this manager's store reflects every
+    /// write committed before the call, or fails if no quorum confirms a
+    /// leader.
+    pub async fn read_barrier(&self) -> Result<(), ManagerError> {
+        tokio::time::timeout(WRITE_TIMEOUT, async {
+            let index = loop {
+                let (leader, addr) = self.wait_for_leader().await?;
+                if leader == self.raft_id {
+                    match self.raft.ensure_linearizable().await {
+                        Ok(log_id) => break log_id.map(|l| l.index),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    }
+                }
+                let mut client = pb::raft_client::RaftClient::new(self.peer_channel(&addr)?);
+                match client.read_index(pb::Empty {}).await {
+                    Ok(reply) => break Some(reply.into_inner().index),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            if let Some(index) = index {
+                self.raft
+                    .wait(Some(WRITE_TIMEOUT))
+                    .applied_index_at_least(Some(index), "read barrier")
+                    .await
+                    .map_err(|_| ManagerError::NoQuorum)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| ManagerError::NoQuorum)?
+    }
+
+    /// Leader side of the read-index RPC.
+    pub async fn handle_read_index(&self) -> Result<u64, ManagerError> {
+        if !self.is_leader() {
+            return Err(ManagerError::NotLeader);
+        }
+        let log_id = tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| ManagerError::NoQuorum)?
+            .map_err(|_| ManagerError::NoQuorum)?;
+        Ok(log_id.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// Adds a manager to Raft: first as a learner that catches up, then as a
+    /// voter, so a slow joiner never counts towards quorum before it can vote.
+    /// Leader only.
+    pub async fn add_manager(&self, id: NodeId, addr: String) -> Result<(), ManagerError> {
+        let _one_at_a_time = self.membership.lock().await;
+        if !self.is_leader() {
+            return Err(ManagerError::NotLeader);
+        }
+        if self.voters().contains(&id) {
+            return Ok(());
+        }
+        self.raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+            .map_err(|e| ManagerError::Internal(format!("adding manager as learner: {e}")))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| ManagerError::Internal(format!("promoting manager to voter: {e}")))?;
+        Ok(())
+    }
+
+    /// Adds a manager to Raft from any manager: directly on the leader,
+    /// through the leader's JoinRaft RPC elsewhere.
+    pub async fn join_raft(&self, id: NodeId, addr: String) -> Result<(), ManagerError> {
+        let (leader, leader_addr) = self.wait_for_leader().await?;
+        if leader == self.raft_id {
+            return self.add_manager(id, addr).await;
+        }
+        let mut client = pb::raft_client::RaftClient::new(self.peer_channel(&leader_addr)?);
+        client
+            .join_raft(pb::JoinRaftRequest { node_id: crate::store::node_id_string(id), addr })
+            .await
+            .map_err(|status| ManagerError::from_forwarded(&leader_addr, status))?;
+        Ok(())
+    }
+
+    /// Removes a manager from Raft from any manager (see [`Self::remove_manager`]).
+    pub async fn leave_raft(&self, id: NodeId) -> Result<(), ManagerError> {
+        let (leader, leader_addr) = self.wait_for_leader().await?;
+        if leader == self.raft_id {
+            return self.remove_manager(id).await;
+        }
+        let mut client = pb::raft_client::RaftClient::new(self.peer_channel(&leader_addr)?);
+        client
+            .leave_raft(pb::LeaveRaftRequest { node_id: crate::store::node_id_string(id) })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::FailedPrecondition => ManagerError::FailedPrecondition(status.message().to_string()),
+                _ => ManagerError::from_forwarded(&leader_addr, status),
+            })?;
+        Ok(())
+    }
+
+    /// Whether the leader currently hears from manager `id` (itself counts).
+    pub fn hears_from(&self, id: NodeId) -> bool {
+        id == self.raft_id
+            || self.contacts.last_contact(id).is_some_and(|t| t.elapsed() < Duration::from_millis(1500))
+    }
+
+    /// Removes a manager from Raft, refusing if the managers left could not
+    /// form a quorum among the reachable ones. Leader only.
+    pub async fn remove_manager(&self, id: NodeId) -> Result<(), ManagerError> {
+        let _one_at_a_time = self.membership.lock().await;
+        if !self.is_leader() {
+            return Err(ManagerError::NotLeader);
+        }
+        let voters = self.voters();
+        if !voters.contains(&id) {
+            return Ok(());
+        }
+        let remaining: Vec<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
+        if remaining.is_empty() {
+            return Err(ManagerError::LastManager);
+        }
+        let reachable_left = remaining.iter().filter(|v| self.hears_from(**v)).count();
+        if reachable_left < remaining.len() / 2 + 1 {
+            return Err(ManagerError::WouldLoseQuorum { reachable: reachable_left, remaining: remaining.len() });
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| ManagerError::Internal(format!("removing manager from raft: {e}")))?;
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// How a forwarded write failed, as sent back to the follower.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum ForwardedError {
+    NotLeader,
+    Internal(String),
+}
+
+impl ForwardedError {
+    fn into_error(self) -> ManagerError {
+        match self {
+            ForwardedError::NotLeader => ManagerError::NotLeader,
+            ForwardedError::Internal(message) => ManagerError::Internal(message),
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The cluster store: typed objects replicated by Raft.
+//!
+//! [`StoreState`] is the state machine's data and its pure `apply`; [`Store`]
+//! is the shared handle that the Raft state machine writes through and that
+//! every component reads and watches. Components never call each other: they
+//! watch the store and write back to it.
+
+pub mod objects;
+pub mod transaction;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use objects::*;
+pub use transaction::*;
+
+/// One committed change, as watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Created(Object),
+    Updated { old: Object, new: Object },
+    Deleted(Object),
+}
+
+impl Change {
+    /// The object as it is after the change (as it was, for deletions).
+    pub fn object(&self) -> &Object {
+        match self {
+            Change::Created(o) | Change::Deleted(o) => o,
+            Change::Updated { new, .. } => new,
+        }
+    }
+}
+
+/// Everything one applied transaction changed, tagged with its log index.
+#[derive(Debug, Clone)]
+pub struct StoreEvent {
+    pub index: u64,
+    pub changes: Vec<Change>,
+}
+
+/// The replicated data. Kept in memory for reads (cluster state is small),
+/// persisted by the Raft state machine, serialised whole for snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreState {
+    objects: BTreeMap<Kind, BTreeMap<String, Object>>,
+    /// (kind, name) -> id, for kinds with unique names.
+    #[serde(skip)]
+    names: HashMap<(Kind, String), String>,
+}
+
+impl StoreState {
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut state = StoreState::default();
+        for object in objects {
+            state.insert(object);
+        }
+        state
+    }
+
+    pub fn get(&self, kind: Kind, id: &str) -> Option<&Object> {
+        self.objects.get(&kind)?.get(id)
+    }
+
+    pub fn get_typed<T: Typed>(&self, id: &str) -> Option<&T> {
+        self.get(T::KIND, id).and_then(T::from_object)
+    }
+
+    pub fn list(&self, kind: Kind) -> impl Iterator<Item = &Object> {
+        self.objects.get(&kind).into_iter().flat_map(|m| m.values())
+    }
+
+    pub fn list_typed<'a, T: Typed + 'a>(&'a self) -> impl Iterator<Item = &'a T> {
+        self.list(T::KIND).filter_map(T::from_object)
+    }
+
+    pub fn find_by_name(&self, kind: Kind, name: &str) -> Option<&Object> {
+        let id = self.names.get(&(kind, name.to_string()))?;
+        self.get(kind, id)
+    }
+
+    pub fn all_objects(&self) -> impl Iterator<Item = &Object> {
+        self.objects.values().flat_map(|m| m.values())
+    }
+
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.list_typed::<Cluster>().next()
+    }
+
+    /// Rebuilds the name index after deserialisation (it is not serialised).
+    pub fn reindex(&mut self) {
+        self.names.clear();
+        for (kind, objects) in &self.objects {
+            for object in objects.values() {
+                if let Some(name) = object.name() {
+                    self.names.insert((*kind, name.to_string()), object.id().to_string());
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, object: Object) -> Option<Object> {
+        let kind = object.kind();
+        let name = object.name().map(str::to_string);
+        let id = object.id().to_string();
+        let previous = self.objects.entry(kind).or_default().insert(id.clone(), object);
+        // A rename must release the old name.
+        if let Some(old_name) = previous.as_ref().and_then(|p| p.name()) {
+            if Some(old_name) != name.as_deref() {
+                self.names.remove(&(kind, old_name.to_string()));
+            }
+        }
+        if let Some(name) = name {
+            self.names.insert((kind, name), id);
+        }
+        previous
+    }
+
+    fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
+        let removed = self.objects.get_mut(&kind)?.remove(id)?;
+        if let Some(name) = removed.name() {
+            self.names.remove(&(kind, name.to_string()));
+        }
+        Some(removed)
+    }
+
+    /// Checks every precondition of `txn` against the current state without
+    /// changing anything, so that a failing transaction leaves no trace.
+    fn check(&self, txn: &Transaction) -> Result<(), TxnError> {
+        // Names claimed or released earlier in the same transaction count.
+        let mut claimed: HashMap<(Kind, String), String> = HashMap::new();
+        let mut released: Vec<(Kind, String)> = Vec::new();
+        for op in &txn.ops {
+            match op {
+                Op::Create(object) => {
+                    let kind = object.kind();
+                    if self.get(kind, object.id()).is_some() {
+                        return Err(TxnError::AlreadyExists { kind, id: object.id().to_string() });
+                    }
+                    if let Some(name) = object.name() {
+                        let key = (kind, name.to_string());
+                        let taken = (self.names.contains_key(&key) && !released.contains(&key))
+                            || claimed.contains_key(&key);
+                        if taken {
+                            return Err(TxnError::NameInUse { kind, name: name.to_string() });
+                        }
+                        claimed.insert(key, object.id().to_string());
+                    }
+                }
+                Op::Update { object, expected_version } => {
+                    let kind = object.kind();
+                    let current = self
+                        .get(kind, object.id())
+                        .ok_or_else(|| TxnError::NotFound { kind, id: object.id().to_string() })?;
+                    if let Some(expected) = expected_version {
+                        if current.meta().version != *expected {
+                            return Err(TxnError::VersionConflict {
+                                kind,
+                                id: object.id().to_string(),
+                                expected: *expected,
+                                actual: current.meta().version,
+                            });
+                        }
+                    }
+                    if let Some(name) = object.name() {
+                        let key = (kind, name.to_string());
+                        let owner = claimed.get(&key).or_else(|| self.names.get(&key));
+                        if owner.is_some_and(|owner| owner != object.id()) && !released.contains(&key) {
+                            return Err(TxnError::NameInUse { kind, name: name.to_string() });
+                        }
+                        claimed.insert(key, object.id().to_string());
+                    }
+                }
+                Op::Delete { kind, id } => {
+                    let current =
+                        self.get(*kind, id).ok_or_else(|| TxnError::NotFound { kind: *kind, id: id.clone() })?;
+                    if let Some(name) = current.name() {
+                        released.push((*kind, name.to_string()));
+                    }
+                }
+                Op::Check { kind, id, version } => {
+                    let current =
+                        self.get(*kind, id).ok_or_else(|| TxnError::NotFound { kind: *kind, id: id.clone() })?;
+                    if current.meta().version != *version {
+                        return Err(TxnError::VersionConflict {
+                            kind: *kind,
+                            id: id.clone(),
+                            expected: *version,
+                            actual: current.meta().version,
+                        });
+                    }
+                }
+                Op::Restore(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a committed transaction at log `index`. Deterministic.
+    pub fn apply(&mut self, index: u64, txn: &Transaction) -> (TxnOutcome, Vec<Change>) {
+        if let Err(err) = self.check(txn) {
+            return (Err(err), Vec::new());
+        }
+        let mut written = Vec::new();
+        let mut changes = Vec::new();
+        for op in &txn.ops {
+            match op {
+                Op::Create(object) => {
+                    let mut object = object.clone();
+                    let meta = object.meta_mut();
+                    meta.version = index;
+                    meta.created_at = txn.timestamp_ms;
+                    meta.updated_at = txn.timestamp_ms;
+                    self.insert(object.clone());
+                    written.push(object.clone());
+                    changes.push(Change::Created(object));
+                }
+                Op::Update { object, .. } => {
+                    let mut object = object.clone();
+                    let old = self.get(object.kind(), object.id()).cloned();
+                    let meta = object.meta_mut();
+                    meta.version = index;
+                    meta.created_at = old.as_ref().map(|o| o.meta().created_at).unwrap_or(txn.timestamp_ms);
+                    meta.updated_at = txn.timestamp_ms;
+                    self.insert(object.clone());
+                    written.push(object.clone());
+                    if let Some(old) = old {
+                        changes.push(Change::Updated { old, new: object });
+                    }
+                }
+                Op::Delete { kind, id } => {
+                    if let Some(old) = self.remove(*kind, id) {
+                        written.push(old.clone());
+                        changes.push(Change::Deleted(old));
+                    }
+                }
+                Op::Check { .. } => {}
+                Op::Restore(objects) => {
+                    for old in std::mem::take(&mut self.objects).into_values().flat_map(|m| m.into_values()) {
+                        changes.push(Change::Deleted(old));
+                    }
+                    self.names.clear();
+                    for object in objects {
+                        let mut object = object.clone();
+                        object.meta_mut().version = index;
+                        self.insert(object.clone());
+                        changes.push(Change::Created(object));
+                    }
+                }
+            }
+        }
+        (Ok(written), changes)
+    }
+}
+
+/// Shared handle to the store: the Raft state machine writes through it,
+/// everything else reads and watches.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<RwLock<StoreState>>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        // Watchers that fall this far behind get `Lagged` and must resync
+        // from a fresh read, as SwarmKit's watch queue does.
+        let (events, _) = broadcast::channel(4096);
+        Store { state: Arc::new(RwLock::new(StoreState::default())), events }
+    }
+
+    /// A consistent view of the whole store for as long as the guard lives.
+    /// Keep it short: writes wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, StoreState> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn view<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+        f(&self.read())
+    }
+
+    pub fn watch(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Applies a committed entry and tells watchers. Called by the Raft
+    /// state machine only.
+    pub fn apply(&self, index: u64, txn: &Transaction) -> TxnOutcome {
+        let (outcome, changes) = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state.apply(index, txn)
+        };
+        if !changes.is_empty() {
+            // No receivers is fine: nobody is watching yet.
+            let _ = self.events.send(StoreEvent { index, changes });
+        }
+        outcome
+    }
+
+    /// Replaces the whole state (snapshot install or recovery from disk).
+    pub fn replace(&self, mut state: StoreState, index: u64) {
+        state.reindex();
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(&mut *guard, state);
+        drop(guard);
+        let mut changes: Vec<Change> = old.all_objects().cloned().map(Change::Deleted).collect();
+        changes.extend(self.read().all_objects().cloned().map(Change::Created));
+        if !changes.is_empty() {
+            let _ = self.events.send(StoreEvent { index, changes });
+        }
+    }
+
+    pub fn snapshot(&self) -> StoreState {
+        self.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: &str, name: &str) -> Object {
+        Object::Config(Config {
+            meta: Meta { id: id.into(), ..Default::default() },
+            name: name.into(),
+            labels: Default::default(),
+            data: b"x".to_vec(),
+        })
+    }
+
+    #[test]
+    fn create_sets_version_and_times_from_the_entry() {
+        let mut state = StoreState::default();
+        let txn = Transaction { ops: vec![Op::Create(config("a", "one"))], timestamp_ms: 42 };
+        let (outcome, changes) = state.apply(7, &txn);
+        let written = outcome.unwrap();
+        assert_eq!(written[0].meta(), &Meta { id: "a".into(), version: 7, created_at: 42, updated_at: 42 });
+        assert_eq!(changes.len(), 1);
+        assert_eq!(state.find_by_name(Kind::Config, "one").unwrap().id(), "a");
+    }
+
+    #[test]
+    fn a_failing_op_leaves_the_whole_transaction_unapplied() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("a", "one")))).0.unwrap();
+        let txn = Transaction::new(vec![Op::Create(config("b", "two")), Op::Create(config("c", "one"))]);
+        let (outcome, changes) = state.apply(2, &txn);
+        assert_eq!(outcome, Err(TxnError::NameInUse { kind: Kind::Config, name: "one".into() }));
+        assert!(changes.is_empty());
+        assert!(state.get(Kind::Config, "b").is_none());
+    }
+
+    #[test]
+    fn update_with_stale_version_is_a_conflict() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("a", "one")))).0.unwrap();
+        let update = Op::Update { object: config("a", "one"), expected_version: Some(1) };
+        state.apply(2, &Transaction::single(update.clone())).0.unwrap();
+        let (outcome, _) = state.apply(3, &Transaction::single(update));
+        assert!(matches!(outcome, Err(TxnError::VersionConflict { expected: 1, actual: 2, .. })));
+    }
+
+    #[test]
+    fn delete_frees_the_name_within_one_transaction() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("a", "one")))).0.unwrap();
+        let txn = Transaction::new(vec![
+            Op::Delete { kind: Kind::Config, id: "a".into() },
+            Op::Create(config("b", "one")),
+        ]);
+        state.apply(2, &txn).0.unwrap();
+        assert_eq!(state.find_by_name(Kind::Config, "one").unwrap().id(), "b");
+    }
+
+    #[test]
+    fn rename_releases_the_old_name() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("a", "one")))).0.unwrap();
+        state.apply(2, &Transaction::single(Op::Update { object: config("a", "two"), expected_version: None })).0.unwrap();
+        assert!(state.find_by_name(Kind::Config, "one").is_none());
+        state.apply(3, &Transaction::single(Op::Create(config("b", "one")))).0.unwrap();
+    }
+
+    #[test]
+    fn serialised_state_round_trips_with_its_name_index() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("a", "one")))).0.unwrap();
+        let bytes = bincode::serialize(&state).unwrap();
+        let mut back: StoreState = bincode::deserialize(&bytes).unwrap();
+        back.reindex();
+        assert_eq!(back, state);
+    }
+
+    #[tokio::test]
+    async fn watchers_see_committed_changes() {
+        let store = Store::new();
+        let mut watch = store.watch();
+        store.apply(5, &Transaction::single(Op::Create(config("a", "one")))).unwrap();
+        let event = watch.recv().await.unwrap();
+        assert_eq!(event.index, 5);
+        assert!(matches!(&event.changes[0], Change::Created(o) if o.id() == "a"));
+    }
+}
