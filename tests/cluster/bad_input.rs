@@ -31,7 +31,7 @@ fn bad_swarm_commands_are_refused_and_write_nothing() {
     let token = cluster.shoal("manager1", &["swarm", "join-token", "-q", "worker"]).ok().stdout.trim().to_string();
     let started = Instant::now();
     let unreachable = cluster.shoal("worker1", &["swarm", "join", "--token", &token, &nowhere]);
-    refused(&unreachable, "could not reach manager");
+    refused(&unreachable, "manager 198.18.");
     assert!(started.elapsed() < Duration::from_secs(15), "join hung for {:?}", started.elapsed());
     assert!(inactive("worker1"));
 
