@@ -50,7 +50,38 @@ pub async fn form(shoal_exe: &Path, state: &ClusterState) -> anyhow::Result<()> 
         )
         .await?;
     }
-    Ok(())
+    wait_until_ready(shoal_exe, first, state.hosts.len()).await
+}
+
+/// How long `up` waits for every node's first heartbeat to land.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Returns once `manager` reports `count` nodes, all ready and every
+/// manager reachable, so `up` hands over a cluster that is fully formed.
+async fn wait_until_ready(shoal_exe: &Path, manager: &HostState, count: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        if let Ok(out) = shoal(shoal_exe, manager, &["node", "ls", "--format", "json"]).await {
+            let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+            let ready = nodes.len() == count
+                && nodes.iter().all(|n| {
+                    n["status"] == "ready" && n["manager_status"] != "unreachable"
+                });
+            if ready {
+                return Ok(());
+            }
+            last = out;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the swarm formed but not every node was ready within {}s; last `node ls`: {}",
+                READY_TIMEOUT.as_secs(),
+                last.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Joins a host added to a running cluster through the first manager that
