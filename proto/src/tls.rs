@@ -145,37 +145,54 @@ fn provider() -> Arc<CryptoProvider> {
 /// interoperate with and no reason to carry TLS 1.2's extra surface.
 const PROTOCOLS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
+// ---------------------------------------------------------------- live config
+
+/// A rustls config that renewal swaps while connections keep taking the
+/// current one. Clones share the slot.
+#[derive(Clone)]
+struct LiveConfig<T>(Arc<RwLock<Arc<T>>>);
+
+impl<T> LiveConfig<T> {
+    fn new(config: Arc<T>) -> Self {
+        LiveConfig(Arc::new(RwLock::new(config)))
+    }
+
+    fn get(&self) -> Arc<T> {
+        // A poisoned lock still holds a complete config: the writer only
+        // ever replaces the whole Arc.
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, config: Arc<T>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
 // ---------------------------------------------------------------- server
 
 /// The server side of mutual TLS, shared by a server's accept loop and
 /// whoever renews its certificate. Clones share the same config.
 #[derive(Clone)]
 pub struct ServerTls {
-    current: Arc<RwLock<Arc<ServerConfig>>>,
+    current: LiveConfig<ServerConfig>,
 }
 
 impl ServerTls {
     pub fn new(credentials: &Credentials) -> Result<Self, TlsError> {
         Ok(ServerTls {
-            current: Arc::new(RwLock::new(server_config(credentials)?)),
+            current: LiveConfig::new(server_config(credentials)?),
         })
     }
 
     /// Makes every later handshake use `credentials`. On error the current
     /// config stays in force.
     pub fn update(&self, credentials: &Credentials) -> Result<(), TlsError> {
-        let config = server_config(credentials)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        self.current.set(server_config(credentials)?);
         Ok(())
     }
 
     fn current(&self) -> Arc<ServerConfig> {
-        // A poisoned lock still holds a complete config: the writer only
-        // ever replaces the whole Arc.
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.get()
     }
 
     /// Completed TLS connections from `listener`, for
@@ -322,14 +339,14 @@ impl Stream for TlsIncoming {
 /// `update` after a renewal reaches every channel made from it.
 #[derive(Clone)]
 pub struct ClientTls {
-    current: Arc<RwLock<Arc<ClientConfig>>>,
+    current: LiveConfig<ClientConfig>,
 }
 
 impl ClientTls {
     /// Presents `credentials`' certificate and trusts only its CA.
     pub fn new(credentials: &Credentials) -> Result<Self, TlsError> {
         Ok(ClientTls {
-            current: Arc::new(RwLock::new(client_config(credentials)?)),
+            current: LiveConfig::new(client_config(credentials)?),
         })
     }
 
@@ -346,23 +363,19 @@ impl ClientTls {
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(ClientTls {
-            current: Arc::new(RwLock::new(Arc::new(config))),
+            current: LiveConfig::new(Arc::new(config)),
         })
     }
 
     /// Makes every later connection use `credentials`. On error the current
     /// config stays in force.
     pub fn update(&self, credentials: &Credentials) -> Result<(), TlsError> {
-        let config = client_config(credentials)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        self.current.set(client_config(credentials)?);
         Ok(())
     }
 
     fn current(&self) -> Arc<ClientConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.get()
     }
 }
 

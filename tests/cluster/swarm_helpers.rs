@@ -19,9 +19,7 @@ pub struct NodeRow {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Info {
-    pub node_id: String,
     pub swarm: String,
-    pub role: String,
     pub is_leader: bool,
 }
 

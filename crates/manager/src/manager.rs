@@ -132,19 +132,26 @@ impl Manager {
     }
 
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Called on every write: borrow the metrics rather than clone them.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
-        Some((leader, node.addr))
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     pub fn voters(&self) -> BTreeSet<NodeId> {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
 
-    pub fn members(&self) -> BTreeMap<NodeId, String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics.membership_config.membership().nodes().map(|(id, node)| (*id, node.addr.clone())).collect()
+    /// Who leads and who votes, read once from Raft's metrics.
+    pub fn raft_view(&self) -> RaftView {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        RaftView {
+            leader: metrics.current_leader,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+        }
     }
 
     /// A gRPC channel to another manager over mutual TLS, reused across calls.
@@ -380,6 +387,12 @@ impl Manager {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// A snapshot of Raft's roles, for rendering manager status.
+pub struct RaftView {
+    pub leader: Option<NodeId>,
+    pub voters: BTreeSet<NodeId>,
 }
 
 /// How a forwarded write failed, as sent back to the follower.

@@ -28,7 +28,7 @@ use anyhow::{bail, Context};
 use self::links::Netlink;
 use self::plan::Role;
 use self::process::{Stop, Tracked};
-use self::report::Format;
+use crate::output::Format;
 use self::state::ClusterState;
 
 #[derive(Debug, clap::Args)]

@@ -8,12 +8,7 @@ use tabled::{Table, Tabled};
 
 use super::daemon;
 use super::state::{ClusterState, HostState};
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+use crate::output::Format;
 
 /// One host as `ls` shows it.
 #[derive(Serialize, Tabled)]

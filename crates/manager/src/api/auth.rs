@@ -6,7 +6,6 @@ use shoal_proto::identity::{peer_identity, PeerIdentity, Role};
 use tonic::{Request, Status};
 
 use crate::manager::Manager;
-use crate::store::Cluster;
 
 /// Where a request came in: the daemon's unix socket is trusted (its file
 /// mode restricts it to root), the TCP port is not.
@@ -45,22 +44,25 @@ pub fn require_identity<T>(request: &Request<T>, manager: &Manager) -> Result<Pe
     let identity = peer_identity(request).ok_or_else(|| {
         Status::unauthenticated("this API needs a client certificate signed by the swarm's CA; pass --tlscert and --tlskey (see `shoal swarm client-bundle`)")
     })?;
-    let cluster: Option<Cluster> = manager.store.view(|s| s.cluster().cloned());
-    if let Some(cluster) = cluster {
+    // Runs on every RPC, Raft's included: decide under the read lock
+    // rather than cloning the cluster object (CA material and all).
+    let refusal = manager.store.view(|s| {
+        let cluster = s.cluster()?;
         if identity.cluster_id != cluster.id() {
-            return Err(Status::permission_denied(format!(
+            return Some(format!(
                 "certificate for {} belongs to swarm {}, not this swarm ({})",
                 identity.id,
                 identity.cluster_id,
                 cluster.id()
-            )));
+            ));
         }
-        if cluster.removed_nodes.iter().any(|removed| removed == &identity.id) {
-            return Err(Status::permission_denied(format!(
-                "node {} was removed from the swarm; join it again with a join token",
-                identity.id
-            )));
-        }
+        cluster
+            .removed_nodes
+            .contains(&identity.id)
+            .then(|| format!("node {} was removed from the swarm; join it again with a join token", identity.id))
+    });
+    if let Some(message) = refusal {
+        return Err(Status::permission_denied(message));
     }
     Ok(identity)
 }

@@ -13,7 +13,7 @@ use super::auth::{authorize, Transport};
 use super::slot::ManagerSlot;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
-use crate::manager::Manager;
+use crate::manager::{Manager, RaftView};
 use crate::store::{
     new_object_id, raft_id_of, Availability, Cluster, Config, Kind, Meta, Node, NodeRole, Object, Op, StoreState,
     Transaction,
@@ -76,13 +76,12 @@ pub fn cluster_of(state: &StoreState) -> Result<Cluster, ManagerError> {
 
 /// Renders a node for the API; manager status comes from Raft membership
 /// (who is a voter, who leads) and the leader's view of reachability.
-pub fn node_to_pb(node: &Node, manager: &Manager) -> pb::Node {
-    let metrics = manager.raft.metrics().borrow().clone();
+pub fn node_to_pb(node: &Node, raft: &RaftView) -> pb::Node {
     let raft_id = raft_id_of(&node.meta.id);
-    let is_voter = raft_id.is_some_and(|id| metrics.membership_config.membership().voter_ids().any(|v| v == id));
+    let is_voter = raft_id.is_some_and(|id| raft.voters.contains(&id));
     let manager_status = if !is_voter {
         ""
-    } else if raft_id == metrics.current_leader {
+    } else if raft_id == raft.leader {
         "leader"
     } else if node.manager_reachable {
         "reachable"
@@ -193,8 +192,9 @@ impl pb::control_server::Control for ControlService {
             nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.meta.id.cmp(&b.meta.id)));
             nodes
         });
+        let raft = manager.raft_view();
         Ok(Response::new(pb::ListNodesResponse {
-            nodes: nodes.iter().map(|n| node_to_pb(n, &manager)).collect(),
+            nodes: nodes.iter().map(|n| node_to_pb(n, &raft)).collect(),
             self_id: crate::store::node_id_string(manager.raft_id),
         }))
     }
@@ -203,7 +203,7 @@ impl pb::control_server::Control for ControlService {
         let manager = self.manager(&request)?;
         manager.read_barrier().await?;
         let node = manager.store.view(|s| resolve_node(s, &request.get_ref().node).cloned())?;
-        Ok(Response::new(node_to_pb(&node, &manager)))
+        Ok(Response::new(node_to_pb(&node, &manager.raft_view())))
     }
 
     async fn update_node(&self, request: Request<pb::UpdateNodeRequest>) -> Result<Response<pb::Node>, Status> {
@@ -239,7 +239,7 @@ impl pb::control_server::Control for ControlService {
                 Ok(())
             })
             .await?;
-        Ok(Response::new(node_to_pb(&node, &manager)))
+        Ok(Response::new(node_to_pb(&node, &manager.raft_view())))
     }
 
     async fn promote_node(&self, request: Request<pb::NodeRef>) -> Result<Response<pb::Node>, Status> {
@@ -253,7 +253,7 @@ impl pb::control_server::Control for ControlService {
                 Ok(())
             })
             .await?;
-        Ok(Response::new(node_to_pb(&node, &manager)))
+        Ok(Response::new(node_to_pb(&node, &manager.raft_view())))
     }
 
     async fn demote_node(&self, request: Request<pb::NodeRef>) -> Result<Response<pb::Node>, Status> {
@@ -279,7 +279,7 @@ impl pb::control_server::Control for ControlService {
                 Ok(())
             })
             .await?;
-        Ok(Response::new(node_to_pb(&node, &manager)))
+        Ok(Response::new(node_to_pb(&node, &manager.raft_view())))
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::Empty>, Status> {

@@ -19,13 +19,12 @@ use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader, StorageError,
-    StorageIOError, Vote,
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader, Vote,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{NodeId, TypeConfig};
+use super::{io_error, NodeId, StorageResult, TypeConfig};
 
 const LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
@@ -51,16 +50,6 @@ pub struct LogStore {
     meta: sled::Tree,
 }
 
-type StorageResult<T> = Result<T, StorageError<NodeId>>;
-
-fn io_error(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    source: &(impl std::error::Error + 'static),
-) -> StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::new(source)).into()
-}
-
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -74,29 +63,59 @@ impl LogStore {
     /// (see [`RaftLogStorage::purge`]) so the log never starts at or below the
     /// recorded purge point.
     pub fn new(db: &sled::Db) -> StorageResult<Self> {
-        let open = |name: &str| db.open_tree(name).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e));
-        let store = LogStore { db: db.clone(), log: open(LOG_TREE)?, meta: open(META_TREE)? };
-        if let Some(purged) = store.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)? {
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
+        };
+        let store = LogStore {
+            db: db.clone(),
+            log: open(LOG_TREE)?,
+            meta: open(META_TREE)?,
+        };
+        if let Some(purged) =
+            store.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?
+        {
             store.remove_up_to(purged.index)?;
         }
         Ok(store)
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &[u8], subject: ErrorSubject<NodeId>) -> StorageResult<Option<T>> {
-        let Some(bytes) = self.meta.get(key).map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))? else {
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<Option<T>> {
+        let Some(bytes) = self
+            .meta
+            .get(key)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?
+        else {
             return Ok(None);
         };
-        bincode::deserialize(&bytes).map(Some).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
+        bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| io_error(subject, ErrorVerb::Read, &e))
     }
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
-        let bytes = bincode::serialize(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
-        self.meta.insert(key, bytes).map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
+        let bytes = bincode::serialize(value)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
@@ -114,7 +133,9 @@ impl LogStore {
         for key in self.log.range(range).keys() {
             batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?);
         }
-        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 
     fn remove_up_to(&self, index: u64) -> StorageResult<()> {
@@ -122,7 +143,10 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        let last = self.log.last().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        let last = self
+            .log
+            .last()
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
         match last {
             Some((key, value)) => Ok(Some(*Self::decode_entry(&key, &value)?.get_log_id())),
             None => Ok(None),
@@ -131,7 +155,11 @@ impl LogStore {
 
     /// Reads entries in `range`, stopping early (but never before the first
     /// entry) once `byte_budget` encoded bytes have been read.
-    fn read_entries(&self, range: impl RangeBounds<u64>, byte_budget: usize) -> StorageResult<Vec<Entry<TypeConfig>>> {
+    fn read_entries(
+        &self,
+        range: impl RangeBounds<u64>,
+        byte_budget: usize,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let start = match range.start_bound() {
             Bound::Included(i) => Some(*i),
             Bound::Excluded(i) => i.checked_add(1),
@@ -144,7 +172,9 @@ impl LogStore {
         };
         // An empty or inverted range reads nothing; sled would otherwise walk
         // the tree for it.
-        let Some(start) = start else { return Ok(Vec::new()) };
+        let Some(start) = start else {
+            return Ok(Vec::new());
+        };
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }
@@ -152,7 +182,8 @@ impl LogStore {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         for item in self.log.range((Bound::Included(index_key(start)), upper)) {
-            let (key, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let (key, value) =
+                item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
             bytes = bytes.saturating_add(value.len());
             if !entries.is_empty() && bytes > byte_budget {
                 break;
@@ -171,7 +202,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.read_entries(range, usize::MAX)
     }
 
-    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> StorageResult<Vec<Entry<TypeConfig>>> {
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         self.read_entries(start..end, MAX_REPLICATION_BYTES)
     }
 }
@@ -180,10 +215,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id = self.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?;
+        let last_purged_log_id =
+            self.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?;
         // With every entry purged, the log still "ends" at the purge point.
         let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -229,8 +268,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let bytes =
-                bincode::serialize(&entry).map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
+            let bytes = bincode::serialize(&entry)
+                .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
             batch.insert(&index_key(log_id.index), bytes);
         }
         if let Err(e) = self.log.apply_batch(batch) {

@@ -32,6 +32,19 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// What the storage halves return: openraft's own error type, as its traits demand.
+type StorageResult<T> = Result<T, openraft::StorageError<NodeId>>;
+
+/// A sled or bincode failure as the openraft storage error naming what was
+/// being read or written, so openraft can tell which part of storage broke.
+fn io_error(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    source: &(impl std::error::Error + 'static),
+) -> openraft::StorageError<NodeId> {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(source)).into()
+}
+
 /// Opens a manager's Raft storage in its sled database: the log store, and
 /// the state machine with `store` loaded from disk. Pass both to
 /// [`Raft::new`]; on restart openraft re-applies committed entries after the
@@ -41,5 +54,8 @@ pub fn open_storage(
     db: &sled::Db,
     store: Store,
 ) -> Result<(log_store::LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>> {
-    Ok((log_store::LogStore::new(db)?, state_machine::StateMachine::new(db, store)?))
+    Ok((
+        log_store::LogStore::new(db)?,
+        state_machine::StateMachine::new(db, store)?,
+    ))
 }

@@ -12,11 +12,13 @@ use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, RPCTypes, Vote};
 use serde::de::DeserializeOwned;
@@ -48,11 +50,18 @@ pub struct PeerContacts {
 impl PeerContacts {
     /// When `id` last answered a Raft RPC from this manager, if ever.
     pub fn last_contact(&self, id: NodeId) -> Option<Instant> {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&id).copied()
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
     }
 
     fn record(&self, id: NodeId) {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Instant::now());
     }
 }
 
@@ -105,11 +114,20 @@ impl Shared {
                 return Ok(cached.clone());
             }
         }
-        let channel = shoal_proto::tls::connect_lazy(addr, &self.tls, CONNECT_TIMEOUT).map_err(|e| {
-            Unreachable::new(&AnyError::error(format!("cannot connect to manager {target} at {addr}: {e}")))
-        })?;
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cached = CachedChannel { addr: addr.to_string(), generation, channel };
+        let channel =
+            shoal_proto::tls::connect_lazy(addr, &self.tls, CONNECT_TIMEOUT).map_err(|e| {
+                Unreachable::new(&AnyError::error(format!(
+                    "cannot connect to manager {target} at {addr}: {e}"
+                )))
+            })?;
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cached = CachedChannel {
+            addr: addr.to_string(),
+            generation,
+            channel,
+        };
         channels.insert(target, cached.clone());
         Ok(cached)
     }
@@ -118,7 +136,10 @@ impl Shared {
     /// from scratch (new TCP connection and TLS session).
     fn forget(&self, target: NodeId, generation: u64) {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if channels.get(&target).is_some_and(|c| c.generation == generation) {
+        if channels
+            .get(&target)
+            .is_some_and(|c| c.generation == generation)
+        {
             channels.remove(&target);
         }
     }
@@ -128,7 +149,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, node: node.clone(), shared: self.shared.clone() }
+        PeerClient {
+            target,
+            node: node.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -156,8 +181,11 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: Error + DeserializeOwned,
     {
-        let data = bincode::serialize(request)
-            .map_err(|e| RPCError::Network(NetworkError::new(&AnyError::error(format!("encoding {action}: {e}")))))?;
+        let data = bincode::serialize(request).map_err(|e| {
+            RPCError::Network(NetworkError::new(&AnyError::error(format!(
+                "encoding {action}: {e}"
+            ))))
+        })?;
         let cached = self.shared.channel(self.target, &self.node.addr)?;
         let mut client = RaftClient::new(cached.channel.clone());
         let mut grpc_request = tonic::Request::new(pb::RaftPayload { data });
@@ -173,7 +201,12 @@ impl PeerClient {
                 RPCTypes::InstallSnapshot => client.install_snapshot(grpc_request).await,
             }
         };
-        let timeout = || Timeout { action, id: sender, target: self.target, timeout: option.hard_ttl() };
+        let timeout = || Timeout {
+            action,
+            id: sender,
+            target: self.target,
+            timeout: option.hard_ttl(),
+        };
         let payload = match tokio::time::timeout(option.hard_ttl(), send).await {
             Err(_elapsed) => return Err(RPCError::Timeout(timeout())),
             Ok(Err(status)) => return Err(self.failed(action, cached.generation, status, timeout)),
@@ -190,13 +223,14 @@ impl PeerClient {
         self.shared.contacts.record(self.target);
         match reply {
             Reply::Handled(Ok(response)) => Ok(response),
-            Reply::Handled(Err(raft_error)) => {
-                Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), raft_error)))
+            Reply::Handled(Err(raft_error)) => Err(RPCError::RemoteError(
+                RemoteError::new_with_node(self.target, self.node.clone(), raft_error),
+            )),
+            Reply::Rejected(reason) => {
+                Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(
+                    format!("manager {} rejected {action}: {reason}", self.target),
+                ))))
             }
-            Reply::Rejected(reason) => Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(format!(
-                "manager {} rejected {action}: {reason}",
-                self.target
-            ))))),
         }
     }
 
@@ -246,16 +280,25 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(RPCTypes::AppendEntries, sender_of(&rpc.vote), &rpc, &option).await
+        self.call(RPCTypes::AppendEntries, sender_of(&rpc.vote), &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        self.call(RPCTypes::InstallSnapshot, sender_of(&rpc.vote), &rpc, &option).await
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(
+            RPCTypes::InstallSnapshot,
+            sender_of(&rpc.vote),
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn vote(
@@ -263,6 +306,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(RPCTypes::Vote, sender_of(&rpc.vote), &rpc, &option).await
+        self.call(RPCTypes::Vote, sender_of(&rpc.vote), &rpc, &option)
+            .await
     }
 }

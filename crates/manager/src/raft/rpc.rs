@@ -30,7 +30,8 @@ pub enum Reply<T, E> {
 
 pub type AppendEntriesReply = Reply<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
 pub type VoteReply = Reply<VoteResponse<NodeId>, RaftError<NodeId>>;
-pub type InstallSnapshotReply = Reply<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+pub type InstallSnapshotReply =
+    Reply<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
 /// Hands decoded Raft RPCs to the local Raft node and encodes its answers.
 #[derive(Clone)]
@@ -44,7 +45,10 @@ impl RaftRpcHandler {
     }
 
     pub async fn append_entries(&self, data: &[u8]) -> Vec<u8> {
-        handle("append_entries", data, |request| self.raft.append_entries(request)).await
+        handle("append_entries", data, |request| {
+            self.raft.append_entries(request)
+        })
+        .await
     }
 
     pub async fn vote(&self, data: &[u8]) -> Vec<u8> {
@@ -53,7 +57,10 @@ impl RaftRpcHandler {
 
     /// One chunk of a snapshot; openraft reassembles the chunks itself.
     pub async fn install_snapshot(&self, data: &[u8]) -> Vec<u8> {
-        handle("install_snapshot", data, |request| self.raft.install_snapshot(request)).await
+        handle("install_snapshot", data, |request| {
+            self.raft.install_snapshot(request)
+        })
+        .await
     }
 }
 
@@ -95,7 +102,9 @@ mod tests {
 
     use super::*;
 
-    fn granted(request: VoteRequest<NodeId>) -> std::future::Ready<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    fn granted(
+        request: VoteRequest<NodeId>,
+    ) -> std::future::Ready<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
         std::future::ready(Ok(VoteResponse::new(request.vote, None, true)))
     }
 
@@ -103,7 +112,8 @@ mod tests {
     async fn a_decodable_request_reaches_raft_and_its_answer_comes_back() {
         let request = VoteRequest::<NodeId>::new(Vote::new(3, 7), None);
         let bytes = bincode::serialize(&request).unwrap();
-        let reply: VoteReply = bincode::deserialize(&handle("vote", &bytes, granted).await).unwrap();
+        let reply: VoteReply =
+            bincode::deserialize(&handle("vote", &bytes, granted).await).unwrap();
         match reply {
             Reply::Handled(Ok(response)) => assert_eq!(response.vote, Vote::new(3, 7)),
             other => panic!("unexpected reply {other:?}"),
@@ -112,7 +122,8 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_rejected_not_a_panic() {
-        let reply: VoteReply = bincode::deserialize(&handle("vote", b"\xff\x01", granted).await).unwrap();
+        let reply: VoteReply =
+            bincode::deserialize(&handle("vote", b"\xff\x01", granted).await).unwrap();
         assert!(matches!(reply, Reply::Rejected(reason) if reason.contains("vote")));
     }
 }

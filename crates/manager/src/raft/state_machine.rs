@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
-use super::{NodeId, TypeConfig};
+use super::{io_error, NodeId, StorageResult, TypeConfig};
 use crate::store::{Kind, Object, Op, Store, StoreState, TxnOutcome};
 
 const SM_TREE: &str = "sm";
@@ -40,7 +40,6 @@ const LAST_APPLIED_KEY: &[u8] = b"meta/last_applied";
 const LAST_MEMBERSHIP_KEY: &[u8] = b"meta/last_membership";
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
-type StorageResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
@@ -48,20 +47,13 @@ type Meta = SnapshotMeta<NodeId, BasicNode>;
 /// reflects.
 type SnapshotPayload = (StoreState, Option<LogId<NodeId>>, Membership);
 
-fn io_error(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    source: &(impl std::error::Error + 'static),
-) -> StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::new(source)).into()
-}
-
 fn object_key(kind: Kind, id: &str) -> String {
     format!("{OBJECT_PREFIX}{kind}/{id}")
 }
 
 fn encode<T: Serialize>(value: &T) -> StorageResult<Vec<u8>> {
-    bincode::serialize(value).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))
+    bincode::serialize(value)
+        .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))
 }
 
 /// The snapshot as stored: its metadata next to its bytes.
@@ -73,7 +65,10 @@ struct StoredSnapshot {
 
 impl StoredSnapshot {
     fn into_snapshot(self) -> Snapshot<TypeConfig> {
-        Snapshot { meta: self.meta, snapshot: Box::new(Cursor::new(self.data)) }
+        Snapshot {
+            meta: self.meta,
+            snapshot: Box::new(Cursor::new(self.data)),
+        }
     }
 }
 
@@ -94,18 +89,24 @@ struct SnapshotSlot {
 impl SnapshotSlot {
     fn load(&self) -> StorageResult<Option<StoredSnapshot>> {
         let subject = || ErrorSubject::Snapshot(None);
-        let Some(bytes) = self.tree.get(CURRENT_SNAPSHOT_KEY).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?
+        let Some(bytes) = self
+            .tree
+            .get(CURRENT_SNAPSHOT_KEY)
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?
         else {
             return Ok(None);
         };
-        bincode::deserialize(&bytes).map(Some).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
+        bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
     }
 
     /// Stores `snapshot` as the current one unless a newer one is already
     /// there (or `force`). Written but not flushed; see [`Self::flush`].
     fn store(&self, snapshot: &StoredSnapshot, force: bool) -> StorageResult<()> {
         let subject = || ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
-        let bytes = bincode::serialize(snapshot).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        let bytes =
+            bincode::serialize(snapshot).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
         let _guard = self.replace.lock().unwrap_or_else(|p| p.into_inner());
         if !force {
             if let Some(current) = self.load()? {
@@ -114,15 +115,20 @@ impl SnapshotSlot {
                 }
             }
         }
-        self.tree.insert(CURRENT_SNAPSHOT_KEY, bytes).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        self.tree
+            .insert(CURRENT_SNAPSHOT_KEY, bytes)
+            .map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
         Ok(())
     }
 
     async fn flush(&self, meta: &Meta) -> StorageResult<()> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, &e))?;
+        self.db.flush_async().await.map_err(|e| {
+            io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                &e,
+            )
+        })?;
         Ok(())
     }
 
@@ -149,8 +155,10 @@ impl StateMachine {
     /// `store`: the `sm` tree, or the saved snapshot when that is newer (a
     /// crash cut an install short).
     pub fn new(db: &sled::Db, store: Store) -> StorageResult<Self> {
-        let open =
-            |name: &str| db.open_tree(name).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e));
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
+        };
         let sm = open(SM_TREE)?;
         let snapshots = SnapshotSlot {
             db: db.clone(),
@@ -158,8 +166,13 @@ impl StateMachine {
             replace: Arc::new(Mutex::new(())),
             counter: Arc::new(AtomicU64::new(crate::store::now_ms())),
         };
-        let mut machine =
-            StateMachine { store, sm, snapshots, last_applied: None, last_membership: Membership::default() };
+        let mut machine = StateMachine {
+            store,
+            sm,
+            snapshots,
+            last_applied: None,
+            last_membership: Membership::default(),
+        };
         machine.last_applied = machine.read_meta(LAST_APPLIED_KEY)?.flatten();
         machine.last_membership = machine.read_meta(LAST_MEMBERSHIP_KEY)?.unwrap_or_default();
 
@@ -171,24 +184,33 @@ impl StateMachine {
             }
         }
         let state = StoreState::from_objects(machine.read_objects()?);
-        machine.store.replace(state, machine.last_applied.map_or(0, |id| id.index));
+        machine
+            .store
+            .replace(state, machine.last_applied.map_or(0, |id| id.index));
         Ok(machine)
     }
 
     fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> StorageResult<Option<T>> {
-        let Some(bytes) = self.sm.get(key).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?
+        let Some(bytes) = self
+            .sm
+            .get(key)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?
         else {
             return Ok(None);
         };
-        bincode::deserialize(&bytes).map(Some).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
+        bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
     }
 
     fn read_objects(&self) -> StorageResult<Vec<Object>> {
         let mut objects = Vec::new();
         for item in self.sm.scan_prefix(OBJECT_PREFIX) {
-            let (_, value) = item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+            let (_, value) =
+                item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
             objects.push(
-                bincode::deserialize(&value).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?,
+                bincode::deserialize(&value)
+                    .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?,
             );
         }
         Ok(objects)
@@ -199,10 +221,15 @@ impl StateMachine {
         // Removals first: a sled batch keeps the last write per key, so the
         // inserts below win for objects that stay.
         for key in self.sm.scan_prefix(OBJECT_PREFIX).keys() {
-            batch.remove(key.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Delete, &e))?);
+            batch.remove(
+                key.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Delete, &e))?,
+            );
         }
         for object in state.all_objects() {
-            batch.insert(object_key(object.kind(), object.id()).as_bytes(), encode(object)?);
+            batch.insert(
+                object_key(object.kind(), object.id()).as_bytes(),
+                encode(object)?,
+            );
         }
         Ok(())
     }
@@ -227,8 +254,11 @@ impl StateMachine {
         let mut batch = sled::Batch::default();
         self.rewrite_objects(&state, &mut batch)?;
         self.write_position(&mut batch)?;
-        self.sm.apply_batch(batch).map_err(|e| io_error(signature(), ErrorVerb::Write, &e))?;
-        self.store.replace(state, meta.last_log_id.map_or(0, |id| id.index));
+        self.sm
+            .apply_batch(batch)
+            .map_err(|e| io_error(signature(), ErrorVerb::Write, &e))?;
+        self.store
+            .replace(state, meta.last_log_id.map_or(0, |id| id.index));
         Ok(())
     }
 }
@@ -314,7 +344,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.write_position(&mut batch)?;
-        self.sm.apply_batch(batch).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        self.sm
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
         Ok(replies)
     }
 
@@ -331,8 +363,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> StorageResult<()> {
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
         // Saved before the `sm` tree is rewritten, so a crash in between
         // leaves a snapshot newer than `sm`, which `new` then loads.
         self.snapshots.store(&stored, true)?;
@@ -362,7 +401,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id: self.slot.next_id(self.last_applied),
         };
         let data = bincode::serialize(&(&self.state, &self.last_applied, &self.last_membership))
-            .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, &e))?;
+            .map_err(|e| {
+                io_error(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                    &e,
+                )
+            })?;
         let stored = StoredSnapshot { meta, data };
         self.slot.store(&stored, false)?;
         // openraft purges the log up to this snapshot once it returns, so

@@ -25,16 +25,6 @@ pub enum Change {
     Deleted(Object),
 }
 
-impl Change {
-    /// The object as it is after the change (as it was, for deletions).
-    pub fn object(&self) -> &Object {
-        match self {
-            Change::Created(o) | Change::Deleted(o) => o,
-            Change::Updated { new, .. } => new,
-        }
-    }
-}
-
 /// Everything one applied transaction changed, tagged with its log index.
 #[derive(Debug, Clone)]
 pub struct StoreEvent {

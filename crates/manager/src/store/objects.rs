@@ -41,11 +41,6 @@ impl Kind {
             Kind::Config => "config",
         }
     }
-
-    /// Kinds whose objects a user names, and whose names must be unique.
-    pub fn has_unique_name(self) -> bool {
-        matches!(self, Kind::Service | Kind::Network | Kind::Secret | Kind::Config)
-    }
 }
 
 impl std::fmt::Display for Kind {
