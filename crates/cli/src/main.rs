@@ -47,6 +47,14 @@ enum Command {
     /// Manage configs
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Manage this node's images
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Manage this node's containers
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
+    /// Create and start a container (short for `container run`)
+    Run(commands::container::RunArgs),
     /// Show what this node knows about itself and its swarm
     Info(commands::swarm::InfoArgs),
     /// A local multi-node cluster on network namespaces
@@ -105,6 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
+        Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
+        Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),
+        Command::Run(args) => Ok(commands::container::run(commands::container::ContainerCommand::Run(args), &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {
             let exe = std::env::current_exe()?;

@@ -32,3 +32,29 @@ pub fn print_json<T: Serialize>(value: &T) -> CliResult {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// "3 seconds ago", "2 minutes ago": docker's relative times.
+pub fn ago(unix_secs: i64) -> String {
+    if unix_secs <= 0 {
+        return "N/A".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(unix_secs);
+    format!("{} ago", human_duration(now.saturating_sub(unix_secs).max(0) as u64))
+}
+
+/// "Less than a second", "5 seconds", "About a minute", "3 hours", ...
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 48 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}

@@ -1,5 +1,8 @@
 //! Client commands, one module per `shoal` noun.
 
 pub mod config;
+pub mod container;
+pub mod flags;
+pub mod image;
 pub mod node;
 pub mod swarm;

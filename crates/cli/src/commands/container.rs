@@ -1,0 +1,357 @@
+//! `shoal container ...`: containers on this node, as `docker container ...`.
+
+use std::io::Write;
+
+use serde::Serialize;
+use shoal_proto::pb;
+use tonic::transport::Channel;
+
+use crate::client::ConnectArgs;
+use crate::commands::flags;
+use crate::error::{CliError, CliResult};
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ContainerCommand {
+    /// Create and start a container (pulls the image if it is missing)
+    Run(RunArgs),
+    /// List containers
+    Ls {
+        /// Show stopped containers too
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a container's output
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines from the end
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        /// Prefix each line with its time
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Stop containers: the stop signal, then SIGKILL after the grace period
+    Stop {
+        /// Seconds to wait before killing (default 10)
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<u32>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers (SIGKILL by default)
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        /// Kill a running container first
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers in detail (JSON)
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to stop and print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Environment variable (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Memory limit, e.g. 64m
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// USER[:GROUP] or UID[:GID]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    workdir: Option<String>,
+    /// Replace the image's entrypoint
+    #[arg(long)]
+    entrypoint: Option<String>,
+    image: String,
+    /// Command and arguments (replace the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl RunArgs {
+    fn request(self) -> CliResult<pb::RunContainerRequest> {
+        if let Some(pids) = self.pids_limit {
+            if pids == 0 || pids < -1 {
+                return Err(CliError::msg(format!("--pids-limit {pids} is invalid; use a positive number, or -1 for no limit")));
+            }
+        }
+        if let Some(name) = &self.name {
+            let valid = !name.is_empty()
+                && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !valid {
+                return Err(CliError::msg(format!(
+                    "container name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"
+                )));
+            }
+        }
+        Ok(pb::RunContainerRequest {
+            image: self.image,
+            name: self.name.unwrap_or_default(),
+            command: self.command,
+            entrypoint: self.entrypoint,
+            env: flags::parse_env(&self.env)?,
+            hostname: self.hostname.unwrap_or_default(),
+            user: self.user.unwrap_or_default(),
+            workdir: self.workdir.unwrap_or_default(),
+            labels: flags::parse_labels("--label", &self.labels)?,
+            read_only: self.read_only,
+            mounts: self.mounts.iter().map(|m| flags::parse_mount(m)).collect::<CliResult<_>>()?,
+            memory_bytes: self.memory.as_deref().map(|m| flags::parse_bytes("--memory", m)).transpose()?.unwrap_or(0),
+            nano_cpus: self.cpus.as_deref().map(|c| flags::parse_cpus("--cpus", c)).transpose()?.unwrap_or(0),
+            pids_limit: self.pids_limit.unwrap_or(0),
+            auto_remove: self.rm,
+            detach: self.detach,
+        })
+    }
+}
+
+pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult {
+    match command {
+        ContainerCommand::Run(args) => {
+            // Flags are checked before dialling so a typo is reported even with no daemon.
+            let request = args.request()?;
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let code = run_container(&mut runtime, request).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        ContainerCommand::Ls { all, quiet, format } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let containers = runtime.list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;
+            list(containers, quiet, format)
+        }
+        ContainerCommand::Logs { follow, tail, timestamps, container } => {
+            let tail = match tail.as_deref() {
+                None | Some("all") => None,
+                Some(n) => Some(n.parse::<u64>().map_err(|_| {
+                    CliError::msg(format!("--tail {n:?} is invalid; use a number of lines or \"all\""))
+                })?),
+            };
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let mut lines = runtime
+                .container_logs(pb::ContainerLogsRequest { name: container, follow, tail })
+                .await?
+                .into_inner();
+            while let Some(line) = lines.message().await? {
+                print_log_line(&line, timestamps)?;
+            }
+            Ok(())
+        }
+        ContainerCommand::Stop { time, containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime
+                    .stop_container(pb::StopContainerRequest {
+                        name: name.clone(),
+                        timeout_secs: time.unwrap_or(0),
+                        has_timeout: time.is_some(),
+                    })
+                    .await?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Kill { signal, containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime.kill_container(pb::KillContainerRequest { name: name.clone(), signal: signal.clone() }).await?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Rm { force, containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime.remove_container(pb::RemoveContainerRequest { name: name.clone(), force }).await?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Inspect { containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let mut docs = Vec::new();
+            for name in containers {
+                let doc = runtime.inspect_container(pb::ContainerRef { name }).await?.into_inner();
+                docs.push(serde_json::from_str::<serde_json::Value>(&doc.json)?);
+            }
+            print_json(&docs)
+        }
+        ContainerCommand::Wait { containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                let exit = runtime.wait_container(pb::ContainerRef { name }).await?.into_inner();
+                println!("{}", exit.code);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `run`: pulls a missing image first (as docker does), then one streaming
+/// call creates, starts and, unless detached, relays output until the exit.
+/// Returns the container's exit code.
+async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, request: pb::RunContainerRequest) -> CliResult<i32> {
+    let have_image = runtime.inspect_image(pb::ImageRef { name: request.image.clone() }).await.is_ok();
+    if !have_image {
+        eprintln!("Unable to find image '{}' locally", request.image);
+        crate::commands::image::pull(runtime, &request.image, true).await?;
+    }
+    let detach = request.detach;
+    let mut events = runtime.run_container(request).await?.into_inner();
+    while let Some(event) = events.message().await? {
+        match event.event {
+            Some(pb::run_event::Event::Created(id)) if detach => {
+                println!("{id}");
+                return Ok(0);
+            }
+            Some(pb::run_event::Event::Created(_)) | None => {}
+            Some(pb::run_event::Event::Output(line)) => print_log_line(&line, false)?,
+            Some(pb::run_event::Event::Exit(exit)) => {
+                if !exit.error.is_empty() {
+                    return Err(CliError::msg(exit.error));
+                }
+                if exit.oom_killed {
+                    eprintln!("The container was killed: it ran out of memory (exit code {}).", exit.code);
+                }
+                return Ok(exit.code);
+            }
+        }
+    }
+    if detach {
+        return Err(CliError::msg("the daemon did not report the new container's id; see its log"));
+    }
+    Err(CliError::msg("the daemon stopped relaying the container before it exited; check `shoal container ls -a`"))
+}
+
+fn print_log_line(line: &pb::LogLine, timestamps: bool) -> CliResult {
+    let mut prefix = String::new();
+    if timestamps {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(line.time_unix_nanos.max(0) as u64);
+        prefix = format!("{} ", humantime::format_rfc3339_nanos(time));
+    }
+    if line.stream == "stderr" {
+        let mut err = std::io::stderr().lock();
+        err.write_all(prefix.as_bytes())?;
+        err.write_all(&line.data)?;
+        err.flush()?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(prefix.as_bytes())?;
+        out.write_all(&line.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ContainerJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a str,
+    command: &'a str,
+    created: i64,
+    state: &'a str,
+    status: &'a str,
+    labels: &'a std::collections::HashMap<String, String>,
+}
+
+fn list(containers: Vec<pb::ContainerSummary>, quiet: bool, format: Format) -> CliResult {
+    if quiet {
+        for c in &containers {
+            println!("{}", &c.id[..c.id.len().min(12)]);
+        }
+        return Ok(());
+    }
+    match format {
+        Format::Json => print_json(
+            &containers
+                .iter()
+                .map(|c| ContainerJson {
+                    id: &c.id,
+                    name: &c.name,
+                    image: &c.image,
+                    command: &c.command,
+                    created: c.created_unix,
+                    state: &c.state,
+                    status: &c.status,
+                    labels: &c.labels,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Format::Table => {
+            let rows = containers
+                .iter()
+                .map(|c| {
+                    let mut command = format!("\"{}\"", c.command);
+                    if command.chars().count() > 22 {
+                        command = format!("{}…\"", command.chars().take(20).collect::<String>());
+                    }
+                    vec![
+                        c.id.chars().take(12).collect(),
+                        c.image.clone(),
+                        command,
+                        crate::output::ago(c.created_unix),
+                        c.status.clone(),
+                        c.name.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows);
+            Ok(())
+        }
+    }
+}

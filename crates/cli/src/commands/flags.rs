@@ -1,0 +1,194 @@
+//! Parsers for the value syntaxes docker's flags use (`64m`, `0.5`,
+//! `type=bind,source=...,target=...`, `KEY=VALUE`), shared by `container
+//! run` and `service create`. They run in the CLI so a typo is reported
+//! before anything reaches the daemon.
+
+use std::collections::HashMap;
+
+use shoal_proto::pb;
+
+use crate::error::{CliError, CliResult};
+
+/// `64m`, `1g`, `512k`, `1048576`, `1.5g`: bytes, with docker's binary units.
+pub fn parse_bytes(flag: &str, value: &str) -> CliResult<u64> {
+    let invalid = || CliError::msg(format!("{flag} {value:?} is invalid; use a size such as 64m, 512k or 2g"));
+    let lower = value.trim().to_ascii_lowercase();
+    let lower = lower.strip_suffix('b').unwrap_or(&lower);
+    let (number, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((at, _)) => lower.split_at(at),
+        None => (lower, ""),
+    };
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(invalid()),
+    };
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    if !number.is_finite() || number <= 0.0 {
+        return Err(invalid());
+    }
+    let bytes = number * multiplier as f64;
+    if bytes > u64::MAX as f64 || bytes < 1.0 {
+        return Err(invalid());
+    }
+    Ok(bytes as u64)
+}
+
+/// `--cpus 0.5` as nano-CPUs, the unit docker's API uses.
+pub fn parse_cpus(flag: &str, value: &str) -> CliResult<u64> {
+    let invalid = || CliError::msg(format!("{flag} {value:?} is invalid; use a positive number of CPUs such as 0.5 or 2"));
+    let cpus: f64 = value.trim().parse().map_err(|_| invalid())?;
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
+        return Err(invalid());
+    }
+    let nanos = (cpus * 1e9).round() as u64;
+    if nanos < 10_000_000 {
+        return Err(CliError::msg(format!("{flag} {value:?} is too small; the minimum is 0.01")));
+    }
+    Ok(nanos)
+}
+
+/// `KEY=VALUE` pairs (labels); a bare `KEY` means an empty value, as in docker.
+pub fn parse_labels(flag: &str, values: &[String]) -> CliResult<HashMap<String, String>> {
+    values
+        .iter()
+        .map(|item| {
+            let (key, value) = item.split_once('=').unwrap_or((item.as_str(), ""));
+            if key.is_empty() {
+                return Err(CliError::msg(format!("{flag} {item:?} is invalid; use KEY=VALUE")));
+            }
+            Ok((key.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// `-e KEY=VALUE`; a bare `KEY` takes the value from the CLI's environment
+/// (and is dropped when unset), as docker does.
+pub fn parse_env(values: &[String]) -> CliResult<Vec<String>> {
+    let mut env = Vec::new();
+    for item in values {
+        match item.split_once('=') {
+            Some(("", _)) => return Err(CliError::msg(format!("environment variable {item:?} is invalid; use KEY=VALUE"))),
+            Some(_) => env.push(item.clone()),
+            None if item.is_empty() => return Err(CliError::msg("an empty environment variable was given; use -e KEY=VALUE")),
+            None => {
+                if let Ok(value) = std::env::var(item) {
+                    env.push(format!("{item}={value}"));
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// docker's `--mount type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=64m][,tmpfs-mode=1777]`.
+pub fn parse_mount(value: &str) -> CliResult<pb::Mount> {
+    let invalid = |why: &str| CliError::msg(format!("mount {value:?} is invalid: {why}"));
+    let mut mount = pb::Mount { r#type: "volume".into(), ..Default::default() };
+    for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (key, val) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field, None),
+        };
+        match (key, val) {
+            ("type", Some(t)) => mount.r#type = t.to_string(),
+            ("source" | "src", Some(s)) => mount.source = s.to_string(),
+            ("target" | "destination" | "dst", Some(t)) => mount.target = t.to_string(),
+            ("readonly" | "ro", None) => mount.readonly = true,
+            ("readonly" | "ro", Some(v)) => {
+                mount.readonly = match v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(invalid("readonly takes true or false")),
+                }
+            }
+            ("tmpfs-size", Some(s)) => mount.tmpfs_size = parse_bytes("tmpfs-size", s)?,
+            ("tmpfs-mode", Some(m)) => {
+                mount.tmpfs_mode = u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| invalid("tmpfs-mode takes an octal mode such as 1777"))?
+            }
+            _ => return Err(invalid(&format!("unknown field {field:?}; use type, source, target, readonly, tmpfs-size or tmpfs-mode"))),
+        }
+    }
+    match mount.r#type.as_str() {
+        "bind" | "volume" | "tmpfs" => {}
+        other => return Err(invalid(&format!("type {other:?} is unknown; use bind, volume or tmpfs"))),
+    }
+    if mount.target.is_empty() || !mount.target.starts_with('/') {
+        return Err(invalid("target must be an absolute path inside the container"));
+    }
+    match mount.r#type.as_str() {
+        "bind" if !mount.source.starts_with('/') => return Err(invalid("a bind mount needs an absolute source path on the host")),
+        "tmpfs" if !mount.source.is_empty() => return Err(invalid("a tmpfs mount takes no source")),
+        "bind" | "volume" if mount.tmpfs_size != 0 || mount.tmpfs_mode != 0 => {
+            return Err(invalid("tmpfs-size and tmpfs-mode only apply to type=tmpfs"))
+        }
+        "volume" if mount.source.contains('/') => {
+            return Err(invalid("a volume name cannot contain '/'; use type=bind for host paths"))
+        }
+        _ => {}
+    }
+    Ok(mount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(parse_bytes("--memory", "64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("--memory", "64MB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("--memory", "1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("--memory", "4096").unwrap(), 4096);
+        for bad in ["", "m", "-1m", "12x", "0", "nan", "1e400"] {
+            let err = parse_bytes("--memory", bad).unwrap_err().to_string();
+            assert!(err.contains("--memory") && err.contains("64m"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cpus_become_nano_cpus() {
+        assert_eq!(parse_cpus("--cpus", "0.5").unwrap(), 500_000_000);
+        assert_eq!(parse_cpus("--cpus", "2").unwrap(), 2_000_000_000);
+        for bad in ["", "half", "-1", "0", "inf"] {
+            assert!(parse_cpus("--cpus", bad).is_err(), "{bad}");
+        }
+        assert!(parse_cpus("--cpus", "0.001").unwrap_err().to_string().contains("minimum"));
+    }
+
+    #[test]
+    fn mounts_parse_like_docker() {
+        let m = parse_mount("type=bind,source=/srv,target=/data,readonly").unwrap();
+        assert_eq!((m.r#type.as_str(), m.source.as_str(), m.target.as_str(), m.readonly), ("bind", "/srv", "/data", true));
+        let m = parse_mount("type=tmpfs,target=/scratch,tmpfs-size=16m,tmpfs-mode=1770").unwrap();
+        assert_eq!((m.tmpfs_size, m.tmpfs_mode), (16 << 20, 0o1770));
+        let m = parse_mount("source=cache,target=/cache").unwrap();
+        assert_eq!(m.r#type, "volume");
+        for bad in [
+            "type=nfs,target=/x",
+            "type=bind,source=relative,target=/x",
+            "type=bind,source=/x",
+            "type=tmpfs,source=/x,target=/y",
+            "type=volume,source=a/b,target=/y",
+            "type=tmpfs,target=/y,tmpfs-mode=999",
+            "type=bind,source=/a,target=/b,colour=red",
+        ] {
+            let err = parse_mount(bad).unwrap_err().to_string();
+            assert!(err.starts_with("mount \""), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_and_labels() {
+        assert_eq!(parse_env(&["A=1".into()]).unwrap(), vec!["A=1"]);
+        assert!(parse_env(&["=1".into()]).is_err());
+        assert!(parse_labels("--label", &["=x".into()]).is_err());
+        assert_eq!(parse_labels("--label", &["k".into()]).unwrap()["k"], "");
+    }
+}
