@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use shoal_proto::pb;
 use shoal_proto::tls::ClientTls;
@@ -19,6 +18,7 @@ use crate::errors::ManagerError;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerContacts};
 use crate::raft::state_machine::StateMachine;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{NodeId, Raft};
 use crate::store::{Object, Store, Transaction, TxnOutcome};
 
@@ -43,6 +43,8 @@ pub struct Manager {
     pub raft: Raft,
     pub store: Store,
     pub contacts: PeerContacts,
+    /// Batches this manager's writes into log entries while it leads.
+    proposer: Proposer,
     tls: ClientTls,
     /// One channel per peer manager, for forwarding to whoever leads.
     peers: Mutex<HashMap<String, Channel>>,
@@ -91,6 +93,7 @@ impl Manager {
         let manager = Arc::new(Manager {
             raft_id: config.raft_id,
             advertise: config.advertise,
+            proposer: Proposer::start(raft.clone()),
             raft,
             store,
             contacts,
@@ -202,14 +205,14 @@ impl Manager {
         loop {
             let (leader, addr) = self.wait_for_leader().await?;
             if leader == self.raft_id {
-                match self.raft.client_write(txn.clone()).await {
-                    Ok(response) => return Ok(response.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                match self.proposer.propose(txn.clone()).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(ProposeError::NotLeader) => {
                         // Lost leadership mid-write; go round and find the new leader.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
-                    Err(e) => return Err(ManagerError::Internal(format!("raft write: {e}"))),
+                    Err(ProposeError::Raft(e)) => return Err(ManagerError::Internal(format!("raft write: {e}"))),
                 }
             }
             match self.forward_write(&addr, &txn).await {
@@ -239,10 +242,10 @@ impl Manager {
     pub async fn handle_forwarded_write(&self, data: &[u8]) -> Vec<u8> {
         let result: Result<TxnOutcome, ForwardedError> = match bincode::deserialize::<Transaction>(data) {
             Err(e) => Err(ForwardedError::Internal(format!("undecodable forwarded write: {e}"))),
-            Ok(txn) if self.is_leader() => match self.raft.client_write(txn).await {
-                Ok(response) => Ok(response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ForwardedError::NotLeader),
-                Err(e) => Err(ForwardedError::Internal(e.to_string())),
+            Ok(txn) if self.is_leader() => match self.proposer.propose(txn).await {
+                Ok(outcome) => Ok(outcome),
+                Err(ProposeError::NotLeader) => Err(ForwardedError::NotLeader),
+                Err(ProposeError::Raft(e)) => Err(ForwardedError::Internal(e)),
             },
             Ok(_) => Err(ForwardedError::NotLeader),
         };

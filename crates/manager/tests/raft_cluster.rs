@@ -169,8 +169,9 @@ impl TestNode {
     /// Commits `txn` through this node (the leader): its log index and
     /// what it wrote.
     async fn write(&self, txn: Transaction) -> (u64, Vec<Object>) {
-        let response = self.raft.client_write(txn).await.expect("client_write");
-        (response.log_id.index, response.data.expect("transaction applies"))
+        let response = self.raft.client_write(txn.into()).await.expect("client_write");
+        let outcome = response.data.into_iter().next().expect("one outcome per transaction");
+        (response.log_id.index, outcome.expect("transaction applies"))
     }
 
     async fn wait_applied(&self, index: u64) {

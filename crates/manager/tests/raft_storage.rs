@@ -55,7 +55,7 @@ fn config(id: &str, name: &str) -> Object {
 }
 
 fn normal(term: u64, index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
-    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(Transaction { ops, timestamp_ms: 1_000 }) }
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(Transaction { ops, timestamp_ms: 1_000 }.into()) }
 }
 
 fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
@@ -144,7 +144,7 @@ async fn state_machine_reloads_objects_and_position_after_restart() {
             .await
             .unwrap();
         assert_eq!(replies.len(), 3);
-        assert!(replies[2].is_err());
+        assert!(replies[2][0].is_err());
         sm.apply([normal(1, 4, vec![Op::Delete { kind: Kind::Config, id: "a".into() }]), blank(1, 5)]).await.unwrap();
         assert_eq!(config_names(&store), vec!["two".to_string()]);
         db.flush().unwrap();
@@ -258,4 +258,30 @@ async fn a_snapshot_newer_than_the_state_machine_wins_at_startup() {
     let db = open_db(dir.path());
     let tree = db.open_tree("sm").unwrap();
     assert!(tree.scan_prefix("obj/").next().is_some());
+}
+
+/// Transactions batched into one entry apply in order and independently:
+/// a failing one changes nothing and does not undo its neighbours.
+#[tokio::test]
+async fn batched_transactions_apply_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_db(dir.path());
+    let store = Store::new();
+    let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+    let batch = shoal_manager::raft::Proposal {
+        txns: vec![
+            Transaction { ops: vec![Op::Create(config("a", "one"))], timestamp_ms: 1_000 },
+            // Name taken by the transaction before it in the same entry.
+            Transaction { ops: vec![Op::Create(config("b", "one"))], timestamp_ms: 1_000 },
+            Transaction { ops: vec![Op::Create(config("c", "three"))], timestamp_ms: 1_000 },
+        ],
+    };
+    let replies = sm
+        .apply([membership(1, 1), Entry { log_id: log_id(1, 2), payload: EntryPayload::Normal(batch) }])
+        .await
+        .unwrap();
+    let outcomes = &replies[1];
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok() && outcomes[1].is_err() && outcomes[2].is_ok(), "{outcomes:?}");
+    assert_eq!(config_names(&store), vec!["one".to_string(), "three".to_string()]);
 }

@@ -5,9 +5,11 @@
 //!   persists it and its snapshots in sled.
 //! - `network`: openraft's outbound RPCs over mutual TLS.
 //! - `rpc`: the receiving side of those RPCs and their payload format.
+//! - `proposer`: batches concurrent writes into one log entry.
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod rpc;
 pub mod state_machine;
 
@@ -16,12 +18,12 @@ use std::io::Cursor;
 use crate::store::{Store, Transaction, TxnOutcome};
 
 openraft::declare_raft_types!(
-    /// Shoal's Raft: store transactions in, transaction outcomes out; node ids
-    /// are the numeric form of Shoal node ids, and a node's data is the
-    /// host:port of its manager endpoint.
+    /// Shoal's Raft: batches of store transactions in, one outcome per
+    /// transaction out; node ids are the numeric form of Shoal node ids, and
+    /// a node's data is the host:port of its manager endpoint.
     pub TypeConfig:
-        D = Transaction,
-        R = TxnOutcome,
+        D = Proposal,
+        R = Vec<TxnOutcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -30,6 +32,27 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
+
+/// One Raft log entry's worth of writes: transactions from concurrent
+/// callers, applied in order, each atomically and independently of the
+/// others (one failing does not undo its neighbours). Batching them
+/// amortises the per-entry cost of replication, fsync and apply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    pub txns: Vec<Transaction>,
+}
+
+impl From<Transaction> for Proposal {
+    fn from(txn: Transaction) -> Self {
+        Proposal { txns: vec![txn] }
+    }
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal of {} transaction(s)", self.txns.len())
+    }
+}
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// What the storage halves return: openraft's own error type, as its traits demand.

@@ -296,7 +296,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<TxnOutcome>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<TxnOutcome>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -306,18 +306,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Vec::new()),
-                EntryPayload::Normal(txn) => {
-                    let outcome = self.store.apply(entry.log_id.index, &txn);
-                    // A failed transaction changed nothing.
-                    if outcome.is_ok() {
-                        touched.record(&txn.ops);
-                    }
-                    outcome
-                }
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => proposal
+                    .txns
+                    .iter()
+                    .map(|txn| {
+                        let outcome = self.store.apply(entry.log_id.index, txn);
+                        // A failed transaction changed nothing.
+                        if outcome.is_ok() {
+                            touched.record(&txn.ops);
+                        }
+                        outcome
+                    })
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(Vec::new())
+                    Vec::new()
                 }
             };
             replies.push(reply);
