@@ -1,0 +1,26 @@
+//! OCI images: references, pulling over the distribution protocol, a
+//! content-addressed store with layers unpacked once for overlayfs, and
+//! loading image archives. See `registry.rs` for why the HTTP side is
+//! built on `oci-client`.
+
+mod archive;
+mod digest;
+mod error;
+mod index;
+mod manifest;
+mod model;
+mod progress;
+mod reference;
+mod registry;
+mod store;
+mod transfers;
+mod unpack;
+
+pub use digest::{Digest, ImageId};
+pub use error::ImageError;
+pub use model::{Image, ImageConfig};
+pub use progress::{ignore_progress, LayerStatus, ProgressSink, PullProgress};
+pub use reference::Reference;
+pub use registry::RegistryAuth;
+pub use store::{ImageStore, Removed};
+pub use unpack::{detect_compression, unpack_layer, Compression, LayerSummary, UnpackError};

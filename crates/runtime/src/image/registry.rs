@@ -1,0 +1,293 @@
+//! The distribution-protocol client for one pull.
+//!
+//! Why `oci-client`: it is the maintained Rust implementation of the OCI
+//! distribution spec (the one krustlet/wasmCloud/sigstore use) and already
+//! handles the parts that are easy to get subtly wrong: the `/v2/` probe,
+//! WWW-Authenticate bearer challenges (realm/service/scope), token caching,
+//! basic-auth fallback, redirects to blob storage. What it leaves to us it
+//! leaves cleanly: raw manifest bytes (so we pick the platform and name the
+//! ones on offer), and blob bodies as streams (so we hash while writing to a
+//! temp file and keep nothing unverified). Per-host plain HTTP is a
+//! per-client setting, so each pull builds its own client for its registry,
+//! which also keeps one caller's credentials from leaking into another's.
+//! TLS is reqwest's rustls without a bundled provider; we install *ring*,
+//! the provider the rest of the workspace uses.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::OciDescriptor;
+use oci_client::RegistryOperation;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::digest::Digest;
+use super::error::{ImageError, Result};
+use super::reference::Reference;
+
+/// Credentials for one registry; most pulls need none.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum RegistryAuth {
+    #[default]
+    Anonymous,
+    Basic { username: String, password: String },
+    /// An already issued bearer token (e.g. an identity token).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Basic { username, .. } => write!(f, "Basic({username}, ****)"),
+            Self::Bearer(_) => f.write_str("Bearer(****)"),
+        }
+    }
+}
+
+impl RegistryAuth {
+    fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
+        use oci_client::secrets::RegistryAuth as Oci;
+        match self {
+            Self::Anonymous => Oci::Anonymous,
+            Self::Basic { username, password } => Oci::Basic(username.clone(), password.clone()),
+            Self::Bearer(token) => Oci::Bearer(token.clone()),
+        }
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether `registry` (`host[:port]`) is spoken to over plain HTTP: loopback
+/// always (as docker does), others only when listed as insecure.
+pub fn uses_plain_http(registry: &str, insecure: &[String]) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
+    };
+    let loopback = host == "localhost"
+        || host.parse::<IpAddr>().is_ok_and(|ip| match ip {
+            IpAddr::V4(v4) => v4.is_loopback() || v4 == Ipv4Addr::LOCALHOST,
+            IpAddr::V6(v6) => v6.is_loopback(),
+        });
+    loopback || insecure.iter().any(|entry| entry == registry || entry == host)
+}
+
+/// A client bound to one registry and one set of credentials.
+pub struct RegistryClient {
+    client: oci_client::Client,
+    auth: oci_client::secrets::RegistryAuth,
+}
+
+impl RegistryClient {
+    pub fn new(registry: &str, auth: &RegistryAuth, insecure: &[String]) -> Self {
+        // reqwest is built without a crypto provider; a second install is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol =
+            if uses_plain_http(registry, insecure) { ClientProtocol::Http } else { ClientProtocol::Https };
+        let config = ClientConfig {
+            protocol,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            platform_resolver: None,
+            user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        Self { client: oci_client::Client::new(config), auth: auth.to_oci() }
+    }
+
+    /// Runs the `/v2/` probe and, when the registry challenges, the token exchange.
+    pub async fn authenticate(&self, reference: &Reference) -> Result<()> {
+        self.client
+            .auth(&to_oci_ref(reference), &self.auth, RegistryOperation::Pull)
+            .await
+            .map(drop)
+            .map_err(|e| classify(e, reference))
+    }
+
+    /// Fetches a manifest or index and checks it against the digest it was
+    /// asked by, if any. Returns the bytes and their digest.
+    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<(Vec<u8>, Digest)> {
+        let accepted = super::manifest::ACCEPTED_MANIFEST_TYPES;
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&to_oci_ref(reference), &self.auth, accepted)
+            .await
+            .map_err(|e| classify(e, reference))?;
+        let actual = Digest::of_bytes(&bytes);
+        if let Some(expected) = reference.digest() {
+            if &actual != expected {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("the manifest of {reference}"),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok((bytes.to_vec(), actual))
+    }
+
+    /// Streams a blob into `dest` (a fresh temp file) while hashing it, and
+    /// fails unless it matches `digest`. The caller renames `dest` into the
+    /// store only on success. `on_bytes` gets the running byte count.
+    pub async fn fetch_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        on_bytes: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
+        let descriptor = OciDescriptor { digest: digest.to_string(), size: size as i64, ..Default::default() };
+        let mut stream = self
+            .client
+            .pull_blob_stream(&to_oci_ref(reference), &descriptor)
+            .await
+            .map_err(|e| classify(e, reference))?;
+        let write_err = |e| ImageError::io(format!("cannot write {}", dest.display()), e);
+        let mut file = tokio::fs::File::create(dest).await.map_err(write_err)?;
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    hasher.update(&bytes);
+                    received += bytes.len() as u64;
+                    file.write_all(&bytes).await.map_err(write_err)?;
+                    on_bytes(received);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let actual = Digest::from_hasher(hasher);
+        // oci-client's own verifying stream fails at the end on a mismatch;
+        // report that (and a short body) as what it is.
+        let verified_elsewhere = failure.as_ref().is_some_and(|e| {
+            e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+        });
+        if let Some(e) = failure.filter(|_| !verified_elsewhere) {
+            return Err(ImageError::Registry {
+                registry: reference.registry().to_owned(),
+                image: reference.to_string(),
+                reason: format!("the download of blob {digest} broke off ({e})"),
+            });
+        }
+        if &actual != digest {
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob {} of {}", digest.short(), reference.familiar()),
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        file.flush().await.map_err(write_err)?;
+        file.sync_all().await.map_err(write_err)?;
+        Ok(())
+    }
+}
+
+fn to_oci_ref(reference: &Reference) -> oci_client::Reference {
+    let registry = reference.registry().to_owned();
+    let repository = reference.repository().to_owned();
+    match reference.digest() {
+        Some(digest) => oci_client::Reference::with_digest(registry, repository, digest.to_string()),
+        None => oci_client::Reference::with_tag(
+            registry,
+            repository,
+            reference.tag().unwrap_or(super::reference::DEFAULT_TAG).to_owned(),
+        ),
+    }
+}
+
+/// Turns the library's errors into our one-sentence kinds.
+fn classify(error: OciDistributionError, reference: &Reference) -> ImageError {
+    let registry = reference.registry().to_owned();
+    let image = reference.familiar();
+    match error {
+        OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+            ImageError::RegistryUnreachable { registry, reason: innermost(&e) }
+        }
+        OciDistributionError::AuthenticationFailure(reason) => ImageError::AuthRefused {
+            registry,
+            image,
+            reason: one_line(&reason, "the token service said no"),
+        },
+        OciDistributionError::UnauthorizedError { .. } => {
+            ImageError::AuthRefused { registry, image, reason: "it answered 401 Unauthorized".into() }
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => ImageError::NotFound { image, registry },
+        OciDistributionError::RegistryError { envelope, .. } => {
+            use oci_client::errors::OciErrorCode as Code;
+            let said = |wanted: &[Code]| envelope.errors.iter().any(|e| wanted.contains(&e.code));
+            if said(&[Code::ManifestUnknown, Code::NameUnknown, Code::BlobUnknown, Code::NotFound]) {
+                ImageError::NotFound { image, registry }
+            } else if said(&[Code::Unauthorized, Code::Denied]) {
+                let reason = envelope.errors.first().map(|e| e.message.clone()).unwrap_or_default();
+                ImageError::AuthRefused { registry, image, reason: one_line(&reason, "access denied") }
+            } else {
+                let reason = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}: {}", e.code, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ImageError::Registry { registry, image, reason }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => ImageError::NotFound { image, registry },
+        OciDistributionError::ServerError { code, message, .. } => ImageError::Registry {
+            registry,
+            image,
+            reason: format!("HTTP {code} {}", one_line(&message, "")),
+        },
+        OciDistributionError::RequestError(e) => {
+            ImageError::Registry { registry, image, reason: innermost(&e) }
+        }
+        other => ImageError::Registry { registry, image, reason: one_line(&other.to_string(), "unknown error") },
+    }
+}
+
+/// reqwest wraps the cause ("Connection refused") several levels deep.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    one_line(&current.to_string(), "unknown error")
+}
+
+fn one_line(text: &str, fallback: &str) -> String {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(fallback);
+    let mut line = line.trim_end_matches('.').to_owned();
+    if line.len() > 200 {
+        line.truncate(line.char_indices().nth(200).map_or(line.len(), |(i, _)| i));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_listed_hosts() {
+        let insecure = vec!["registry.local:5000".to_owned(), "10.0.0.9".to_owned()];
+        assert!(uses_plain_http("127.0.0.1:5000", &[]));
+        assert!(uses_plain_http("127.3.2.1", &[]));
+        assert!(uses_plain_http("localhost:5000", &[]));
+        assert!(uses_plain_http("[::1]:5000", &[]));
+        assert!(uses_plain_http("registry.local:5000", &insecure));
+        assert!(uses_plain_http("10.0.0.9:443", &insecure));
+        assert!(!uses_plain_http("registry.local:5001", &insecure));
+        assert!(!uses_plain_http("docker.io", &insecure));
+        assert!(!uses_plain_http("198.18.0.1:5000", &[]));
+    }
+}
