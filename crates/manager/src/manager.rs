@@ -56,13 +56,16 @@ pub struct Manager {
 }
 
 fn raft_config() -> Result<Arc<openraft::Config>, ManagerError> {
-    // Elections within ~1 s of a leader's death keep failover under the 2 s
-    // target; 100 ms heartbeats make followers notice promptly.
+    // openraft's followers wait out a leader lease (= election_timeout_max)
+    // and then their own election timeout, so a dead leader is replaced
+    // 600-800 ms after its last heartbeat with these values: well inside
+    // the 2 s failover target, while a leader must miss four 50 ms
+    // heartbeats in a row before anyone stands for election.
     let config = openraft::Config {
         cluster_name: "shoal".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: 50,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
         install_snapshot_timeout: 2_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
