@@ -37,14 +37,20 @@ pub struct ArchiveImage {
 
 /// Unpacks `archive` into `work` and lists the images in it. Blocking.
 pub fn read_archive(archive: &Path, work: &Path) -> Result<Vec<ArchiveImage>> {
-    let bad = |reason: String| ImageError::InvalidArchive { path: archive.to_path_buf(), reason };
+    let bad = |reason: String| ImageError::InvalidArchive {
+        path: archive.to_path_buf(),
+        reason,
+    };
     let contents = extract(archive, work).map_err(|e| bad(e.to_string()))?;
     let images = if contents.exists("manifest.json") {
         docker_save_images(&contents)
     } else if contents.exists("index.json") {
         oci_layout_images(&contents)
     } else {
-        Err("it has neither a manifest.json (docker save) nor an index.json (OCI layout)".to_owned())
+        Err(
+            "it has neither a manifest.json (docker save) nor an index.json (OCI layout)"
+                .to_owned(),
+        )
     }
     .map_err(bad)?;
     if images.is_empty() {
@@ -73,7 +79,11 @@ impl Contents {
                 Some(target) => rel = target.clone(),
                 None => {
                     let path = self.root.join(&rel);
-                    return if path.is_file() { Ok(path) } else { Err(format!("member \"{name}\" is missing")) };
+                    return if path.is_file() {
+                        Ok(path)
+                    } else {
+                        Err(format!("member \"{name}\" is missing"))
+                    };
                 }
             }
         }
@@ -105,8 +115,15 @@ fn extract(archive: &Path, work: &Path) -> io::Result<Contents> {
     for entry in tar.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} \"{}\"", raw.display()));
-        let Some(rel) = sanitize(&raw).map_err(|_| invalid("member escapes the archive:"))? else { continue };
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what} \"{}\"", raw.display()),
+            )
+        };
+        let Some(rel) = sanitize(&raw).map_err(|_| invalid("member escapes the archive:"))? else {
+            continue;
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => fs::create_dir_all(work.join(&rel))?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -117,20 +134,26 @@ fn extract(archive: &Path, work: &Path) -> io::Result<Contents> {
                 io::copy(&mut entry, &mut fs::File::create(&dest)?)?;
             }
             kind @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
-                let target = entry.link_name()?.ok_or_else(|| invalid("link without target:"))?;
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| invalid("link without target:"))?;
                 // Symlinks are relative to their directory, hard links to the archive root.
                 let joined = if kind == tar::EntryType::Symlink {
                     rel.parent().unwrap_or(Path::new("")).join(target)
                 } else {
                     target.into_owned()
                 };
-                let resolved = normalize(&joined).ok_or_else(|| invalid("link points outside the archive:"))?;
+                let resolved = normalize(&joined)
+                    .ok_or_else(|| invalid("link points outside the archive:"))?;
                 links.insert(rel, resolved);
             }
             _ => {}
         }
     }
-    Ok(Contents { root: work.to_path_buf(), links })
+    Ok(Contents {
+        root: work.to_path_buf(),
+        links,
+    })
 }
 
 /// Resolves `.` and `..` lexically; `None` when it climbs above the root.
@@ -139,11 +162,7 @@ fn normalize(path: &Path) -> Option<PathBuf> {
     for component in path.components() {
         match component {
             Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            Component::ParentDir if !out.pop() => return None,
             _ => {}
         }
     }
@@ -214,8 +233,9 @@ fn oci_layout_images(contents: &Contents) -> std::result::Result<Vec<ArchiveImag
                     if manifests.len() > 2 {
                         return Err("it nests indexes too deeply".into());
                     }
-                    let entry = select_platform(&nested)
-                        .map_err(|available| format!("it has no linux/amd64 image (it has: {available})"))?;
+                    let entry = select_platform(&nested).map_err(|available| {
+                        format!("it has no linux/amd64 image (it has: {available})")
+                    })?;
                     digest = descriptor_digest(entry)?;
                     path = blob(&digest)?;
                 }
@@ -244,9 +264,11 @@ fn oci_layout_images(contents: &Contents) -> std::result::Result<Vec<ArchiveImag
 /// The image's name from the layout's annotations. A bare `ref.name` such
 /// as `latest` names no repository, so such an image loads without a name.
 fn image_name(annotations: &HashMap<String, String>) -> Option<String> {
-    let name = annotations
-        .get(CONTAINERD_NAME)
-        .or_else(|| annotations.get(OCI_REF_NAME).filter(|n| n.contains([':', '/'])))?;
+    let name = annotations.get(CONTAINERD_NAME).or_else(|| {
+        annotations
+            .get(OCI_REF_NAME)
+            .filter(|n| n.contains([':', '/']))
+    })?;
     Reference::parse(name).ok()?.tagged_name()
 }
 
@@ -260,14 +282,23 @@ mod tests {
         a.insert(OCI_REF_NAME.to_owned(), "1".to_owned());
         assert_eq!(image_name(&a), None);
         a.insert(OCI_REF_NAME.to_owned(), "busybox:1".to_owned());
-        assert_eq!(image_name(&a).as_deref(), Some("docker.io/library/busybox:1"));
-        a.insert(CONTAINERD_NAME.to_owned(), "127.0.0.1:5000/app:2".to_owned());
+        assert_eq!(
+            image_name(&a).as_deref(),
+            Some("docker.io/library/busybox:1")
+        );
+        a.insert(
+            CONTAINERD_NAME.to_owned(),
+            "127.0.0.1:5000/app:2".to_owned(),
+        );
         assert_eq!(image_name(&a).as_deref(), Some("127.0.0.1:5000/app:2"));
     }
 
     #[test]
     fn normalizes_links_inside_the_archive() {
-        assert_eq!(normalize(Path::new("a/../b/./c")), Some(PathBuf::from("b/c")));
+        assert_eq!(
+            normalize(Path::new("a/../b/./c")),
+            Some(PathBuf::from("b/c"))
+        );
         assert_eq!(normalize(Path::new("a/../../etc")), None);
     }
 

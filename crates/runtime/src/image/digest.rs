@@ -105,7 +105,11 @@ pub(crate) struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Reads what is left (e.g. tar padding after the end marker), then
@@ -126,7 +130,10 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Copies `reader` into `writer`, returning the digest and size of what was copied.
-pub(crate) fn copy_hashing(reader: impl Read, writer: &mut impl Write) -> io::Result<(Digest, u64)> {
+pub(crate) fn copy_hashing(
+    reader: impl Read,
+    writer: &mut impl Write,
+) -> io::Result<(Digest, u64)> {
     let mut hashing = HashingReader::new(reader);
     io::copy(&mut hashing, writer)?;
     hashing.finish()

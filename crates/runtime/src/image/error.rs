@@ -16,7 +16,11 @@ pub enum ImageError {
     RegistryUnreachable { registry: String, reason: String },
 
     #[error("registry {registry} refused access to {image}: {reason}; check the credentials")]
-    AuthRefused { registry: String, image: String, reason: String },
+    AuthRefused {
+        registry: String,
+        image: String,
+        reason: String,
+    },
 
     #[error("image {image} not found in registry {registry}")]
     NotFound { image: String, registry: String },
@@ -25,10 +29,18 @@ pub enum ImageError {
     NoMatchingPlatform { image: String, available: String },
 
     #[error("registry {registry} failed while serving {image}: {reason}")]
-    Registry { registry: String, image: String, reason: String },
+    Registry {
+        registry: String,
+        image: String,
+        reason: String,
+    },
 
     #[error("{what} does not match its digest {expected} (got {actual}), so it was discarded")]
-    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
 
     #[error("image {image} has an unusable manifest: {reason}")]
     InvalidManifest { image: String, reason: String },
@@ -45,14 +57,19 @@ pub enum ImageError {
     #[error("image {image} is in use by a container; remove the container first or use --force")]
     InUse { image: String },
 
-    #[error("image {id} is tagged in several repositories ({tags}); remove it by name or use --force")]
+    #[error(
+        "image {id} is tagged in several repositories ({tags}); remove it by name or use --force"
+    )]
     MultipleTags { id: ImageId, tags: String },
 
     #[error("cannot load {path}: {reason}")]
     InvalidArchive { path: PathBuf, reason: String },
 
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 
     /// The outcome of a download shared by several concurrent pulls.
     #[error(transparent)]
@@ -61,7 +78,10 @@ pub enum ImageError {
 
 impl ImageError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { context: context.into(), source }
+        Self::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// The error itself, looking through one shared by concurrent pulls.

@@ -32,8 +32,14 @@ pub struct ImageRecord {
 impl ImageRecord {
     /// Store-relative paths of everything this image keeps alive.
     pub fn owned_paths(&self) -> impl Iterator<Item = String> + '_ {
-        let blobs = self.manifest_blobs.iter().chain(&self.layer_blobs).chain(std::iter::once(self.id.digest()));
-        blobs.map(blob_rel_path).chain(self.diff_ids.iter().map(layer_rel_path))
+        let blobs = self
+            .manifest_blobs
+            .iter()
+            .chain(&self.layer_blobs)
+            .chain(std::iter::once(self.id.digest()));
+        blobs
+            .map(blob_rel_path)
+            .chain(self.diff_ids.iter().map(layer_rel_path))
     }
 }
 
@@ -57,10 +63,16 @@ impl Index {
         let path = root.join(FILE_NAME);
         match tokio::fs::read(&path).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ImageError::io(format!("the image index {} is damaged", path.display()), e.into())
+                ImageError::io(
+                    format!("the image index {} is damaged", path.display()),
+                    e.into(),
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(ImageError::io(format!("cannot read the image index {}", path.display()), e)),
+            Err(e) => Err(ImageError::io(
+                format!("cannot read the image index {}", path.display()),
+                e,
+            )),
         }
     }
 
@@ -79,9 +91,17 @@ impl Index {
             repo_tags: record.repo_tags.clone(),
             repo_digests: record.repo_digests.clone(),
             config: record.config.clone(),
-            layers: record.diff_ids.iter().map(|d| root.join(layer_rel_path(d))).collect(),
+            layers: record
+                .diff_ids
+                .iter()
+                .map(|d| root.join(layer_rel_path(d)))
+                .collect(),
             diff_ids: record.diff_ids.clone(),
-            size: record.diff_ids.iter().filter_map(|d| self.layer_sizes.get(d)).sum(),
+            size: record
+                .diff_ids
+                .iter()
+                .filter_map(|d| self.layer_sizes.get(d))
+                .sum(),
             created: record.created.clone(),
             os: record.os.clone(),
             architecture: record.architecture.clone(),
@@ -90,7 +110,10 @@ impl Index {
 
     /// Store-relative paths of every blob and layer some image still uses.
     pub fn referenced_paths(&self) -> BTreeSet<String> {
-        self.images.values().flat_map(ImageRecord::owned_paths).collect()
+        self.images
+            .values()
+            .flat_map(ImageRecord::owned_paths)
+            .collect()
     }
 
     /// Removes `tag` from whichever image carries it (a re-pull moves a tag).
@@ -104,10 +127,17 @@ impl Index {
 fn write_atomically(root: &Path, bytes: &[u8]) -> Result<()> {
     let path: PathBuf = root.join(FILE_NAME);
     let context = || format!("cannot save the image index {}", path.display());
-    let mut temp = tempfile::NamedTempFile::new_in(root).map_err(|e| ImageError::io(context(), e))?;
-    temp.write_all(bytes).map_err(|e| ImageError::io(context(), e))?;
-    temp.as_file().sync_all().map_err(|e| ImageError::io(context(), e))?;
-    temp.persist(&path).map_err(|e| ImageError::io(context(), e.error))?;
+    let mut temp =
+        tempfile::NamedTempFile::new_in(root).map_err(|e| ImageError::io(context(), e))?;
+    temp.write_all(bytes)
+        .map_err(|e| ImageError::io(context(), e))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| ImageError::io(context(), e))?;
+    temp.persist(&path)
+        .map_err(|e| ImageError::io(context(), e.error))?;
     // The rename is durable only once the directory entry is.
-    std::fs::File::open(root).and_then(|dir| dir.sync_all()).map_err(|e| ImageError::io(context(), e))
+    std::fs::File::open(root)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| ImageError::io(context(), e))
 }

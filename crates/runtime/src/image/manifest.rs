@@ -11,8 +11,12 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// What a registry may answer for a pull, in order of preference.
-pub const ACCEPTED_MANIFEST_TYPES: &[&str] =
-    &[OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
+    OCI_INDEX,
+    DOCKER_MANIFEST_LIST,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST,
+];
 
 pub const WANTED_OS: &str = "linux";
 pub const WANTED_ARCH: &str = "amd64";
@@ -20,7 +24,7 @@ pub const WANTED_ARCH: &str = "amd64";
 #[derive(Debug)]
 pub enum Manifest {
     Image(Box<ImageManifest>),
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
 }
 
 /// Parses either kind; the `mediaType` field is optional in OCI, so its
@@ -28,15 +32,26 @@ pub enum Manifest {
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("it is not JSON ({e})"))?;
-    let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default();
-    let schema = value.get("schemaVersion").and_then(|v| v.as_i64()).unwrap_or_default();
+    let media_type = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    let schema = value
+        .get("schemaVersion")
+        .and_then(|v| v.as_i64())
+        .unwrap_or_default();
     if schema == 1 {
-        return Err("Docker schema 1 manifests are not supported; push the image again with a current tool".into());
+        return Err(
+            "Docker schema 1 manifests are not supported; push the image again with a current tool"
+                .into(),
+        );
     }
     let is_index = matches!(media_type, OCI_INDEX | DOCKER_MANIFEST_LIST)
         || (media_type.is_empty() && value.get("manifests").is_some());
     if is_index {
-        serde_json::from_value(value).map(Manifest::Index).map_err(|e| format!("bad index ({e})"))
+        serde_json::from_value(value)
+            .map(|i| Manifest::Index(Box::new(i)))
+            .map_err(|e| format!("bad index ({e})"))
     } else if matches!(media_type, OCI_MANIFEST | DOCKER_MANIFEST | "") {
         serde_json::from_value(value)
             .map(|m| Manifest::Image(Box::new(m)))
@@ -106,9 +121,10 @@ mod tests {
                 })
             })
             .collect();
-        let json = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        let json =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
         match parse_manifest(json.to_string().as_bytes()).unwrap() {
-            Manifest::Index(i) => i,
+            Manifest::Index(i) => *i,
             Manifest::Image(_) => panic!("parsed as image"),
         }
     }
@@ -116,17 +132,30 @@ mod tests {
     #[test]
     fn picks_linux_amd64() {
         let idx = index(&[("linux", "arm64"), ("linux", "amd64")]);
-        assert!(select_platform(&idx).unwrap().digest().to_string().ends_with("1111"));
+        assert!(select_platform(&idx)
+            .unwrap()
+            .digest()
+            .to_string()
+            .ends_with("1111"));
     }
 
     #[test]
     fn lists_other_platforms() {
-        let idx = index(&[("linux", "arm64"), ("windows", "amd64"), ("unknown", "unknown")]);
-        assert_eq!(select_platform(&idx).unwrap_err(), "linux/arm64, windows/amd64");
+        let idx = index(&[
+            ("linux", "arm64"),
+            ("windows", "amd64"),
+            ("unknown", "unknown"),
+        ]);
+        assert_eq!(
+            select_platform(&idx).unwrap_err(),
+            "linux/arm64, windows/amd64"
+        );
     }
 
     #[test]
     fn refuses_schema1() {
-        assert!(parse_manifest(br#"{"schemaVersion":1,"fsLayers":[]}"#).unwrap_err().contains("schema 1"));
+        assert!(parse_manifest(br#"{"schemaVersion":1,"fsLayers":[]}"#)
+            .unwrap_err()
+            .contains("schema 1"));
     }
 }

@@ -34,7 +34,12 @@ pub struct Image {
 impl Image {
     /// The `lowerdir=` value for overlayfs, which lists the topmost layer first.
     pub fn overlay_lowerdir(&self) -> String {
-        self.layers.iter().rev().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+        self.layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }
 
@@ -55,7 +60,9 @@ pub struct ImageConfig {
 
 impl ImageConfig {
     pub fn from_oci(config: &ImageConfiguration) -> Self {
-        let Some(c) = config.config() else { return Self::default() };
+        let Some(c) = config.config() else {
+            return Self::default();
+        };
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
         Self {
             entrypoint: c.entrypoint().clone().unwrap_or_default(),

@@ -16,7 +16,10 @@ pub struct PullProgress {
 pub enum LayerStatus {
     Waiting,
     /// `total` is 0 when the registry did not say how large the blob is.
-    Downloading { current: u64, total: u64 },
+    Downloading {
+        current: u64,
+        total: u64,
+    },
     Verifying,
     Extracting,
     Done,

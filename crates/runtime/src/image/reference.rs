@@ -96,7 +96,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_owned()),
         };
-        Ok(Self { registry: registry.to_owned(), repository, tag, digest })
+        Ok(Self {
+            registry: registry.to_owned(),
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// The registry host (and port), e.g. `docker.io` or `127.0.0.1:5000`.
@@ -135,7 +140,11 @@ impl Reference {
     /// The same repository at `digest` (and no tag): how a child manifest of
     /// an index is addressed.
     pub fn at_digest(&self, digest: Digest) -> Self {
-        Self { digest: Some(digest), tag: None, ..self.clone() }
+        Self {
+            digest: Some(digest),
+            tag: None,
+            ..self.clone()
+        }
     }
 
     /// The short form docker prints: `busybox:latest`, `user/app:1`,
@@ -202,7 +211,9 @@ fn is_valid_tag(tag: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= MAX_TAG_LEN
         && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// `[a-z0-9]+` runs joined by exactly one of `.`, `_`, `__` or a run of `-`.
@@ -233,7 +244,9 @@ fn is_valid_path_component(component: &str) -> bool {
 fn is_valid_registry(registry: &str) -> bool {
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
         // Bracketed IPv6 literal, optionally followed by :port.
-        let Some((addr, after)) = rest.split_once(']') else { return false };
+        let Some((addr, after)) = rest.split_once(']') else {
+            return false;
+        };
         if addr.parse::<std::net::Ipv6Addr>().is_err() {
             return false;
         }
@@ -287,10 +300,19 @@ mod tests {
 
     #[test]
     fn normalises_docker_hub_names() {
-        assert_eq!(parse("busybox").to_string(), "docker.io/library/busybox:latest");
-        assert_eq!(parse("busybox:1.36").to_string(), "docker.io/library/busybox:1.36");
+        assert_eq!(
+            parse("busybox").to_string(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            parse("busybox:1.36").to_string(),
+            "docker.io/library/busybox:1.36"
+        );
         assert_eq!(parse("user/app").to_string(), "docker.io/user/app:latest");
-        assert_eq!(parse("docker.io/busybox").to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            parse("docker.io/busybox").to_string(),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(
             parse("index.docker.io/library/busybox:1").to_string(),
             "docker.io/library/busybox:1"
@@ -318,7 +340,10 @@ mod tests {
 
         let r = parse("[::1]:5000/app");
         assert_eq!(r.registry(), "[::1]:5000");
-        assert_eq!(parse("quay.io/a__b/c-d--e/f.g").repository(), "a__b/c-d--e/f.g");
+        assert_eq!(
+            parse("quay.io/a__b/c-d--e/f.g").repository(),
+            "a__b/c-d--e/f.g"
+        );
     }
 
     #[test]
@@ -337,7 +362,12 @@ mod tests {
     #[test]
     fn rejects_invalid_references_with_a_reason() {
         let msg = reject("Busy Box");
-        assert!(msg.starts_with("invalid image reference \"Busy Box\": repository names must be lowercase"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "invalid image reference \"Busy Box\": repository names must be lowercase"
+            ),
+            "{msg}"
+        );
         assert!(reject("busybox:").contains("tag \"\""));
         assert!(reject("busybox:-x").contains("tag"));
         assert!(reject(&format!("busybox:{}", "a".repeat(129))).contains("tag"));

@@ -34,7 +34,10 @@ use super::reference::Reference;
 pub enum RegistryAuth {
     #[default]
     Anonymous,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An already issued bearer token (e.g. an identity token).
     Bearer(String),
 }
@@ -75,7 +78,10 @@ pub fn uses_plain_http(registry: &str, insecure: &[String]) -> bool {
             IpAddr::V4(v4) => v4.is_loopback() || v4 == Ipv4Addr::LOCALHOST,
             IpAddr::V6(v6) => v6.is_loopback(),
         });
-    loopback || insecure.iter().any(|entry| entry == registry || entry == host)
+    loopback
+        || insecure
+            .iter()
+            .any(|entry| entry == registry || entry == host)
 }
 
 /// A client bound to one registry and one set of credentials.
@@ -88,8 +94,11 @@ impl RegistryClient {
     pub fn new(registry: &str, auth: &RegistryAuth, insecure: &[String]) -> Self {
         // reqwest is built without a crypto provider; a second install is a no-op error.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol =
-            if uses_plain_http(registry, insecure) { ClientProtocol::Http } else { ClientProtocol::Https };
+        let protocol = if uses_plain_http(registry, insecure) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
         let config = ClientConfig {
             protocol,
             connect_timeout: Some(CONNECT_TIMEOUT),
@@ -98,7 +107,10 @@ impl RegistryClient {
             user_agent: concat!("shoal/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        Self { client: oci_client::Client::new(config), auth: auth.to_oci() }
+        Self {
+            client: oci_client::Client::new(config),
+            auth: auth.to_oci(),
+        }
     }
 
     /// Runs the `/v2/` probe and, when the registry challenges, the token exchange.
@@ -143,7 +155,11 @@ impl RegistryClient {
         dest: &Path,
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
-        let descriptor = OciDescriptor { digest: digest.to_string(), size: size as i64, ..Default::default() };
+        let descriptor = OciDescriptor {
+            digest: digest.to_string(),
+            size: size as i64,
+            ..Default::default()
+        };
         let mut stream = self
             .client
             .pull_blob_stream(&to_oci_ref(reference), &descriptor)
@@ -172,7 +188,8 @@ impl RegistryClient {
         // oci-client's own verifying stream fails at the end on a mismatch;
         // report that (and a short body) as what it is.
         let verified_elsewhere = failure.as_ref().is_some_and(|e| {
-            e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+            e.get_ref()
+                .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
         });
         if let Some(e) = failure.filter(|_| !verified_elsewhere) {
             return Err(ImageError::Registry {
@@ -198,11 +215,16 @@ fn to_oci_ref(reference: &Reference) -> oci_client::Reference {
     let registry = reference.registry().to_owned();
     let repository = reference.repository().to_owned();
     match reference.digest() {
-        Some(digest) => oci_client::Reference::with_digest(registry, repository, digest.to_string()),
+        Some(digest) => {
+            oci_client::Reference::with_digest(registry, repository, digest.to_string())
+        }
         None => oci_client::Reference::with_tag(
             registry,
             repository,
-            reference.tag().unwrap_or(super::reference::DEFAULT_TAG).to_owned(),
+            reference
+                .tag()
+                .unwrap_or(super::reference::DEFAULT_TAG)
+                .to_owned(),
         ),
     }
 }
@@ -213,25 +235,45 @@ fn classify(error: OciDistributionError, reference: &Reference) -> ImageError {
     let image = reference.familiar();
     match error {
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-            ImageError::RegistryUnreachable { registry, reason: innermost(&e) }
+            ImageError::RegistryUnreachable {
+                registry,
+                reason: innermost(&e),
+            }
         }
         OciDistributionError::AuthenticationFailure(reason) => ImageError::AuthRefused {
             registry,
             image,
             reason: one_line(&reason, "the token service said no"),
         },
-        OciDistributionError::UnauthorizedError { .. } => {
-            ImageError::AuthRefused { registry, image, reason: "it answered 401 Unauthorized".into() }
+        OciDistributionError::UnauthorizedError { .. } => ImageError::AuthRefused {
+            registry,
+            image,
+            reason: "it answered 401 Unauthorized".into(),
+        },
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            ImageError::NotFound { image, registry }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => ImageError::NotFound { image, registry },
         OciDistributionError::RegistryError { envelope, .. } => {
             use oci_client::errors::OciErrorCode as Code;
             let said = |wanted: &[Code]| envelope.errors.iter().any(|e| wanted.contains(&e.code));
-            if said(&[Code::ManifestUnknown, Code::NameUnknown, Code::BlobUnknown, Code::NotFound]) {
+            if said(&[
+                Code::ManifestUnknown,
+                Code::NameUnknown,
+                Code::BlobUnknown,
+                Code::NotFound,
+            ]) {
                 ImageError::NotFound { image, registry }
             } else if said(&[Code::Unauthorized, Code::Denied]) {
-                let reason = envelope.errors.first().map(|e| e.message.clone()).unwrap_or_default();
-                ImageError::AuthRefused { registry, image, reason: one_line(&reason, "access denied") }
+                let reason = envelope
+                    .errors
+                    .first()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
+                ImageError::AuthRefused {
+                    registry,
+                    image,
+                    reason: one_line(&reason, "access denied"),
+                }
             } else {
                 let reason = envelope
                     .errors
@@ -239,19 +281,31 @@ fn classify(error: OciDistributionError, reference: &Reference) -> ImageError {
                     .map(|e| format!("{:?}: {}", e.code, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                ImageError::Registry { registry, image, reason }
+                ImageError::Registry {
+                    registry,
+                    image,
+                    reason,
+                }
             }
         }
-        OciDistributionError::ServerError { code: 404, .. } => ImageError::NotFound { image, registry },
+        OciDistributionError::ServerError { code: 404, .. } => {
+            ImageError::NotFound { image, registry }
+        }
         OciDistributionError::ServerError { code, message, .. } => ImageError::Registry {
             registry,
             image,
             reason: format!("HTTP {code} {}", one_line(&message, "")),
         },
-        OciDistributionError::RequestError(e) => {
-            ImageError::Registry { registry, image, reason: innermost(&e) }
-        }
-        other => ImageError::Registry { registry, image, reason: one_line(&other.to_string(), "unknown error") },
+        OciDistributionError::RequestError(e) => ImageError::Registry {
+            registry,
+            image,
+            reason: innermost(&e),
+        },
+        other => ImageError::Registry {
+            registry,
+            image,
+            reason: one_line(&other.to_string(), "unknown error"),
+        },
     }
 }
 
@@ -265,7 +319,11 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn one_line(text: &str, fallback: &str) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(fallback);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(fallback);
     let mut line = line.trim_end_matches('.').to_owned();
     if line.len() > 200 {
         line.truncate(line.char_indices().nth(200).map_or(line.len(), |(i, _)| i));

@@ -31,7 +31,9 @@ use super::archive;
 use super::digest::{is_sha256_hex, Digest, ImageId};
 use super::error::{ImageError, Result};
 use super::index::{blob_rel_path, layer_rel_path, ImageRecord, Index};
-use super::manifest::{descriptor_digest, is_layer_media_type, parse_manifest, select_platform, Manifest};
+use super::manifest::{
+    descriptor_digest, is_layer_media_type, parse_manifest, select_platform, Manifest,
+};
 use super::model::{Image, ImageConfig};
 use super::progress::{LayerStatus, ProgressSink, PullProgress};
 use super::reference::Reference;
@@ -124,25 +126,36 @@ impl ImageStore {
         auth: &RegistryAuth,
         progress: &dyn ProgressSink,
     ) -> Result<Image> {
-        let client = Arc::new(RegistryClient::new(reference.registry(), auth, &self.inner.insecure_registries));
+        let client = Arc::new(RegistryClient::new(
+            reference.registry(),
+            auth,
+            &self.inner.insecure_registries,
+        ));
         client.authenticate(reference).await?;
-        let invalid = |reason: String| ImageError::InvalidManifest { image: reference.familiar(), reason };
+        let invalid = |reason: String| ImageError::InvalidManifest {
+            image: reference.familiar(),
+            reason,
+        };
 
         let (top_bytes, top_digest) = client.fetch_manifest(reference).await?;
         let mut manifests = vec![(top_digest.clone(), top_bytes.clone())];
         let manifest: ImageManifest = match parse_manifest(&top_bytes).map_err(invalid)? {
             Manifest::Image(manifest) => *manifest,
             Manifest::Index(index) => {
-                let entry = select_platform(&index).map_err(|available| ImageError::NoMatchingPlatform {
-                    image: reference.familiar(),
-                    available,
+                let entry = select_platform(&index).map_err(|available| {
+                    ImageError::NoMatchingPlatform {
+                        image: reference.familiar(),
+                        available,
+                    }
                 })?;
                 let child = descriptor_digest(entry).map_err(invalid)?;
                 let (bytes, digest) = client.fetch_manifest(&reference.at_digest(child)).await?;
                 manifests.push((digest, bytes.clone()));
                 match parse_manifest(&bytes).map_err(invalid)? {
                     Manifest::Image(manifest) => *manifest,
-                    Manifest::Index(_) => return Err(invalid("an index nests another index".into())),
+                    Manifest::Index(_) => {
+                        return Err(invalid("an index nests another index".into()))
+                    }
                 }
             }
         };
@@ -152,7 +165,9 @@ impl ImageStore {
         for layer in manifest.layers() {
             let media_type = layer.media_type().to_string();
             if !is_layer_media_type(&media_type) {
-                return Err(invalid(format!("layer media type {media_type} is not a filesystem layer")));
+                return Err(invalid(format!(
+                    "layer media type {media_type} is not a filesystem layer"
+                )));
             }
             layer_blobs.push((descriptor_digest(layer).map_err(invalid)?, layer.size()));
         }
@@ -165,9 +180,13 @@ impl ImageStore {
         for (digest, bytes) in &manifests {
             self.write_blob(digest, bytes).await?;
         }
-        let source = BlobSource { client, reference: reference.clone() };
+        let source = BlobSource {
+            client,
+            reference: reference.clone(),
+        };
         let config_size = manifest.config().size();
-        self.ensure_blob(&source, &config_digest, config_size).await?;
+        self.ensure_blob(&source, &config_digest, config_size)
+            .await?;
         let config_bytes = self.read_blob(&config_digest).await?;
         let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid(format!("its configuration is not valid ({e})")))?;
@@ -184,10 +203,18 @@ impl ImageStore {
         let layers: Vec<LayerSpec> = layer_blobs
             .iter()
             .zip(&diff_ids)
-            .map(|((blob, size), diff_id)| LayerSpec { blob: blob.clone(), size: *size, diff_id: diff_id.clone() })
+            .map(|((blob, size), diff_id)| LayerSpec {
+                blob: blob.clone(),
+                size: *size,
+                diff_id: diff_id.clone(),
+            })
             .collect();
-        let results =
-            futures::future::join_all(layers.iter().map(|l| self.ensure_layer(Some(&source), l, progress))).await;
+        let results = futures::future::join_all(
+            layers
+                .iter()
+                .map(|l| self.ensure_layer(Some(&source), l, progress)),
+        )
+        .await;
         results.into_iter().collect::<Result<Vec<()>>>()?;
 
         let record = ImageRecord {
@@ -203,7 +230,11 @@ impl ImageStore {
             architecture: config.architecture().to_string(),
         };
         // Pulling by digest names no tag, as in docker.
-        let tag = if reference.digest().is_some() { None } else { reference.tagged_name() };
+        let tag = if reference.digest().is_some() {
+            None
+        } else {
+            reference.tagged_name()
+        };
         self.register(record, tag.into_iter().collect()).await
     }
 
@@ -227,7 +258,10 @@ impl ImageStore {
         let entries = tokio::task::spawn_blocking(move || archive::read_archive(&path, &dir))
             .await
             .map_err(|e| ImageError::io("cannot read the archive", io::Error::other(e)))??;
-        let bad = |reason: String| ImageError::InvalidArchive { path: archive_path.to_path_buf(), reason };
+        let bad = |reason: String| ImageError::InvalidArchive {
+            path: archive_path.to_path_buf(),
+            reason,
+        };
 
         let mut loaded = Vec::new();
         for entry in entries {
@@ -238,11 +272,17 @@ impl ImageStore {
                 manifest_blobs.push(digest);
                 pins.push(pin);
             }
-            let (config_digest, pin) = self.import_blob(&entry.config, entry.config_digest.as_ref()).await?;
+            let (config_digest, pin) = self
+                .import_blob(&entry.config, entry.config_digest.as_ref())
+                .await?;
             pins.push(pin);
             let config_bytes = self.read_blob(&config_digest).await?;
-            let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-                .map_err(|e| bad(format!("the configuration {config_digest} is not valid ({e})")))?;
+            let config: ImageConfiguration =
+                serde_json::from_slice(&config_bytes).map_err(|e| {
+                    bad(format!(
+                        "the configuration {config_digest} is not valid ({e})"
+                    ))
+                })?;
             let diff_ids = diff_ids(&config).map_err(&bad)?;
             if diff_ids.len() != entry.layers.len() {
                 return Err(bad(format!(
@@ -258,10 +298,15 @@ impl ImageStore {
                 let (blob, pin) = self.import_blob(file, expected.as_ref()).await?;
                 pins.push(pin);
                 let size = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-                layers.push(LayerSpec { blob, size, diff_id: diff_id.clone() });
+                layers.push(LayerSpec {
+                    blob,
+                    size,
+                    diff_id: diff_id.clone(),
+                });
             }
             for layer in &layers {
-                self.ensure_layer(None, layer, &super::progress::ignore_progress).await?;
+                self.ensure_layer(None, layer, &super::progress::ignore_progress)
+                    .await?;
             }
             let record = ImageRecord {
                 id: ImageId(config_digest),
@@ -296,7 +341,11 @@ impl ImageStore {
 
     pub async fn list(&self) -> Vec<Image> {
         let index = self.inner.index.lock().await;
-        let mut images: Vec<Image> = index.images.values().map(|r| index.image(&self.inner.root, r)).collect();
+        let mut images: Vec<Image> = index
+            .images
+            .values()
+            .map(|r| index.image(&self.inner.root, r))
+            .collect();
         images.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
         images
     }
@@ -331,7 +380,10 @@ impl ImageStore {
     ) -> Result<Removed> {
         let mut index = self.inner.index.lock().await;
         let found = find(&index, name_or_id)?;
-        let record = index.images.get_mut(&found.id).ok_or_else(|| ImageError::NoSuchImage(name_or_id.into()))?;
+        let record = index
+            .images
+            .get_mut(&found.id)
+            .ok_or_else(|| ImageError::NoSuchImage(name_or_id.into()))?;
         let mut removed = Removed::default();
 
         if let Some(tag) = &found.tag {
@@ -342,18 +394,26 @@ impl ImageStore {
                 return Ok(removed);
             }
         } else if record.repo_tags.len() > 1 && !force {
-            return Err(ImageError::MultipleTags { id: found.id, tags: record.repo_tags.join(", ") });
+            return Err(ImageError::MultipleTags {
+                id: found.id,
+                tags: record.repo_tags.join(", "),
+            });
         }
         if in_use(&found.id) {
             if !force {
-                return Err(ImageError::InUse { image: name_or_id.to_owned() });
+                return Err(ImageError::InUse {
+                    image: name_or_id.to_owned(),
+                });
             }
             removed.untagged.append(&mut record.repo_tags);
             index.save(&self.inner.root).await?;
             return Ok(removed);
         }
 
-        let record = index.images.remove(&found.id).ok_or_else(|| ImageError::NoSuchImage(name_or_id.into()))?;
+        let record = index
+            .images
+            .remove(&found.id)
+            .ok_or_else(|| ImageError::NoSuchImage(name_or_id.into()))?;
         removed.untagged = record.repo_tags;
         removed.untagged.extend(record.repo_digests);
         removed.deleted.push(found.id);
@@ -391,13 +451,16 @@ impl ImageStore {
             index.untag_everywhere(tag);
         }
         let id = record.id.clone();
-        let entry = index.images.entry(id.clone()).or_insert_with(|| ImageRecord {
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_blobs: Vec::new(),
-            layer_blobs: Vec::new(),
-            ..record.clone()
-        });
+        let entry = index
+            .images
+            .entry(id.clone())
+            .or_insert_with(|| ImageRecord {
+                repo_tags: Vec::new(),
+                repo_digests: Vec::new(),
+                manifest_blobs: Vec::new(),
+                layer_blobs: Vec::new(),
+                ..record.clone()
+            });
         merge(&mut entry.repo_tags, tags);
         merge(&mut entry.repo_digests, record.repo_digests);
         merge(&mut entry.manifest_blobs, record.manifest_blobs);
@@ -418,13 +481,27 @@ impl ImageStore {
         let store = self.clone();
         let source = source.cloned();
         let (blob, size, diff_id) = (layer.blob.clone(), layer.size, layer.diff_id.clone());
-        let receiver = self.inner.transfers.join_or_start(&format!("layer:{blob}"), move |reporter| async move {
-            store.make_layer_present(source.as_ref(), &blob, size, &diff_id, &reporter).await
-        });
+        let receiver = self.inner.transfers.join_or_start(
+            &format!("layer:{blob}"),
+            move |reporter| async move {
+                store
+                    .make_layer_present(source.as_ref(), &blob, size, &diff_id, &reporter)
+                    .await
+            },
+        );
         let id = layer.blob.short().to_owned();
-        let send = |status| progress(PullProgress { layer: id.clone(), status });
+        let send = |status| {
+            progress(PullProgress {
+                layer: id.clone(),
+                status,
+            })
+        };
         let already_present = follow(receiver, &send).await?;
-        send(if already_present { LayerStatus::AlreadyExists } else { LayerStatus::Done });
+        send(if already_present {
+            LayerStatus::AlreadyExists
+        } else {
+            LayerStatus::Done
+        });
         Ok(())
     }
 
@@ -444,16 +521,29 @@ impl ImageStore {
         }
         if !exists(&blob_path).await {
             let source = source.ok_or_else(|| {
-                ImageError::io(format!("blob {blob} is missing from the store"), io::ErrorKind::NotFound.into())
+                ImageError::io(
+                    format!("blob {blob} is missing from the store"),
+                    io::ErrorKind::NotFound.into(),
+                )
             })?;
-            let on_bytes = |current| reporter.report(LayerStatus::Downloading { current, total: size });
+            let on_bytes = |current| {
+                reporter.report(LayerStatus::Downloading {
+                    current,
+                    total: size,
+                })
+            };
             self.download_blob(source, blob, size, &on_bytes).await?;
             reporter.report(LayerStatus::Verifying);
         }
         if !layer_present {
             reporter.report(LayerStatus::Extracting);
             let unpacked_size = self.unpack(blob, diff_id).await?;
-            self.inner.index.lock().await.layer_sizes.insert(diff_id.clone(), unpacked_size);
+            self.inner
+                .index
+                .lock()
+                .await
+                .layer_sizes
+                .insert(diff_id.clone(), unpacked_size);
         }
         Ok(false)
     }
@@ -465,8 +555,11 @@ impl ImageStore {
         let layer_name = blob.short().to_owned();
         let (blob_copy, diff_copy) = (blob.clone(), diff_id.clone());
         tokio::task::spawn_blocking(move || {
-            let summary = unpack_layer(&blob_path, temp.path())
-                .map_err(|source| ImageError::Unpack { layer: layer_name, source })?;
+            let summary =
+                unpack_layer(&blob_path, temp.path()).map_err(|source| ImageError::Unpack {
+                    layer: layer_name,
+                    source,
+                })?;
             if summary.diff_id != diff_copy {
                 return Err(ImageError::DigestMismatch {
                     what: format!("the uncompressed content of layer {}", blob_copy.short()),
@@ -482,7 +575,10 @@ impl ImageStore {
                 let _ = fs::remove_dir_all(&temp_path);
                 // Another unpack of the same content (a differently compressed blob) won.
                 if !layer_dir.is_dir() {
-                    return Err(ImageError::io(format!("cannot store layer {}", layer_dir.display()), e));
+                    return Err(ImageError::io(
+                        format!("cannot store layer {}", layer_dir.display()),
+                        e,
+                    ));
                 }
             }
             Ok(summary.size)
@@ -496,12 +592,18 @@ impl ImageStore {
         let store = self.clone();
         let source = source.clone();
         let blob = digest.clone();
-        let receiver = self.inner.transfers.join_or_start(&format!("blob:{digest}"), move |_| async move {
-            if exists(&store.inner.root.join(blob_rel_path(&blob))).await {
-                return Ok(true);
-            }
-            store.download_blob(&source, &blob, size, &|_| {}).await.map(|()| false)
-        });
+        let receiver =
+            self.inner
+                .transfers
+                .join_or_start(&format!("blob:{digest}"), move |_| async move {
+                    if exists(&store.inner.root.join(blob_rel_path(&blob))).await {
+                        return Ok(true);
+                    }
+                    store
+                        .download_blob(&source, &blob, size, &|_| {})
+                        .await
+                        .map(|()| false)
+                });
         follow(receiver, |_| {}).await.map(drop)
     }
 
@@ -513,13 +615,20 @@ impl ImageStore {
         on_bytes: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<()> {
         let temp = self.temp_file("blob-")?;
-        source.client.fetch_blob(&source.reference, digest, size, &temp, on_bytes).await?;
+        source
+            .client
+            .fetch_blob(&source.reference, digest, size, &temp, on_bytes)
+            .await?;
         self.persist_blob(temp, digest)
     }
 
     /// Copies a file into the store under its digest, checking it against
     /// `expected` when known. Returns the digest and a pin keeping it.
-    async fn import_blob(&self, file: &Path, expected: Option<&Digest>) -> Result<(Digest, PinGuard)> {
+    async fn import_blob(
+        &self,
+        file: &Path,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, PinGuard)> {
         let temp = self.temp_file("import-")?;
         let (source, dest) = (file.to_path_buf(), temp.to_path_buf());
         let (actual, _) = tokio::task::spawn_blocking(move || -> io::Result<_> {
@@ -534,7 +643,10 @@ impl ImageStore {
         if let Some(expected) = expected {
             if &actual != expected {
                 return Err(ImageError::DigestMismatch {
-                    what: format!("archive member {}", file.file_name().unwrap_or_default().to_string_lossy()),
+                    what: format!(
+                        "archive member {}",
+                        file.file_name().unwrap_or_default().to_string_lossy()
+                    ),
                     expected: expected.clone(),
                     actual,
                 });
@@ -558,12 +670,15 @@ impl ImageStore {
 
     fn persist_blob(&self, temp: tempfile::TempPath, digest: &Digest) -> Result<()> {
         let dest = self.inner.root.join(blob_rel_path(digest));
-        temp.persist(&dest).map_err(|e| ImageError::io(format!("cannot store blob {}", dest.display()), e.error))
+        temp.persist(&dest)
+            .map_err(|e| ImageError::io(format!("cannot store blob {}", dest.display()), e.error))
     }
 
     async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.inner.root.join(blob_rel_path(digest));
-        tokio::fs::read(&path).await.map_err(|e| ImageError::io(format!("cannot read {}", path.display()), e))
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| ImageError::io(format!("cannot read {}", path.display()), e))
     }
 
     fn temp_file(&self, prefix: &str) -> Result<tempfile::TempPath> {
@@ -578,15 +693,24 @@ impl ImageStore {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(self.inner.root.join("tmp"))
-            .map_err(|e| ImageError::io("cannot create a temporary directory in the image store", e))
+            .map_err(|e| {
+                ImageError::io("cannot create a temporary directory in the image store", e)
+            })
     }
 
     fn pin(&self, paths: Vec<String>) -> PinGuard {
-        let mut pins = self.inner.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pins = self
+            .inner
+            .pins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for path in &paths {
             *pins.entry(path.clone()).or_default() += 1;
         }
-        PinGuard { pins: self.inner.pins.clone(), paths }
+        PinGuard {
+            pins: self.inner.pins.clone(),
+            paths,
+        }
     }
 
     async fn collect_garbage(&self) -> Result<u64> {
@@ -598,7 +722,11 @@ impl ImageStore {
     /// operation has pinned. Returns the bytes freed.
     async fn collect_garbage_locked(&self, index: &mut Index) -> Result<u64> {
         let referenced = index.referenced_paths();
-        let live_layers: BTreeSet<Digest> = index.images.values().flat_map(|r| r.diff_ids.clone()).collect();
+        let live_layers: BTreeSet<Digest> = index
+            .images
+            .values()
+            .flat_map(|r| r.diff_ids.clone())
+            .collect();
         let root = self.inner.root.clone();
         let pins = self.inner.pins.clone();
         let trash = self.temp_dir("trash-")?;
@@ -625,10 +753,15 @@ impl ImageStore {
         .await
         .map_err(|e| ImageError::io("cannot clean the image store", io::Error::other(e)))?
         .map_err(|e| ImageError::io("cannot clean the image store", e))?;
-        let pinned = self.inner.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        index
-            .layer_sizes
-            .retain(|diff_id, _| live_layers.contains(diff_id) || pinned.contains_key(&layer_rel_path(diff_id)));
+        let pinned = self
+            .inner
+            .pins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        index.layer_sizes.retain(|diff_id, _| {
+            live_layers.contains(diff_id) || pinned.contains_key(&layer_rel_path(diff_id))
+        });
         Ok(freed)
     }
 }
@@ -649,7 +782,10 @@ struct PinGuard {
 
 impl Drop for PinGuard {
     fn drop(&mut self) {
-        let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pins = self
+            .pins
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for path in &self.paths {
             if let Some(count) = pins.get_mut(path) {
                 *count -= 1;
@@ -680,23 +816,44 @@ fn find(index: &Index, name: &str) -> Result<Found> {
         let hit = match reference.digest() {
             Some(digest) => {
                 let wanted = reference.digested_name(digest);
-                index.images.values().find(|r| r.repo_digests.contains(&wanted)).map(|r| (r, None))
+                index
+                    .images
+                    .values()
+                    .find(|r| r.repo_digests.contains(&wanted))
+                    .map(|r| (r, None))
             }
             None => reference.tagged_name().and_then(|tag| {
-                index.images.values().find(|r| r.repo_tags.contains(&tag)).map(|r| (r, Some(tag)))
+                index
+                    .images
+                    .values()
+                    .find(|r| r.repo_tags.contains(&tag))
+                    .map(|r| (r, Some(tag)))
             }),
         };
         if let Some((record, tag)) = hit {
-            return Ok(Found { id: record.id.clone(), tag });
+            return Ok(Found {
+                id: record.id.clone(),
+                tag,
+            });
         }
     }
-    if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-        let mut matches = index.images.keys().filter(|id| id.digest().hex().starts_with(hex));
+    if hex.len() >= 4
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        let mut matches = index
+            .images
+            .keys()
+            .filter(|id| id.digest().hex().starts_with(hex));
         if let Some(first) = matches.next() {
             if matches.next().is_some() {
                 return Err(ImageError::AmbiguousId(name.to_owned()));
             }
-            return Ok(Found { id: first.clone(), tag: None });
+            return Ok(Found {
+                id: first.clone(),
+                tag: None,
+            });
         }
     }
     Err(ImageError::NoSuchImage(name.to_owned()))
@@ -714,14 +871,20 @@ fn diff_ids(config: &ImageConfiguration) -> std::result::Result<Vec<Digest>, Str
 fn prepare_root(root: &Path) -> Result<()> {
     for dir in ["blobs/sha256", "layers/sha256", "tmp"] {
         let path = root.join(dir);
-        fs::create_dir_all(&path).map_err(|e| ImageError::io(format!("cannot create {}", path.display()), e))?;
+        fs::create_dir_all(&path)
+            .map_err(|e| ImageError::io(format!("cannot create {}", path.display()), e))?;
     }
     // Whatever a previous run left half-done is garbage now.
     let tmp = root.join("tmp");
-    let entries = fs::read_dir(&tmp).map_err(|e| ImageError::io(format!("cannot read {}", tmp.display()), e))?;
+    let entries = fs::read_dir(&tmp)
+        .map_err(|e| ImageError::io(format!("cannot read {}", tmp.display()), e))?;
     for entry in entries.flatten() {
         let path = entry.path();
-        let result = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let result = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove leftover temporary file");
         }
@@ -739,9 +902,13 @@ fn disk_usage(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else { continue };
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
             if meta.is_dir() {
                 stack.push(entry.path());
             } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {

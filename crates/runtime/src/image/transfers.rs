@@ -44,7 +44,10 @@ impl Transfers {
         F: FnOnce(Reporter) -> Fut,
         Fut: Future<Output = Result<bool>> + Send + 'static,
     {
-        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(existing) = running.get(key) {
             return existing.clone();
         }

@@ -33,7 +33,9 @@ pub enum UnpackError {
     Escape(String),
     #[error("entry \"{path}\" goes through the symbolic link \"{link}\"")]
     ThroughSymlink { path: String, link: String },
-    #[error("hard link \"{path}\" points to \"{target}\", which is not a file earlier in the layer")]
+    #[error(
+        "hard link \"{path}\" points to \"{target}\", which is not a file earlier in the layer"
+    )]
     BadHardlink { path: String, target: String },
     #[error("entry \"{path}\" lies under \"{parent}\", which is not a directory")]
     NotADirectory { path: String, parent: String },
@@ -50,7 +52,10 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> UnpackError {
 
 fn nix_err(context: impl Into<String>) -> impl FnOnce(nix::Error) -> UnpackError {
     let context = context.into();
-    move |errno| UnpackError::Io { context, source: errno.into() }
+    move |errno| UnpackError::Io {
+        context,
+        source: errno.into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +98,8 @@ pub fn unpack_layer(blob: &Path, dest: &Path) -> Result<LayerSummary, UnpackErro
             Err(e) => return Err(io_err(format!("cannot read {}", blob.display()))(e)),
         }
     }
-    file.rewind().map_err(io_err(format!("cannot read {}", blob.display())))?;
+    file.rewind()
+        .map_err(io_err(format!("cannot read {}", blob.display())))?;
     let reader: Box<dyn Read> = match detect_compression(&head[..filled]) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
         Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(UnpackError::Format)?),
@@ -113,7 +119,9 @@ pub fn unpack_entries<R: Read>(archive: &mut Archive<R>, root: &Path) -> Result<
         let mut entry = entry.map_err(UnpackError::Format)?;
         let raw_path = entry.path().map_err(UnpackError::Format)?.into_owned();
         let shown = raw_path.display().to_string();
-        let Some(rel) = sanitize(&raw_path)? else { continue };
+        let Some(rel) = sanitize(&raw_path)? else {
+            continue;
+        };
         let file_name = rel.file_name().unwrap_or_default().to_owned();
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         let parent = prepare_parent(root, parent_rel, &shown)?;
@@ -127,16 +135,14 @@ pub fn unpack_entries<R: Read>(archive: &mut Archive<R>, root: &Path) -> Result<
         let header = entry.header().clone();
         let kind = header.entry_type();
         match kind {
-            EntryType::Directory => {
-                match fs::symlink_metadata(&path) {
-                    Ok(meta) if meta.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&path)?;
-                        create_dir(&path)?;
-                    }
-                    Err(_) => create_dir(&path)?,
+            EntryType::Directory => match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    remove_existing(&path)?;
+                    create_dir(&path)?;
                 }
-            }
+                Err(_) => create_dir(&path)?,
+            },
             EntryType::Regular | EntryType::Continuous => {
                 remove_existing(&path)?;
                 let mut file = OpenOptions::new()
@@ -177,7 +183,8 @@ pub fn unpack_entries<R: Read>(archive: &mut Archive<R>, root: &Path) -> Result<
                     _ => return Err(bad()),
                 }
                 remove_existing(&path)?;
-                fs::hard_link(&target, &path).map_err(io_err(format!("cannot create hard link {shown}")))?;
+                fs::hard_link(&target, &path)
+                    .map_err(io_err(format!("cannot create hard link {shown}")))?;
                 // A hard link shares the target's inode and metadata.
                 continue;
             }
@@ -188,7 +195,11 @@ pub fn unpack_entries<R: Read>(archive: &mut Archive<R>, root: &Path) -> Result<
                     other => {
                         let major = header.device_major().ok().flatten().unwrap_or(0);
                         let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let flag = if other == EntryType::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                        let flag = if other == EntryType::Char {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
                         (flag, makedev(major.into(), minor.into()))
                     }
                 };
@@ -259,9 +270,11 @@ fn prepare_parent(root: &Path, parent_rel: &Path, shown: &str) -> Result<PathBuf
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&current).map_err(io_err(format!("cannot create the parent of {shown}")))?;
-                fs::set_permissions(&current, fs::Permissions::from_mode(0o755))
-                    .map_err(io_err(format!("cannot set the mode of the parent of {shown}")))?;
+                fs::create_dir(&current)
+                    .map_err(io_err(format!("cannot create the parent of {shown}")))?;
+                fs::set_permissions(&current, fs::Permissions::from_mode(0o755)).map_err(
+                    io_err(format!("cannot set the mode of the parent of {shown}")),
+                )?;
             }
             Err(e) => return Err(io_err(format!("cannot inspect the parent of {shown}"))(e)),
         }
@@ -286,7 +299,10 @@ fn check_no_symlink_parents(root: &Path, rel: &Path, shown: &str) -> Result<(), 
 }
 
 fn relative_display(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).display().to_string()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// Overlayfs whiteouts, as containerd and docker write them for lowerdirs:
@@ -294,8 +310,9 @@ fn relative_display(root: &Path, path: &Path) -> String {
 /// directory opaque.
 fn write_whiteout(parent: &Path, file_name: &OsStr, shown: &str) -> Result<(), UnpackError> {
     if file_name == OPAQUE_MARKER {
-        return xattr::set(parent, OPAQUE_XATTR, b"y")
-            .map_err(io_err(format!("cannot mark the directory of {shown} opaque")));
+        return xattr::set(parent, OPAQUE_XATTR, b"y").map_err(io_err(format!(
+            "cannot mark the directory of {shown} opaque"
+        )));
     }
     let hidden = &file_name.as_bytes()[WHITEOUT_PREFIX.len()..];
     if hidden.is_empty() || hidden == b"." || hidden == b".." {
@@ -308,7 +325,10 @@ fn write_whiteout(parent: &Path, file_name: &OsStr, shown: &str) -> Result<(), U
 }
 
 fn create_dir(path: &Path) -> Result<(), UnpackError> {
-    fs::create_dir(path).map_err(io_err(format!("cannot create directory {}", path.display())))
+    fs::create_dir(path).map_err(io_err(format!(
+        "cannot create directory {}",
+        path.display()
+    )))
 }
 
 fn remove_existing(path: &Path) -> Result<(), UnpackError> {
@@ -331,7 +351,9 @@ fn apply_metadata<R: Read>(
     let uid = header.uid().map_err(UnpackError::Format)?;
     let gid = header.gid().map_err(UnpackError::Format)?;
     let mode = header.mode().map_err(UnpackError::Format)?;
-    let to_id = |v: u64| u32::try_from(v).map_err(|_| UnpackError::Format(invalid_data("owner id out of range")));
+    let to_id = |v: u64| {
+        u32::try_from(v).map_err(|_| UnpackError::Format(invalid_data("owner id out of range")))
+    };
     std::os::unix::fs::lchown(path, Some(to_id(uid)?), Some(to_id(gid)?))
         .map_err(io_err(format!("cannot set the owner of {shown}")))?;
     // chown clears set-id bits, so the mode goes on afterwards; symlinks have none.
@@ -342,7 +364,9 @@ fn apply_metadata<R: Read>(
     if let Some(extensions) = entry.pax_extensions().map_err(UnpackError::Format)? {
         for extension in extensions {
             let extension = extension.map_err(UnpackError::Format)?;
-            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else { continue };
+            let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
             if name.starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
                 tracing::warn!(entry = %shown, "ignoring reserved overlayfs attribute in layer");
                 continue;
@@ -393,11 +417,15 @@ mod tests {
 
     impl Layer {
         fn dir(mut self, path: &str) -> Self {
-            self.0.push((header(EntryType::Directory, path, 0o755, 0), vec![]));
+            self.0
+                .push((header(EntryType::Directory, path, 0o755, 0), vec![]));
             self
         }
         fn file(mut self, path: &str, body: &str) -> Self {
-            self.0.push((header(EntryType::Regular, path, 0o4755, body.len() as u64), body.into()));
+            self.0.push((
+                header(EntryType::Regular, path, 0o4755, body.len() as u64),
+                body.into(),
+            ));
             self
         }
         fn link(mut self, kind: EntryType, path: &str, target: &str) -> Self {
@@ -435,14 +463,26 @@ mod tests {
         );
         result.unwrap();
         let root = dir.path();
-        assert_eq!(fs::read_to_string(root.join("etc/passwd")).unwrap(), "root:x:0:0");
-        assert_eq!(fs::read_link(root.join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(
+            fs::read_to_string(root.join("etc/passwd")).unwrap(),
+            "root:x:0:0"
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
         let busybox = fs::metadata(root.join("bin/busybox")).unwrap();
-        assert_eq!(busybox.ino(), fs::metadata(root.join("bin/ls")).unwrap().ino());
+        assert_eq!(
+            busybox.ino(),
+            fs::metadata(root.join("bin/ls")).unwrap().ino()
+        );
         assert_eq!(busybox.mode() & 0o7777, 0o4755, "set-uid survives chown");
         assert_eq!((busybox.uid(), busybox.gid()), (1000, 1001));
         assert_eq!(busybox.mtime(), 1_600_000_000);
-        assert_eq!(fs::metadata(root.join("etc")).unwrap().mtime(), 1_600_000_000);
+        assert_eq!(
+            fs::metadata(root.join("etc")).unwrap().mtime(),
+            1_600_000_000
+        );
     }
 
     #[test]
@@ -468,7 +508,10 @@ mod tests {
     #[test]
     fn refuses_parent_dir_escape() {
         let outside = tempfile::tempdir().unwrap();
-        let name = format!("../{}/evil", outside.path().file_name().unwrap().to_str().unwrap());
+        let name = format!(
+            "../{}/evil",
+            outside.path().file_name().unwrap().to_str().unwrap()
+        );
         let (_dir, result) = unpack(Layer::default().file(&name, "x").tar());
         assert!(matches!(result, Err(UnpackError::Escape(_))), "{result:?}");
         assert!(!outside.path().join("evil").exists());
@@ -478,23 +521,48 @@ mod tests {
     fn refuses_writing_through_symlinks() {
         let outside = tempfile::tempdir().unwrap();
         let target = outside.path().to_str().unwrap().to_owned();
-        let (_dir, result) =
-            unpack(Layer::default().link(EntryType::Symlink, "escape", &target).file("escape/evil", "x").tar());
-        assert!(matches!(result, Err(UnpackError::ThroughSymlink { .. })), "{result:?}");
+        let (_dir, result) = unpack(
+            Layer::default()
+                .link(EntryType::Symlink, "escape", &target)
+                .file("escape/evil", "x")
+                .tar(),
+        );
+        assert!(
+            matches!(result, Err(UnpackError::ThroughSymlink { .. })),
+            "{result:?}"
+        );
         assert!(!outside.path().join("evil").exists());
 
-        let (_dir, result) =
-            unpack(Layer::default().link(EntryType::Symlink, "up", "..").file("up/evil", "x").tar());
-        assert!(matches!(result, Err(UnpackError::ThroughSymlink { .. })), "{result:?}");
+        let (_dir, result) = unpack(
+            Layer::default()
+                .link(EntryType::Symlink, "up", "..")
+                .file("up/evil", "x")
+                .tar(),
+        );
+        assert!(
+            matches!(result, Err(UnpackError::ThroughSymlink { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
     fn refuses_hardlinks_outside_the_layer() {
-        let (_dir, result) = unpack(Layer::default().link(EntryType::Link, "passwd", "../../etc/passwd").tar());
+        let (_dir, result) = unpack(
+            Layer::default()
+                .link(EntryType::Link, "passwd", "../../etc/passwd")
+                .tar(),
+        );
         assert!(matches!(result, Err(UnpackError::Escape(_))), "{result:?}");
 
-        let (_dir, result) = unpack(Layer::default().link(EntryType::Link, "shadow", "/etc/shadow").tar());
-        assert!(matches!(result, Err(UnpackError::BadHardlink { .. })), "{result:?}");
+        let (_dir, result) = unpack(
+            Layer::default()
+                .link(EntryType::Link, "shadow", "/etc/shadow")
+                .tar(),
+        );
+        assert!(
+            matches!(result, Err(UnpackError::BadHardlink { .. })),
+            "{result:?}"
+        );
 
         let (_dir, result) = unpack(
             Layer::default()
@@ -502,7 +570,10 @@ mod tests {
                 .link(EntryType::Link, "passwd", "etc/passwd")
                 .tar(),
         );
-        assert!(matches!(result, Err(UnpackError::ThroughSymlink { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(UnpackError::ThroughSymlink { .. })),
+            "{result:?}"
+        );
     }
 
     #[test]
