@@ -39,28 +39,51 @@ fn failure(message: impl Into<String>) -> io::Error {
     io::Error::other(message.into())
 }
 
+/// User and password of a registry started with [`TestRegistry::start_with_auth`].
+pub const TEST_USER: &str = "shoal";
+pub const TEST_PASSWORD: &str = "shoal-test-password";
+/// bcrypt (cost 4, to keep per-request checks cheap) of [`TEST_PASSWORD`].
+const TEST_PASSWORD_BCRYPT: &str = "$2b$04$Tvp.848RmEpGnUKFRUK6SuBV2yT3Xv9NF9kF2sH0kt6W3rSMlu7xq";
+
 /// A running `docker-registry`, stopped and its storage removed on drop.
 pub struct TestRegistry {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     child: Child,
+    requires_auth: bool,
 }
 
 impl TestRegistry {
     /// Starts a registry on 127.0.0.1 on a free port.
     pub fn start() -> io::Result<Self> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        Self::start_at(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+        Self::start_at(free_loopback_addr()?)
+    }
+
+    /// Starts a registry on 127.0.0.1 that wants HTTP basic auth with
+    /// [`TEST_USER`] / [`TEST_PASSWORD`] (pushes here use them).
+    pub fn start_with_auth() -> io::Result<Self> {
+        Self::launch(free_loopback_addr()?, true)
     }
 
     /// Starts a registry listening on `addr` (e.g. a namespace host's
     /// underlay address), waiting until it answers `GET /v2/`.
     pub fn start_at(addr: SocketAddr) -> io::Result<Self> {
+        Self::launch(addr, false)
+    }
+
+    fn launch(addr: SocketAddr, requires_auth: bool) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("shoal-registry-")
             .tempdir()?;
+        let mut auth = String::new();
+        if requires_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            fs::write(&htpasswd, format!("{TEST_USER}:{TEST_PASSWORD_BCRYPT}\n"))?;
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
         let config = dir.path().join("config.yml");
         fs::write(
             &config,
@@ -68,7 +91,7 @@ impl TestRegistry {
                 "version: 0.1\n\
                  log:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {addr}\n",
+                 http:\n  addr: {addr}\n{auth}",
                 storage = dir.path().join("storage").display(),
             ),
         )?;
@@ -85,7 +108,12 @@ impl TestRegistry {
                     "cannot start {REGISTRY_BIN} (apt-get install docker-registry): {e}"
                 ))
             })?;
-        let mut registry = Self { addr, dir, child };
+        let mut registry = Self {
+            addr,
+            dir,
+            child,
+            requires_auth,
+        };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -99,7 +127,8 @@ impl TestRegistry {
                     self.log()
                 )));
             }
-            if http_status(self.addr, "/v2/").is_ok_and(|status| status == 200) {
+            let expected = if self.requires_auth { 401 } else { 200 };
+            if http_status(self.addr, "/v2/").is_ok_and(|status| status == expected) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -175,7 +204,8 @@ impl TestRegistry {
             .path()
             .join(format!("digest-{name}-{target_tag}").replace('/', "_"));
         let reference = format!("{}/{name}:{target_tag}", self.host());
-        let output = Command::new("skopeo")
+        let mut command = Command::new("skopeo");
+        command
             .args([
                 "copy",
                 "--all",
@@ -184,7 +214,11 @@ impl TestRegistry {
                 "--dest-tls-verify=false",
                 "--digestfile",
             ])
-            .arg(&digest_file)
+            .arg(&digest_file);
+        if self.requires_auth {
+            command.arg(format!("--dest-creds={TEST_USER}:{TEST_PASSWORD}"));
+        }
+        let output = command
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{reference}"))
             .output()
@@ -216,6 +250,13 @@ pub struct PushedImage {
     pub reference: String,
     /// The digest of what the tag points at (an index for multi-platform images).
     pub digest: Digest,
+}
+
+fn free_loopback_addr() -> io::Result<SocketAddr> {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
 }
 
 /// Minimal HTTP/1.0 GET; enough to probe the registry without an HTTP client.

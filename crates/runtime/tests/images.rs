@@ -12,7 +12,7 @@ use shoal_runtime::image::{
     ignore_progress, Digest, ImageError, ImageId, ImageStore, LayerStatus, PullProgress, Reference,
     RegistryAuth,
 };
-use shoal_runtime::testing::{TestImages, TestRegistry};
+use shoal_runtime::testing::{TestImages, TestRegistry, TEST_PASSWORD, TEST_USER};
 
 struct Env {
     registry: TestRegistry,
@@ -581,4 +581,47 @@ async fn refuses_an_archive_with_a_corrupted_layer() {
     assert!(env.store.list().await.is_empty());
     assert_eq!(env.entries("blobs/sha256"), Vec::<PathBuf>::new());
     assert_eq!(env.entries("layers/sha256"), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn pulls_with_basic_auth_and_says_when_refused() {
+    let registry = TestRegistry::start_with_auth().unwrap();
+    let images = TestImages::shared().unwrap();
+    registry
+        .push(&images.layout, TestImages::BUSYBOX, "private", "1")
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(root.path(), Vec::new()).await.unwrap();
+    let reference = Reference::parse(&format!("{}/private:1", registry.host())).unwrap();
+
+    for auth in [
+        RegistryAuth::Anonymous,
+        RegistryAuth::Basic {
+            username: TEST_USER.into(),
+            password: "wrong".into(),
+        },
+    ] {
+        let err = store
+            .pull(&reference, &auth, &ignore_progress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.root(), ImageError::AuthRefused { .. }),
+            "{auth:?}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("registry {} refused access", registry.host())),
+            "{err}"
+        );
+    }
+    let auth = RegistryAuth::Basic {
+        username: TEST_USER.into(),
+        password: TEST_PASSWORD.into(),
+    };
+    let image = store
+        .pull(&reference, &auth, &ignore_progress)
+        .await
+        .unwrap();
+    assert!(image.layers[0].join("bin/busybox").is_file());
 }

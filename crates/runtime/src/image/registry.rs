@@ -175,6 +175,17 @@ impl RegistryClient {
                 Ok(bytes) => {
                     hasher.update(&bytes);
                     received += bytes.len() as u64;
+                    // The manifest fixes the size; a registry sending more
+                    // must not be able to fill the disk.
+                    if size > 0 && received > size {
+                        return Err(ImageError::Registry {
+                            registry: reference.registry().to_owned(),
+                            image: reference.familiar(),
+                            reason: format!(
+                                "blob {digest} is larger than the {size} bytes its manifest says"
+                            ),
+                        });
+                    }
                     file.write_all(&bytes).await.map_err(write_err)?;
                     on_bytes(received);
                 }
@@ -194,7 +205,7 @@ impl RegistryClient {
         if let Some(e) = failure.filter(|_| !verified_elsewhere) {
             return Err(ImageError::Registry {
                 registry: reference.registry().to_owned(),
-                image: reference.to_string(),
+                image: reference.familiar(),
                 reason: format!("the download of blob {digest} broke off ({e})"),
             });
         }
