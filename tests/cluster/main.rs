@@ -12,3 +12,4 @@ mod control_plane;
 mod failover;
 mod security;
 mod renewal;
+mod runtime;

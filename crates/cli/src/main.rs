@@ -37,6 +37,9 @@ enum Command {
         /// Registry reached over plain HTTP (HOST:PORT); repeatable
         #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
         insecure_registries: Vec<String>,
+        /// Cgroup (in every hierarchy) that containers are created under
+        #[arg(long, default_value = "shoal")]
+        cgroup_parent: String,
     },
     /// Manage the swarm
     #[command(subcommand)]
@@ -67,6 +70,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A container's shim: started by the daemon, synchronous and small, so
+    // it must not parse a CLI or start an async runtime first.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some("__shim") {
+        return shoal_runtime::shim::main(args.collect());
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -97,7 +106,7 @@ fn validate_registry(value: &str) -> Result<(), CliError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon { data_root, node_name, insecure_registries } => {
+        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent } => {
             init_logging();
             for registry in &insecure_registries {
                 validate_registry(registry)?;
@@ -108,7 +117,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     return Err(CliError::msg("the daemon serves its local API on a unix socket; use -H unix:///PATH").into())
                 }
             };
-            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries }).await
+            let valid_parent = !cgroup_parent.is_empty()
+                && cgroup_parent.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !valid_parent {
+                return Err(CliError::msg(format!(
+                    "cgroup parent {cgroup_parent:?} is invalid; use a relative cgroup path such as shoal or shoal/node1"
+                ))
+                .into());
+            }
+            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries, cgroup_parent }).await
         }
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),

@@ -1,5 +1,8 @@
-//! The local container runtime (OCI images, namespaces, cgroups, shims). Built under issue 3; nothing here yet.
+//! The local container runtime: OCI images (pull, store, unpack) and
+//! containers (namespaces, cgroups, overlay root filesystems, shims, logs).
 
+pub mod container;
 pub mod image;
+pub mod shim;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -5,6 +5,8 @@
 // Each test module uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -96,13 +96,13 @@ pub struct RunArgs {
     #[arg(long)]
     read_only: bool,
     /// Memory limit, e.g. 64m
-    #[arg(short, long)]
+    #[arg(short, long, allow_hyphen_values = true)]
     memory: Option<String>,
     /// CPU quota in CPUs, e.g. 0.5
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     cpus: Option<String>,
     /// Maximum number of processes
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pids_limit: Option<i64>,
     /// USER[:GROUP] or UID[:GID]
     #[arg(short, long)]

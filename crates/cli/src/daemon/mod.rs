@@ -4,6 +4,7 @@
 
 mod local_api;
 mod node;
+mod runtime_api;
 mod state;
 
 use std::os::unix::fs::PermissionsExt;
@@ -28,6 +29,8 @@ pub struct DaemonOptions {
     pub node_name: Option<String>,
     /// Registries reached over plain HTTP; handed to the runtime.
     pub insecure_registries: Vec<String>,
+    /// Cgroup that containers are created under.
+    pub cgroup_parent: String,
 }
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
@@ -53,6 +56,20 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         *node_cell.lock().await = Some(node);
     }
 
+    let runtime = runtime_api::RuntimeApi {
+        images: shoal_runtime::image::ImageStore::open(options.data_root.join("image"), options.insecure_registries.clone())
+            .await
+            .context("opening the image store")?,
+        containers: shoal_runtime::container::ContainerManager::open(shoal_runtime::container::ManagerConfig {
+            root: options.data_root.join("containers"),
+            volumes: options.data_root.join("volumes"),
+            cgroup_parent: options.cgroup_parent.clone(),
+            shim_command: vec![std::env::current_exe().context("locating the shoal binary")?.into(), "__shim".into()],
+        })
+        .await
+        .context("opening the container store")?,
+    };
+
     let listener = bind_socket(&options.socket)?;
     let local_api = LocalApi {
         data_root: options.data_root.clone(),
@@ -63,6 +80,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     };
     let server = tonic::transport::Server::builder()
         .add_service(pb::daemon_server::DaemonServer::new(local_api))
+        .add_service(pb::runtime_server::RuntimeServer::new(runtime))
         .add_service(pb::control_server::ControlServer::new(ControlService::new(slot, Transport::LocalSocket)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
 

@@ -65,6 +65,10 @@ pub async fn start(shoal_exe: &Path, host: &HostState) -> anyhow::Result<u32> {
         .arg(host.host_uri())
         .arg("--node-name")
         .arg(&host.name)
+        // Every host's containers under their own cgroup, so hosts sharing
+        // this machine's cgroup tree never see each other's.
+        .arg("--cgroup-parent")
+        .arg(&host.netns)
         .current_dir(host.dir())
         // Never the caller's pipes: a test capturing `up`'s output would
         // otherwise wait for the daemons to exit.

@@ -376,7 +376,7 @@ impl ImageStore {
         &self,
         name_or_id: &str,
         force: bool,
-        in_use: &dyn Fn(&ImageId) -> bool,
+        in_use: &(dyn Fn(&ImageId) -> bool + Sync),
     ) -> Result<Removed> {
         let mut index = self.inner.index.lock().await;
         let found = find(&index, name_or_id)?;
@@ -424,7 +424,7 @@ impl ImageStore {
 
     /// `docker image prune`: deletes images without names (every image no
     /// container uses, with `all`), then blobs and layers no image uses.
-    pub async fn prune(&self, all: bool, in_use: &dyn Fn(&ImageId) -> bool) -> Result<Removed> {
+    pub async fn prune(&self, all: bool, in_use: &(dyn Fn(&ImageId) -> bool + Sync)) -> Result<Removed> {
         let mut index = self.inner.index.lock().await;
         let doomed: Vec<ImageId> = index
             .images

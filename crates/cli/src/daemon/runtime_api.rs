@@ -1,0 +1,343 @@
+//! The `Runtime` gRPC service on the local socket: this node's images and
+//! containers, as `docker image` / `docker container` reach dockerd.
+//! Only translation lives here; the work is in `shoal_runtime`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use shoal_proto::pb;
+use shoal_runtime::container::logs::LogEntry;
+use shoal_runtime::container::{
+    ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Status as ContainerStatus,
+};
+use shoal_runtime::image::{ImageError, ImageStore, LayerStatus, Reference, RegistryAuth};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct RuntimeApi {
+    pub images: ImageStore,
+    pub containers: Arc<ContainerManager>,
+}
+
+fn image_status(error: ImageError) -> Status {
+    let message = error.to_string();
+    match error.root() {
+        ImageError::InvalidReference { .. } => Status::invalid_argument(message),
+        ImageError::NotFound { .. } | ImageError::NoSuchImage(_) => Status::not_found(message),
+        ImageError::InUse { .. } | ImageError::MultipleTags { .. } | ImageError::AmbiguousId(_) => {
+            Status::failed_precondition(message)
+        }
+        ImageError::AuthRefused { .. } => Status::permission_denied(message),
+        ImageError::RegistryUnreachable { .. } => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn summary(image: &shoal_runtime::image::Image) -> pb::ImageSummary {
+    let created_unix = image
+        .created
+        .as_deref()
+        .and_then(|c| humantime::parse_rfc3339_weak(c.split('.').next().unwrap_or(c).trim_end_matches('Z')).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    pb::ImageSummary {
+        id: image.id.to_string(),
+        references: image
+            .repo_tags
+            .iter()
+            .map(|t| Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone()))
+            .collect(),
+        digest: image.repo_digests.first().cloned().unwrap_or_default(),
+        size: image.size,
+        created_unix,
+    }
+}
+
+impl RuntimeApi {
+    fn in_use(&self) -> impl Fn(&shoal_runtime::image::ImageId) -> bool {
+        let used = self.containers.images_in_use();
+        move |id: &shoal_runtime::image::ImageId| used.contains(&id.to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::runtime_server::Runtime for RuntimeApi {
+    type PullImageStream = EventStream<pb::PullEvent>;
+
+    async fn pull_image(&self, request: Request<pb::PullImageRequest>) -> Result<Response<Self::PullImageStream>, Status> {
+        let reference = Reference::parse(&request.into_inner().reference).map_err(image_status)?;
+        let (events, stream) = mpsc::channel(64);
+        let store = self.images.clone();
+        tokio::spawn(async move {
+            let progress_events = events.clone();
+            let progress = move |p: shoal_runtime::image::PullProgress| {
+                let (status, current, total) = match p.status {
+                    LayerStatus::Waiting => ("Waiting", 0, 0),
+                    LayerStatus::Downloading { current, total } => ("Downloading", current, total),
+                    LayerStatus::Verifying => ("Verifying", 0, 0),
+                    LayerStatus::Extracting => ("Extracting", 0, 0),
+                    LayerStatus::Done => ("Pull complete", 0, 0),
+                    LayerStatus::AlreadyExists => ("Already exists", 0, 0),
+                };
+                // Progress is best effort: a slow client misses bars, not the result.
+                let _ = progress_events.try_send(Ok(pb::PullEvent {
+                    layer: p.layer,
+                    status: status.into(),
+                    current,
+                    total,
+                    ..Default::default()
+                }));
+            };
+            let result = store.pull(&reference, &RegistryAuth::Anonymous, &progress).await;
+            let last = match result {
+                Ok(image) => Ok(pb::PullEvent {
+                    image_id: image.id.to_string(),
+                    digest: image
+                        .repo_digests
+                        .iter()
+                        .find(|d| d.starts_with(&reference.name()))
+                        .or(image.repo_digests.first())
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..Default::default()
+                }),
+                Err(e) => Err(image_status(e)),
+            };
+            let _ = events.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    async fn list_images(&self, _: Request<pb::Empty>) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let images = self.images.list().await.iter().map(summary).collect();
+        Ok(Response::new(pb::ListImagesResponse { images }))
+    }
+
+    async fn inspect_image(&self, request: Request<pb::ImageRef>) -> Result<Response<pb::JsonDocument>, Status> {
+        let image = self.images.resolve(&request.into_inner().name).await.map_err(image_status)?;
+        let json = serde_json::to_string(&image).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::JsonDocument { json }))
+    }
+
+    async fn remove_image(&self, request: Request<pb::RemoveImageRequest>) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        let request = request.into_inner();
+        let removed = self.images.remove(&request.name, request.force, &self.in_use()).await.map_err(image_status)?;
+        Ok(Response::new(pb::RemoveImageResponse {
+            untagged: removed.untagged,
+            deleted: removed.deleted.iter().map(|d| d.to_string()).collect(),
+        }))
+    }
+
+    async fn load_image(&self, request: Request<pb::LoadImageRequest>) -> Result<Response<pb::LoadImageResponse>, Status> {
+        let path = std::path::PathBuf::from(request.into_inner().path);
+        let images = self.images.load(&path).await.map_err(image_status)?;
+        let loaded = images
+            .iter()
+            .flat_map(|image| {
+                if image.repo_tags.is_empty() {
+                    vec![image.id.to_string()]
+                } else {
+                    image.repo_tags.iter().map(|t| Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone())).collect()
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::LoadImageResponse { loaded }))
+    }
+
+    async fn prune_images(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneImagesResponse>, Status> {
+        let removed = self.images.prune(false, &self.in_use()).await.map_err(image_status)?;
+        Ok(Response::new(pb::PruneImagesResponse {
+            deleted: removed.deleted.iter().map(|d| d.to_string()).collect(),
+            reclaimed_bytes: removed.reclaimed_bytes,
+        }))
+    }
+
+    type RunContainerStream = EventStream<pb::RunEvent>;
+
+    async fn run_container(&self, request: Request<pb::RunContainerRequest>) -> Result<Response<Self::RunContainerStream>, Status> {
+        let request = request.into_inner();
+        let detach = request.detach;
+        let image = self.images.resolve(&request.image).await.map_err(image_status)?;
+        let input = ImageInput {
+            id: image.id.to_string(),
+            reference: request.image.clone(),
+            lowerdir: image.overlay_lowerdir(),
+            config: image.config.clone(),
+        };
+        let mut create = create_request(&request)?;
+        // In the foreground the relay below removes the container once it
+        // has sent the last output and the exit; the daemon must not race it.
+        create.auto_remove = request.auto_remove && detach;
+        let id = self.containers.create(create, &input).await.map_err(container_status)?;
+        if let Err(e) = self.containers.start(&id).await {
+            let _ = self.containers.remove(&id, true).await;
+            return Err(container_status(e));
+        }
+        let (events, stream) = mpsc::channel(64);
+        let _ = events.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Created(id.clone())) })).await;
+        if !detach {
+            let containers = self.containers.clone();
+            let auto_remove = request.auto_remove;
+            tokio::spawn(async move {
+                let Ok(mut lines) = containers.logs(&id, true, None) else { return };
+                while let Some(line) = lines.recv().await {
+                    if events.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Output(log_line(line))) })).await.is_err() {
+                        return;
+                    }
+                }
+                let exit = match containers.wait(&id).await {
+                    Ok(exit) => pb::ContainerExit { code: exit.code, oom_killed: exit.oom_killed, error: exit.error.unwrap_or_default() },
+                    Err(e) => pb::ContainerExit { code: 125, oom_killed: false, error: e.to_string() },
+                };
+                if auto_remove {
+                    let _ = containers.remove(&id, true).await;
+                }
+                let _ = events.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Exit(exit)) })).await;
+            });
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    async fn list_containers(&self, request: Request<pb::ListContainersRequest>) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let containers = self
+            .containers
+            .list(request.into_inner().all)
+            .into_iter()
+            .map(|c| pb::ContainerSummary {
+                status: status_text(&c),
+                state: c.status.as_str().into(),
+                created_unix: unix_secs(&c.created),
+                id: c.id,
+                name: c.name,
+                image: c.image,
+                command: c.command,
+                labels: c.labels.into_iter().collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListContainersResponse { containers }))
+    }
+
+    async fn inspect_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::JsonDocument>, Status> {
+        let details = self.containers.inspect(&request.into_inner().name).map_err(container_status)?;
+        let json = serde_json::to_string(&details).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::JsonDocument { json }))
+    }
+
+    async fn stop_container(&self, request: Request<pb::StopContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
+        self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn kill_container(&self, request: Request<pb::KillContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.containers.kill(&request.name, &request.signal).await.map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn remove_container(&self, request: Request<pb::RemoveContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.containers.remove(&request.name, request.force).await.map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    type ContainerLogsStream = EventStream<pb::LogLine>;
+
+    async fn container_logs(&self, request: Request<pb::ContainerLogsRequest>) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        let request = request.into_inner();
+        let lines = self
+            .containers
+            .logs(&request.name, request.follow, request.tail.map(|t| t as usize))
+            .map_err(container_status)?;
+        let stream = ReceiverStream::new(lines).map(|line| Ok(log_line(line)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn wait_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerExit>, Status> {
+        let exit = self.containers.wait(&request.into_inner().name).await.map_err(container_status)?;
+        Ok(Response::new(pb::ContainerExit { code: exit.code, oom_killed: exit.oom_killed, error: exit.error.unwrap_or_default() }))
+    }
+}
+
+/// docker's default grace period for `stop`.
+const DEFAULT_STOP_TIMEOUT_SECS: u64 = 10;
+
+fn container_status(error: ContainerError) -> Status {
+    let message = error.to_string();
+    match error {
+        ContainerError::NotFound(_) => Status::not_found(message),
+        ContainerError::NameInUse(_) => Status::already_exists(message),
+        ContainerError::InvalidRequest(_) => Status::invalid_argument(message),
+        ContainerError::Running(_) | ContainerError::Ambiguous(_) => Status::failed_precondition(message),
+        _ => Status::internal(message),
+    }
+}
+
+fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, Status> {
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let mounts = request
+        .mounts
+        .iter()
+        .map(|m| match m.r#type.as_str() {
+            "bind" => Ok(MountSpec::Bind { source: m.source.clone().into(), target: m.target.clone(), readonly: m.readonly }),
+            "volume" => Ok(MountSpec::Volume { name: m.source.clone(), target: m.target.clone(), readonly: m.readonly }),
+            "tmpfs" => Ok(MountSpec::Tmpfs {
+                target: m.target.clone(),
+                size_bytes: (m.tmpfs_size > 0).then_some(m.tmpfs_size),
+                mode: (m.tmpfs_mode > 0).then_some(m.tmpfs_mode),
+            }),
+            other => Err(Status::invalid_argument(format!("mount type {other:?} is unknown; use bind, volume or tmpfs"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CreateRequest {
+        name: non_empty(&request.name),
+        command: request.command.clone(),
+        entrypoint: request.entrypoint.clone(),
+        env: request.env.clone(),
+        hostname: non_empty(&request.hostname),
+        user: non_empty(&request.user),
+        workdir: non_empty(&request.workdir),
+        labels: request.labels.clone().into_iter().collect(),
+        read_only: request.read_only,
+        mounts,
+        limits: Limits {
+            memory_bytes: (request.memory_bytes > 0).then_some(request.memory_bytes),
+            nano_cpus: (request.nano_cpus > 0).then_some(request.nano_cpus),
+            pids: (request.pids_limit > 0).then_some(request.pids_limit),
+        },
+        network_namespace: None,
+        auto_remove: request.auto_remove,
+    })
+}
+
+fn log_line(entry: LogEntry) -> pb::LogLine {
+    pb::LogLine { time_unix_nanos: entry.time_unix_nanos(), stream: entry.stream, data: entry.line.into_bytes() }
+}
+
+fn unix_secs(rfc3339: &str) -> i64 {
+    humantime::parse_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// "Up 3 seconds", "Exited (0) 2 minutes ago", "Created", as docker shows.
+fn status_text(c: &ContainerSummary) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let since = |t: &Option<String>| crate::output::human_duration(now.saturating_sub(t.as_deref().map(unix_secs).unwrap_or(now)).max(0) as u64);
+    match c.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running => format!("Up {}", since(&c.started_at)),
+        ContainerStatus::Exited | ContainerStatus::Dead => {
+            format!("Exited ({}) {} ago", c.exit_code.unwrap_or(-1), since(&c.finished_at))
+        }
+    }
+}

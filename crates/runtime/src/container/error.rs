@@ -1,0 +1,27 @@
+//! The container side's errors, one sentence each for the CLI to print.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container name {0:?} is already in use; remove that container or choose another name")]
+    NameInUse(String),
+    #[error("container id prefix {0:?} matches more than one container; give more of the id")]
+    Ambiguous(String),
+    #[error("container {0} is running; stop it first or use --force")]
+    Running(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    StartFailed(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ContainerError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ContainerError::Io { context: context.into(), source }
+    }
+}

@@ -1,0 +1,147 @@
+//! What a container is, as requested, stored and reported.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `docker run`'s options, already parsed and validated by the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// Unique name; a random one when `None`.
+    pub name: Option<String>,
+    /// Replaces the image's CMD when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's ENTRYPOINT when set (an empty string clears it).
+    pub entrypoint: Option<String>,
+    /// `KEY=VALUE`, applied over the image's environment.
+    pub env: Vec<String>,
+    pub hostname: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`; the image's USER when `None`.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub read_only: bool,
+    pub mounts: Vec<MountSpec>,
+    pub limits: Limits,
+    /// A prepared network namespace to join (e.g. `/run/netns/x`); a new
+    /// one with only loopback otherwise.
+    pub network_namespace: Option<PathBuf>,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    /// CPUs in billionths, docker's `NanoCpus` (`--cpus 0.5` = 500_000_000).
+    pub nano_cpus: Option<u64>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountSpec {
+    Bind { source: PathBuf, target: String, readonly: bool },
+    /// A named volume under `<data-root>/volumes/<name>/_data`, made on first use.
+    Volume { name: String, target: String, readonly: bool },
+    Tmpfs { target: String, size_bytes: Option<u64>, mode: Option<u32> },
+}
+
+impl MountSpec {
+    pub fn target(&self) -> &str {
+        match self {
+            MountSpec::Bind { target, .. } | MountSpec::Volume { target, .. } | MountSpec::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// Everything the daemon keeps about a container, in its state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    pub image_id: String,
+    /// The process: entrypoint + command, after image defaults.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub read_only: bool,
+    pub mounts: Vec<MountSpec>,
+    pub limits: Limits,
+    pub stop_signal: String,
+    pub auto_remove: bool,
+    /// RFC 3339.
+    pub created: String,
+}
+
+/// Written by the shim once the container's process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub shim_pid: i32,
+    /// The shim's start time in clock ticks since boot (/proc/PID/stat),
+    /// so a reused pid is not mistaken for the shim.
+    pub shim_start_ticks: u64,
+    pub pid: i32,
+    pub started_at: String,
+}
+
+/// Written by the shim when the container has exited (or failed to start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The exit status, or 128 + signal number.
+    pub code: i32,
+    pub oom_killed: bool,
+    pub finished_at: String,
+    /// Why the container could not run, when it never started.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// `container inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerDetails {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub created: String,
+    pub state: ContainerState,
+    pub config: ContainerRecord,
+    pub log_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    pub pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub oom_killed: bool,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
