@@ -180,3 +180,47 @@ fn bad_input_is_refused_with_one_sentence_and_nothing_half_created() {
     node.shoal(&["container", "rm", "-f", "taken"]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn filesystems_are_private_and_limits_hold() {
+    let (_registry, busybox) = registry_with_busybox();
+    let node = LocalNode::start("iso");
+    let image = busybox.reference.as_str();
+
+    // Writes stay in the container's own layer.
+    node.shoal(&["run", "--name", "writer", image, "sh", "-c", "echo mine > /etc/marker"]).ok();
+    let other = node.shoal(&["run", "--rm", image, "cat", "/etc/marker"]);
+    assert!(!other.success(), "another container saw the write: {other:?}");
+
+    // A read-only root refuses writes; a tmpfs mount is tmpfs and writable.
+    let ro = node
+        .shoal(&["run", "--rm", "--read-only", "--mount", "type=tmpfs,target=/scratch,tmpfs-size=8m", image, "sh", "-c",
+            "touch /x 2>/dev/null && echo wrote-root; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; touch /scratch/ok && echo wrote-tmpfs"])
+        .ok();
+    assert_eq!(ro.stdout, "tmpfs\nwrote-tmpfs\n");
+
+    // The host's processes are invisible.
+    let ps = node.shoal(&["run", "--rm", image, "sh", "-c", "ls /proc | grep -c '^[0-9]'"]).ok();
+    assert!(ps.stdout.trim().parse::<u32>().unwrap() <= 3, "{}", ps.stdout);
+
+    // A fork bomb under --pids-limit 20 is contained: forks fail inside
+    // (busybox sh gives up), the host is unaffected.
+    let bomb = node.shoal_with_timeout(
+        &["run", "--rm", "--pids-limit", "20", image, "sh", "-c", "for i in $(seq 100); do sleep 30 & done; echo all-forked"],
+        Duration::from_secs(30),
+    );
+    assert!(!bomb.success() && !bomb.stdout.contains("all-forked"), "{bomb:?}");
+    assert!(bomb.stderr.contains("fork") || bomb.stderr.contains("Resource temporarily unavailable"), "{bomb:?}");
+    assert!(crate::support::node::sh("true").success(), "the host can still fork");
+
+    // --cpus becomes a CFS quota.
+    let id = node.shoal(&["run", "-d", "--cpus", "0.5", image, "sleep", "30"]).ok().stdout.trim().to_string();
+    let pids_max = format!("/sys/fs/cgroup/pids/{}/{id}/pids.max", node.cgroup_parent);
+    assert_eq!(std::fs::read_to_string(&pids_max).map(|m| m.trim().to_string()).unwrap_or_default(), "max");
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{}/{id}/cpu.cfs_quota_us", node.cgroup_parent))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/{}/{id}/cpu.max", node.cgroup_parent)))
+        .unwrap();
+    assert!(quota.starts_with("50000"), "{quota}");
+    node.shoal(&["container", "rm", "-f", &id, "writer"]).ok();
+    node.assert_clean();
+}
