@@ -6,6 +6,7 @@
 //! `daemon` build the pieces; `create`, `teardown` and `swarm` put them
 //! together; `report` prints.
 
+mod cgroups;
 mod create;
 mod daemon;
 mod links;

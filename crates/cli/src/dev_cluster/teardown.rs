@@ -16,7 +16,7 @@ use super::links::Netlink;
 use super::plan::{self, parse_host_name};
 use super::process::{self, Stop};
 use super::state::{ClusterState, HostState};
-use super::{mounts, netns, registry};
+use super::{cgroups, mounts, netns, registry};
 
 /// Removes cluster `name`; returns whether there was anything to remove.
 /// Running it again, or on a name that never existed, is fine.
@@ -41,6 +41,7 @@ pub async fn down(name: &str) -> anyhow::Result<bool> {
         if let Ok(inode) = netns::inode(&host.netns) {
             failures.note(process::kill_netns_members(inode).await);
         }
+        failures.note(cgroups::remove_tree(&host.netns).await);
     }
     failures.note(mounts::unmount_below(&dir));
     failures.note(delete_links(&indices).await);
