@@ -1,71 +1,136 @@
 //! Container output on disk, like docker's json-file driver: one JSON
-//! object per line ({"t": time, "s": stream, "l": text}), rotated by size.
-//! The shim writes; the daemon reads, and follows while the container runs.
+//! object per line (`{"log": text, "stream": "stdout", "time": RFC 3339
+//! nanos}`), rotated by size. The shim writes ([`LogWriter`]); the daemon
+//! reads and, while the container runs, follows ([`read`]), woken by
+//! inotify rather than polling.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
 
 pub const LOG_FILE: &str = "container.log";
-/// Rotate when the current file passes this; one rotated file is kept.
-pub const MAX_LOG_BYTES: u64 = 10 << 20;
+/// A line longer than this is split into several entries (docker: 16 KiB).
+const MAX_LINE: usize = 16 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Size-based rotation: `container.log` grows to `max_bytes`, then
+/// becomes `container.log.1` (older ones shift up) and a new file starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRotation {
+    pub max_bytes: u64,
+    /// Files kept, the current one included (at least 1).
+    pub max_files: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        LogRotation { max_bytes: 10 << 20, max_files: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One entry as `logs` yields it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
-    /// RFC 3339 with nanoseconds.
-    #[serde(rename = "t")]
-    pub time: String,
-    /// "stdout" or "stderr".
-    #[serde(rename = "s")]
-    pub stream: String,
-    /// The text, ending in a newline unless the stream ended mid-line.
-    #[serde(rename = "l")]
-    pub line: String,
+    pub stream: LogStream,
+    /// When the shim read it; `None` unless timestamps were asked for.
+    pub time: Option<SystemTime>,
+    /// The text, ending in a newline unless the line was partial (cut at
+    /// 16 KiB, or the stream ended mid-line).
+    pub bytes: Vec<u8>,
 }
 
 impl LogEntry {
+    /// For `--timestamps`: RFC 3339 with nanoseconds, as docker prints.
+    pub fn time_rfc3339(&self) -> Option<String> {
+        self.time.map(|t| humantime::format_rfc3339_nanos(t).to_string())
+    }
+
     pub fn time_unix_nanos(&self) -> i64 {
-        humantime::parse_rfc3339(&self.time)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        self.time
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0)
     }
 }
 
+/// A line of the log file.
+#[derive(Serialize, Deserialize)]
+struct Record<'a> {
+    #[serde(borrow)]
+    log: std::borrow::Cow<'a, str>,
+    stream: LogStream,
+    time: std::borrow::Cow<'a, str>,
+}
+
 /// The shim's side: appends entries and rotates.
 pub struct LogWriter {
     dir: PathBuf,
+    rotation: LogRotation,
     file: File,
     written: u64,
 }
 
 impl LogWriter {
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, rotation: LogRotation) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(dir.join(LOG_FILE))?;
         let written = file.metadata()?.len();
-        Ok(LogWriter { dir: dir.to_path_buf(), file, written })
+        Ok(LogWriter { dir: dir.to_path_buf(), rotation, file, written })
     }
 
-    pub fn write(&mut self, stream: &str, line: &[u8]) -> std::io::Result<()> {
-        let entry = LogEntry {
-            time: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
-            stream: stream.to_string(),
-            line: String::from_utf8_lossy(line).into_owned(),
-        };
-        let mut bytes = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+    pub fn write(&mut self, stream: LogStream, line: &[u8]) -> std::io::Result<()> {
+        let time = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        let record = Record { log: String::from_utf8_lossy(line), stream, time: time.into() };
+        let mut bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
-        if self.written + bytes.len() as u64 > MAX_LOG_BYTES && self.written > 0 {
-            std::fs::rename(self.dir.join(LOG_FILE), self.dir.join(format!("{LOG_FILE}.1")))?;
-            self.file = OpenOptions::new().create(true).append(true).open(self.dir.join(LOG_FILE))?;
-            self.written = 0;
+        if self.written > 0 && self.written + bytes.len() as u64 > self.rotation.max_bytes {
+            self.rotate()?;
         }
         self.file.write_all(&bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let keep = self.rotation.max_files.max(1);
+        if keep == 1 {
+            self.file.set_len(0)?;
+        } else {
+            for n in (1..keep - 1).rev() {
+                let _ = std::fs::rename(rotated_path(&self.dir, n), rotated_path(&self.dir, n + 1));
+            }
+            std::fs::rename(self.dir.join(LOG_FILE), rotated_path(&self.dir, 1))?;
+            self.file = OpenOptions::new().create(true).append(true).open(self.dir.join(LOG_FILE))?;
+        }
+        self.written = 0;
+        Ok(())
+    }
+}
+
+fn rotated_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{LOG_FILE}.{n}"))
 }
 
 /// Splits a stream into lines for [`LogWriter`]; keeps a partial line
@@ -76,18 +141,20 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
-    /// Feeds `data`; returns the complete lines it finished.
-    pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+    /// Feeds `data`; calls `emit` with each line it completes.
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
         self.pending.extend_from_slice(data);
-        let mut lines = Vec::new();
-        while let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
-            lines.push(self.pending.drain(..=at).collect());
+        let mut start = 0;
+        while let Some(at) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            emit(&self.pending[start..start + at + 1]);
+            start += at + 1;
         }
         // A runaway line without newlines is cut rather than held forever.
-        if self.pending.len() > 16 * 1024 {
-            lines.push(std::mem::take(&mut self.pending));
+        while self.pending.len() - start > MAX_LINE {
+            emit(&self.pending[start..start + MAX_LINE]);
+            start += MAX_LINE;
         }
-        lines
+        self.pending.drain(..start);
     }
 
     pub fn finish(&mut self) -> Option<Vec<u8>> {
@@ -95,76 +162,190 @@ impl LineBuffer {
     }
 }
 
-/// A position in a container's log, for following it.
+/// What `logs` is asked for.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogCursor {
+pub struct LogOptions {
+    /// Keep streaming new entries until the container has exited.
+    pub follow: bool,
+    /// Only the last `n` entries written so far.
+    pub tail: Option<usize>,
+    pub timestamps: bool,
+}
+
+/// The entries of a container's log, as an async stream.
+pub type LogEntries = tokio_stream::wrappers::ReceiverStream<LogEntry>;
+
+/// Streams the log in `dir`. With `follow`, keeps going until `exited`
+/// says the container has ended (its shim has closed the log for good),
+/// then drains what is left. Survives rotation: a followed file that was
+/// renamed is finished before the new one is read.
+pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>) -> LogEntries {
+    let (sender, receiver) = mpsc::channel(256);
+    tokio::spawn(async move {
+        // Watch before the first read so no write slips between them.
+        let watcher = if options.follow { LogWatcher::new(&dir).ok() } else { None };
+        let mut reader = Reader { dir, timestamps: options.timestamps, cursor: None };
+        let Ok(mut entries) = reader.read_existing() else { return };
+        if let Some(tail) = options.tail {
+            entries.drain(..entries.len().saturating_sub(tail));
+        }
+        for entry in entries {
+            if sender.send(entry).await.is_err() {
+                return;
+            }
+        }
+        if !options.follow {
+            return;
+        }
+        loop {
+            let done = *exited.borrow_and_update();
+            for entry in reader.read_new().unwrap_or_default() {
+                if sender.send(entry).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+            tokio::select! {
+                _ = async {
+                    match &watcher {
+                        Some(w) => w.changed().await,
+                        // No inotify (out of watches): fall back to a slow poll.
+                        None => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+                    }
+                } => {}
+                changed = exited.changed() => if changed.is_err() { return },
+                _ = sender.closed() => return,
+            }
+        }
+    });
+    LogEntries::new(receiver)
+}
+
+/// Wakes a follower when a file in the log directory changes.
+struct LogWatcher {
+    fd: AsyncFd<InotifyFd>,
+}
+
+struct InotifyFd(Inotify);
+
+impl AsRawFd for InotifyFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl LogWatcher {
+    fn new(dir: &Path) -> std::io::Result<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+        // SAFETY: the AsyncFd owns the inotify fd for as long as it is
+        // registered, so the fd cannot be closed under the reactor.
+        let fd = unsafe { AsyncFd::register(InotifyFd(inotify)) }.map_err(std::io::Error::from)?;
+        Ok(LogWatcher { fd })
+    }
+
+    async fn changed(&self) {
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else { return };
+            match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
+                Ok(_) => return,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Where a follower is: the file (by inode) and the offset after the
+/// last whole line read from it.
+#[derive(Clone, Copy)]
+struct Cursor {
     inode: u64,
     offset: u64,
 }
 
-/// Everything logged so far (the last `tail` entries when given), and
-/// where to continue from.
-pub fn read_all(dir: &Path, tail: Option<usize>) -> std::io::Result<(Vec<LogEntry>, LogCursor)> {
-    let mut entries = Vec::new();
-    let rotated = dir.join(format!("{LOG_FILE}.1"));
-    if rotated.exists() {
-        read_from(&rotated, 0, &mut entries)?;
-    }
-    let (cursor, _) = match File::open(dir.join(LOG_FILE)) {
-        Ok(file) => {
-            let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata()?);
-            let offset = read_from(&dir.join(LOG_FILE), 0, &mut entries)?;
-            (LogCursor { inode, offset }, ())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (LogCursor::default(), ()),
-        Err(e) => return Err(e),
-    };
-    if let Some(tail) = tail {
-        let skip = entries.len().saturating_sub(tail);
-        entries.drain(..skip);
-    }
-    Ok((entries, cursor))
+struct Reader {
+    dir: PathBuf,
+    timestamps: bool,
+    cursor: Option<Cursor>,
 }
 
-/// Entries written since `cursor`, following a rotation.
-pub fn read_since(dir: &Path, cursor: &mut LogCursor) -> std::io::Result<Vec<LogEntry>> {
-    let mut entries = Vec::new();
-    let current = dir.join(LOG_FILE);
-    let inode = match std::fs::metadata(&current) {
-        Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
-        Err(e) => return Err(e),
-    };
-    if inode != cursor.inode && cursor.inode != 0 {
-        // Rotated: finish the old file (now `.1`), then start the new one.
-        let rotated = dir.join(format!("{LOG_FILE}.1"));
-        if std::fs::metadata(&rotated).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok() == Some(cursor.inode) {
-            read_from(&rotated, cursor.offset, &mut entries)?;
+impl Reader {
+    /// The rotated files, oldest first, then the current one.
+    fn read_existing(&mut self) -> std::io::Result<Vec<LogEntry>> {
+        let mut entries = Vec::new();
+        let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let n = name.to_str()?.strip_prefix(LOG_FILE)?.strip_prefix('.')?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, path) in rotated {
+            // Rotated away meanwhile: its entries are in the next file.
+            let _ = self.read_file(&path, 0, &mut entries);
         }
-        cursor.offset = 0;
+        let current = self.dir.join(LOG_FILE);
+        match std::fs::metadata(&current) {
+            Ok(meta) => {
+                let offset = self.read_file(&current, 0, &mut entries)?;
+                self.cursor = Some(Cursor { inode: meta.ino(), offset });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(entries)
     }
-    cursor.inode = inode;
-    cursor.offset = read_from(&current, cursor.offset, &mut entries)?;
-    Ok(entries)
-}
 
-/// Reads whole lines from `offset`; returns the offset after the last one
-/// (a line still being written is left for the next call).
-fn read_from(path: &Path, offset: u64, entries: &mut Vec<LogEntry>) -> std::io::Result<u64> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut reader = BufReader::new(file);
-    let mut position = offset;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = reader.read_until(b'\n', &mut line)?;
-        if read == 0 || line.last() != Some(&b'\n') {
-            return Ok(position);
+    /// Entries written since the last read, following a rotation.
+    fn read_new(&mut self) -> std::io::Result<Vec<LogEntry>> {
+        let mut entries = Vec::new();
+        let current = self.dir.join(LOG_FILE);
+        let inode = match std::fs::metadata(&current) {
+            Ok(meta) => meta.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
+            Err(e) => return Err(e),
+        };
+        let mut offset = 0;
+        if let Some(cursor) = self.cursor {
+            if cursor.inode == inode {
+                offset = cursor.offset;
+            } else if let Some(old) = self.find_rotated(cursor.inode) {
+                // Rotated since: finish the old file first.
+                self.read_file(&old, cursor.offset, &mut entries)?;
+            }
         }
-        position += read as u64;
-        if let Ok(entry) = serde_json::from_slice::<LogEntry>(&line) {
-            entries.push(entry);
+        let offset = self.read_file(&current, offset, &mut entries)?;
+        self.cursor = Some(Cursor { inode, offset });
+        Ok(entries)
+    }
+
+    fn find_rotated(&self, inode: u64) -> Option<PathBuf> {
+        (1..=16).map(|n| rotated_path(&self.dir, n)).find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode))
+    }
+
+    /// Reads whole lines from `offset`; returns the offset after the last
+    /// one (a line still being written is left for the next call).
+    fn read_file(&self, path: &Path, offset: u64, entries: &mut Vec<LogEntry>) -> std::io::Result<u64> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut reader = BufReader::new(file);
+        let mut position = offset;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line)?;
+            if read == 0 || line.last() != Some(&b'\n') {
+                return Ok(position);
+            }
+            position += read as u64;
+            if let Ok(record) = serde_json::from_slice::<Record>(&line) {
+                let time = if self.timestamps { humantime::parse_rfc3339(&record.time).ok() } else { None };
+                entries.push(LogEntry { stream: record.stream, time, bytes: record.log.into_owned().into_bytes() });
+            }
         }
     }
 }
@@ -172,28 +353,57 @@ fn read_from(path: &Path, offset: u64, entries: &mut Vec<LogEntry>) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_stream::StreamExt;
+
+    fn lines(buffer: &mut LineBuffer, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        buffer.push(data, |l| out.push(l.to_vec()));
+        out
+    }
 
     #[test]
     fn partial_lines_wait_for_their_newline() {
         let mut buffer = LineBuffer::default();
-        assert!(buffer.push(b"hel").is_empty());
-        assert_eq!(buffer.push(b"lo\nwor"), vec![b"hello\n".to_vec()]);
+        assert!(lines(&mut buffer, b"hel").is_empty());
+        assert_eq!(lines(&mut buffer, b"lo\nwor"), vec![b"hello\n".to_vec()]);
         assert_eq!(buffer.finish(), Some(b"wor".to_vec()));
+        let long = vec![b'x'; MAX_LINE * 2 + 5];
+        assert_eq!(lines(&mut buffer, &long).len(), 2);
+        assert_eq!(buffer.finish().map(|r| r.len()), Some(5));
     }
 
-    #[test]
-    fn follows_across_rotation() {
+    #[tokio::test]
+    async fn follows_across_rotation_until_exit() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = LogWriter::open(dir.path()).unwrap();
-        writer.write("stdout", b"one\n").unwrap();
-        let (entries, mut cursor) = read_all(dir.path(), None).unwrap();
-        assert_eq!(entries.len(), 1);
-        writer.written = MAX_LOG_BYTES;
-        writer.write("stderr", b"two\n").unwrap();
-        writer.write("stdout", b"three\n").unwrap();
-        let more = read_since(dir.path(), &mut cursor).unwrap();
-        assert_eq!(more.iter().map(|e| e.line.as_str()).collect::<Vec<_>>(), vec!["two\n", "three\n"]);
-        let (all, _) = read_all(dir.path(), Some(2)).unwrap();
-        assert_eq!(all.len(), 2);
+        let rotation = LogRotation { max_bytes: 1000, max_files: 3 };
+        let mut writer = LogWriter::open(dir.path(), rotation).unwrap();
+        writer.write(LogStream::Stdout, b"first\n").unwrap();
+        let (exited, exited_rx) = watch::channel(false);
+        let options = LogOptions { follow: true, tail: None, timestamps: true };
+        let mut stream = read(dir.path().to_path_buf(), options, exited_rx);
+        assert_eq!(stream.next().await.unwrap().bytes, b"first\n");
+        for n in 0..20 {
+            writer.write(LogStream::Stderr, format!("line {n}\n").as_bytes()).unwrap();
+        }
+        assert!(dir.path().join(format!("{LOG_FILE}.1")).exists(), "rotated");
+        exited.send_replace(true);
+        let rest: Vec<LogEntry> = stream.collect().await;
+        let texts: Vec<String> = rest.iter().map(|e| String::from_utf8_lossy(&e.bytes).into_owned()).collect();
+        let expected: Vec<String> = (0..20).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(texts, expected);
+        assert!(rest.iter().all(|e| e.stream == LogStream::Stderr && e.time.is_some()));
+    }
+
+    #[tokio::test]
+    async fn tail_takes_the_last_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path(), LogRotation::default()).unwrap();
+        for n in 0..5 {
+            writer.write(LogStream::Stdout, format!("{n}\n").as_bytes()).unwrap();
+        }
+        let options = LogOptions { follow: false, tail: Some(2), timestamps: false };
+        let entries: Vec<LogEntry> = read(dir.path().to_path_buf(), options, watch::channel(false).1).collect().await;
+        assert_eq!(entries.iter().map(|e| e.bytes.clone()).collect::<Vec<_>>(), vec![b"3\n".to_vec(), b"4\n".to_vec()]);
+        assert!(entries[0].time.is_none());
     }
 }

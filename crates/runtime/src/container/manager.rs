@@ -4,50 +4,48 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 
-use super::logs::{self, LogEntry};
+use super::logs::{self, LogEntries, LogOptions, LogRotation};
 use super::model::*;
-use super::state::{self, EXIT_FILE, RECORD_FILE, STARTED_FILE};
-use super::{rootfs, spec, ContainerError};
-use crate::image::ImageConfig;
+use super::state::{self, ShimConfig, EXIT_FILE, RECORD_FILE, SHIM_CONFIG_FILE, SHIM_LOG_FILE, STARTED_FILE};
+use super::{cgroups, record, rootfs, spec, ContainerError};
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
 /// How long `start` waits for the shim to say whether the container runs.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a followed log is checked for new lines while the container runs.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
-const LIBCONTAINER_DIR: &str = ".libcontainer";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGKILLed container may take to be reported gone.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where and how one manager keeps its containers. Several managers (one
+/// per daemon) can share a machine if their directories and cgroup
+/// parents differ.
+#[derive(Debug, Clone)]
 pub struct ManagerConfig {
-    /// Where container state directories live (`<data-root>/containers`).
+    /// Container state directories (`<data-root>/containers`).
     pub root: PathBuf,
-    /// Where named volumes live (`<data-root>/volumes`).
+    /// Named volumes (`<data-root>/volumes`).
     pub volumes: PathBuf,
-    /// Cgroup the containers' cgroups are made under.
+    /// libcontainer's state directories (e.g. `<data-root>/libcontainer`
+    /// or `/run/shoal/<node>/libcontainer`).
+    pub libcontainer_root: PathBuf,
+    /// Cgroup the containers' cgroups go under: `<parent>/<container id>`.
     pub cgroup_parent: String,
-    /// Program and leading arguments that run [`crate::shim::main`].
+    /// Program and leading arguments that run [`crate::shim::main`]
+    /// (`shoal __shim`); the state directory is appended.
     pub shim_command: Vec<OsString>,
-}
-
-/// The image as a container needs it.
-pub struct ImageInput {
-    pub id: String,
-    /// As the user named it.
-    pub reference: String,
-    /// overlayfs `lowerdir=` value, topmost layer first.
-    pub lowerdir: String,
-    pub config: ImageConfig,
+    pub log_rotation: LogRotation,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +59,20 @@ struct Entry {
     record: ContainerRecord,
     dir: PathBuf,
     phase: watch::Sender<Phase>,
+    /// True once the shim has ended: the log is complete.
+    log_closed: watch::Sender<bool>,
+}
+
+impl Entry {
+    fn new(record: ContainerRecord, dir: PathBuf, phase: Phase) -> Arc<Self> {
+        let closed = matches!(phase, Phase::Exited(_));
+        Arc::new(Entry { record, dir, phase: watch::channel(phase).0, log_closed: watch::channel(closed).0 })
+    }
+
+    fn exited(&self, exit: ExitInfo) {
+        self.phase.send_replace(Phase::Exited(exit));
+        self.log_closed.send_replace(true);
+    }
 }
 
 /// One row of `container ls`.
@@ -82,33 +94,48 @@ pub struct ContainerSummary {
 pub struct ContainerManager {
     config: ManagerConfig,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Dropped with the manager: ends the tasks watching shims.
+    shutdown: watch::Sender<()>,
 }
 
 impl ContainerManager {
     /// Opens the state under `config.root`, re-attaching to containers
     /// whose shims survived a daemon restart.
     pub async fn open(config: ManagerConfig) -> Result<Arc<Self>> {
-        for dir in [&config.root, &config.volumes] {
+        for dir in [&config.root, &config.volumes, &config.libcontainer_root] {
             std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("creating {}", dir.display()), e))?;
         }
-        let manager = Arc::new(ContainerManager { config, containers: Mutex::new(HashMap::new()) });
+        let manager = Arc::new(ContainerManager { config, containers: Mutex::new(HashMap::new()), shutdown: watch::channel(()).0 });
         let entries = std::fs::read_dir(&manager.config.root)
             .map_err(|e| ContainerError::io(format!("reading {}", manager.config.root.display()), e))?;
+        let mut to_remove = Vec::new();
         for dir in entries.flatten().map(|e| e.path()) {
             let Some(record) = state::read_json::<ContainerRecord>(&dir.join(RECORD_FILE)) else {
                 // A create that crashed before writing its record.
-                if dir.file_name().is_some_and(|n| n != LIBCONTAINER_DIR) {
-                    let _ = rootfs::unmount_overlay(&dir);
-                    let _ = std::fs::remove_dir_all(&dir);
+                if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+                    manager.discard(id, &dir);
                 }
                 continue;
             };
             let phase = recover_phase(&dir);
-            let running = matches!(phase, Phase::Running(_));
-            let entry = Arc::new(Entry { record, dir, phase: watch::channel(phase).0 });
+            if let Phase::Exited(exit) = &phase {
+                if exit.error.as_deref() == Some(SHIM_VANISHED) {
+                    // Nobody cleaned up after this container.
+                    manager.release_runtime_state(&record.id);
+                }
+            }
+            let entry = Entry::new(record, dir, phase);
             manager.lock().insert(entry.record.id.clone(), entry.clone());
-            if running {
-                manager.clone().watch_shim(entry);
+            let phase = entry.phase.borrow().clone();
+            match phase {
+                Phase::Running(started) => manager.watch_shim(entry, started.shim_pid),
+                Phase::Exited(_) if entry.record.auto_remove => to_remove.push(entry.record.id.clone()),
+                _ => {}
+            }
+        }
+        for id in to_remove {
+            if let Err(e) = manager.remove(&id, true).await {
+                tracing::warn!(container = %id, error = %e, "auto-removing a container that exited while the daemon was down");
             }
         }
         Ok(manager)
@@ -123,50 +150,42 @@ impl ContainerManager {
     pub async fn create(&self, request: CreateRequest, image: &ImageInput) -> Result<String> {
         let id = random_id();
         let name = match &request.name {
-            Some(name) => name.clone(),
+            Some(name) => {
+                record::validate_name(name)?;
+                name.clone()
+            }
             None => random_name(&id),
         };
-        {
-            let containers = self.lock();
-            if containers.values().any(|e| e.record.name == name) {
-                return Err(ContainerError::NameInUse(name));
-            }
+        if self.lock().values().any(|e| e.record.name == name) {
+            return Err(ContainerError::NameInUse(name));
         }
-        for mount in &request.mounts {
-            if let MountSpec::Bind { source, .. } = mount {
-                if !source.exists() {
-                    return Err(ContainerError::InvalidRequest(format!(
-                        "mount source {} does not exist on this host; create it or fix the path",
-                        source.display()
-                    )));
-                }
-            }
-        }
-        let record = make_record(&id, name.clone(), &request, image)?;
+        let record = record::make(&id, name.clone(), &request, image)?;
         let dir = self.config.root.join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| ContainerError::io(format!("creating {}", dir.display()), e))?;
-        let prepared = self.prepare(&dir, &record, &request, image);
-        if let Err(e) = prepared {
-            let _ = rootfs::unmount_overlay(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-        let entry = Arc::new(Entry { record, dir, phase: watch::channel(Phase::Created).0 });
+        std::fs::create_dir(&dir).map_err(|e| ContainerError::io(format!("creating {}", dir.display()), e))?;
+        let record = match self.prepare(&dir, record, &request, image) {
+            Ok(record) => record,
+            Err(e) => {
+                self.discard(&id, &dir);
+                return Err(e);
+            }
+        };
+        let entry = Entry::new(record, dir, Phase::Created);
         let mut containers = self.lock();
+        // Checked again: another create may have taken the name meanwhile.
         if containers.values().any(|e| e.record.name == name) {
             drop(containers);
-            let _ = rootfs::unmount_overlay(&entry.dir);
-            let _ = std::fs::remove_dir_all(&entry.dir);
+            self.discard(&id, &entry.dir);
             return Err(ContainerError::NameInUse(name));
         }
         containers.insert(id.clone(), entry);
         Ok(id)
     }
 
-    fn prepare(&self, dir: &Path, record: &ContainerRecord, request: &CreateRequest, image: &ImageInput) -> Result<()> {
-        let rootfs = rootfs::mount_overlay(dir, &image.lowerdir)?;
+    /// Mounts the rootfs and writes the bundle, the shim's instructions
+    /// and (last, as the sign the container exists) the record.
+    fn prepare(&self, dir: &Path, mut record: ContainerRecord, request: &CreateRequest, image: &ImageInput) -> Result<ContainerRecord> {
+        let rootfs = rootfs::mount_overlay(dir, &image.layers)?;
         let user = rootfs::resolve_user(&rootfs, &record.user)?;
-        let mut record = record.clone();
         if !record.env.iter().any(|e| e.starts_with("HOME=")) {
             record.env.push(format!("HOME={}", user.home.clone().unwrap_or_else(|| "/".into())));
         }
@@ -183,73 +202,72 @@ impl ContainerManager {
                 _ => None,
             });
         }
+        let cgroup_path = cgroups::container_path(&self.config.cgroup_parent, &record.id);
         let spec = spec::build(&spec::SpecInput {
             record: &record,
             rootfs: &rootfs,
             uid: user.uid,
             gid: user.gid,
             additional_gids: user.additional_gids,
-            cgroups_path: self.cgroups_path(&record.id),
+            cgroups_path: cgroup_path.clone(),
             network_namespace: request.network_namespace.as_deref(),
             volume_sources,
         })?;
         spec.save(dir.join("config.json")).map_err(|e| ContainerError::Internal(format!("writing the OCI bundle: {e}")))?;
+        let shim = ShimConfig {
+            id: record.id.clone(),
+            libcontainer_root: self.config.libcontainer_root.clone(),
+            cgroup_path,
+            loopback_up: request.network_namespace.is_none(),
+            log_rotation: self.config.log_rotation,
+        };
+        state::write_json(&dir.join(SHIM_CONFIG_FILE), &shim).map_err(|e| ContainerError::io("writing the shim's configuration", e))?;
         state::write_json(&dir.join(RECORD_FILE), &record).map_err(|e| ContainerError::io("writing the container record", e))?;
-        Ok(())
+        Ok(record)
     }
 
-    fn cgroups_path(&self, id: &str) -> String {
-        format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'))
+    /// Removes everything a container may have on the host but its named
+    /// volumes: rootfs mount, state directory, libcontainer state, cgroups.
+    fn discard(&self, id: &str, dir: &Path) {
+        let _ = rootfs::unmount_overlay(dir);
+        let _ = std::fs::remove_dir_all(dir);
+        self.release_runtime_state(id);
+    }
+
+    /// libcontainer's state and the cgroups, which the shim normally
+    /// removes itself when the container ends.
+    fn release_runtime_state(&self, id: &str) {
+        // Only plain container ids: never let a stray name reach outside.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return;
+        }
+        cgroups::remove(&cgroups::container_path(&self.config.cgroup_parent, id));
+        let _ = std::fs::remove_dir_all(self.config.libcontainer_root.join(id));
     }
 
     /// Starts a created container through its shim; returns once the
-    /// container's process runs (or says why it could not).
+    /// container's process runs (or with why it could not).
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
         let entry = self.find(name)?;
         if !matches!(*entry.phase.borrow(), Phase::Created) {
-            return Err(ContainerError::InvalidRequest(format!("container {} was already started; create a new one", entry.record.name)));
+            return Err(ContainerError::InvalidRequest(format!(
+                "container {} was already started; create a new one",
+                entry.record.name
+            )));
         }
-        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| ContainerError::Internal(format!("cannot create a pipe: {e}")))?;
-        let shim_log = std::fs::File::create(entry.dir.join("shim.log")).map_err(|e| ContainerError::io("creating the shim log", e))?;
-        let (program, leading) = self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
-        let mut command = std::process::Command::new(program);
-        command
-            .args(leading)
-            .arg(&entry.dir)
-            .arg(self.config.root.join(LIBCONTAINER_DIR))
-            .arg(&entry.record.id)
-            .arg(self.cgroups_path(&entry.record.id))
-            .stdin(std::process::Stdio::null())
-            .stdout(shim_log.try_clone().map_err(|e| ContainerError::io("opening the shim log", e))?)
-            .stderr(shim_log);
-        let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_write);
-        // SAFETY: dup2 is async-signal-safe; it gives the shim the write end
-        // as fd 3 without CLOEXEC while every other child keeps it closed.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(ready_fd, crate::shim::READY_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(|e| ContainerError::io(format!("starting the shim {}", program.to_string_lossy()), e))?;
-        drop(ready_write);
-        let shim_pid = child.id() as i32;
-        // Reaped in `watch_shim`, which also covers shims we did not start.
-        std::mem::forget(child);
+        let shim_pid = self.spawn_shim(&entry, ready_write)?;
         let pidfd = pidfd_open(shim_pid).map_err(|e| ContainerError::io("watching the shim", e))?;
 
-        let answer = tokio::time::timeout(START_TIMEOUT, tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let mut reader = std::io::BufReader::new(std::fs::File::from(ready_read));
-            std::io::BufRead::read_line(&mut reader, &mut line).map(|_| line)
-        }))
-        .await;
+        // The shim answers `ok PID` or `err MESSAGE` and keeps running, so
+        // read one line rather than to EOF; a shim that dies without a
+        // word closes the pipe.
+        let answer = tokio::time::timeout(START_TIMEOUT, read_answer(ready_read)).await;
         let line = match answer {
-            Ok(Ok(Ok(line))) => line,
-            _ => String::new(),
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => format!("err cannot read the shim's answer: {e}"),
+            Err(_) => format!("err the shim did not start the container within {}s", START_TIMEOUT.as_secs()),
         };
         if let Some(pid) = line.trim().strip_prefix("ok ") {
             let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE)).unwrap_or(Started {
@@ -259,57 +277,113 @@ impl ContainerManager {
                 started_at: state::now_rfc3339(),
             });
             entry.phase.send_replace(Phase::Running(started));
-            self.clone().watch_pidfd(entry, shim_pid, pidfd);
+            self.watch_pidfd(entry, shim_pid, pidfd);
             return Ok(());
         }
-        // The shim failed (it reported why, or died): reap it, keep the record.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(shim_pid), None);
-        let message = line.trim().strip_prefix("err ").map(str::to_string).unwrap_or_else(|| {
-            format!("the container's shim ended without starting it; see {}", entry.dir.join("shim.log").display())
-        });
+        // The shim failed: it has recorded why and cleaned up, or died.
+        let _ = nix::sys::signal::kill(Pid::from_raw(shim_pid), Signal::SIGKILL);
+        reap(pidfd).await;
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let message = match line.trim().strip_prefix("err ") {
+            Some(message) => message.to_string(),
+            None => {
+                self.release_runtime_state(&entry.record.id);
+                format!(
+                    "the container's shim ended without starting it; see {}",
+                    entry.dir.join(SHIM_LOG_FILE).display()
+                )
+            }
+        };
         let exit = state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)).unwrap_or(ExitInfo {
             code: 127,
             oom_killed: false,
             finished_at: state::now_rfc3339(),
             error: Some(message.clone()),
         });
-        entry.phase.send_replace(Phase::Exited(exit));
+        entry.exited(exit);
         Err(ContainerError::StartFailed(message))
     }
 
-    fn watch_shim(self: Arc<Self>, entry: Arc<Entry>) {
-        let Phase::Running(started) = entry.phase.borrow().clone() else { return };
-        match pidfd_open(started.shim_pid) {
-            Ok(pidfd) => self.watch_pidfd(entry, started.shim_pid, pidfd),
+    fn spawn_shim(&self, entry: &Entry, ready_write: OwnedFd) -> Result<i32> {
+        let shim_log =
+            std::fs::File::create(entry.dir.join(SHIM_LOG_FILE)).map_err(|e| ContainerError::io("creating the shim log", e))?;
+        let (program, leading) =
+            self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
+        let mut command = std::process::Command::new(program);
+        command
+            .args(leading)
+            .arg(&entry.dir)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(shim_log);
+        let ready_fd = ready_write.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec: dup2
+        // gives the shim the write end as READY_FD without CLOEXEC, setsid
+        // takes it out of the daemon's session and process group so that
+        // killing those leaves the shim (and its container) running.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 || libc::dup2(ready_fd, crate::shim::READY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| ContainerError::io(format!("starting the shim {}", program.to_string_lossy()), e))?;
+        // Reaped in `watch_pidfd`, which also covers shims we did not start.
+        Ok(child.id() as i32)
+    }
+
+    /// Watches a shim the daemon did not start (after a restart).
+    fn watch_shim(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: i32) {
+        match pidfd_open(shim_pid) {
+            Ok(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
             Err(_) => {
                 let exit = state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)).unwrap_or_else(shim_vanished);
-                entry.phase.send_replace(Phase::Exited(exit));
+                entry.exited(exit);
             }
         }
     }
 
-    /// Waits for the shim to end (it outlives the container by a moment),
-    /// then records the exit and honours `--rm`.
-    fn watch_pidfd(self: Arc<Self>, entry: Arc<Entry>, shim_pid: i32, pidfd: OwnedFd) {
+    /// Waits for the shim to end (it outlives the container by the time
+    /// it takes to clean up), then records the exit and honours `--rm`.
+    fn watch_pidfd(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: i32, pidfd: OwnedFd) {
+        let manager = Arc::downgrade(self);
+        let mut shutdown = self.shutdown.subscribe();
         tokio::spawn(async move {
-            // SAFETY: the AsyncFd owns the pidfd, so the fd stays open (and
-            // is not reused) for as long as it is registered.
-            if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-                let _ = fd.readable().await;
+            tokio::select! {
+                _ = reap(pidfd) => {}
+                // The manager is gone (daemon shutting down): leave the
+                // shim running for the next one.
+                _ = shutdown.changed() => return,
             }
             // Ours to reap if we started it; ECHILD after a daemon restart.
             let _ = nix::sys::wait::waitpid(Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-            let exit = state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)).unwrap_or_else(shim_vanished);
-            entry.phase.send_replace(Phase::Exited(exit));
+            let exit = match state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)) {
+                Some(exit) => exit,
+                None => {
+                    if let Some(manager) = manager.upgrade() {
+                        manager.release_runtime_state(&entry.record.id);
+                    }
+                    shim_vanished()
+                }
+            };
+            entry.exited(exit);
             if entry.record.auto_remove {
-                if let Err(e) = self.remove(&entry.record.id, true).await {
-                    tracing::warn!(container = %entry.record.id, error = %e, "auto-removing");
+                if let Some(manager) = Weak::upgrade(&manager) {
+                    if let Err(e) = manager.remove(&entry.record.id, true).await {
+                        tracing::warn!(container = %entry.record.id, error = %e, "auto-removing");
+                    }
                 }
             }
         });
     }
 
-    /// Waits until the container has exited.
+    /// Waits until the container has exited; any number of callers may.
     pub async fn wait(&self, name: &str) -> Result<ExitInfo> {
         let entry = self.find(name)?;
         let mut phase = entry.phase.subscribe();
@@ -323,13 +397,11 @@ impl ContainerManager {
         }
     }
 
-    async fn wait_for(&self, entry: &Arc<Entry>, timeout: Duration) -> bool {
+    /// True once the container is not running, within `timeout`.
+    async fn wait_stopped(&self, entry: &Entry, timeout: Duration) -> bool {
         let mut phase = entry.phase.subscribe();
         tokio::time::timeout(timeout, async {
-            loop {
-                if matches!(&*phase.borrow_and_update(), Phase::Exited(_) | Phase::Created) {
-                    return;
-                }
+            while matches!(&*phase.borrow_and_update(), Phase::Running(_)) {
                 if phase.changed().await.is_err() {
                     return;
                 }
@@ -339,33 +411,40 @@ impl ContainerManager {
         .is_ok()
     }
 
-    /// The stop signal, then SIGKILL after `timeout`.
+    /// The image's stop signal (SIGTERM by default), then SIGKILL after
+    /// `timeout`. Stopping a container that is not running does nothing.
     pub async fn stop(&self, name: &str, timeout: Duration) -> Result<()> {
         let entry = self.find(name)?;
         let signal = parse_signal(&entry.record.stop_signal).unwrap_or(Signal::SIGTERM);
         if !self.signal(&entry, signal)? {
             return Ok(());
         }
-        if self.wait_for(&entry, timeout).await {
+        if self.wait_stopped(&entry, timeout).await {
             return Ok(());
         }
         self.signal(&entry, Signal::SIGKILL)?;
-        self.wait_for(&entry, Duration::from_secs(10)).await;
+        if !self.wait_stopped(&entry, KILL_TIMEOUT).await {
+            return Err(ContainerError::Internal(format!("container {} did not die after SIGKILL", entry.record.name)));
+        }
         Ok(())
     }
 
+    /// Sends `signal` (`TERM`, `SIGKILL`, `9`, ...) to the container's init.
     pub async fn kill(&self, name: &str, signal: &str) -> Result<()> {
         let entry = self.find(name)?;
         let signal = parse_signal(signal).ok_or_else(|| {
             ContainerError::InvalidRequest(format!("signal {signal:?} is unknown; use a name such as TERM or KILL, or a number"))
         })?;
         if !self.signal(&entry, signal)? {
-            return Err(ContainerError::InvalidRequest(format!("container {} is not running", entry.record.name)));
+            return Err(ContainerError::NotRunning(entry.record.name.clone()));
         }
         Ok(())
     }
 
-    /// Signals the container's init; false when it is not running.
+    /// Signals the container's init; false when it is not running. The
+    /// init is the shim's child and stays a zombie until the shim has
+    /// reaped it, so its pid cannot have been reused while we see it
+    /// running.
     fn signal(&self, entry: &Entry, signal: Signal) -> Result<bool> {
         let Phase::Running(started) = entry.phase.borrow().clone() else { return Ok(false) };
         match nix::sys::signal::kill(Pid::from_raw(started.pid), signal) {
@@ -376,7 +455,7 @@ impl ContainerManager {
     }
 
     /// Removes a container and everything it had on this host but its
-    /// named volumes.
+    /// named volumes. A running one only with `force` (it is killed).
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let entry = self.find(name)?;
         if matches!(*entry.phase.borrow(), Phase::Running(_)) {
@@ -384,7 +463,7 @@ impl ContainerManager {
                 return Err(ContainerError::Running(entry.record.name.clone()));
             }
             self.signal(&entry, Signal::SIGKILL)?;
-            if !self.wait_for(&entry, Duration::from_secs(10)).await {
+            if !self.wait_stopped(&entry, KILL_TIMEOUT).await {
                 return Err(ContainerError::Internal(format!("container {} did not die after SIGKILL", entry.record.name)));
             }
         }
@@ -393,25 +472,43 @@ impl ContainerManager {
         }
         rootfs::unmount_overlay(&entry.dir)?;
         std::fs::remove_dir_all(&entry.dir).map_err(|e| ContainerError::io(format!("removing {}", entry.dir.display()), e))?;
+        if matches!(*entry.phase.borrow(), Phase::Created) {
+            // Never started: no shim to have cleaned up (normally nothing).
+            self.release_runtime_state(&entry.record.id);
+        }
+        entry.log_closed.send_replace(true);
         Ok(())
     }
 
     pub fn list(&self, all: bool) -> Vec<ContainerSummary> {
-        let mut rows: Vec<ContainerSummary> = self
-            .lock()
-            .values()
-            .map(|e| summary(e))
-            .filter(|s| all || s.status == Status::Running)
-            .collect();
+        let mut rows: Vec<ContainerSummary> =
+            self.lock().values().map(|e| summary(e)).filter(|s| all || s.status == Status::Running).collect();
         rows.sort_by(|a, b| b.created.cmp(&a.created));
         rows
     }
 
+    /// `container inspect` of a name, id or unique id prefix.
     pub fn inspect(&self, name: &str) -> Result<ContainerDetails> {
         let entry = self.find(name)?;
         let state = match entry.phase.borrow().clone() {
-            Phase::Created => ContainerState { status: Status::Created, pid: None, exit_code: None, oom_killed: false, started_at: None, finished_at: None, error: None },
-            Phase::Running(s) => ContainerState { status: Status::Running, pid: Some(s.pid), exit_code: None, oom_killed: false, started_at: Some(s.started_at), finished_at: None, error: None },
+            Phase::Created => ContainerState {
+                status: Status::Created,
+                pid: None,
+                exit_code: None,
+                oom_killed: false,
+                started_at: None,
+                finished_at: None,
+                error: None,
+            },
+            Phase::Running(s) => ContainerState {
+                status: Status::Running,
+                pid: Some(s.pid),
+                exit_code: None,
+                oom_killed: false,
+                started_at: Some(s.started_at),
+                finished_at: None,
+                error: None,
+            },
             Phase::Exited(x) => {
                 let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE));
                 ContainerState {
@@ -425,57 +522,31 @@ impl ContainerManager {
                 }
             }
         };
+        let record = &entry.record;
         Ok(ContainerDetails {
-            id: entry.record.id.clone(),
-            name: entry.record.name.clone(),
-            image: entry.record.image.clone(),
-            image_id: entry.record.image_id.clone(),
-            created: entry.record.created.clone(),
+            id: record.id.clone(),
+            name: record.name.clone(),
+            image: record.image.clone(),
+            image_id: record.image_id.clone(),
+            created: record.created.clone(),
             state,
-            config: entry.record.clone(),
+            mounts: record.mounts.clone(),
+            limits: (&record.limits).into(),
+            labels: record.labels.clone(),
+            config: record.clone(),
             log_path: entry.dir.join(logs::LOG_FILE),
         })
     }
 
-    /// The container's output; with `follow`, new lines until it exits.
-    pub fn logs(&self, name: &str, follow: bool, tail: Option<usize>) -> Result<mpsc::Receiver<LogEntry>> {
+    /// The container's output. With `follow`, new entries until the
+    /// container has exited and its output is drained.
+    pub fn logs(&self, name: &str, options: LogOptions) -> Result<LogEntries> {
         let entry = self.find(name)?;
-        let (lines, receiver) = mpsc::channel(256);
-        tokio::spawn(async move {
-            let dir = entry.dir.clone();
-            let Ok((entries, mut cursor)) = logs::read_all(&dir, tail) else { return };
-            for e in entries {
-                if lines.send(e).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            let mut phase = entry.phase.subscribe();
-            loop {
-                let exited = matches!(&*phase.borrow_and_update(), Phase::Exited(_));
-                for e in logs::read_since(&dir, &mut cursor).unwrap_or_default() {
-                    if lines.send(e).await.is_err() {
-                        return;
-                    }
-                }
-                if exited {
-                    return;
-                }
-                // The shim writes the log; there is no event for a new line
-                // short of inotify, so check often, and at once on exit.
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-                    _ = phase.changed() => {}
-                    _ = lines.closed() => return,
-                }
-            }
-        });
-        Ok(receiver)
+        Ok(logs::read(entry.dir.clone(), options, entry.log_closed.subscribe()))
     }
 
-    /// Ids of the images containers (running or not) were made from.
+    /// Ids of the images containers (running or not) were made from, so
+    /// the image store can refuse to remove them.
     pub fn images_in_use(&self) -> HashSet<String> {
         self.lock().values().map(|e| e.record.image_id.clone()).collect()
     }
@@ -502,7 +573,11 @@ fn summary(entry: &Entry) -> ContainerSummary {
     let (status, exit_code, started_at, finished_at) = match entry.phase.borrow().clone() {
         Phase::Created => (Status::Created, None, None, None),
         Phase::Running(s) => (Status::Running, None, Some(s.started_at), None),
-        Phase::Exited(x) => (if x.error.is_some() { Status::Dead } else { Status::Exited }, Some(x.code), None, Some(x.finished_at)),
+        Phase::Exited(x) => {
+            let status = if x.error.is_some() { Status::Dead } else { Status::Exited };
+            let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE)).map(|s| s.started_at);
+            (status, Some(x.code), started, Some(x.finished_at))
+        }
     };
     ContainerSummary {
         id: entry.record.id.clone(),
@@ -519,89 +594,49 @@ fn summary(entry: &Entry) -> ContainerSummary {
     }
 }
 
-/// What a container was when the daemon (re)started.
+/// What a container was when the daemon (re)started. A shim is only
+/// believed alive if its pid still names the process that started then.
 fn recover_phase(dir: &Path) -> Phase {
     if let Some(exit) = state::read_json::<ExitInfo>(&dir.join(EXIT_FILE)) {
         return Phase::Exited(exit);
     }
     match state::read_json::<Started>(&dir.join(STARTED_FILE)) {
-        Some(started) if state::process_start_ticks(started.shim_pid) == Some(started.shim_start_ticks) => Phase::Running(started),
+        Some(started) if state::process_start_ticks(started.shim_pid) == Some(started.shim_start_ticks) => {
+            Phase::Running(started)
+        }
+        // The exit may have landed between the two reads.
         Some(_) => Phase::Exited(state::read_json(&dir.join(EXIT_FILE)).unwrap_or_else(shim_vanished)),
         None => Phase::Created,
     }
 }
 
+const SHIM_VANISHED: &str = "the container's shim died without recording an exit";
+
 fn shim_vanished() -> ExitInfo {
-    ExitInfo {
-        code: 255,
-        oom_killed: false,
-        finished_at: state::now_rfc3339(),
-        error: Some("the container's shim died without recording an exit".into()),
+    ExitInfo { code: 255, oom_killed: false, finished_at: state::now_rfc3339(), error: Some(SHIM_VANISHED.into()) }
+}
+
+/// Reads the shim's one-line answer from the ready pipe.
+async fn read_answer(ready: OwnedFd) -> std::io::Result<String> {
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        answer.extend_from_slice(&buf[..n]);
+        if n == 0 || answer.contains(&b'\n') {
+            return Ok(String::from_utf8_lossy(&answer).into_owned());
+        }
     }
 }
 
-fn make_record(id: &str, name: String, request: &CreateRequest, image: &ImageInput) -> Result<ContainerRecord> {
-    let entrypoint: Vec<String> = match &request.entrypoint {
-        Some(e) if e.is_empty() => Vec::new(),
-        Some(e) => vec![e.clone()],
-        None => image.config.entrypoint.clone(),
-    };
-    // A new entrypoint drops the image's CMD, as in docker.
-    let cmd = if !request.command.is_empty() {
-        request.command.clone()
-    } else if request.entrypoint.is_some() {
-        Vec::new()
-    } else {
-        image.config.cmd.clone()
-    };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if args.is_empty() {
-        return Err(ContainerError::InvalidRequest(format!(
-            "image {} has no default command; give one after the image name",
-            image.reference
-        )));
+/// Resolves when the process behind `pidfd` has ended.
+async fn reap(pidfd: OwnedFd) {
+    // SAFETY: AsyncFd owns the pidfd while it is registered, so the fd
+    // cannot be closed (and its number reused) under the reactor.
+    if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+        let _ = fd.readable().await;
     }
-    let mut env: Vec<String> = Vec::new();
-    for item in image.config.env.iter().chain(&request.env) {
-        let key = item.split('=').next().unwrap_or(item);
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(item.clone());
-    }
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    }
-    let hostname = request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string());
-    env.push(format!("HOSTNAME={hostname}"));
-    for mount in &request.mounts {
-        if let MountSpec::Volume { name, .. } = mount {
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-            if !valid {
-                return Err(ContainerError::InvalidRequest(format!(
-                    "volume name {name:?} is invalid; use letters, digits, '_', '.' and '-'"
-                )));
-            }
-        }
-    }
-    let mut labels = image.config.labels.clone();
-    labels.extend(request.labels.clone());
-    Ok(ContainerRecord {
-        id: id.to_string(),
-        name,
-        image: image.reference.clone(),
-        image_id: image.id.clone(),
-        args,
-        env,
-        workdir: request.workdir.clone().or_else(|| image.config.working_dir.clone()).unwrap_or_else(|| "/".into()),
-        user: request.user.clone().or_else(|| image.config.user.clone()).unwrap_or_default(),
-        hostname,
-        labels,
-        read_only: request.read_only,
-        mounts: request.mounts.clone(),
-        limits: request.limits.clone(),
-        stop_signal: image.config.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
-        auto_remove: request.auto_remove,
-        created: state::now_rfc3339(),
-    })
 }
 
 /// `TERM`, `SIGTERM`, `15`.
@@ -619,7 +654,7 @@ fn random_id() -> String {
     hex::encode(bytes)
 }
 
-/// docker-like `adjective_noun` names; the id keeps them unique.
+/// docker-like `adjective_noun` names with a bit of the id to stay unique.
 fn random_name(id: &str) -> String {
     const ADJECTIVES: [&str; 8] = ["brave", "calm", "eager", "keen", "quick", "quiet", "bold", "merry"];
     const NOUNS: [&str; 8] = ["herring", "mackerel", "sardine", "anchovy", "tuna", "sprat", "shad", "smelt"];
@@ -633,7 +668,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the kernel just gave us this fd.
+    // SAFETY: the kernel just gave us this fd, owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
@@ -647,22 +682,5 @@ mod tests {
         assert_eq!(parse_signal("sigkill"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
         assert_eq!(parse_signal("NOPE"), None);
-    }
-
-    #[test]
-    fn entrypoint_and_command_follow_docker() {
-        let image = ImageInput {
-            id: "sha256:x".into(),
-            reference: "busybox".into(),
-            lowerdir: String::new(),
-            config: ImageConfig { entrypoint: vec!["/init".into()], cmd: vec!["sh".into()], env: vec!["A=1".into()], ..Default::default() },
-        };
-        let id = random_id();
-        let request = CreateRequest { command: vec!["echo".into(), "hi".into()], env: vec!["A=2".into()], ..Default::default() };
-        let record = make_record(&id, "n".into(), &request, &image).unwrap();
-        assert_eq!(record.args, vec!["/init", "echo", "hi"]);
-        assert!(record.env.contains(&"A=2".to_string()) && !record.env.contains(&"A=1".to_string()));
-        let request = CreateRequest { entrypoint: Some("/bin/true".into()), ..Default::default() };
-        assert_eq!(make_record(&id, "n".into(), &request, &image).unwrap().args, vec!["/bin/true"]);
     }
 }

@@ -2,14 +2,20 @@
 //! container (see [`crate::shim`]) running it through youki's
 //! libcontainer, logs, and re-attaching after a daemon restart.
 
+pub(crate) mod cgroups;
 mod error;
 pub mod logs;
 mod manager;
 pub mod model;
+mod record;
 mod rootfs;
+mod seccomp;
 mod spec;
 pub mod state;
 
 pub use error::ContainerError;
-pub use manager::{parse_signal, ContainerManager, ContainerSummary, ImageInput, ManagerConfig};
-pub use model::{ContainerDetails, ContainerRecord, CreateRequest, ExitInfo, Limits, MountSpec, Status};
+pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};
+pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig};
+pub use model::{
+    ContainerDetails, ContainerRecord, ContainerState, CreateRequest, ExitInfo, ImageInput, Limits, LimitsView, MountSpec, Status,
+};

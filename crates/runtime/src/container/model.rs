@@ -5,6 +5,37 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The image a container is made from, as the image store provides it.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// The image id (digest of its configuration).
+    pub id: String,
+    /// The image as the user named it.
+    pub reference: String,
+    /// Unpacked layer directories, lowest first; used read-only as
+    /// overlayfs lowerdirs.
+    pub layers: Vec<PathBuf>,
+    /// Entrypoint, Cmd, Env, WorkingDir, User, Labels, StopSignal.
+    pub config: oci_spec::image::Config,
+}
+
+impl ImageInput {
+    /// From an image in the local store.
+    pub fn from_store(image: &crate::image::Image, reference: &str) -> Self {
+        let c = &image.config;
+        let mut config = oci_spec::image::Config::default();
+        config
+            .set_entrypoint(Some(c.entrypoint.clone()))
+            .set_cmd(Some(c.cmd.clone()))
+            .set_env(Some(c.env.clone()))
+            .set_working_dir(c.working_dir.clone())
+            .set_user(c.user.clone())
+            .set_labels(Some(c.labels.clone().into_iter().collect()))
+            .set_stop_signal(c.stop_signal.clone());
+        ImageInput { id: image.id.to_string(), reference: reference.to_string(), layers: image.layers.clone(), config }
+    }
+}
+
 /// `docker run`'s options, already parsed and validated by the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
@@ -132,7 +163,28 @@ pub struct ContainerDetails {
     pub created: String,
     pub state: ContainerState,
     pub config: ContainerRecord,
+    pub mounts: Vec<MountSpec>,
+    pub limits: LimitsView,
+    pub labels: BTreeMap<String, String>,
     pub log_path: PathBuf,
+}
+
+/// The limits as `inspect` shows them (`cpus` as given to `--cpus`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LimitsView {
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+}
+
+impl From<&Limits> for LimitsView {
+    fn from(limits: &Limits) -> Self {
+        LimitsView {
+            memory_bytes: limits.memory_bytes,
+            cpus: limits.nano_cpus.map(|n| n as f64 / 1e9),
+            pids: limits.pids,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,9 +8,22 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::ContainerError;
 
-/// Mounts `lowerdirs` (topmost first) with a writable layer made in
-/// `state_dir` at `state_dir/rootfs`.
-pub fn mount_overlay(state_dir: &Path, lowerdirs: &str) -> Result<PathBuf, ContainerError> {
+/// Mounts the image's `layers` (lowest first) read-only under a writable
+/// layer made in `state_dir`, at `state_dir/rootfs`. Even a one-layer
+/// image goes through overlayfs: the layer is shared and must not change.
+pub fn mount_overlay(state_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, ContainerError> {
+    if layers.is_empty() {
+        return Err(ContainerError::InvalidRequest("the image has no layers; pull or load it again".into()));
+    }
+    for layer in layers {
+        let text = layer.to_string_lossy();
+        // overlayfs splits lowerdir on ':' and options on ','.
+        if text.contains([':', ',']) {
+            return Err(ContainerError::Internal(format!("layer directory {text} contains ':' or ',', which overlayfs cannot take")));
+        }
+    }
+    // overlayfs lists the topmost layer first.
+    let lowerdirs = layers.iter().rev().map(|l| l.to_string_lossy()).collect::<Vec<_>>().join(":");
     let upper = state_dir.join("upper");
     let work = state_dir.join("work");
     let rootfs = state_dir.join("rootfs");
@@ -48,6 +61,8 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, Container
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
+    // No user: root, with root's home and groups if the image lists it.
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -60,7 +75,6 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<ResolvedUser, Container
             Some(f[0].to_string()),
         ),
         (None, Ok(uid)) => (uid, uid, None, None),
-        (None, Err(_)) if user_part.is_empty() => (0, 0, None, Some("root".into())),
         (None, Err(_)) => {
             return Err(ContainerError::InvalidRequest(format!(
                 "user {user_part:?} is not in the image's /etc/passwd; use a numeric uid or a user the image defines"
@@ -118,8 +132,8 @@ pub fn check_command(rootfs: &Path, program: &str, env: &[String]) -> Result<(),
         if exists(program) {
             return Ok(());
         }
-        return Err(ContainerError::InvalidRequest(format!(
-            "executable {program:?} does not exist in the image; check the command"
+        return Err(ContainerError::CommandNotFound(format!(
+            "executable {program:?} does not exist in the container; check the command"
         )));
     }
     let path = env
@@ -129,7 +143,7 @@ pub fn check_command(rootfs: &Path, program: &str, env: &[String]) -> Result<(),
     if path.split(':').any(|dir| exists(&format!("{dir}/{program}"))) {
         return Ok(());
     }
-    Err(ContainerError::InvalidRequest(format!(
-        "executable {program:?} was not found in the container's PATH; check the command"
+    Err(ContainerError::CommandNotFound(format!(
+        "executable {program:?} was not found in the container's PATH ({path}); check the command"
     )))
 }

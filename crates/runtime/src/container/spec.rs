@@ -1,7 +1,8 @@
 //! The OCI runtime spec for a container: oci-spec's runc-like defaults
 //! (namespaces, /proc, /sys read-only, minimal /dev, Docker's masked and
 //! read-only paths), tightened to Docker's capability set and
-//! no_new_privs, plus what the request and image ask for.
+//! no_new_privs and a default seccomp profile, plus what the request and
+//! image ask for.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::model::{ContainerRecord, MountSpec};
-use super::ContainerError;
+use super::{seccomp, ContainerError};
 
 /// Docker's default capabilities.
 const CAPABILITIES: [&str; 14] = [
@@ -109,6 +110,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
         resources["pids"] = json!({ "limit": pids });
     }
     linux["resources"] = resources;
+    linux["seccomp"] = seccomp::default_profile();
 
     serde_json::from_value(spec).map_err(|e| ContainerError::Internal(format!("building the OCI spec: {e}")))
 }

@@ -36,3 +36,22 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// What the daemon tells the shim, written at create: [`ShimConfig`].
+pub const SHIM_CONFIG_FILE: &str = "shim.json";
+/// The shim's own stderr, for failures it could not report otherwise.
+pub const SHIM_LOG_FILE: &str = "shim.log";
+
+/// The shim's instructions; the OCI bundle (config.json) sits next to it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    /// libcontainer's state root (shared by the manager's containers).
+    pub libcontainer_root: std::path::PathBuf,
+    /// The container's cgroup, `/<parent>/<id>`.
+    pub cgroup_path: String,
+    /// Bring up `lo` in the container's new network namespace (not when
+    /// it joins one the caller prepared).
+    pub loopback_up: bool,
+    pub log_rotation: super::logs::LogRotation,
+}

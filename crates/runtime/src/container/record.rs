@@ -1,0 +1,172 @@
+//! A container's effective configuration: the image's defaults with the
+//! request on top, by docker's rules.
+
+use super::model::{ContainerRecord, CreateRequest, ImageInput, MountSpec};
+use super::{state, ContainerError};
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput) -> Result<ContainerRecord, ContainerError> {
+    let config = &image.config;
+    let entrypoint: Vec<String> = match &request.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => config.entrypoint().clone().unwrap_or_default(),
+    };
+    // A new entrypoint drops the image's CMD, as in docker.
+    let cmd = if !request.command.is_empty() {
+        request.command.clone()
+    } else if request.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        config.cmd().clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(ContainerError::InvalidRequest(format!(
+            "image {} has no default command; give one after the image name",
+            image.reference
+        )));
+    }
+    let mut env: Vec<String> = Vec::new();
+    for item in config.env().iter().flatten().chain(&request.env) {
+        let key = item.split('=').next().unwrap_or(item);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(item.clone());
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    let hostname = request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string());
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    for mount in &request.mounts {
+        validate_mount(mount)?;
+    }
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let mut labels: std::collections::BTreeMap<String, String> = config.labels().clone().unwrap_or_default().into_iter().collect();
+    labels.extend(request.labels.clone());
+    Ok(ContainerRecord {
+        id: id.to_string(),
+        name,
+        image: image.reference.clone(),
+        image_id: image.id.clone(),
+        args,
+        env,
+        workdir: non_empty(&request.workdir).or_else(|| non_empty(config.working_dir())).unwrap_or_else(|| "/".into()),
+        user: non_empty(&request.user).or_else(|| non_empty(config.user())).unwrap_or_default(),
+        hostname,
+        labels,
+        read_only: request.read_only,
+        mounts: request.mounts.clone(),
+        limits: request.limits.clone(),
+        stop_signal: non_empty(config.stop_signal()).unwrap_or_else(|| "SIGTERM".into()),
+        auto_remove: request.auto_remove,
+        created: state::now_rfc3339(),
+    })
+}
+
+fn validate_mount(mount: &MountSpec) -> Result<(), ContainerError> {
+    let target = mount.target();
+    if !target.starts_with('/') || target.split('/').any(|part| part == "..") {
+        return Err(ContainerError::InvalidMount(format!(
+            "mount target {target:?} must be an absolute path inside the container without \"..\""
+        )));
+    }
+    match mount {
+        MountSpec::Volume { name, .. } => {
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid {
+                return Err(ContainerError::InvalidMount(format!(
+                    "volume name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"
+                )));
+            }
+        }
+        MountSpec::Bind { source, .. } => {
+            if !source.is_absolute() {
+                return Err(ContainerError::InvalidMount(format!(
+                    "bind mount source {} must be an absolute path on the host",
+                    source.display()
+                )));
+            }
+            if !source.exists() {
+                return Err(ContainerError::MountSourceMissing(source.clone()));
+            }
+        }
+        MountSpec::Tmpfs { mode, .. } => {
+            if mode.is_some_and(|m| m > 0o7777) {
+                return Err(ContainerError::InvalidMount(format!(
+                    "tmpfs mode {:o} for {target} is not a file mode; use an octal mode such as 1777",
+                    mode.unwrap_or(0)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_name(name: &str) -> Result<(), ContainerError> {
+    let valid = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(ContainerError::InvalidRequest(format!(
+            "container name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageInput {
+        let mut config = oci_spec::image::Config::default();
+        config
+            .set_entrypoint(Some(vec!["/init".into()]))
+            .set_cmd(Some(vec!["sh".into()]))
+            .set_env(Some(vec!["A=1".into(), "B=1".into()]))
+            .set_working_dir(Some("/srv".into()));
+        ImageInput { id: "sha256:x".into(), reference: "busybox".into(), layers: Vec::new(), config }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn entrypoint_and_command_follow_docker() {
+        let request = CreateRequest { command: vec!["echo".into(), "hi".into()], env: vec!["A=2".into()], ..Default::default() };
+        let record = make(ID, "n".into(), &request, &image()).unwrap();
+        assert_eq!(record.args, vec!["/init", "echo", "hi"]);
+        assert!(record.env.contains(&"A=2".to_string()) && !record.env.contains(&"A=1".to_string()));
+        assert!(record.env.contains(&"B=1".to_string()));
+        assert_eq!(record.workdir, "/srv");
+        assert_eq!(record.hostname, "0123456789ab");
+        let request = CreateRequest { entrypoint: Some("/bin/true".into()), ..Default::default() };
+        assert_eq!(make(ID, "n".into(), &request, &image()).unwrap().args, vec!["/bin/true"]);
+        let request = CreateRequest { entrypoint: Some(String::new()), ..Default::default() };
+        assert!(matches!(make(ID, "n".into(), &request, &image()), Err(ContainerError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn bad_mounts_are_refused_with_the_value() {
+        let request = CreateRequest {
+            command: vec!["true".into()],
+            mounts: vec![MountSpec::Bind { source: "/no/such/dir".into(), target: "/x".into(), readonly: false }],
+            ..Default::default()
+        };
+        let error = make(ID, "n".into(), &request, &image()).unwrap_err();
+        assert!(error.to_string().contains("/no/such/dir"), "{error}");
+        let request = CreateRequest {
+            command: vec!["true".into()],
+            mounts: vec![MountSpec::Tmpfs { target: "relative".into(), size_bytes: None, mode: None }],
+            ..Default::default()
+        };
+        assert!(matches!(make(ID, "n".into(), &request, &image()), Err(ContainerError::InvalidMount(_))));
+    }
+}
