@@ -40,6 +40,11 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Outlive the daemon: a session (and process group) of our own, so a
+    // signal to the daemon's group or the end of its terminal session
+    // does not reach us. The daemon already did this before exec (EPERM
+    // then: we lead the session); done again for any other launcher.
+    let _ = nix::unistd::setsid();
     // Stay deaf to the signals a dying terminal or daemon session sends.
     // A no-op handler, not SIG_IGN: ignored signals stay ignored across
     // exec, and a shell started with SIGTERM ignored cannot trap it, so

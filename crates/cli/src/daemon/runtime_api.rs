@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use shoal_proto::pb;
-use shoal_runtime::container::logs::LogEntry;
+use shoal_runtime::container::logs::{LogEntry, LogOptions};
 use shoal_runtime::container::{
     ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Status as ContainerStatus,
 };
@@ -164,12 +164,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let request = request.into_inner();
         let detach = request.detach;
         let image = self.images.resolve(&request.image).await.map_err(image_status)?;
-        let input = ImageInput {
-            id: image.id.to_string(),
-            reference: request.image.clone(),
-            lowerdir: image.overlay_lowerdir(),
-            config: image.config.clone(),
-        };
+        let input = ImageInput::from_store(&image, &request.image);
         let mut create = create_request(&request)?;
         // In the foreground the relay below removes the container once it
         // has sent the last output and the exit; the daemon must not race it.
@@ -185,8 +180,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             let containers = self.containers.clone();
             let auto_remove = request.auto_remove;
             tokio::spawn(async move {
-                let Ok(mut lines) = containers.logs(&id, true, None) else { return };
-                while let Some(line) = lines.recv().await {
+                let options = LogOptions { follow: true, tail: None, timestamps: true };
+                let Ok(mut lines) = containers.logs(&id, options) else { return };
+                while let Some(line) = lines.next().await {
                     if events.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Output(log_line(line))) })).await.is_err() {
                         return;
                     }
@@ -254,9 +250,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let request = request.into_inner();
         let lines = self
             .containers
-            .logs(&request.name, request.follow, request.tail.map(|t| t as usize))
+            .logs(&request.name, LogOptions { follow: request.follow, tail: request.tail.map(|t| t as usize), timestamps: true })
             .map_err(container_status)?;
-        let stream = ReceiverStream::new(lines).map(|line| Ok(log_line(line)));
+        let stream = lines.map(|line| Ok(log_line(line)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -318,7 +314,7 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
 }
 
 fn log_line(entry: LogEntry) -> pb::LogLine {
-    pb::LogLine { time_unix_nanos: entry.time_unix_nanos(), stream: entry.stream, data: entry.line.into_bytes() }
+    pb::LogLine { time_unix_nanos: entry.time_unix_nanos(), stream: entry.stream.as_str().to_string(), data: entry.bytes }
 }
 
 fn unix_secs(rfc3339: &str) -> i64 {
