@@ -70,6 +70,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         status: NodeStatus::Ready,
         manager_reachable: true,
         cert_expiry: now_ms() + options.cert_lifetime.as_millis() as u64,
+        description: Default::default(),
     };
     Ok(NewSwarm {
         cluster_id,

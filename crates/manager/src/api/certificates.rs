@@ -105,6 +105,7 @@ impl CaService {
                 status: NodeStatus::Unknown,
                 manager_reachable: false,
                 cert_expiry: now_ms() + lifetime.as_millis() as u64,
+                description: Default::default(),
             };
             let txn = Transaction::new(vec![
                 // The token was checked against this version of the cluster;

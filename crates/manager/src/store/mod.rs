@@ -6,6 +6,7 @@
 //! watch the store and write back to it.
 
 pub mod objects;
+pub mod service;
 pub mod transaction;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use objects::*;
+pub use service::*;
 pub use transaction::*;
 
 /// One committed change, as watchers see it.

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::service::{Service, Task};
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub id: String,
@@ -152,35 +154,20 @@ pub struct Node {
     pub manager_reachable: bool,
     /// Unix milliseconds.
     pub cert_expiry: u64,
+    /// What the node reports about itself on its session; the scheduler's
+    /// input for resources, platform and `engine.labels` constraints.
+    pub description: NodeDescription,
 }
 
-/// What a service runs. Filled out by the orchestration work; the control
-/// plane only stores it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub image: String,
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub replicas: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Service {
-    pub meta: Meta,
-    pub spec: ServiceSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Task {
-    pub meta: Meta,
-    pub service_id: String,
-    pub slot: u64,
-    pub node_id: String,
-    pub desired_state: String,
-    pub state: String,
-    pub message: String,
+pub struct NodeDescription {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+    /// `linux`, `amd64`: as in image platforms.
+    pub os: String,
+    pub arch: String,
+    /// `shoal daemon --label K=V`.
+    pub engine_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,380 @@
+//! Services and their tasks.
+//!
+//! A [`Service`] is what the user asked for; a [`Task`] is one unit of it
+//! (a slot of a replicated service, or one node of a global one) moving
+//! through [`TaskState`]s: the orchestrators create tasks, the scheduler
+//! assigns them, agents run them and report back. Each task carries a copy
+//! of the service's [`TaskSpec`] so an agent needs nothing but its
+//! assignment, and an update shows as a task whose spec differs from its
+//! service's.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::objects::Meta;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub mode: ServiceMode,
+    pub task: TaskSpec,
+    pub restart: RestartPolicy,
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+}
+
+impl ServiceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceMode::Replicated { .. } => "replicated",
+            ServiceMode::Global => "global",
+        }
+    }
+}
+
+/// What each task of a service runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Pinned to a digest at create time (`name@sha256:...`), so every node
+    /// runs the same bytes even if the tag moves.
+    pub image: String,
+    /// Replaces the image's entrypoint when set.
+    pub entrypoint: Vec<String>,
+    /// Replaces the image's cmd when set.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: String,
+    pub user: String,
+    /// May hold `{{.Service.Name}}`, `{{.Task.Slot}}`, `{{.Node.Hostname}}`...
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub read_only: bool,
+    /// Empty: the image's stop signal, else SIGTERM.
+    pub stop_signal: String,
+    pub stop_grace_ms: u64,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Host path (bind) or volume name (volume); empty for tmpfs.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub tmpfs_size: Option<u64>,
+    pub tmpfs_mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// Reservations are what the scheduler counts against a node's capacity;
+/// limits are what the runtime enforces. Zero means none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub reserve_nano_cpus: u64,
+    pub reserve_memory: u64,
+    pub limit_nano_cpus: u64,
+    pub limit_memory: u64,
+    pub pids_limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_ms: u64,
+    /// 0: no limit.
+    pub max_attempts: u64,
+    /// Attempts are counted within this window (0: since the service began).
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    /// Docker's defaults: restart on any exit, 5 s apart, without limit.
+    fn default() -> Self {
+        RestartPolicy { condition: RestartCondition::Any, delay_ms: 5000, max_attempts: 0, window_ms: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+impl RestartCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartCondition::None => "none",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::Any => "any",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(RestartCondition::None),
+            "on-failure" => Some(RestartCondition::OnFailure),
+            "any" => Some(RestartCondition::Any),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub constraints: Vec<Constraint>,
+    /// Label keys to spread over, in order (`node.labels.zone`).
+    pub spread: Vec<String>,
+    /// 0: no limit.
+    pub max_replicas_per_node: u64,
+}
+
+/// `KEY==VALUE` or `KEY!=VALUE` over a node attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Constraint {
+    pub key: ConstraintKey,
+    pub equal: bool,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConstraintKey {
+    NodeId,
+    NodeHostname,
+    NodeRole,
+    NodeLabel(String),
+    EngineLabel(String),
+}
+
+impl Constraint {
+    /// Parses docker's syntax: `node.labels.zone==eu`, `node.role!=manager`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (key, equal, value) = if let Some((k, v)) = text.split_once("==") {
+            (k, true, v)
+        } else if let Some((k, v)) = text.split_once("!=") {
+            (k, false, v)
+        } else {
+            return Err(format!("constraint {text:?} has no == or !=; write it as KEY==VALUE or KEY!=VALUE"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if value.is_empty() {
+            return Err(format!("constraint {text:?} has no value; write it as KEY==VALUE or KEY!=VALUE"));
+        }
+        let key = match key {
+            "node.id" => ConstraintKey::NodeId,
+            "node.hostname" => ConstraintKey::NodeHostname,
+            "node.role" => ConstraintKey::NodeRole,
+            _ => {
+                let label = |prefix: &str| key.strip_prefix(prefix).filter(|l| !l.is_empty()).map(str::to_string);
+                match (label("node.labels."), label("engine.labels.")) {
+                    (Some(l), _) => ConstraintKey::NodeLabel(l),
+                    (_, Some(l)) => ConstraintKey::EngineLabel(l),
+                    _ => {
+                        return Err(format!(
+                            "constraint key {key:?} is unknown; use node.id, node.hostname, node.role, node.labels.KEY or engine.labels.KEY"
+                        ))
+                    }
+                }
+            }
+        };
+        if key == ConstraintKey::NodeRole && value != "manager" && value != "worker" {
+            return Err(format!("constraint {text:?} compares node.role with {value:?}; use manager or worker"));
+        }
+        Ok(Constraint { key, equal, value: value.to_string() })
+    }
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            ConstraintKey::NodeId => "node.id".to_string(),
+            ConstraintKey::NodeHostname => "node.hostname".to_string(),
+            ConstraintKey::NodeRole => "node.role".to_string(),
+            ConstraintKey::NodeLabel(l) => format!("node.labels.{l}"),
+            ConstraintKey::EngineLabel(l) => format!("engine.labels.{l}"),
+        };
+        write!(f, "{key}{}{}", if self.equal { "==" } else { "!=" }, self.value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub meta: Meta,
+    pub spec: ServiceSpec,
+    /// Bumped whenever `spec` changes; tasks record the one they were made from.
+    pub spec_version: u64,
+}
+
+/// A task's life, in order: a task only ever moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    New,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    /// Desired only: delete the task once its container is gone.
+    Remove,
+    /// Its node was lost; the task was replaced elsewhere.
+    Orphaned,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 13] = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Accepted,
+        TaskState::Preparing,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Shutdown,
+        TaskState::Failed,
+        TaskState::Rejected,
+        TaskState::Remove,
+        TaskState::Orphaned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Remove => "remove",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The container is gone or never will be: nothing more happens to it.
+    pub fn is_terminal(self) -> bool {
+        self > TaskState::Running
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    /// Unix milliseconds of the last state change.
+    pub timestamp_ms: u64,
+    /// What is happening, for people ("starting container").
+    pub message: String,
+    /// Why the task failed or was rejected, or why it cannot be scheduled.
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub container_id: String,
+}
+
+impl TaskStatus {
+    pub fn new(state: TaskState, timestamp_ms: u64, message: impl Into<String>) -> Self {
+        TaskStatus { state, timestamp_ms, message: message.into(), error: String::new(), exit_code: None, container_id: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub meta: Meta,
+    pub service_id: String,
+    pub service_name: String,
+    /// 1-based replica number; 0 for global tasks.
+    pub slot: u64,
+    /// Empty until the scheduler assigns it; set at creation for global tasks.
+    pub node_id: String,
+    pub spec: TaskSpec,
+    pub placement: Placement,
+    /// The service's `spec_version` this task was made from.
+    pub spec_version: u64,
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+    /// How many tasks of this slot ran before this one (restart attempts).
+    pub attempt: u64,
+}
+
+impl Task {
+    /// `web.2` for slot 2, `web.<node id>` for a global task: docker's names.
+    pub fn name(&self) -> String {
+        if self.slot > 0 {
+            format!("{}.{}", self.service_name, self.slot)
+        } else {
+            format!("{}.{}", self.service_name, self.node_id)
+        }
+    }
+
+    /// Where the task's container should be running, or is being started.
+    pub fn is_active(&self) -> bool {
+        self.desired_state <= TaskState::Running && !self.status.state.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraints_parse_docker_syntax() {
+        let c = Constraint::parse("node.labels.zone==eu-1").unwrap();
+        assert_eq!(c.key, ConstraintKey::NodeLabel("zone".into()));
+        assert!(c.equal);
+        assert_eq!(c.to_string(), "node.labels.zone==eu-1");
+        let c = Constraint::parse(" node.role != manager ").unwrap();
+        assert_eq!((c.key, c.equal), (ConstraintKey::NodeRole, false));
+        assert_eq!(Constraint::parse("engine.labels.disk==ssd").unwrap().key, ConstraintKey::EngineLabel("disk".into()));
+        for bad in ["node.labels.zone", "node.labels.==a", "node.colour==red", "node.role==boss", "node.id=="] {
+            let error = Constraint::parse(bad).unwrap_err();
+            assert!(error.contains(bad.trim()) || error.contains("boss") || error.contains("colour"), "{error}");
+        }
+    }
+
+    #[test]
+    fn task_states_only_move_forward() {
+        assert!(TaskState::Pending < TaskState::Assigned);
+        assert!(TaskState::Running < TaskState::Complete);
+        assert!(!TaskState::Running.is_terminal());
+        assert!(TaskState::Rejected.is_terminal());
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+        }
+    }
+}
