@@ -195,7 +195,7 @@ impl Constraint {
                     (_, Some(l)) => ConstraintKey::EngineLabel(l),
                     _ => {
                         return Err(format!(
-                            "constraint key {key:?} is unknown; use node.id, node.hostname, node.role, node.labels.KEY or engine.labels.KEY"
+                            "constraint {text:?} uses the unknown key {key:?}; use node.id, node.hostname, node.role, node.labels.KEY or engine.labels.KEY"
                         ))
                     }
                 }
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(Constraint::parse("engine.labels.disk==ssd").unwrap().key, ConstraintKey::EngineLabel("disk".into()));
         for bad in ["node.labels.zone", "node.labels.==a", "node.colour==red", "node.role==boss", "node.id=="] {
             let error = Constraint::parse(bad).unwrap_err();
-            assert!(error.contains(bad.trim()) || error.contains("boss") || error.contains("colour"), "{error}");
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
         }
     }
 
