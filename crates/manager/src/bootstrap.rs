@@ -55,6 +55,8 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         worker_token_secret: JoinToken::generate_secret(),
         manager_token_secret: JoinToken::generate_secret(),
         heartbeat_period_ms: options.heartbeat_period_ms,
+        task_history_limit: 5,
+        orphan_grace_ms: 500,
         cert_lifetime_secs: options.cert_lifetime.as_secs(),
         removed_nodes: Vec::new(),
     };

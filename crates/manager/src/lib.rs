@@ -13,6 +13,8 @@ pub mod api;
 pub mod bootstrap;
 pub mod ca;
 pub mod errors;
+pub mod image_pinning;
+pub mod log_broker;
 pub mod manager;
 pub mod node_health;
 pub mod raft;

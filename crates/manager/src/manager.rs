@@ -52,6 +52,10 @@ pub struct Manager {
     membership: tokio::sync::Mutex<()>,
     /// Last heartbeat per node id; only meaningful on the leader.
     heartbeats: Mutex<HashMap<String, Instant>>,
+    /// Set once by the daemon; without it images stay as the user wrote them.
+    image_pinner: std::sync::OnceLock<Arc<dyn crate::image_pinning::ImagePinner>>,
+    /// Log subscriptions between `service logs` callers and the agents.
+    pub logs: crate::log_broker::LogBroker,
     _db: sled::Db,
 }
 
@@ -104,10 +108,20 @@ impl Manager {
             peers: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
             heartbeats: Mutex::new(HashMap::new()),
+            image_pinner: std::sync::OnceLock::new(),
+            logs: Default::default(),
             _db: db,
         });
         crate::node_health::spawn_leader_loops(manager.clone());
         Ok(manager)
+    }
+
+    pub fn set_image_pinner(&self, pinner: Arc<dyn crate::image_pinning::ImagePinner>) {
+        let _ = self.image_pinner.set(pinner);
+    }
+
+    pub fn image_pinner(&self) -> Option<&Arc<dyn crate::image_pinning::ImagePinner>> {
+        self.image_pinner.get()
     }
 
     pub fn record_heartbeat(&self, node_id: &str) {

@@ -10,6 +10,7 @@ use shoal_proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, Transport};
+use super::services;
 use super::slot::ManagerSlot;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
@@ -454,5 +455,46 @@ impl pb::control_server::Control for ControlService {
         let id = manager.store.view(|s| resolve_config(s, &request.get_ref().config).map(|c| c.meta.id.clone()))?;
         manager.write(Transaction::single(Op::Delete { kind: Kind::Config, id })).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::CreateServiceResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::create(&manager, request.into_inner()).await?))
+    }
+
+    async fn list_services(&self, request: Request<pb::Empty>) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::list(&manager).await?))
+    }
+
+    async fn inspect_service(&self, request: Request<pb::ServiceRef>) -> Result<Response<pb::Service>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::inspect(&manager, &request.get_ref().service).await?))
+    }
+
+    async fn update_service(&self, request: Request<pb::UpdateServiceRequest>) -> Result<Response<pb::Service>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::update(&manager, request.into_inner()).await?))
+    }
+
+    async fn remove_service(&self, request: Request<pb::ServiceRef>) -> Result<Response<pb::Empty>, Status> {
+        let manager = self.manager(&request)?;
+        services::remove(&manager, &request.get_ref().service).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::list_tasks(&manager, request.into_inner()).await?))
+    }
+
+    type ServiceLogsStream = services::LogLines;
+
+    async fn service_logs(&self, request: Request<pb::ServiceLogsRequest>) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(services::logs(&manager, request.into_inner()).await?))
     }
 }

@@ -13,11 +13,16 @@ use shoal_proto::pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::assignments;
 use super::auth::{authorize, Transport};
 use super::control::managers_of;
 use crate::errors::ManagerError;
 use crate::manager::Manager;
-use crate::store::{Node, StoreState};
+use crate::store::{Node, NodeDescription, Object, Op, StoreState, TaskState, TaskStatus, Transaction};
+
+/// Response metadata naming the leader's address when a follower refuses
+/// a leader-only stream.
+pub const LEADER_METADATA: &str = "shoal-leader";
 
 pub struct DispatcherService {
     manager: Arc<Manager>,
@@ -26,6 +31,18 @@ pub struct DispatcherService {
 impl DispatcherService {
     pub fn new(manager: Arc<Manager>) -> Self {
         DispatcherService { manager }
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        if self.manager.is_leader() {
+            return Ok(());
+        }
+        let leader = self.manager.leader().map(|(_, addr)| addr).unwrap_or_default();
+        let mut status = Status::failed_precondition(format!("this manager is not the leader; the leader is at {leader:?}"));
+        if let Ok(value) = leader.parse() {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        Err(status)
     }
 
     /// Nodes speak for themselves; managers may relay for others.
@@ -57,6 +74,39 @@ fn session_message(state: &StoreState, node_id: &str) -> pb::SessionMessage {
             heartbeat_period_ms: cluster.map(|c| c.heartbeat_period_ms).unwrap_or(1000),
             removed: cluster.is_some_and(|c| c.removed_nodes.iter().any(|r| r == node_id)),
         },
+    }
+}
+
+/// Stores what a node says about itself (CPUs, memory, engine labels) when
+/// it differs from what the store has: the scheduler's input.
+async fn record_description(manager: Arc<Manager>, node_id: String, description: pb::NodeDescription) {
+    let description = NodeDescription {
+        nano_cpus: description.nano_cpus,
+        memory_bytes: description.memory_bytes,
+        os: description.os,
+        arch: description.arch,
+        engine_labels: description.engine_labels.into_iter().collect(),
+    };
+    // The node object appears a moment after a join; retry briefly, and
+    // again on a version conflict with a concurrent status update.
+    for _ in 0..20 {
+        let current = manager.store.view(|s| s.get_typed::<Node>(&node_id).cloned());
+        let Some(node) = current else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        if node.description == description {
+            return;
+        }
+        let expected_version = Some(node.meta.version);
+        let mut updated = node;
+        updated.description = description.clone();
+        let op = Op::Update { object: Object::Node(updated), expected_version };
+        match manager.write(Transaction::single(op)).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, node = %node_id, "recording node description"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -94,6 +144,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             return Ok(Response::new(ReceiverStream::new(rx)));
         }
         self.authorize_for(&request, &node_id)?;
+        if let Some(description) = request.get_ref().description.clone() {
+            tokio::spawn(record_description(self.manager.clone(), node_id.clone(), description));
+        }
         let store = self.manager.store.clone();
         tokio::spawn(async move {
             let mut events = store.watch();
@@ -118,5 +171,57 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type AssignmentsStream = ReceiverStream<Result<pb::AssignmentsMessage, Status>>;
+
+    /// Served by the leader only, so that log subscriptions (held in the
+    /// leader's memory) reach every agent; a follower names the leader.
+    async fn assignments(&self, request: Request<pb::AssignmentsRequest>) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let node_id = request.get_ref().node_id.clone();
+        self.authorize_for(&request, &node_id)?;
+        self.require_leader()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(assignments::stream(self.manager.clone(), node_id, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn update_task_status(&self, request: Request<pb::UpdateTaskStatusRequest>) -> Result<Response<pb::Empty>, Status> {
+        let node_id = request.get_ref().node_id.clone();
+        self.authorize_for(&request, &node_id)?;
+        let mut ops = Vec::new();
+        for update in request.into_inner().updates {
+            let state = TaskState::parse(&update.state).ok_or_else(|| {
+                Status::invalid_argument(format!("task state {:?} is unknown; this agent does not match the managers' version", update.state))
+            })?;
+            let status = TaskStatus {
+                state,
+                timestamp_ms: update.timestamp_ms,
+                message: update.message,
+                error: update.error,
+                exit_code: update.exit_code,
+                container_id: update.container_id,
+            };
+            ops.push(Op::TaskStatus { task_id: update.task_id, node_id: node_id.clone(), status });
+        }
+        if !ops.is_empty() {
+            // One transaction for the whole batch: TaskStatus ops never
+            // fail, so one stale report cannot sink the others.
+            self.manager.write(Transaction::new(ops)).await?;
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn publish_logs(&self, request: Request<tonic::Streaming<pb::PublishLogsMessage>>) -> Result<Response<pb::Empty>, Status> {
+        let identity = authorize(Transport::Tls, &request, &self.manager, &[Role::Manager, Role::Worker])?
+            .ok_or_else(|| Status::unauthenticated("publishing logs needs a node certificate"))?;
+        self.require_leader()?;
+        let mut messages = request.into_inner();
+        while let Some(message) = messages.message().await? {
+            if !self.manager.logs.publish(&identity.id, message).await {
+                break;
+            }
+        }
+        Ok(Response::new(pb::Empty {}))
     }
 }

@@ -1,10 +1,13 @@
 //! The manager's gRPC services and who may call them.
 
+pub mod assignments;
 pub mod auth;
 pub mod certificates;
 pub mod control;
 pub mod dispatcher;
 pub mod raft_transport;
+pub mod service_pb;
+pub mod services;
 pub mod slot;
 
 pub use auth::Transport;

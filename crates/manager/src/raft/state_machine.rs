@@ -282,6 +282,9 @@ impl Touched {
                 Op::Delete { kind, id } => {
                     self.keys.insert((*kind, id.clone()));
                 }
+                Op::TaskStatus { task_id, .. } => {
+                    self.keys.insert((Kind::Task, task_id.clone()));
+                }
                 Op::Check { .. } => {}
                 Op::Restore(_) => self.everything = true,
             }

@@ -185,7 +185,7 @@ impl StoreState {
                         });
                     }
                 }
-                Op::Restore(_) => {}
+                Op::TaskStatus { .. } | Op::Restore(_) => {}
             }
         }
         Ok(())
@@ -230,6 +230,20 @@ impl StoreState {
                     }
                 }
                 Op::Check { .. } => {}
+                Op::TaskStatus { task_id, node_id, status } => {
+                    let Some(Object::Task(old)) = self.get(Kind::Task, task_id).cloned() else { continue };
+                    if old.node_id != *node_id || status.state < old.status.state || *status == old.status {
+                        continue;
+                    }
+                    let mut task = old.clone();
+                    task.status = status.clone();
+                    task.meta.version = index;
+                    task.meta.updated_at = txn.timestamp_ms;
+                    let new = Object::Task(task);
+                    self.insert(new.clone());
+                    written.push(new.clone());
+                    changes.push(Change::Updated { old: Object::Task(old), new });
+                }
                 Op::Restore(objects) => {
                     for old in std::mem::take(&mut self.objects).into_values().flat_map(|m| m.into_values()) {
                         changes.push(Change::Deleted(old));

@@ -62,6 +62,11 @@ pub struct Cluster {
     pub worker_token_secret: String,
     pub manager_token_secret: String,
     pub heartbeat_period_ms: u64,
+    /// Ended tasks kept per slot for `service ps` (docker's default, 5).
+    pub task_history_limit: u64,
+    /// How long a node must have been down before its tasks are replaced
+    /// elsewhere: long enough to ride out a blip, short enough to converge.
+    pub orphan_grace_ms: u64,
     pub cert_lifetime_secs: u64,
     /// Nodes removed from the cluster; their certificates stay valid
     /// cryptographically until expiry, so every RPC checks this list.

@@ -330,6 +330,13 @@ pub struct Task {
     pub status: TaskStatus,
     /// How many tasks of this slot ran before this one (restart attempts).
     pub attempt: u64,
+    /// A restart waits out the policy's delay: the task is not scheduled
+    /// before this time (Unix milliseconds; 0: at once).
+    pub not_before_ms: u64,
+    /// The orchestrator will not replace this task when it ends (its
+    /// restart policy is spent), so its slot stays empty until the
+    /// service changes.
+    pub final_attempt: bool,
 }
 
 impl Task {

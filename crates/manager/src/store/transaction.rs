@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::objects::{Kind, Object};
+use super::service::TaskStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -22,6 +23,11 @@ pub enum Op {
     /// decision taken on a read (a join token check, say) commit only if
     /// what it read is still current.
     Check { kind: Kind, id: String, version: u64 },
+    /// An agent's report of a task's state. Never fails, so one stale
+    /// report does not sink the batch it came in: it applies only when
+    /// the task exists, is assigned to `node_id`, and the state moves
+    /// forward (or stays, with new details such as the container id).
+    TaskStatus { task_id: String, node_id: String, status: TaskStatus },
     /// Replaces the whole store; used when forcing a new cluster from a
     /// surviving manager's state.
     Restore(Vec<Object>),

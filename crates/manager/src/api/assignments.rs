@@ -1,0 +1,108 @@
+//! A node's assignments stream: the tasks it must run (or stop), sent whole
+//! once and then as changes, plus the log subscriptions that concern it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::pb;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::service_pb::task_spec_to_pb;
+use crate::manager::Manager;
+use crate::store::{Change, Node, Object, StoreState, Task, TaskState};
+
+/// How often a quiet stream checks that this manager still leads.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(500);
+
+/// The tasks a node has work for: assigned to it and not yet ended. A task
+/// that ends leaves the set, and the agent removes what is left of it.
+pub fn node_assignments(state: &StoreState, node_id: &str) -> HashMap<String, pb::Assignment> {
+    let hostname = state.get_typed::<Node>(node_id).map(|n| n.hostname.clone()).unwrap_or_default();
+    state
+        .list_typed::<Task>()
+        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned && !t.status.state.is_terminal())
+        .map(|t| (t.meta.id.clone(), assignment(t, &hostname)))
+        .collect()
+}
+
+fn assignment(task: &Task, node_hostname: &str) -> pb::Assignment {
+    pb::Assignment {
+        task_id: task.meta.id.clone(),
+        name: task.name(),
+        service_id: task.service_id.clone(),
+        service_name: task.service_name.clone(),
+        slot: task.slot,
+        spec: Some(task_spec_to_pb(&task.spec)),
+        desired_state: task.desired_state.as_str().into(),
+        version: task.meta.version,
+        node_hostname: node_hostname.to_string(),
+    }
+}
+
+/// Whether a store change can alter `node_id`'s assignments.
+fn concerns(change: &Change, node_id: &str) -> bool {
+    let on_node = |object: &Object| match object {
+        Object::Task(t) => t.node_id == node_id,
+        Object::Node(n) => n.meta.id == node_id,
+        _ => false,
+    };
+    match change {
+        Change::Created(o) | Change::Deleted(o) => on_node(o),
+        Change::Updated { old, new } => on_node(old) || on_node(new),
+    }
+}
+
+/// Feeds `tx` until the agent goes away or this manager stops leading
+/// (the agent then reconnects to the new leader and gets a full set).
+pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Result<pb::AssignmentsMessage, Status>>) {
+    let mut events = manager.store.watch();
+    let mut subscriptions = manager.logs.watch();
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    let mut sent_subscriptions: HashSet<String> = HashSet::new();
+    let mut first = true;
+    let mut dirty = true;
+    loop {
+        if !manager.is_leader() {
+            let _ = tx.send(Err(Status::unavailable("this manager stopped leading; reconnect to the new leader"))).await;
+            return;
+        }
+        let mut message = pb::AssignmentsMessage { full: first, ..Default::default() };
+        if dirty {
+            let current = manager.store.view(|s| node_assignments(s, &node_id));
+            message.removed = sent.keys().filter(|id| !current.contains_key(*id)).cloned().collect();
+            for (id, assignment) in current {
+                if first || sent.get(&id) != Some(&assignment.version) {
+                    message.changed.push(assignment);
+                }
+            }
+            sent.retain(|id, _| !message.removed.contains(id));
+            sent.extend(message.changed.iter().map(|a| (a.task_id.clone(), a.version)));
+            dirty = false;
+        }
+        for subscription in manager.logs.for_node(&node_id) {
+            if sent_subscriptions.insert(subscription.id.clone()) {
+                message.log_subscriptions.push(subscription);
+            }
+        }
+        let has_news = first || !message.changed.is_empty() || !message.removed.is_empty() || !message.log_subscriptions.is_empty();
+        if has_news && tx.send(Ok(message)).await.is_err() {
+            return;
+        }
+        first = false;
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => dirty = event.changes.iter().any(|c| concerns(c, &node_id)),
+                // Fell behind: recompute from the store; the diff against
+                // what was sent still yields exact changes.
+                Err(RecvError::Lagged(_)) => dirty = true,
+                Err(RecvError::Closed) => return,
+            },
+            changed = subscriptions.changed() => if changed.is_err() { return },
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(LEADERSHIP_CHECK) => {}
+        }
+    }
+}
