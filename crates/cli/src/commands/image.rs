@@ -44,6 +44,16 @@ pub enum ImageCommand {
         #[arg(short, long = "input", value_name = "FILE")]
         input: PathBuf,
     },
+    /// Make an image from a root filesystem tarball, as `docker import` does
+    Import {
+        /// A tar of the root filesystem (e.g. `tar -C rootfs -cf rootfs.tar .`)
+        file: PathBuf,
+        /// The name to give it, e.g. busybox:local
+        reference: String,
+        /// The image's default command, e.g. --cmd sh --cmd -c --cmd 'echo hi'
+        #[arg(long = "cmd", value_name = "ARG")]
+        cmd: Vec<String>,
+    },
     /// Remove images no tag or container refers to, and unused layers
     Prune {
         /// Accepted for docker compatibility; prune never asks
@@ -95,6 +105,15 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
             for name in loaded.loaded {
                 println!("Loaded image: {name}");
             }
+        }
+        ImageCommand::Import { file, reference, cmd } => {
+            let path = std::fs::canonicalize(&file)
+                .map_err(|e| CliError::msg(format!("cannot read {}: {e}; give the path of a root filesystem tarball", file.display())))?;
+            let image = runtime
+                .import_image(pb::ImportImageRequest { path: path.to_string_lossy().into_owned(), reference, cmd })
+                .await?
+                .into_inner();
+            println!("{}", image.name);
         }
         ImageCommand::Prune { force: _ } => {
             let pruned = runtime.prune_images(pb::Empty {}).await?.into_inner();

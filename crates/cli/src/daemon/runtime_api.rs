@@ -150,6 +150,17 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(pb::LoadImageResponse { loaded }))
     }
 
+    async fn import_image(&self, request: Request<pb::ImportImageRequest>) -> Result<Response<pb::ImageRef>, Status> {
+        let request = request.into_inner();
+        let reference = Reference::parse(&request.reference).map_err(image_status)?;
+        let image = self
+            .images
+            .import(std::path::Path::new(&request.path), &reference, request.cmd)
+            .await
+            .map_err(image_status)?;
+        Ok(Response::new(pb::ImageRef { name: image.id.to_string() }))
+    }
+
     async fn prune_images(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneImagesResponse>, Status> {
         let removed = self.images.prune(false, &self.in_use()).await.map_err(image_status)?;
         Ok(Response::new(pb::PruneImagesResponse {

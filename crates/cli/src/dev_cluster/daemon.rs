@@ -69,6 +69,10 @@ pub async fn start(shoal_exe: &Path, host: &HostState) -> anyhow::Result<u32> {
         // this machine's cgroup tree never see each other's.
         .arg("--cgroup-parent")
         .arg(&host.netns)
+        // A registry on this machine's end of the bridge (tests run one
+        // there) speaks plain HTTP, as a loopback registry may.
+        .arg("--insecure-registry")
+        .arg(super::plan::bridge_address(host.address.octets()[2]).to_string())
         .current_dir(host.dir())
         // Never the caller's pipes: a test capturing `up`'s output would
         // otherwise wait for the daemons to exit.

@@ -102,6 +102,19 @@ impl ImageStore {
         &self.inner.root
     }
 
+    /// The reference pinned to the digest its registry serves now
+    /// (`name:tag@sha256:...`, the index's digest for multi-platform
+    /// images, as docker pins services). Downloads only the manifest.
+    pub async fn pin_digest(&self, reference: &Reference, auth: &RegistryAuth) -> Result<String> {
+        if reference.digest().is_some() {
+            return Ok(reference.to_string());
+        }
+        let client = RegistryClient::new(reference.registry(), auth, &self.inner.insecure_registries);
+        client.authenticate(reference).await?;
+        let (_, digest) = client.fetch_manifest(reference).await?;
+        Ok(format!("{reference}@{digest}"))
+    }
+
     /// Pulls `reference` (the linux/amd64 image when it names an index),
     /// reporting per-layer progress to `progress`.
     pub async fn pull(
@@ -236,6 +249,53 @@ impl ImageStore {
             reference.tagged_name()
         };
         self.register(record, tag.into_iter().collect()).await
+    }
+
+    /// Makes a one-layer image from a root filesystem tarball, as `docker
+    /// import` does: for hosts without a registry. `cmd` becomes the
+    /// image's default command.
+    pub async fn import(&self, rootfs_tar: &Path, reference: &Reference, cmd: Vec<String>) -> Result<Image> {
+        let work = self.temp_dir("import-")?;
+        let (layer, layer_pin) = self.import_blob(rootfs_tar, None).await?;
+        // An uncompressed layer's diff id is its own digest.
+        let diff_id = layer.clone();
+        let _layer_pins = self.pin(vec![layer_rel_path(&diff_id)]);
+        let config = serde_json::json!({
+            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            "os": "linux",
+            "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "config": {
+                "Cmd": cmd,
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
+            "history": [{ "created_by": "shoal image import" }],
+        });
+        let config_file = work.path().join("config.json");
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::io("cannot write the image configuration", io::Error::other(e)))?;
+        fs::write(&config_file, &config_bytes).map_err(|e| ImageError::io("cannot write the image configuration", e))?;
+        let (config_digest, config_pin) = self.import_blob(&config_file, None).await?;
+        let parsed: ImageConfiguration = serde_json::from_slice(&config_bytes)
+            .map_err(|e| ImageError::io("cannot read back the image configuration", io::Error::other(e)))?;
+        let size = fs::metadata(rootfs_tar).map(|m| m.len()).unwrap_or(0);
+        let spec = LayerSpec { blob: layer.clone(), size, diff_id: diff_id.clone() };
+        self.ensure_layer(None, &spec, &super::progress::ignore_progress).await?;
+        let record = ImageRecord {
+            id: ImageId(config_digest),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest_blobs: Vec::new(),
+            layer_blobs: vec![layer],
+            diff_ids: vec![diff_id],
+            config: ImageConfig::from_oci(&parsed),
+            created: parsed.created().clone(),
+            os: parsed.os().to_string(),
+            architecture: parsed.architecture().to_string(),
+        };
+        let tags = reference.tagged_name().into_iter().collect();
+        let image = self.register(record, tags).await;
+        drop((layer_pin, config_pin, work));
+        image
     }
 
     /// Loads images from an OCI image-layout archive or a `docker save`
