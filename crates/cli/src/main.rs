@@ -47,6 +47,9 @@ enum Command {
     /// Manage nodes
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Manage services
+    #[command(subcommand)]
+    Service(Box<commands::service::ServiceCommand>),
     /// Manage configs
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -129,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
+        Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
         Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),

@@ -136,6 +136,54 @@ pub fn parse_mount(value: &str) -> CliResult<pb::Mount> {
     Ok(mount)
 }
 
+/// docker's durations, in Go's syntax: `5s`, `1m30s`, `500ms`, `1.5h`; a
+/// bare `0` is zero.
+pub fn parse_duration(flag: &str, value: &str) -> CliResult<std::time::Duration> {
+    let invalid = || CliError::msg(format!("{flag} {value:?} is invalid; use a duration such as 5s, 1m30s or 500ms"));
+    let text = value.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    let mut nanos = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if number_end == 0 {
+            return Err(invalid());
+        }
+        let number: f64 = rest[..number_end].parse().map_err(|_| invalid())?;
+        rest = &rest[number_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        nanos += number * scale;
+        rest = &rest[unit_end..];
+    }
+    if !nanos.is_finite() || nanos >= u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(std::time::Duration::from_nanos(nanos as u64))
+}
+
+/// A count such as `--replicas 3`: a whole number, 0 or more.
+pub fn parse_count(flag: &str, value: &str) -> CliResult<u64> {
+    let text = value.trim();
+    if text.starts_with('+') {
+        return Err(CliError::msg(format!("{flag} {value:?} is invalid; use a whole number of 0 or more")));
+    }
+    text.parse::<u64>().map_err(|_| CliError::msg(format!("{flag} {value:?} is invalid; use a whole number of 0 or more")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +238,29 @@ mod tests {
         assert!(parse_env(&["=1".into()]).is_err());
         assert!(parse_labels("--label", &["=x".into()]).is_err());
         assert_eq!(parse_labels("--label", &["k".into()]).unwrap()["k"], "");
+    }
+
+    #[test]
+    fn durations_read_like_docker() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("--restart-delay", "5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("--restart-delay", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("--restart-delay", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("--restart-delay", "1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("--restart-delay", "0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "-5s", "5x", "s", "1m30", "five seconds"] {
+            let err = parse_duration("--restart-delay", bad).unwrap_err().to_string();
+            assert!(err.starts_with("--restart-delay \"") && err.contains("1m30s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn counts_are_whole_numbers() {
+        assert_eq!(parse_count("--replicas", "3").unwrap(), 3);
+        assert_eq!(parse_count("--replicas", "0").unwrap(), 0);
+        for bad in ["-1", "lots", "1.5", "", "+2"] {
+            let err = parse_count("--replicas", bad).unwrap_err().to_string();
+            assert_eq!(err, format!("--replicas {bad:?} is invalid; use a whole number of 0 or more"));
+        }
     }
 }

@@ -5,4 +5,5 @@ pub mod container;
 pub mod flags;
 pub mod image;
 pub mod node;
+pub mod service;
 pub mod swarm;

@@ -54,6 +54,13 @@ pub enum NodeCommand {
         label_rm: Vec<String>,
         node: String,
     },
+    /// List tasks on nodes (default: this node)
+    Ps {
+        /// Node id, id prefix or hostname
+        nodes: Vec<String>,
+        #[command(flatten)]
+        flags: crate::commands::service::tasks::PsFlags,
+    },
 }
 
 /// A node as `--format json` and `inspect` show it.
@@ -162,6 +169,7 @@ pub async fn run(command: NodeCommand, connect: &ConnectArgs) -> CliResult {
                 .into_inner();
             println!("{}", n.id);
         }
+        NodeCommand::Ps { nodes, flags } => crate::commands::service::node_ps(&mut control, nodes, &flags).await?,
     }
     Ok(())
 }

@@ -1,0 +1,403 @@
+//! `service ls` and `service inspect`: services as tables, JSON and
+//! docker's `--pretty` text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use shoal_proto::pb;
+
+use super::{format_duration_ms, short_id, strip_digest, title};
+
+fn spec_of(service: &pb::Service) -> pb::ServiceSpec {
+    service.spec.clone().unwrap_or_default()
+}
+
+/// A service as `service ls --format json` shows it.
+#[derive(Debug, Serialize)]
+pub struct LsJson {
+    id: String,
+    name: String,
+    mode: String,
+    /// Desired tasks.
+    replicas: u64,
+    running: u64,
+    image: String,
+}
+
+pub fn ls_json(service: &pb::Service) -> LsJson {
+    let spec = spec_of(service);
+    LsJson {
+        id: service.id.clone(),
+        name: spec.name,
+        mode: spec.mode,
+        replicas: service.desired_tasks,
+        running: service.running_tasks,
+        image: spec.task.unwrap_or_default().image,
+    }
+}
+
+pub const LS_HEADER: [&str; 5] = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE"];
+
+pub fn ls_row(service: &pb::Service) -> Vec<String> {
+    let spec = spec_of(service);
+    let mut replicas = format!("{}/{}", service.running_tasks, service.desired_tasks);
+    let max = spec.placement.as_ref().map_or(0, |p| p.max_replicas_per_node);
+    if max > 0 {
+        replicas.push_str(&format!(" (max {max} per node)"));
+    }
+    let image = spec.task.map(|t| strip_digest(&t.image).to_string()).unwrap_or_default();
+    vec![short_id(&service.id).to_string(), spec.name, spec.mode, replicas, image]
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceJson {
+    id: String,
+    version: u64,
+    created_at: String,
+    updated_at: String,
+    spec: SpecJson,
+    running_tasks: u64,
+    desired_tasks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct SpecJson {
+    name: String,
+    labels: BTreeMap<String, String>,
+    mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<u64>,
+    task: TaskSpecJson,
+    restart: RestartJson,
+    placement: PlacementJson,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskSpecJson {
+    image: String,
+    entrypoint: Vec<String>,
+    args: Vec<String>,
+    env: Vec<String>,
+    workdir: String,
+    user: String,
+    hostname: String,
+    mounts: Vec<MountJson>,
+    read_only: bool,
+    stop_signal: String,
+    stop_grace_ms: u64,
+    resources: ResourcesJson,
+}
+
+#[derive(Debug, Serialize)]
+struct MountJson {
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    target: String,
+    readonly: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    tmpfs_size: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    tmpfs_mode: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Serialize)]
+struct ResourcesJson {
+    reserve_nano_cpus: u64,
+    reserve_memory: u64,
+    limit_nano_cpus: u64,
+    limit_memory: u64,
+    pids_limit: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RestartJson {
+    condition: String,
+    delay_ms: u64,
+    max_attempts: u64,
+    window_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct PlacementJson {
+    constraints: Vec<String>,
+    spread: Vec<String>,
+    max_replicas_per_node: u64,
+}
+
+pub fn inspect_json(service: &pb::Service) -> ServiceJson {
+    let spec = spec_of(service);
+    let task = spec.task.unwrap_or_default();
+    let r = task.resources.unwrap_or_default();
+    let restart = spec.restart.unwrap_or_default();
+    let placement = spec.placement.unwrap_or_default();
+    ServiceJson {
+        id: service.id.clone(),
+        version: service.version,
+        created_at: service.created_at.clone(),
+        updated_at: service.updated_at.clone(),
+        spec: SpecJson {
+            name: spec.name,
+            labels: spec.labels.into_iter().collect(),
+            replicas: (spec.mode != "global").then_some(spec.replicas),
+            mode: spec.mode,
+            task: TaskSpecJson {
+                image: task.image,
+                entrypoint: task.entrypoint,
+                args: task.args,
+                env: task.env,
+                workdir: task.workdir,
+                user: task.user,
+                hostname: task.hostname,
+                mounts: task
+                    .mounts
+                    .into_iter()
+                    .map(|m| MountJson {
+                        kind: m.r#type,
+                        source: m.source,
+                        target: m.target,
+                        readonly: m.readonly,
+                        tmpfs_size: m.tmpfs_size,
+                        tmpfs_mode: u64::from(m.tmpfs_mode),
+                    })
+                    .collect(),
+                read_only: task.read_only,
+                stop_signal: task.stop_signal,
+                stop_grace_ms: task.stop_grace_ms,
+                resources: ResourcesJson {
+                    reserve_nano_cpus: r.reserve_nano_cpus,
+                    reserve_memory: r.reserve_memory,
+                    limit_nano_cpus: r.limit_nano_cpus,
+                    limit_memory: r.limit_memory,
+                    pids_limit: r.pids_limit,
+                },
+            },
+            restart: RestartJson {
+                condition: restart.condition,
+                delay_ms: restart.delay_ms,
+                max_attempts: restart.max_attempts,
+                window_ms: restart.window_ms,
+            },
+            placement: PlacementJson {
+                constraints: placement.constraints,
+                spread: placement.spread,
+                max_replicas_per_node: placement.max_replicas_per_node,
+            },
+        },
+        running_tasks: service.running_tasks,
+        desired_tasks: service.desired_tasks,
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value}{}", UNITS[unit])
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+fn cpus(nanos: u64) -> String {
+    format!("{}", nanos as f64 / 1e9)
+}
+
+/// docker's `service inspect --pretty`.
+pub fn pretty(service: &pb::Service) -> String {
+    let spec = spec_of(service);
+    let task = spec.task.clone().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |key: &str, value: &str| {
+        if value.is_empty() {
+            let _ = writeln!(out, "{key}");
+        } else {
+            let key = format!("{key}:");
+            let width = 16.max(key.len() + 1);
+            let _ = writeln!(out, "{key:<width$}{value}");
+        }
+    };
+    line("ID", &service.id);
+    line("Name", &spec.name);
+    if !spec.labels.is_empty() {
+        line("Labels:", "");
+        let labels: BTreeMap<_, _> = spec.labels.iter().collect();
+        for (k, v) in labels {
+            line(&format!(" {k}={v}"), "");
+        }
+    }
+    line("Service Mode", &title(&spec.mode));
+    if spec.mode != "global" {
+        line(" Replicas", &spec.replicas.to_string());
+    }
+    line("Tasks", &format!("{} running, {} desired", service.running_tasks, service.desired_tasks));
+    if let Some(p) = spec.placement.as_ref().filter(|p| !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0) {
+        line("Placement:", "");
+        if !p.constraints.is_empty() {
+            line(" Constraints", &format!("[{}]", p.constraints.join(" ")));
+        }
+        if !p.spread.is_empty() {
+            line(" Preferences", &format!("[{}]", p.spread.iter().map(|s| format!("spread={s}")).collect::<Vec<_>>().join(" ")));
+        }
+        if p.max_replicas_per_node > 0 {
+            line(" Max Replicas Per Node", &p.max_replicas_per_node.to_string());
+        }
+    }
+    if let Some(r) = &spec.restart {
+        line("RestartPolicy:", "");
+        line(" Condition", &r.condition);
+        line(" Delay", &format_duration_ms(r.delay_ms));
+        line(" Max Attempts", &r.max_attempts.to_string());
+        line(" Window", &format_duration_ms(r.window_ms));
+    }
+    line("ContainerSpec:", "");
+    line(" Image", &task.image);
+    if !task.entrypoint.is_empty() {
+        line(" Entrypoint", &task.entrypoint.join(" "));
+    }
+    if !task.args.is_empty() {
+        line(" Args", &task.args.join(" "));
+    }
+    if !task.env.is_empty() {
+        line(" Env", &task.env.join(" "));
+    }
+    for (key, value) in [(" Dir", &task.workdir), (" User", &task.user), (" Hostname", &task.hostname), (" StopSignal", &task.stop_signal)] {
+        if !value.is_empty() {
+            line(key, value);
+        }
+    }
+    if task.read_only {
+        line(" Read Only", "true");
+    }
+    line(" Stop Grace Period", &format_duration_ms(task.stop_grace_ms));
+    if !task.mounts.is_empty() {
+        line("Mounts:", "");
+        for m in &task.mounts {
+            line(" Target", &m.target);
+            if !m.source.is_empty() {
+                line("  Source", &m.source);
+            }
+            line("  ReadOnly", &m.readonly.to_string());
+            line("  Type", &m.r#type);
+        }
+    }
+    let r = task.resources.unwrap_or_default();
+    if r != pb::Resources::default() {
+        line("Resources:", "");
+        if r.reserve_nano_cpus > 0 || r.reserve_memory > 0 {
+            line(" Reservations:", "");
+            if r.reserve_nano_cpus > 0 {
+                line("  CPU", &cpus(r.reserve_nano_cpus));
+            }
+            if r.reserve_memory > 0 {
+                line("  Memory", &human_bytes(r.reserve_memory));
+            }
+        }
+        if r.limit_nano_cpus > 0 || r.limit_memory > 0 || r.pids_limit > 0 {
+            line(" Limits:", "");
+            if r.limit_nano_cpus > 0 {
+                line("  CPU", &cpus(r.limit_nano_cpus));
+            }
+            if r.limit_memory > 0 {
+                line("  Memory", &human_bytes(r.limit_memory));
+            }
+            if r.pids_limit > 0 {
+                line("  Pids", &r.pids_limit.to_string());
+            }
+        }
+    }
+    line("Created", &service.created_at);
+    line("Updated", &service.updated_at);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(mode: &str) -> pb::Service {
+        pb::Service {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            version: 7,
+            created_at: "2024-05-01T12:00:00Z".into(),
+            updated_at: "2024-05-01T12:05:00Z".into(),
+            spec: Some(pb::ServiceSpec {
+                name: "web".into(),
+                labels: [("tier".to_string(), "front".to_string())].into_iter().collect(),
+                mode: mode.into(),
+                replicas: if mode == "global" { 0 } else { 3 },
+                task: Some(pb::TaskSpec {
+                    image: "busybox:1@sha256:feed".into(),
+                    args: vec!["sleep".into(), "1000".into()],
+                    stop_grace_ms: 10_000,
+                    resources: Some(pb::Resources { reserve_memory: 64 << 20, reserve_nano_cpus: 500_000_000, ..Default::default() }),
+                    ..Default::default()
+                }),
+                restart: Some(pb::RestartPolicy { condition: "on-failure".into(), delay_ms: 5000, max_attempts: 2, window_ms: 90_000 }),
+                placement: Some(pb::Placement {
+                    constraints: vec!["node.labels.zone==eu".into()],
+                    spread: vec!["node.labels.rack".into()],
+                    max_replicas_per_node: 2,
+                }),
+            }),
+            running_tasks: 2,
+            desired_tasks: if mode == "global" { 5 } else { 3 },
+        }
+    }
+
+    #[test]
+    fn ls_rows_and_json() {
+        assert_eq!(ls_row(&service("replicated")), ["abcdefghijkl", "web", "replicated", "2/3 (max 2 per node)", "busybox:1"]);
+        assert_eq!(ls_row(&service("global"))[3], "2/5 (max 2 per node)");
+        let json = serde_json::to_value(ls_json(&service("global"))).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "id": "abcdefghijklmnopqrstuvwxy", "name": "web", "mode": "global",
+                "replicas": 5, "running": 2, "image": "busybox:1@sha256:feed"
+            })
+        );
+    }
+
+    #[test]
+    fn inspect_json_shape() {
+        let json = serde_json::to_value(inspect_json(&service("replicated"))).unwrap();
+        assert_eq!(json["spec"]["replicas"], 3);
+        assert_eq!(json["spec"]["restart"]["condition"], "on-failure");
+        assert_eq!(json["spec"]["task"]["resources"]["reserve_memory"], 64 << 20);
+        assert_eq!(json["spec"]["placement"]["constraints"][0], "node.labels.zone==eu");
+        assert_eq!(json["version"], 7);
+        let global = serde_json::to_value(inspect_json(&service("global"))).unwrap();
+        assert!(global["spec"].get("replicas").is_none());
+    }
+
+    #[test]
+    fn pretty_reads_like_docker() {
+        let text = pretty(&service("replicated"));
+        for expected in [
+            "ID:             abcdefghijklmnopqrstuvwxy\n",
+            "Name:           web\n",
+            "Labels:\n tier=front\n",
+            "Service Mode:   Replicated\n Replicas:      3\n",
+            " Constraints:   [node.labels.zone==eu]\n",
+            " Preferences:   [spread=node.labels.rack]\n",
+            " Condition:     on-failure\n Delay:         5s\n Max Attempts:  2\n Window:        1m30s\n",
+            " Image:         busybox:1@sha256:feed\n Args:          sleep 1000\n",
+            " Stop Grace Period: 10s\n",
+            " Reservations:\n  CPU:          0.5\n  Memory:       64MiB\n",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        assert!(!pretty(&service("global")).contains("Replicas:"));
+    }
+}
