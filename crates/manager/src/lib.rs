@@ -7,6 +7,7 @@
 //! - [`ca`]: the swarm's root CA.
 //! - [`api`]: the gRPC services on the manager port and the local socket.
 //! - [`node_health`]: the leader's heartbeat -> node status loop.
+//! - [`scheduler`]: the pure placement of pending tasks onto nodes.
 //! - [`bootstrap`]: creating a new swarm's first objects.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod log_broker;
 pub mod manager;
 pub mod node_health;
 pub mod raft;
+pub mod scheduler;
 pub mod store;
 
 pub use errors::ManagerError;
