@@ -6,7 +6,10 @@
 //! - [`manager`]: a running manager and its write/read primitives.
 //! - [`ca`]: the swarm's root CA.
 //! - [`api`]: the gRPC services on the manager port and the local socket.
-//! - [`node_health`]: the leader's heartbeat -> node status loop.
+//! - [`node_health`]: the leader's heartbeat -> node status loop, and the
+//!   switch that runs every leader-only loop.
+//! - [`orchestrator`]: services -> tasks (replicated, global, restarts),
+//!   and the loop that feeds the scheduler.
 //! - [`scheduler`]: the pure placement of pending tasks onto nodes.
 //! - [`bootstrap`]: creating a new swarm's first objects.
 
@@ -18,6 +21,7 @@ pub mod image_pinning;
 pub mod log_broker;
 pub mod manager;
 pub mod node_health;
+pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod store;

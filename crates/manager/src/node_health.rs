@@ -61,7 +61,8 @@ pub async fn run(manager: Arc<Manager>) {
     }
 }
 
-/// Starts and stops the leader-only loops as leadership comes and goes.
+/// Starts and stops the leader-only loops (node health, orchestrators,
+/// scheduling) as leadership comes and goes.
 pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = manager.raft.metrics();
@@ -72,7 +73,15 @@ pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> 
             match (leading, running.is_some()) {
                 (true, false) => {
                     tracing::info!("became leader; starting control loops");
-                    running = Some(tokio::spawn(run(manager.clone())));
+                    // Aborting the joined future stops all three together.
+                    let loops = futures::future::join3(
+                        run(manager.clone()),
+                        crate::orchestrator::run(manager.clone()),
+                        crate::orchestrator::scheduling::run(manager.clone()),
+                    );
+                    running = Some(tokio::spawn(async move {
+                        loops.await;
+                    }));
                 }
                 (false, true) => {
                     tracing::info!("lost leadership; stopping control loops");

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::objects::Meta;
+use super::objects::{Meta, Node};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
@@ -205,6 +205,21 @@ impl Constraint {
             return Err(format!("constraint {text:?} compares node.role with {value:?}; use manager or worker"));
         }
         Ok(Constraint { key, equal, value: value.to_string() })
+    }
+}
+
+impl Constraint {
+    /// Whether `node` satisfies the constraint; `!=` holds where the label
+    /// is missing, as in docker.
+    pub fn matches(&self, node: &Node) -> bool {
+        let actual = match &self.key {
+            ConstraintKey::NodeId => Some(node.meta.id.as_str()),
+            ConstraintKey::NodeHostname => Some(node.hostname.as_str()),
+            ConstraintKey::NodeRole => Some(node.role.as_str()),
+            ConstraintKey::NodeLabel(label) => node.labels.get(label).map(String::as_str),
+            ConstraintKey::EngineLabel(label) => node.description.engine_labels.get(label).map(String::as_str),
+        };
+        (actual == Some(self.value.as_str())) == self.equal
     }
 }
 
