@@ -1,9 +1,15 @@
 //! The node side of a swarm: the session with the managers' dispatcher
-//! (heartbeats, failover to another manager, the node's desired role) and
-//! certificate renewal. Every node runs one, managers included.
+//! (heartbeats, failover to another manager, the node's desired role),
+//! certificate renewal, the node's description of itself, and the task
+//! executor that runs the node's share of the services. Every node runs
+//! one, managers included.
 
+pub mod description;
+pub mod executor;
 pub mod renewal;
 pub mod session;
 
+pub use description::{describe_node, parse_engine_label};
+pub use executor::{remove_all_task_containers, Executor, ExecutorConfig, TaskRuntime};
 pub use renewal::{renew_certificate, RenewedCertificate};
 pub use session::{run_session, SessionConfig, SessionEvent};

@@ -34,6 +34,9 @@ pub struct SessionConfig {
     /// This node's own manager endpoint, tried first when it has one.
     pub local_manager: Option<String>,
     pub events: mpsc::Sender<SessionEvent>,
+    /// Sent with every session, so the managers learn of changes (e.g. new
+    /// engine labels) at the next connection.
+    pub description: pb::NodeDescription,
 }
 
 /// Runs until the task is aborted: connect, heartbeat, fail over, repeat.
@@ -66,7 +69,7 @@ async fn session_with(config: &SessionConfig, addr: &str) -> Result<(), String> 
     let channel = tls::connect(addr, &config.tls, CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
     let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
     let mut stream = client
-        .session(pb::SessionRequest { node_id: config.node_id.clone() })
+        .session(pb::SessionRequest { node_id: config.node_id.clone(), description: Some(config.description.clone()) })
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();

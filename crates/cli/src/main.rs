@@ -40,6 +40,9 @@ enum Command {
         /// Cgroup (in every hierarchy) that containers are created under
         #[arg(long, default_value = "shoal")]
         cgroup_parent: String,
+        /// Engine label for placement constraints (KEY=VALUE); repeatable
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
     /// Manage the swarm
     #[command(subcommand)]
@@ -109,11 +112,15 @@ fn validate_registry(value: &str) -> Result<(), CliError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent } => {
+        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent, labels } => {
             init_logging();
             for registry in &insecure_registries {
                 validate_registry(registry)?;
             }
+            let engine_labels = labels
+                .iter()
+                .map(|label| shoal_agent::parse_engine_label(label).map_err(CliError::msg))
+                .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
             let socket = match cli.connect.target()? {
                 client::Target::Unix(path) => path,
                 client::Target::Tcp(_) => {
@@ -128,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries, cgroup_parent }).await
+            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries, cgroup_parent, engine_labels }).await
         }
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),

@@ -7,6 +7,7 @@ mod node;
 mod runtime_api;
 mod state;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use local_api::DEFAULT_PORT;
 use local_api::LocalApi;
-use node::{ManagerStart, RunningNode};
+use node::{provide_node_runtime, ManagerStart, NodeRuntime, RunningNode};
 use state::SwarmDir;
 
 pub struct DaemonOptions {
@@ -31,6 +32,8 @@ pub struct DaemonOptions {
     pub insecure_registries: Vec<String>,
     /// Cgroup that containers are created under.
     pub cgroup_parent: String,
+    /// `--label`s: sent to the managers in the node's description.
+    pub engine_labels: BTreeMap<String, String>,
 }
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
@@ -47,15 +50,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let node_cell: Arc<Mutex<Option<Arc<RunningNode>>>> = Arc::new(Mutex::new(None));
     let (removed_tx, mut removed_rx) = mpsc::channel(1);
 
-    // Back in the swarm we were in before the restart.
-    if let Some((state, credentials)) = SwarmDir::new(&options.data_root).load()? {
-        let start = (state.role == "manager").then_some(ManagerStart::Resume);
-        let node = RunningNode::start(options.data_root.clone(), state, credentials, slot.clone(), start, removed_tx.clone())
-            .await
-            .context("resuming swarm membership")?;
-        *node_cell.lock().await = Some(node);
-    }
-
     let runtime = runtime_api::RuntimeApi {
         images: shoal_runtime::image::ImageStore::open(options.data_root.join("image"), options.insecure_registries.clone())
             .await
@@ -71,6 +65,21 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         .await
         .context("opening the container store")?,
     };
+    // Before any node starts: its executor runs tasks on this runtime (and
+    // finds the containers the runtime re-attached to).
+    provide_node_runtime(NodeRuntime {
+        tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone() },
+        engine_labels: options.engine_labels.clone(),
+    });
+
+    // Back in the swarm we were in before the restart.
+    if let Some((state, credentials)) = SwarmDir::new(&options.data_root).load()? {
+        let start = (state.role == "manager").then_some(ManagerStart::Resume);
+        let node = RunningNode::start(options.data_root.clone(), state, credentials, slot.clone(), start, removed_tx.clone())
+            .await
+            .context("resuming swarm membership")?;
+        *node_cell.lock().await = Some(node);
+    }
 
     let listener = bind_socket(&options.socket)?;
     let local_api = LocalApi {
@@ -102,7 +111,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     tracing::info!(socket = %options.socket.display(), "daemon ready");
     server.await?;
     if let Some(node) = node_cell.lock().await.take() {
-        node.shutdown().await;
+        // Task containers keep running; the next start adopts them.
+        node.stop_keeping_containers().await;
     }
     let _ = std::fs::remove_file(&options.socket);
     tracing::info!("daemon stopped");

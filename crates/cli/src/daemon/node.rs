@@ -1,14 +1,18 @@
-//! A node that is in a swarm: its agent session, its certificates (renewed
-//! at half-life), and its manager role when it has one. The node converges
-//! on the role the swarm asks for: promotion starts a manager and joins
-//! Raft; demotion leaves Raft and stops it.
+//! A node that is in a swarm: its agent session, its task executor, its
+//! certificates (renewed at half-life), and its manager role when it has
+//! one. The node converges on the role the swarm asks for: promotion
+//! starts a manager and joins Raft; demotion leaves Raft and stops it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_agent::{renew_certificate, run_session, SessionConfig, SessionEvent};
+use shoal_agent::{
+    describe_node, remove_all_task_containers, renew_certificate, run_session, Executor, ExecutorConfig, SessionConfig, SessionEvent,
+    TaskRuntime,
+};
 use shoal_manager::api::certificates::CaService;
 use shoal_manager::api::control::ControlService;
 use shoal_manager::api::dispatcher::DispatcherService;
@@ -23,6 +27,28 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::state::{SwarmDir, SwarmState};
+
+/// What the daemon lends every swarm node it runs: its images and
+/// containers (the executor runs tasks with them) and how the node
+/// describes itself.
+pub struct NodeRuntime {
+    pub tasks: TaskRuntime,
+    pub engine_labels: BTreeMap<String, String>,
+}
+
+/// Set once by the daemon before any node starts: one daemon per process,
+/// and every path that starts a node (resume, init, join) finds it here.
+static NODE_RUNTIME: OnceLock<NodeRuntime> = OnceLock::new();
+
+pub fn provide_node_runtime(runtime: NodeRuntime) {
+    if NODE_RUNTIME.set(runtime).is_err() {
+        tracing::warn!("the node runtime was already provided; keeping the first");
+    }
+}
+
+pub fn node_runtime() -> Option<&'static NodeRuntime> {
+    NODE_RUNTIME.get()
+}
 
 /// A running manager and the server exposing it on the manager port.
 struct ManagerRole {
@@ -41,6 +67,8 @@ pub struct RunningNode {
     slot: ManagerSlot,
     manager_role: tokio::sync::Mutex<Option<ManagerRole>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Runs this node's tasks; `None` before the agent starts and after stopping.
+    executor: Mutex<Option<Executor>>,
     /// Told when the swarm removed this node, so the daemon can forget it.
     removed: mpsc::Sender<()>,
 }
@@ -76,6 +104,7 @@ impl RunningNode {
             slot,
             manager_role: tokio::sync::Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
+            executor: Mutex::new(None),
             removed,
         });
         if let Some(start) = manager_start {
@@ -113,14 +142,28 @@ impl RunningNode {
     fn start_agent(self: &Arc<Self>) {
         let (events_tx, mut events_rx) = mpsc::channel(16);
         let state = self.state();
+        let runtime = node_runtime();
         let config = SessionConfig {
             node_id: state.node_id.clone(),
             tls: self.client_tls.clone(),
             managers: self.managers.clone(),
             local_manager: (state.role == "manager").then(|| state.advertise.clone()),
             events: events_tx,
+            description: describe_node(&runtime.map(|r| r.engine_labels.clone()).unwrap_or_default()),
         };
         self.spawn(run_session(config));
+        match runtime {
+            Some(runtime) => {
+                let executor = Executor::spawn(ExecutorConfig {
+                    node_id: state.node_id.clone(),
+                    tls: self.client_tls.clone(),
+                    managers: self.managers.clone(),
+                    runtime: runtime.tasks.clone(),
+                });
+                *self.executor.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor);
+            }
+            None => tracing::warn!("no container runtime was provided; this node will run no tasks"),
+        }
         let node = self.clone();
         self.spawn(async move {
             while let Some(event) = events_rx.recv().await {
@@ -309,12 +352,31 @@ impl RunningNode {
         }
     }
 
-    /// Stops everything this node runs.
+    /// Leaves: stops everything this node runs, the swarm's task
+    /// containers included (nothing would look after them any more).
     pub async fn shutdown(&self) {
+        self.stop_executor().await;
+        if let Some(runtime) = node_runtime() {
+            remove_all_task_containers(&runtime.tasks.containers).await;
+        }
+        self.stop_keeping_containers().await;
+    }
+
+    /// Stops everything this node runs but its task containers, which the
+    /// next daemon start adopts (daemon exit).
+    pub async fn stop_keeping_containers(&self) {
+        self.stop_executor().await;
         for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             task.abort();
         }
         self.stop_manager_keep_role().await;
+    }
+
+    async fn stop_executor(&self) {
+        let executor = self.executor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(executor) = executor {
+            executor.stop().await;
+        }
     }
 
     /// Stops the manager without recording a role change (daemon exit or leave).

@@ -1,0 +1,289 @@
+//! One task's worker: a tokio task that drives the task's container
+//! towards what its assignment asks, one [`next_step`] at a time, and
+//! reports the states it passes through.
+//!
+//! The worker ends when the executor drops the task's assignment sender
+//! (the task is no longer this node's); it checks at every wait, never in
+//! the middle of creating or starting a container, so the executor can
+//! then remove the task's containers knowing no new one will appear.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal_proto::pb;
+use shoal_runtime::container::{ContainerManager, ImageInput};
+use shoal_runtime::image::ImageStore;
+use tokio::sync::{mpsc, watch};
+
+use super::reconcile::{exit_outcome, next_step, TaskStep};
+use super::runtime_ops::{containers_of, ensure_image, exit_of, remove_container, stop_container};
+use super::task_container::{create_request, stop_plan};
+use super::task_state::{ReportGuard, TaskState};
+
+const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What every worker shares.
+pub struct WorkerContext {
+    pub node_id: String,
+    pub images: ImageStore,
+    pub containers: Arc<ContainerManager>,
+    pub reports: mpsc::Sender<pb::TaskStatusUpdate>,
+}
+
+/// A report, before the guard and the timestamp.
+struct Report {
+    state: TaskState,
+    message: &'static str,
+    error: String,
+    exit_code: Option<i32>,
+    container_id: String,
+    /// When it happened, if not now (Unix milliseconds).
+    at_ms: Option<u64>,
+}
+
+impl Report {
+    fn new(state: TaskState, message: &'static str) -> Self {
+        Report { state, message, error: String::new(), exit_code: None, container_id: String::new(), at_ms: None }
+    }
+
+    /// Dates the report from the runtime's RFC 3339 time, so a report made
+    /// again after a daemon restart reads the same as the first and the
+    /// managers' store sees nothing new.
+    fn at(mut self, rfc3339: Option<&str>) -> Self {
+        self.at_ms = rfc3339.and_then(unix_ms);
+        self
+    }
+
+    fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = error.into();
+        self
+    }
+
+    fn container(mut self, container_id: &str) -> Self {
+        self.container_id = container_id.to_string();
+        self
+    }
+
+    fn exit_code(mut self, code: Option<i32>) -> Self {
+        self.exit_code = code;
+        self
+    }
+}
+
+struct TaskWorker {
+    ctx: Arc<WorkerContext>,
+    task_id: String,
+    assignment: watch::Receiver<pb::Assignment>,
+    guard: ReportGuard,
+}
+
+/// Runs one task until its assignment sender is dropped.
+pub async fn run_task(ctx: Arc<WorkerContext>, assignment: watch::Receiver<pb::Assignment>) {
+    let task_id = assignment.borrow().task_id.clone();
+    let mut worker = TaskWorker { ctx, task_id, assignment, guard: ReportGuard::default() };
+    worker.run().await;
+}
+
+impl TaskWorker {
+    async fn run(&mut self) {
+        let mut backoff = ERROR_BACKOFF_MIN;
+        loop {
+            if self.retired() {
+                return;
+            }
+            let assignment = self.assignment.borrow_and_update().clone();
+            let desired = TaskState::parse(&assignment.desired_state);
+            if desired.is_none() {
+                tracing::warn!(task = %self.task_id, desired = %assignment.desired_state, "unknown desired state; waiting for another");
+            }
+            let containers = containers_of(&self.ctx.containers, &self.task_id);
+            let step = next_step(desired, &self.guard, &containers);
+            tracing::debug!(task = %self.task_id, ?step, "task step");
+            let outcome = match step {
+                TaskStep::Start => self.start(&assignment).await,
+                TaskStep::Watch { container_id } => self.watch(&container_id).await,
+                TaskStep::ReportExit { container_id } => self.report_exit(&container_id).await,
+                TaskStep::Stop { container_id } => self.stop(&assignment, &container_id).await,
+                TaskStep::Report { state, error } => {
+                    let message = if state == TaskState::Shutdown { "shut down before it started" } else { "container gone" };
+                    self.report(Report::new(state, message).error(error)).await;
+                    Ok(())
+                }
+                TaskStep::Remove { container_ids } => self.remove(&container_ids).await,
+                TaskStep::Idle => {
+                    if self.assignment.changed().await.is_err() {
+                        return;
+                    }
+                    Ok(())
+                }
+            };
+            match outcome {
+                Ok(()) => backoff = ERROR_BACKOFF_MIN,
+                Err(error) => {
+                    // The runtime refused something that is not the task's
+                    // fault (e.g. a remove): try again later, not in a loop.
+                    tracing::warn!(task = %self.task_id, %error, "task step failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        changed = self.assignment.changed() => if changed.is_err() { return },
+                    }
+                    backoff = (backoff * 2).min(ERROR_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// True once the executor dropped the task.
+    fn retired(&self) -> bool {
+        self.assignment.has_changed().is_err()
+    }
+
+    /// Accepted -> preparing (the image) -> starting (create, start) ->
+    /// running. A task that cannot be prepared or created is rejected; one
+    /// whose container does not start has failed.
+    async fn start(&mut self, assignment: &pb::Assignment) -> Result<(), String> {
+        self.report(Report::new(TaskState::Accepted, "accepted")).await;
+        self.report(Report::new(TaskState::Preparing, "preparing")).await;
+        let reference = assignment.spec.as_ref().map(|s| s.image.clone()).unwrap_or_default();
+        // The pull may take long; give up on it if the task is called off.
+        let image = tokio::select! {
+            image = ensure_image(&self.ctx.images, &reference) => image,
+            _ = wait_until_unwanted(&mut self.assignment) => return Ok(()),
+        };
+        let image = match image {
+            Ok(image) => image,
+            Err(error) => {
+                self.report(Report::new(TaskState::Rejected, "preparing failed").error(error)).await;
+                return Ok(());
+            }
+        };
+        if is_unwanted(&self.assignment.borrow()) {
+            return Ok(());
+        }
+        self.report(Report::new(TaskState::Starting, "starting")).await;
+        let request = match create_request(assignment, &self.ctx.node_id) {
+            Ok(request) => request,
+            Err(error) => {
+                self.report(Report::new(TaskState::Rejected, "invalid task").error(error)).await;
+                return Ok(());
+            }
+        };
+        let input = ImageInput::from_store(&image, &reference);
+        let container_id = match self.ctx.containers.create(request, &input).await {
+            Ok(id) => id,
+            Err(error) => {
+                self.report(Report::new(TaskState::Rejected, "creating the container failed").error(error.to_string())).await;
+                return Ok(());
+            }
+        };
+        if let Err(error) = self.ctx.containers.start(&container_id).await {
+            let exit_code = exit_of(&self.ctx.containers, &container_id).map(|e| e.code);
+            let report = Report::new(TaskState::Failed, "starting the container failed")
+                .error(error.to_string())
+                .container(&container_id)
+                .exit_code(exit_code);
+            self.report(report).await;
+            return Ok(());
+        }
+        self.report(Report::new(TaskState::Running, "started").container(&container_id)).await;
+        Ok(())
+    }
+
+    /// Reports running (after a restart too: the container is adopted) and
+    /// waits for the container to end or the assignment to change.
+    async fn watch(&mut self, container_id: &str) -> Result<(), String> {
+        let started_at = self.ctx.containers.inspect(container_id).ok().and_then(|d| d.state.started_at);
+        self.report(Report::new(TaskState::Running, "started").container(container_id).at(started_at.as_deref())).await;
+        let containers = self.ctx.containers.clone();
+        tokio::select! {
+            // Ended, or removed behind our back: the next step sees which.
+            _ = containers.wait(container_id) => {}
+            _ = self.assignment.changed() => {}
+        }
+        Ok(())
+    }
+
+    async fn report_exit(&mut self, container_id: &str) -> Result<(), String> {
+        let exit = exit_of(&self.ctx.containers, container_id)
+            .ok_or_else(|| format!("container {container_id} has not exited yet"))?;
+        let (state, error) = exit_outcome(&exit);
+        let message = if state == TaskState::Complete { "finished" } else { "container exited with an error" };
+        let report = Report::new(state, message).error(error).container(container_id).exit_code(Some(exit.code));
+        self.report(report.at(Some(&exit.finished_at))).await;
+        Ok(())
+    }
+
+    async fn stop(&mut self, assignment: &pb::Assignment, container_id: &str) -> Result<(), String> {
+        let plan = stop_plan(assignment.spec.as_ref());
+        stop_container(&self.ctx.containers, container_id, &plan).await?;
+        let exit_code = exit_of(&self.ctx.containers, container_id).map(|e| e.code);
+        self.report(Report::new(TaskState::Shutdown, "shutdown").container(container_id).exit_code(exit_code)).await;
+        Ok(())
+    }
+
+    async fn remove(&mut self, container_ids: &[String]) -> Result<(), String> {
+        for container_id in container_ids {
+            remove_container(&self.ctx.containers, container_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the report if it moves the task forward, and only while the
+    /// task is still this node's.
+    async fn report(&mut self, report: Report) {
+        if self.retired() || !self.guard.advance(report.state) {
+            return;
+        }
+        tracing::info!(task = %self.task_id, state = %report.state, error = %report.error, "task state");
+        let update = pb::TaskStatusUpdate {
+            task_id: self.task_id.clone(),
+            state: report.state.as_str().into(),
+            message: report.message.into(),
+            error: report.error,
+            exit_code: report.exit_code,
+            container_id: report.container_id,
+            timestamp_ms: report.at_ms.unwrap_or_else(now_ms),
+        };
+        // Only fails when the executor is stopping.
+        let _ = self.ctx.reports.send(update).await;
+    }
+}
+
+/// Resolves once the task should no longer run (its desired state moved
+/// beyond running) or was dropped.
+async fn wait_until_unwanted(assignment: &mut watch::Receiver<pb::Assignment>) {
+    loop {
+        if assignment.changed().await.is_err() {
+            return;
+        }
+        if is_unwanted(&assignment.borrow_and_update()) {
+            return;
+        }
+    }
+}
+
+fn is_unwanted(assignment: &pb::Assignment) -> bool {
+    TaskState::parse(&assignment.desired_state).is_some_and(|d| d > TaskState::Running)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn unix_ms(rfc3339: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')).ok()?;
+    time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_times_read_as_unix_milliseconds() {
+        assert_eq!(unix_ms("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(unix_ms("2024-01-01T00:00:00.123456789Z"), Some(1_704_067_200_123));
+        assert_eq!(unix_ms("yesterday"), None);
+    }
+}
