@@ -13,3 +13,4 @@ mod failover;
 mod security;
 mod renewal;
 mod runtime;
+mod services;

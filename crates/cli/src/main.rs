@@ -35,7 +35,7 @@ enum Command {
         #[arg(long)]
         node_name: Option<String>,
         /// Registry reached over plain HTTP (HOST:PORT); repeatable
-        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
         insecure_registries: Vec<String>,
         /// Cgroup (in every hierarchy) that containers are created under
         #[arg(long, default_value = "shoal")]
@@ -99,14 +99,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `HOST:PORT`, or a bare `HOST` for every port on it.
 fn validate_registry(value: &str) -> Result<(), CliError> {
-    let valid = value
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    let valid = match value.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => !value.is_empty() && !value.contains('/'),
+    };
     if valid {
         Ok(())
     } else {
-        Err(CliError::msg(format!("insecure registry {value:?} is invalid; use HOST:PORT (e.g. 198.18.0.1:5000)")))
+        Err(CliError::msg(format!("insecure registry {value:?} is invalid; use HOST or HOST:PORT (e.g. 198.18.0.1:5000)")))
     }
 }
 

@@ -2,6 +2,7 @@
 //! socket, runs the agent when the node is in a swarm, and runs a manager
 //! when the node is one.
 
+mod image_pinning;
 mod local_api;
 mod node;
 mod runtime_api;

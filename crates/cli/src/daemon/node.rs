@@ -227,6 +227,11 @@ impl RunningNode {
             tls: self.client_tls.clone(),
         })
         .await?;
+        // Services' images are pinned to digests by this node's image store,
+        // which knows the registries the daemon may use over plain HTTP.
+        if let Some(runtime) = node_runtime() {
+            manager.set_image_pinner(Arc::new(super::image_pinning::StorePinner { images: runtime.tasks.images.clone() }));
+        }
         let listener = tokio::net::TcpListener::bind(&state.listen)
             .await
             .with_context(|| format!("cannot listen on {}", state.listen))?;

@@ -1,0 +1,18 @@
+//! The manager's image pinning, done by this node's image store (which
+//! knows the insecure registries the daemon was started with).
+
+use shoal_manager::image_pinning::{ImagePinner, PinFuture};
+use shoal_runtime::image::{ImageStore, Reference, RegistryAuth};
+
+pub struct StorePinner {
+    pub images: ImageStore,
+}
+
+impl ImagePinner for StorePinner {
+    fn pin<'a>(&'a self, reference: &'a str) -> PinFuture<'a> {
+        Box::pin(async move {
+            let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+            self.images.pin_digest(&parsed, &RegistryAuth::default()).await.map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! Services on a real 3-manager, 2-worker cluster: real daemons in network
+//! namespaces, pulling from a real registry on the underlay bridge, running
+//! real containers. Everything goes through the `shoal` CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use shoal_runtime::testing::{TestImages, TestRegistry};
+
+use crate::support::{wait_until, Cluster};
+use crate::swarm_helpers::{leader, wait_all_ready};
+
+const MANAGERS: [&str; 3] = ["manager1", "manager2", "manager3"];
+const HOSTS: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Stops at once on SIGTERM (as PID 1, plain `sleep` would ignore it).
+const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
+
+#[derive(Debug, Deserialize)]
+struct TaskRow {
+    id: String,
+    name: String,
+    node: String,
+    desired_state: String,
+    current_state: String,
+    error: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContainerRow {
+    state: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A cluster with a registry on its bridge holding busybox as `busybox:1`.
+struct Swarm {
+    cluster: Cluster,
+    _registry: TestRegistry,
+    image: String,
+}
+
+impl Swarm {
+    fn up(tag: &str) -> Swarm {
+        let cluster = Cluster::up(tag, 3, 2);
+        let bridge = std::net::Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
+        let port = TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
+        let registry = TestRegistry::start_at(SocketAddr::from((bridge, port))).expect("starting docker-registry");
+        let images = TestImages::shared().expect("building the test images");
+        let pushed = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+        wait_all_ready(&cluster, "manager1", 5);
+        Swarm { cluster, _registry: registry, image: pushed.reference }
+    }
+
+    fn shoal(&self, args: &[&str]) -> crate::support::Output {
+        self.cluster.shoal("manager1", args)
+    }
+
+    fn create(&self, name: &str, flags: &[&str], command: &[&str]) -> crate::support::Output {
+        let mut args = vec!["service", "create", "--name", name];
+        args.extend_from_slice(flags);
+        args.push(&self.image);
+        args.extend_from_slice(command);
+        self.shoal(&args)
+    }
+
+    fn ps(&self, service: &str) -> Vec<TaskRow> {
+        self.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json()
+    }
+
+    fn running(&self, service: &str) -> Vec<TaskRow> {
+        self.ps(service)
+            .into_iter()
+            .filter(|t| t.desired_state == "running" && t.current_state.starts_with("running"))
+            .collect()
+    }
+
+    /// Waits until exactly `n` tasks run and nothing else is still wanted.
+    fn wait_running(&self, service: &str, n: usize) -> Vec<TaskRow> {
+        wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
+            let tasks = self.ps(service);
+            let wanted = tasks.iter().filter(|t| t.desired_state == "running").count();
+            let running = self.running(service);
+            (running.len() == n && wanted == n).then_some(running)
+        })
+    }
+
+    fn containers(&self, host: &str) -> Vec<ContainerRow> {
+        self.cluster.shoal(host, &["container", "ls", "-a", "--format", "json"]).ok().stdout_json()
+    }
+
+    fn service_containers(&self, host: &str, service: &str) -> Vec<ContainerRow> {
+        self.containers(host)
+            .into_iter()
+            .filter(|c| c.labels.get("shoal.service.name").map(String::as_str) == Some(service))
+            .collect()
+    }
+
+    /// Running containers of `service` on every host.
+    fn running_containers(&self, service: &str) -> usize {
+        HOSTS
+            .iter()
+            .map(|h| self.service_containers(h, service).iter().filter(|c| c.state == "running").count())
+            .sum()
+    }
+}
+
+#[test]
+fn a_replicated_service_spreads_scales_drains_and_leaves_nothing() {
+    let swarm = Swarm::up("svc");
+    // Without --detach, create returns once the service has converged.
+    swarm.create("web", &["--replicas", "3"], SLEEPER).ok();
+    let tasks = swarm.running("web");
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "three replicas on three nodes: {tasks:?}");
+    for task in &tasks {
+        let containers = swarm.service_containers(&task.node, "web");
+        assert!(
+            containers.iter().any(|c| c.labels.get("shoal.task.id") == Some(&task.id) && c.state == "running"),
+            "`container ls` on {} shows task {}: {containers:?}",
+            task.node,
+            task.name
+        );
+    }
+    let ls = swarm.shoal(&["service", "ls"]).ok().stdout;
+    assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
+
+    swarm.shoal(&["service", "scale", "web=10"]).ok();
+    let ten = swarm.wait_running("web", 10);
+    let slots: BTreeSet<&str> = ten.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(slots.len(), 10, "ten distinct slots: {ten:?}");
+    swarm.shoal(&["service", "scale", "web=2"]).ok();
+    swarm.wait_running("web", 2);
+    wait_until(CONVERGE, "scaled-down containers to go", || (swarm.running_containers("web") == 2).then_some(()));
+
+    // Drain moves tasks off a node.
+    let drained = swarm.running("web")[0].node.clone();
+    swarm.shoal(&["node", "update", "--availability", "drain", &drained]).ok();
+    wait_until(CONVERGE, "tasks to leave the drained node", || {
+        let running = swarm.running("web");
+        (running.len() == 2 && running.iter().all(|t| t.node != drained)).then_some(())
+    });
+    swarm.shoal(&["node", "update", "--availability", "active", &drained]).ok();
+
+    // A node label pins tasks; an unsatisfiable constraint leaves them pending, with the reason.
+    swarm.shoal(&["node", "update", "--label-add", "zone=blue", "worker2"]).ok();
+    swarm.create("pinned", &["--replicas", "2", "--constraint", "node.labels.zone==blue"], SLEEPER).ok();
+    assert!(swarm.running("pinned").iter().all(|t| t.node == "worker2"));
+    swarm.create("nowhere", &["--detach", "--constraint", "node.labels.zone==mars"], SLEEPER).ok();
+    let pending = wait_until(CONVERGE, "the pending reason", || {
+        swarm.ps("nowhere").into_iter().find(|t| t.current_state.starts_with("pending") && !t.error.is_empty())
+    });
+    assert!(pending.error.contains("no suitable node") && pending.error.contains("node.labels.zone==mars"), "{pending:?}");
+
+    for service in ["web", "pinned", "nowhere"] {
+        swarm.shoal(&["service", "rm", service]).ok();
+    }
+    wait_until(CONVERGE, "every service container to be removed", || {
+        HOSTS.iter().all(|h| swarm.containers(h).is_empty()).then_some(())
+    });
+    assert!(swarm.shoal(&["service", "ls", "-q"]).ok().lines().is_empty());
+}
+
+#[test]
+fn tasks_of_a_lost_worker_move_and_its_stale_containers_are_removed() {
+    let swarm = Swarm::up("lost");
+    // Spread puts one replica on each of the five nodes.
+    swarm.create("web", &["--replicas", "5"], SLEEPER).ok();
+    let before = swarm.running("web");
+    assert!(before.iter().any(|t| t.node == "worker2"), "{before:?}");
+
+    // A crash and a cut link: the managers hear nothing more from worker2.
+    // Its containers keep running under their shims.
+    let lost_at = Instant::now();
+    swarm.cluster.stop("worker2", true);
+    swarm.cluster.partition("worker2");
+    wait_until(Duration::from_secs(15), "worker2's task to run elsewhere", || {
+        let running = swarm.running("web");
+        (running.len() == 5 && running.iter().all(|t| t.node != "worker2")).then_some(())
+    });
+    let moved_in = lost_at.elapsed();
+    eprintln!("tasks of the lost worker ran elsewhere after {moved_in:?}");
+    assert!(moved_in < Duration::from_secs(5), "took {moved_in:?}");
+
+    swarm.cluster.heal("worker2");
+    swarm.cluster.start("worker2");
+    wait_until(CONVERGE, "worker2's stale containers to be removed", || {
+        swarm.service_containers("worker2", "web").is_empty().then_some(())
+    });
+    assert_eq!(swarm.running("web").len(), 5);
+}
+
+#[test]
+fn restart_policies_and_missing_images() {
+    let swarm = Swarm::up("rst");
+    let flags = ["--detach", "--restart-condition", "on-failure", "--restart-max-attempts", "2", "--restart-delay", "1s"];
+    swarm.create("crash", &flags, &["sh", "-c", "exit 3"]).ok();
+    let failed = wait_until(CONVERGE, "three failed attempts", || {
+        let tasks = swarm.ps("crash");
+        (tasks.iter().filter(|t| t.current_state.starts_with("failed")).count() == 3).then_some(tasks)
+    });
+    assert!(failed.iter().all(|t| t.error.contains("non-zero exit (3)")), "{failed:?}");
+    // Max attempts respected: nothing more is started.
+    std::thread::sleep(Duration::from_secs(3));
+    let tasks = swarm.ps("crash");
+    assert_eq!(tasks.len(), 3, "no fourth attempt: {tasks:?}");
+    assert!(tasks.iter().all(|t| t.desired_state == "shutdown"), "{tasks:?}");
+
+    // The delay is honoured between attempts.
+    let inspect: serde_json::Value = swarm.shoal(&["service", "inspect", "crash"]).ok().stdout_json();
+    assert!(inspect.to_string().contains("on-failure"), "{inspect}");
+
+    // A missing image: rejected with the registry's error, retried with back-off.
+    let missing = swarm.image.replace("busybox:1", "nothing-here:1");
+    swarm.shoal(&["service", "create", "--detach", "--name", "ghost", &missing]).ok();
+    let rejected = wait_until(CONVERGE, "a rejected task", || {
+        swarm.ps("ghost").into_iter().find(|t| t.current_state.starts_with("rejected"))
+    });
+    assert!(rejected.error.contains("nothing-here"), "the error names the image: {rejected:?}");
+    std::thread::sleep(Duration::from_secs(6));
+    let attempts = swarm.ps("ghost").len();
+    assert!(attempts <= 4, "back-off, not a tight loop: {attempts} attempts in ~6 s");
+}
+
+#[test]
+fn a_global_service_runs_on_every_node_including_one_that_joins() {
+    let swarm = Swarm::up("glob");
+    swarm.create("agent", &["--mode", "global"], SLEEPER).ok();
+    let tasks = swarm.wait_running("agent", 5);
+    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes.len(), 5, "{tasks:?}");
+    let joined = swarm.cluster.add_worker();
+    let tasks = swarm.wait_running("agent", 6);
+    assert!(tasks.iter().any(|t| t.node == joined.name), "{tasks:?}");
+}
+
+#[test]
+fn leader_failover_during_a_scale_to_50_ends_with_exactly_50() {
+    let swarm = Swarm::up("fo50");
+    swarm.create("many", &["--replicas", "2"], SLEEPER).ok();
+    let old_leader = leader(&swarm.cluster, &MANAGERS);
+    let survivor = MANAGERS.iter().find(|m| **m != old_leader).copied().unwrap_or("manager1");
+    swarm.cluster.shoal(survivor, &["service", "scale", "--detach", "many=50"]).ok();
+    swarm.cluster.stop(&old_leader, true);
+    let ps = |host: &str| -> Vec<TaskRow> {
+        let out = swarm.cluster.shoal(host, &["service", "ps", "many", "--format", "json"]);
+        if out.success() { out.stdout_json() } else { Vec::new() }
+    };
+    let running = wait_until(Duration::from_secs(120), "50 running tasks after the failover", || {
+        let tasks = ps(survivor);
+        let running: Vec<TaskRow> = tasks
+            .into_iter()
+            .filter(|t| t.desired_state == "running" && t.current_state.starts_with("running"))
+            .collect();
+        (running.len() == 50).then_some(running)
+    });
+    let slots: BTreeSet<&str> = running.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(slots.len(), 50, "one task per slot, none duplicated");
+    // The old leader's containers are still running (its daemon was killed);
+    // count containers on the live hosts only.
+    let live = HOSTS.iter().filter(|h| **h != old_leader);
+    let containers: usize = live
+        .map(|h| swarm.service_containers(h, "many").iter().filter(|c| c.state == "running").count())
+        .sum();
+    let on_old_leader = running.iter().filter(|t| t.node == old_leader).count();
+    assert_eq!(containers + on_old_leader, 50, "exactly 50 containers run");
+}
+
+#[test]
+fn bad_service_input_is_one_sentence_and_writes_nothing() {
+    let swarm = Swarm::up("badsvc");
+    swarm.create("dup", &["--detach"], SLEEPER).ok();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["service", "create", "--detach", "--name", "dup", &swarm.image], "dup"),
+        (vec!["service", "ps", "no-such-service"], "no-such-service"),
+        (vec!["service", "create", "--detach", "--name", "c1", "--constraint", "node.labels.zone=a", &swarm.image], "node.labels.zone=a"),
+        (vec!["service", "create", "--detach", "--name", "c2", "--replicas", "-1", &swarm.image], "-1"),
+        (vec!["service", "create", "--detach", "--name", "c3", "--replicas", "lots", &swarm.image], "lots"),
+        (vec!["service", "create", "--detach", "--name", "c4", "--replicas", "2", "--mode", "global", &swarm.image], "global"),
+        (vec!["service", "create", "--detach", "--name", "c5", "--reserve-memory", "100t", &swarm.image], "memory"),
+    ];
+    for (args, named) in cases {
+        let out = swarm.shoal(&args);
+        assert!(!out.success(), "`{}` should fail", args.join(" "));
+        let message = out.stderr.trim();
+        assert!(message.contains(named), "`{}`: {message:?} should name {named:?}", args.join(" "));
+        assert_eq!(message.lines().count(), 1, "one sentence: {message:?}");
+    }
+    let names = swarm.shoal(&["service", "ls", "--format", "json"]).ok().stdout;
+    assert!(!names.contains("\"c1\"") && !names.contains("\"c5\"") && names.contains("\"dup\""), "{names}");
+}
