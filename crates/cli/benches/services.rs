@@ -81,6 +81,16 @@ fn main() {
     );
 }
 
+/// Like `wait_until`, but every 10 ms: what is timed here is a few hundred
+/// milliseconds, and a coarse poll would blur both sides.
+fn poll(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<()>) {
+    let deadline = Instant::now() + timeout;
+    while check().is_none() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn median(samples: impl Iterator<Item = Duration>) -> Duration {
     let mut samples: Vec<Duration> = samples.collect();
     samples.sort();
@@ -104,7 +114,7 @@ fn ours(cluster: &Cluster, name: &str, image: &str, flags: &[&str]) -> Duration 
     args.extend_from_slice(SLEEPER);
     let started = Instant::now();
     cluster.shoal("manager1", &args).ok();
-    wait_until(Duration::from_secs(120), "our replicas to run", || {
+    poll(Duration::from_secs(120), "our replicas to run", || {
         let out = cluster.shoal("manager1", &["service", "ls", "--format", "json"]);
         let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).ok()?;
         let row = rows.into_iter().find(|r| r["name"] == name)?;
@@ -166,7 +176,7 @@ impl DockerSwarm {
         let started = Instant::now();
         self.docker(&args).ok();
         let converged = format!("{replicas}/{replicas}");
-        wait_until(Duration::from_secs(300), "Swarm's replicas to run", || {
+        poll(Duration::from_secs(300), "Swarm's replicas to run", || {
             let out = self.docker(&["service", "ls", "--filter", &format!("name={name}"), "--format", "{{.Replicas}}"]);
             out.lines().first().is_some_and(|r| r.starts_with(&converged)).then_some(())
         });
@@ -184,7 +194,7 @@ impl Drop for DockerSwarm {
         let _ = self.docker(&["swarm", "leave", "--force"]);
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        let _ = Command::new("umount").arg("-R").arg(self.dir.path()).status();
+        let _ = Command::new("umount").arg("-R").arg(self.dir.path()).stderr(Stdio::null()).status();
     }
 }
 

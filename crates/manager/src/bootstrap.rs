@@ -30,7 +30,11 @@ pub struct NewSwarmOptions<'a> {
     pub advertise: SocketAddr,
     pub heartbeat_period_ms: u64,
     pub cert_lifetime: Duration,
+    pub task_history_limit: u64,
 }
+
+/// Docker's default: five ended tasks per slot stay visible in `service ps`.
+pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
 
 /// Makes the root CA, the first manager's certificate and the objects to
 /// commit once the one-member Raft cluster leads.
@@ -55,7 +59,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         worker_token_secret: JoinToken::generate_secret(),
         manager_token_secret: JoinToken::generate_secret(),
         heartbeat_period_ms: options.heartbeat_period_ms,
-        task_history_limit: 5,
+        task_history_limit: options.task_history_limit,
         orphan_grace_ms: 500,
         cert_lifetime_secs: options.cert_lifetime.as_secs(),
         removed_nodes: Vec::new(),

@@ -1,6 +1,7 @@
-//! Task status reports to the managers, batched: whatever the workers
-//! report within ~50 ms goes out in one `UpdateTaskStatus` call (at once
-//! when the batch is big). A failed call is retried, through whichever
+//! Task status reports to the managers, batched the way Nagle batches
+//! packets: an idle node sends a report at once, and whatever the workers
+//! report while a call is in flight goes out together in the next call, so
+//! batches grow with load without delaying a lone report. A failed call is retried, through whichever
 //! manager answers, with only the latest update per task kept, so a task
 //! that moved on meanwhile costs one update, and an end is never lost.
 
@@ -13,8 +14,7 @@ use tokio::sync::mpsc;
 use super::managers::ManagerDialer;
 use super::task_state::TaskState;
 
-const BATCH_WINDOW: Duration = Duration::from_millis(50);
-/// A batch this big goes out without waiting for the window to close.
+/// The most updates one call carries.
 const BIG_BATCH: usize = 200;
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -88,16 +88,12 @@ pub async fn run_reporter(node_id: String, mut dialer: ManagerDialer, mut update
                 None => return,
             }
         }
-        // Gather what else arrives within the window.
-        let window = tokio::time::sleep(BATCH_WINDOW);
-        tokio::pin!(window);
+        // Take what queued up meanwhile (during the previous call) and send it now.
         while open && pending.len() < BIG_BATCH {
-            tokio::select! {
-                update = updates.recv() => match update {
-                    Some(update) => pending.push(update),
-                    None => open = false,
-                },
-                _ = &mut window => break,
+            match updates.try_recv() {
+                Ok(update) => pending.push(update),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
         let batch = pending.take();

@@ -28,6 +28,9 @@ pub enum SwarmCommand {
         /// Lifetime of node certificates (renewed at half-life)
         #[arg(long, value_parser = humantime::parse_duration)]
         cert_expiry: Option<std::time::Duration>,
+        /// Ended tasks kept per service slot for `service ps` (default 5)
+        #[arg(long, value_name = "N")]
+        task_history_limit: Option<u64>,
     },
     /// Join a swarm as the token's role
     Join {
@@ -73,7 +76,7 @@ pub enum SwarmCommand {
 pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
     let channel = connect.connect().await?;
     match command {
-        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry } => {
+        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry, task_history_limit } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
             let reply = daemon
                 .swarm_init(pb::SwarmInitRequest {
@@ -82,6 +85,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                     force_new_cluster,
                     heartbeat_period_ms: dispatcher_heartbeat.map(|d| d.as_millis() as u64).unwrap_or(0),
                     cert_lifetime_secs: cert_expiry.map(|d| d.as_secs().max(1)).unwrap_or(0),
+                    task_history_limit,
                 })
                 .await?
                 .into_inner();

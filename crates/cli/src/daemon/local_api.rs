@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_manager::api::ManagerSlot;
-use shoal_manager::bootstrap::{new_swarm, NewSwarmOptions, DEFAULT_CERT_LIFETIME, DEFAULT_HEARTBEAT_PERIOD_MS};
+use shoal_manager::bootstrap::{new_swarm, NewSwarmOptions, DEFAULT_CERT_LIFETIME, DEFAULT_HEARTBEAT_PERIOD_MS, DEFAULT_TASK_HISTORY_LIMIT};
 use shoal_manager::store::{new_node_id, now_ms, Kind, NodeRole, Object, Op, Transaction};
 use shoal_manager::Manager;
 use shoal_proto::identity::generate_key_and_csr;
@@ -179,6 +179,15 @@ impl pb::daemon_server::Daemon for LocalApi {
             }
             ms => ms,
         };
+        let task_history_limit = match req.task_history_limit {
+            None => DEFAULT_TASK_HISTORY_LIMIT,
+            Some(0) => {
+                return Err(Status::invalid_argument(
+                    "task history limit 0 would forget a task as soon as it ends; use at least 1",
+                ))
+            }
+            Some(n) => n,
+        };
         let (_, node_id) = new_node_id();
         let swarm = new_swarm(NewSwarmOptions {
             node_id: &node_id,
@@ -186,6 +195,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             advertise,
             heartbeat_period_ms,
             cert_lifetime,
+            task_history_limit,
         })?;
         let state = SwarmState {
             node_id: node_id.clone(),
