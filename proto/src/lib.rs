@@ -4,6 +4,8 @@
 //! - [`join_token`]: the `SHLTKN-1-...` join token format that pins the CA.
 //! - [`identity`]: who a certificate belongs to (node id, role, cluster) and
 //!   key/CSR generation for nodes and clients.
+//! - [`task_state`]: the states a task moves through, shared by managers
+//!   and agents.
 //! - [`tls`]: mutual-TLS servers and clients, with certificates that can be
 //!   swapped at run time when they renew.
 
@@ -13,4 +15,5 @@ pub mod pb {
 
 pub mod identity;
 pub mod join_token;
+pub mod task_state;
 pub mod tls;

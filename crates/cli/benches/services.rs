@@ -194,7 +194,11 @@ impl Drop for DockerSwarm {
         let _ = self.docker(&["swarm", "leave", "--force"]);
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        let _ = Command::new("umount").arg("-R").arg(self.dir.path()).stderr(Stdio::null()).status();
+        // dockerd bind-mounts its data root onto itself; unmount it before
+        // the temporary directory is removed.
+        for dir in ["data", "exec"] {
+            let _ = Command::new("umount").arg("-R").arg(self.dir.path().join(dir)).stderr(Stdio::null()).status();
+        }
     }
 }
 

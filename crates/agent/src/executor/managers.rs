@@ -74,7 +74,7 @@ mod tests {
     fn a_followers_refusal_names_the_leader() {
         let mut status = tonic::Status::failed_precondition("this manager is not the leader");
         assert_eq!(leader_named_in(&status), None);
-        status.metadata_mut().insert(LEADER_METADATA, "10.0.0.2:4242".parse().unwrap());
-        assert_eq!(leader_named_in(&status).as_deref(), Some("10.0.0.2:4242"));
+        status.metadata_mut().insert(LEADER_METADATA, "198.18.0.2:4242".parse().unwrap());
+        assert_eq!(leader_named_in(&status).as_deref(), Some("198.18.0.2:4242"));
     }
 }

@@ -1,79 +1,9 @@
-//! Task states as the agent sees them, and the guard that keeps one task's
-//! reports moving forward only.
+//! The guard that keeps one task's reports moving forward only.
 //!
 //! The managers' store is the authority on the order (it ignores a report
-//! that goes backwards); this copy exists so the agent never sends one.
+//! that goes backwards); the guard makes sure the agent never sends one.
 
-use std::fmt;
-
-/// A task's life, in the managers' order; on the wire as lower-case words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TaskState {
-    New,
-    Pending,
-    Assigned,
-    Accepted,
-    Preparing,
-    Starting,
-    Running,
-    Complete,
-    Shutdown,
-    Failed,
-    Rejected,
-    Remove,
-    Orphaned,
-}
-
-impl TaskState {
-    const ALL: [TaskState; 13] = [
-        TaskState::New,
-        TaskState::Pending,
-        TaskState::Assigned,
-        TaskState::Accepted,
-        TaskState::Preparing,
-        TaskState::Starting,
-        TaskState::Running,
-        TaskState::Complete,
-        TaskState::Shutdown,
-        TaskState::Failed,
-        TaskState::Rejected,
-        TaskState::Remove,
-        TaskState::Orphaned,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::New => "new",
-            TaskState::Pending => "pending",
-            TaskState::Assigned => "assigned",
-            TaskState::Accepted => "accepted",
-            TaskState::Preparing => "preparing",
-            TaskState::Starting => "starting",
-            TaskState::Running => "running",
-            TaskState::Complete => "complete",
-            TaskState::Shutdown => "shutdown",
-            TaskState::Failed => "failed",
-            TaskState::Rejected => "rejected",
-            TaskState::Remove => "remove",
-            TaskState::Orphaned => "orphaned",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
-    }
-
-    /// Nothing more happens to the task's container after this.
-    pub fn is_terminal(self) -> bool {
-        self > TaskState::Running
-    }
-}
-
-impl fmt::Display for TaskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use shoal_proto::task_state::TaskState;
 
 /// The highest state reported for one task: a report is let through only
 /// if it moves the task forward and no terminal state went out before, so

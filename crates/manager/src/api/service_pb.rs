@@ -6,8 +6,8 @@ use shoal_proto::pb;
 use super::control::rfc3339;
 use crate::errors::ManagerError;
 use crate::store::{
-    Constraint, Mount, MountKind, Node, Placement, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, StoreState, Task, TaskSpec, TaskState,
+    decimal, human_bytes, Constraint, Mount, MountKind, Node, Placement, Resources, RestartCondition, RestartPolicy,
+    Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
 
 /// Docker's default stop grace period.
@@ -166,26 +166,11 @@ pub fn check_reservations(state: &StoreState, spec: &ServiceSpec) -> Result<(), 
     if most_cpus > 0 && r.reserve_nano_cpus > most_cpus {
         return Err(invalid(format!(
             "CPU reservation {} is larger than any node's CPUs (the largest has {}); lower --reserve-cpu",
-            r.reserve_nano_cpus as f64 / 1e9,
-            most_cpus as f64 / 1e9
+            decimal(r.reserve_nano_cpus as f64 / 1e9),
+            decimal(most_cpus as f64 / 1e9)
         )));
     }
     Ok(())
-}
-
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 {
-        format!("{value} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
@@ -349,11 +334,5 @@ mod tests {
         let mut no_image = spec("web");
         no_image.task = None;
         assert!(spec_from_pb(no_image).is_err());
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(2 << 30), "2 GiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

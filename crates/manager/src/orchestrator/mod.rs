@@ -35,7 +35,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn wake_no_later_than(&mut self, at: u64) {
+    pub(crate) fn wake_no_later_than(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 }
@@ -232,9 +232,15 @@ fn slot_wants_task(service: &Service, history: &[&Task]) -> bool {
 
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// The leader's orchestration loop: one pass per burst of store changes,
-/// and at the deadlines the last pass named.
+/// The leader's orchestration loop.
 pub async fn run(manager: Arc<Manager>) {
+    drive(manager, "orchestrator", plan).await
+}
+
+/// Runs a leader loop around a pure `pass`: one pass per burst of store
+/// changes, and at the deadline the last pass named. The orchestrators and
+/// the scheduling loop both run this way.
+pub(crate) async fn drive(manager: Arc<Manager>, what: &str, pass: fn(&StoreState, u64) -> Plan) {
     let mut events = manager.store.watch();
     // A new leader may not have applied everything committed before it
     // took over; planning on a stale store would duplicate tasks.
@@ -244,7 +250,7 @@ pub async fn run(manager: Arc<Manager>) {
     }
     loop {
         let now = crate::store::now_ms();
-        let plan = manager.store.view(|s| plan(s, now));
+        let plan = manager.store.view(|s| pass(s, now));
         // Written concurrently: the proposer puts them into one Raft entry,
         // and each transaction still applies (or fails) on its own.
         let writes = plan.transactions.into_iter().map(|ops| manager.write(Transaction::new(ops)));
@@ -252,7 +258,7 @@ pub async fn run(manager: Arc<Manager>) {
             if let Err(e) = result {
                 // A conflict means someone else moved first; the next pass
                 // sees their write.
-                tracing::debug!(error = %e, "orchestrator write");
+                tracing::debug!(error = %e, "{what} write");
             }
         }
         // Our own writes come back as events, so the next pass follows at

@@ -4,18 +4,16 @@
 //! again whenever nodes or tasks change.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-
+use super::Plan;
 use crate::manager::Manager;
-use crate::store::{Node, Object, Op, StoreState, Task, TaskState, TaskStatus, Transaction};
+use crate::store::{Node, Object, Op, StoreState, Task, TaskState, TaskStatus};
 
-const IDLE_TICK: Duration = Duration::from_secs(1);
-
-/// Writes for one pass, and when the next restart delay runs out.
-pub fn plan(state: &StoreState, now_ms: u64) -> (Vec<Op>, Option<u64>) {
-    let mut wake_at: Option<u64> = None;
+/// Writes for one pass, and when the next restart delay runs out. One
+/// transaction per task: they share a Raft entry, and a conflict on one
+/// task does not undo the others.
+pub fn plan(state: &StoreState, now_ms: u64) -> Plan {
+    let mut plan = Plan::default();
     let mut ops = Vec::new();
     let mut unplaced: Vec<&Task> = Vec::new();
     for task in state.list_typed::<Task>() {
@@ -23,7 +21,7 @@ pub fn plan(state: &StoreState, now_ms: u64) -> (Vec<Op>, Option<u64>) {
             continue;
         }
         if task.not_before_ms > now_ms {
-            wake_at = Some(wake_at.map_or(task.not_before_ms, |w| w.min(task.not_before_ms)));
+            plan.wake_no_later_than(task.not_before_ms);
             continue;
         }
         if task.node_id.is_empty() {
@@ -33,9 +31,15 @@ pub fn plan(state: &StoreState, now_ms: u64) -> (Vec<Op>, Option<u64>) {
             ops.push(assign(task, &task.node_id, now_ms));
         }
     }
-    if unplaced.is_empty() {
-        return (ops, wake_at);
+    if !unplaced.is_empty() {
+        place(state, unplaced, now_ms, &mut ops);
     }
+    plan.transactions = ops.into_iter().map(|op| vec![op]).collect();
+    plan
+}
+
+/// The scheduler's decisions for the tasks that have no node yet.
+fn place<'a>(state: &'a StoreState, mut unplaced: Vec<&'a Task>, now_ms: u64, ops: &mut Vec<Op>) {
     // Oldest first, so a burst does not starve earlier tasks.
     unplaced.sort_by_key(|t| (t.meta.created_at, t.slot));
     let nodes: Vec<&Node> = state.list_typed::<Node>().collect();
@@ -53,7 +57,6 @@ pub fn plan(state: &StoreState, now_ms: u64) -> (Vec<Op>, Option<u64>) {
             Err(_) => {}
         }
     }
-    (ops, wake_at)
 }
 
 fn assign(task: &Task, node_id: &str, now_ms: u64) -> Op {
@@ -64,34 +67,5 @@ fn assign(task: &Task, node_id: &str, now_ms: u64) -> Op {
 }
 
 pub async fn run(manager: Arc<Manager>) {
-    let mut events = manager.store.watch();
-    // A new leader may not have applied everything committed before it
-    // took over; planning on a stale store would duplicate tasks.
-    while let Err(e) = manager.read_barrier().await {
-        tracing::debug!(error = %e, "waiting for the store to catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    loop {
-        let now = crate::store::now_ms();
-        let (ops, wake_at) = manager.store.view(|s| plan(s, now));
-        // One transaction per task, proposed together: they share a Raft
-        // entry, and a conflict on one task does not undo the others.
-        let writes = ops.into_iter().map(|op| manager.write(Transaction::single(op)));
-        for result in futures::future::join_all(writes).await {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "scheduler write");
-            }
-        }
-        let sleep = wake_at
-            .map(|at| Duration::from_millis(at.saturating_sub(crate::store::now_ms())))
-            .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK);
-        tokio::select! {
-            event = events.recv() => {
-                if let Err(RecvError::Closed) = event { return; }
-                while events.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(sleep) => {}
-        }
-    }
+    super::drive(manager, "scheduler", plan).await
 }

@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::{Availability, Constraint, Node, NodeStatus, Task};
+use crate::store::{decimal, human_bytes, Availability, Constraint, Node, NodeStatus, Task};
 
 use super::load::NodeLoad;
 
@@ -155,20 +155,3 @@ fn describe(rejection: Rejection, count: u32, constraints: &[Constraint], demand
     }
 }
 
-/// 2147483648 -> "2 GiB", 1610612736 -> "1.5 GiB".
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", decimal(value), UNITS[unit])
-}
-
-/// At most two decimals, without trailing zeros: 1.5, 0.25, 2.
-fn decimal(value: f64) -> String {
-    let text = format!("{value:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::objects::{Meta, Node};
 
+/// Shared with the agents, which report these states on the wire.
+pub use shoal_proto::task_state::TaskState;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
@@ -99,6 +102,24 @@ pub struct Resources {
     pub limit_nano_cpus: u64,
     pub limit_memory: u64,
     pub pids_limit: u64,
+}
+
+/// Sizes in messages to people: 2147483648 -> "2 GiB", 1536 -> "1.5 KiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", decimal(value), UNITS[unit])
+}
+
+/// At most two decimals, without trailing zeros: 1.5, 0.25, 2.
+pub fn decimal(value: f64) -> String {
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,71 +265,6 @@ pub struct Service {
     pub spec_version: u64,
 }
 
-/// A task's life, in order: a task only ever moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum TaskState {
-    New,
-    Pending,
-    Assigned,
-    Accepted,
-    Preparing,
-    Starting,
-    Running,
-    Complete,
-    Shutdown,
-    Failed,
-    Rejected,
-    /// Desired only: delete the task once its container is gone.
-    Remove,
-    /// Its node was lost; the task was replaced elsewhere.
-    Orphaned,
-}
-
-impl TaskState {
-    pub const ALL: [TaskState; 13] = [
-        TaskState::New,
-        TaskState::Pending,
-        TaskState::Assigned,
-        TaskState::Accepted,
-        TaskState::Preparing,
-        TaskState::Starting,
-        TaskState::Running,
-        TaskState::Complete,
-        TaskState::Shutdown,
-        TaskState::Failed,
-        TaskState::Rejected,
-        TaskState::Remove,
-        TaskState::Orphaned,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::New => "new",
-            TaskState::Pending => "pending",
-            TaskState::Assigned => "assigned",
-            TaskState::Accepted => "accepted",
-            TaskState::Preparing => "preparing",
-            TaskState::Starting => "starting",
-            TaskState::Running => "running",
-            TaskState::Complete => "complete",
-            TaskState::Shutdown => "shutdown",
-            TaskState::Failed => "failed",
-            TaskState::Rejected => "rejected",
-            TaskState::Remove => "remove",
-            TaskState::Orphaned => "orphaned",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
-    }
-
-    /// The container is gone or never will be: nothing more happens to it.
-    pub fn is_terminal(self) -> bool {
-        self > TaskState::Running
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStatus {
     pub state: TaskState,
@@ -387,6 +343,13 @@ mod tests {
             let error = Constraint::parse(bad).unwrap_err();
             assert!(error.contains(&format!("{bad:?}")), "{error}");
         }
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(2 << 30), "2 GiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(decimal(0.25), "0.25");
     }
 
     #[test]
