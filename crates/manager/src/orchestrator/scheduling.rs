@@ -43,8 +43,7 @@ fn place<'a>(state: &'a StoreState, mut unplaced: Vec<&'a Task>, now_ms: u64, op
     // Oldest first, so a burst does not starve earlier tasks.
     unplaced.sort_by_key(|t| (t.meta.created_at, t.slot));
     let nodes: Vec<&Node> = state.list_typed::<Node>().collect();
-    let existing: Vec<&Task> = state.list_typed::<Task>().collect();
-    for decision in crate::scheduler::schedule(&nodes, &existing, &unplaced) {
+    for decision in crate::scheduler::schedule(&nodes, state.task_load(), &unplaced) {
         let Some(task) = state.get_typed::<Task>(&decision.task_id) else { continue };
         match decision.outcome {
             Ok(node_id) => ops.push(assign(task, &node_id, now_ms)),

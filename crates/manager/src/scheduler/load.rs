@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::store::{Constraint, Node, Task};
+use crate::store::{Constraint, Node, TaskLoad};
 
 use super::filter::{explain, Demand, Tally};
 
-/// FxHash (rustc's): counting hashes two ids per existing task, and SipHash
-/// made that half of a large call. The keys are ids the manager generated,
-/// so there is no untrusted input to defend against flooding.
+/// FxHash (rustc's): a call looks up every node's id at least once, and
+/// SipHash was a visible share of it. The keys are ids the manager
+/// generated, so there is no untrusted input to defend against flooding.
 #[derive(Default)]
 struct FxHasher(u64);
 
@@ -65,48 +65,58 @@ impl NodeLoad {
     }
 }
 
-/// Every node's load, plus where each batch service's tasks run.
+/// Every node's load at the start of a call, and the placements made since.
 pub(super) struct ClusterLoad<'a> {
     nodes: Vec<NodeLoad>,
-    /// For each service with tasks in the batch, the node of each of its
-    /// active tasks. A group turns it into per-node counts, so counting
-    /// costs the service's size rather than nodes x services.
-    service_nodes: FxMap<&'a str, Vec<usize>>,
+    /// The store's node slot -> node index, to read per-service counts.
+    by_slot: Vec<Option<usize>>,
+    store: &'a TaskLoad,
+    /// Nodes chosen earlier in this call, per service, so later groups of
+    /// the same service count them.
+    placed: FxMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> ClusterLoad<'a> {
-    /// One pass over `existing`: the only part of a call that grows with
-    /// the number of tasks already placed (two hash lookups per task).
-    pub fn count(nodes: &[&Node], existing: &[&'a Task], services: impl Iterator<Item = &'a str>) -> Self {
-        let index: FxMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.meta.id.as_str(), i)).collect();
-        let mut service_nodes: FxMap<&'a str, Vec<usize>> = services.map(|s| (s, Vec::new())).collect();
-        let mut loads: Vec<NodeLoad> = nodes
-            .iter()
-            .map(|n| NodeLoad { memory: n.description.memory_bytes, nano_cpus: n.description.nano_cpus, ..NodeLoad::default() })
-            .collect();
-        for task in existing {
-            if task.node_id.is_empty() || !task.is_active() {
-                continue;
-            }
-            // A task on a node that has since been removed holds nothing.
-            let Some(&node) = index.get(task.node_id.as_str()) else { continue };
-            loads[node].take(task.spec.resources.reserve_memory, task.spec.resources.reserve_nano_cpus);
-            if let Some(on) = service_nodes.get_mut(task.service_id.as_str()) {
-                on.push(node);
+    /// Reads the store's load index for each node: the cost grows with
+    /// the nodes, never with the tasks already placed.
+    pub fn new(nodes: &[&'a Node], store: &'a TaskLoad) -> Self {
+        let mut by_slot = vec![None; store.slot_count()];
+        for (index, node) in nodes.iter().enumerate() {
+            if let Some(slot) = store.slot(&node.meta.id) {
+                by_slot[slot as usize] = Some(index);
             }
         }
-        ClusterLoad { nodes: loads, service_nodes }
+        let loads = nodes
+            .iter()
+            .map(|n| {
+                let usage = store.node(&n.meta.id);
+                NodeLoad {
+                    memory: n.description.memory_bytes,
+                    nano_cpus: n.description.nano_cpus,
+                    reserved_memory: usage.reserved_memory,
+                    reserved_nano_cpus: usage.reserved_nano_cpus,
+                    tasks: usage.tasks,
+                }
+            })
+            .collect();
+        ClusterLoad { nodes: loads, by_slot, store, placed: FxMap::default() }
     }
 
     /// The view one group places through; `rejected` holds what the static
     /// filters turned away, to which capacity rejections are added.
     pub fn group(&mut self, service: &'a str, demand: Demand, rejected: Tally) -> GroupLoad<'_> {
-        let service_nodes = self.service_nodes.entry(service).or_default();
         let mut service_tasks = vec![0u32; self.nodes.len()];
-        for &node in service_nodes.iter() {
+        // A task on a node that has since been removed holds nothing.
+        for (slot, count) in self.store.service_slots(service) {
+            if let Some(&Some(node)) = self.by_slot.get(slot as usize) {
+                service_tasks[node] += count;
+            }
+        }
+        let placed = self.placed.entry(service).or_default();
+        for &node in placed.iter() {
             service_tasks[node] += 1;
         }
-        GroupLoad { loads: &mut self.nodes, service_nodes, service_tasks, demand, rejected }
+        GroupLoad { loads: &mut self.nodes, placed, service_tasks, demand, rejected }
     }
 }
 
@@ -114,7 +124,7 @@ impl<'a> ClusterLoad<'a> {
 /// why nodes were turned away.
 pub(super) struct GroupLoad<'c> {
     loads: &'c mut [NodeLoad],
-    service_nodes: &'c mut Vec<usize>,
+    placed: &'c mut Vec<usize>,
     service_tasks: Vec<u32>,
     demand: Demand,
     rejected: Tally,
@@ -150,7 +160,7 @@ impl GroupLoad<'_> {
         self.loads[node].take(self.demand.memory, self.demand.nano_cpus);
         self.service_tasks[node] += 1;
         // Later groups of the same service count it too.
-        self.service_nodes.push(node);
+        self.placed.push(node);
     }
 
     /// Why the group's remaining tasks fit nowhere.

@@ -1,5 +1,5 @@
-//! The scheduler: a pure function from the nodes, the tasks already in the
-//! store and a batch of pending tasks to one [`Decision`] per pending task.
+//! The scheduler: a pure function from the nodes, the store's index of what
+//! placed tasks hold and a batch of pending tasks to one [`Decision`] per pending task.
 //!
 //! A node qualifies when it is ready, active, satisfies the task's
 //! constraints, has room for its reservations (a resource a node reports
@@ -13,8 +13,9 @@
 //! pending tasks are grouped by service and requirements; each group
 //! filters the nodes once (cached across groups with the same constraints)
 //! and then places its tasks through heaps ([`spread::Tree`]), updating the
-//! counts so later tasks and groups see earlier placements. The one cost
-//! that grows with the store is a single pass over `existing` per call.
+//! counts so later tasks and groups see earlier placements. What placed
+//! tasks already hold comes from the store's [`TaskLoad`] index, kept
+//! current on every write, so no part of a call grows with the store.
 
 mod filter;
 mod load;
@@ -24,25 +25,11 @@ mod tests;
 
 use std::collections::HashMap;
 
-use crate::store::{Node, Task};
+use crate::store::{Node, Task, TaskLoad};
 
 use filter::{Demand, StaticFilterCache, NO_NODES};
 use load::ClusterLoad;
 use spread::Tree;
-
-/// What a caller collects from the store for [`schedule`]:
-/// `schedule(&snapshot.nodes, &snapshot.tasks, &pending)`.
-pub struct ClusterSnapshot<'a> {
-    pub nodes: Vec<&'a Node>,
-    /// Every task in the store; placed active ones count against their node.
-    pub tasks: Vec<&'a Task>,
-}
-
-impl<'a> ClusterSnapshot<'a> {
-    pub fn new(nodes: impl IntoIterator<Item = &'a Node>, tasks: impl IntoIterator<Item = &'a Task>) -> Self {
-        ClusterSnapshot { nodes: nodes.into_iter().collect(), tasks: tasks.into_iter().collect() }
-    }
-}
 
 /// Where a pending task goes: `Ok(node id)`, or `Err(why it fits nowhere)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +38,9 @@ pub struct Decision {
     pub outcome: Result<String, String>,
 }
 
-/// One decision per task of `pending`, in its order. `existing` is every
-/// task in the store (pending ones included: unplaced tasks count nowhere).
-pub fn schedule(nodes: &[&Node], existing: &[&Task], pending: &[&Task]) -> Vec<Decision> {
+/// One decision per task of `pending`, in its order. `load` is the store's
+/// index of what placed tasks already hold ([`crate::store::StoreState::task_load`]).
+pub fn schedule(nodes: &[&Node], load: &TaskLoad, pending: &[&Task]) -> Vec<Decision> {
     let decide = |task: &Task, outcome| Decision { task_id: task.meta.id.clone(), outcome };
     if nodes.is_empty() {
         return pending.iter().map(|task| decide(task, Err(NO_NODES.to_string()))).collect();
@@ -62,7 +49,7 @@ pub fn schedule(nodes: &[&Node], existing: &[&Task], pending: &[&Task]) -> Vec<D
     let mut nodes = nodes.to_vec();
     nodes.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
     let groups = group_pending(pending);
-    let mut load = ClusterLoad::count(&nodes, existing, groups.iter().map(|g| g.sample.service_id.as_str()));
+    let mut load = ClusterLoad::new(&nodes, load);
     let mut filters = StaticFilterCache::new(&nodes);
     let mut outcomes: Vec<Result<String, String>> = vec![Err(String::new()); pending.len()];
     for group in &groups {

@@ -69,10 +69,10 @@ fn tasks(count: usize, service: &str, shape: impl Fn(&mut Task)) -> Vec<Task> {
 /// Schedules with `existing` placed tasks; returns the outcomes in order.
 fn run(nodes: &[Node], existing: &[Task], pending: &[Task]) -> Vec<Result<String, String>> {
     let nodes: Vec<&Node> = nodes.iter().collect();
-    let mut all: Vec<&Task> = existing.iter().collect();
-    all.extend(pending.iter());
+    // Pending tasks are in the store too; unplaced, they count nowhere.
+    let load = TaskLoad::from_tasks(existing.iter().chain(pending));
     let pending: Vec<&Task> = pending.iter().collect();
-    let decisions = schedule(&nodes, &all, &pending);
+    let decisions = schedule(&nodes, &load, &pending);
     assert!(decisions.iter().zip(&pending).all(|(d, t)| d.task_id == t.meta.id));
     decisions.into_iter().map(|d| d.outcome).collect()
 }

@@ -7,6 +7,7 @@
 
 pub mod objects;
 pub mod service;
+pub mod task_load;
 pub mod transaction;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 
 pub use objects::*;
 pub use service::*;
+pub use task_load::{NodeUsage, TaskLoad};
 pub use transaction::*;
 
 /// One committed change, as watchers see it.
@@ -42,6 +44,9 @@ pub struct StoreState {
     /// (kind, name) -> id, for kinds with unique names.
     #[serde(skip)]
     names: HashMap<(Kind, String), String>,
+    /// What placed tasks hold per node, kept current by every write.
+    #[serde(skip)]
+    task_load: TaskLoad,
 }
 
 impl StoreState {
@@ -82,8 +87,13 @@ impl StoreState {
         self.list_typed::<Cluster>().next()
     }
 
-    /// Rebuilds the name index after deserialisation (it is not serialised).
+    pub fn task_load(&self) -> &TaskLoad {
+        &self.task_load
+    }
+
+    /// Rebuilds the indexes after deserialisation (they are not serialised).
     pub fn reindex(&mut self) {
+        self.task_load = TaskLoad::from_tasks(self.list_typed::<Task>());
         self.names.clear();
         for (kind, objects) in &self.objects {
             for object in objects.values() {
@@ -98,7 +108,13 @@ impl StoreState {
         let kind = object.kind();
         let name = object.name().map(str::to_string);
         let id = object.id().to_string();
+        if let Object::Task(task) = &object {
+            self.task_load.add(task);
+        }
         let previous = self.objects.entry(kind).or_default().insert(id.clone(), object);
+        if let Some(Object::Task(task)) = &previous {
+            self.task_load.remove(task);
+        }
         // A rename must release the old name.
         if let Some(old_name) = previous.as_ref().and_then(|p| p.name()) {
             if Some(old_name) != name.as_deref() {
@@ -113,6 +129,9 @@ impl StoreState {
 
     fn remove(&mut self, kind: Kind, id: &str) -> Option<Object> {
         let removed = self.objects.get_mut(&kind)?.remove(id)?;
+        if let Object::Task(task) = &removed {
+            self.task_load.remove(task);
+        }
         if let Some(name) = removed.name() {
             self.names.remove(&(kind, name.to_string()));
         }
@@ -249,6 +268,7 @@ impl StoreState {
                         changes.push(Change::Deleted(old));
                     }
                     self.names.clear();
+                    self.task_load = TaskLoad::default();
                     for object in objects {
                         let mut object = object.clone();
                         object.meta_mut().version = index;
@@ -404,6 +424,49 @@ mod tests {
         let mut back: StoreState = bincode::deserialize(&bytes).unwrap();
         back.reindex();
         assert_eq!(back, state);
+    }
+
+    fn task(id: &str, node: &str, state: TaskState) -> Task {
+        Task {
+            meta: Meta { id: id.into(), ..Default::default() },
+            service_id: "web".into(),
+            service_name: "web".into(),
+            slot: 1,
+            node_id: node.into(),
+            spec: TaskSpec { resources: Resources { reserve_memory: 64, ..Default::default() }, ..Default::default() },
+            placement: Placement::default(),
+            spec_version: 1,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(state, 0, ""),
+            attempt: 0,
+            not_before_ms: 0,
+            final_attempt: false,
+        }
+    }
+
+    #[test]
+    fn the_task_load_index_follows_every_kind_of_write() {
+        let mut state = StoreState::default();
+        let mut index = 0;
+        let mut apply = |state: &mut StoreState, op: Op| {
+            index += 1;
+            state.apply(index, &Transaction::single(op)).0.unwrap();
+            let rebuilt = TaskLoad::from_tasks(state.list_typed::<Task>());
+            assert_eq!(state.task_load(), &rebuilt, "after write {index}");
+        };
+        apply(&mut state, Op::Create(Object::Task(task("t1", "", TaskState::Pending))));
+        apply(&mut state, Op::Create(Object::Task(task("t2", "n2", TaskState::Assigned))));
+        apply(&mut state, Op::Update { object: Object::Task(task("t1", "n1", TaskState::Assigned)), expected_version: None });
+        assert_eq!(state.task_load().node("n1").reserved_memory, 64);
+        let running = TaskStatus::new(TaskState::Running, 1, "");
+        apply(&mut state, Op::TaskStatus { task_id: "t1".into(), node_id: "n1".into(), status: running });
+        let failed = TaskStatus::new(TaskState::Failed, 2, "exit 1");
+        apply(&mut state, Op::TaskStatus { task_id: "t1".into(), node_id: "n1".into(), status: failed });
+        assert_eq!(state.task_load().node("n1").tasks, 0, "an ended task holds nothing");
+        apply(&mut state, Op::Delete { kind: Kind::Task, id: "t2".into() });
+        assert_eq!(state.task_load(), &TaskLoad::default());
+        apply(&mut state, Op::Restore(vec![Object::Task(task("t3", "n3", TaskState::Running))]));
+        assert_eq!(state.task_load().node("n3").tasks, 1);
     }
 
     #[tokio::test]
