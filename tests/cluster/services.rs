@@ -129,6 +129,11 @@ fn a_replicated_service_spreads_scales_drains_and_leaves_nothing() {
     }
     let ls = swarm.shoal(&["service", "ls"]).ok().stdout;
     assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
+    // Pinned at create: a digest every node runs, and the platform the scheduler filters on.
+    let inspect: serde_json::Value = swarm.shoal(&["service", "inspect", "web"]).ok().stdout_json();
+    let spec = &inspect[0]["spec"];
+    assert!(spec["task"]["image"].as_str().is_some_and(|i| i.contains("@sha256:")), "{inspect}");
+    assert_eq!(spec["placement"]["platforms"], serde_json::json!(["linux/amd64"]), "{inspect}");
 
     swarm.shoal(&["service", "scale", "web=10"]).ok();
     let ten = swarm.wait_running("web", 10);

@@ -7,10 +7,22 @@
 use std::future::Future;
 use std::pin::Pin;
 
-pub type PinFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+use crate::store::Platform;
+
+pub type PinFuture<'a> = Pin<Box<dyn Future<Output = Result<PinnedImage, String>> + Send + 'a>>;
+
+/// What the registry said of an image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedImage {
+    /// `docker.io/library/busybox:latest@sha256:...`
+    pub reference: String,
+    /// The platforms the image (or each image of its index) is built for.
+    pub platforms: Vec<Platform>,
+}
 
 pub trait ImagePinner: Send + Sync {
-    /// `busybox` -> `docker.io/library/busybox:latest@sha256:...`; the
-    /// error is one sentence from the registry side.
+    /// Pins `reference` to the digest its registry serves now (a reference
+    /// with a digest keeps it) and learns its platforms; the error is one
+    /// sentence from the registry side.
     fn pin<'a>(&'a self, reference: &'a str) -> PinFuture<'a>;
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_runtime::image::{
-    ignore_progress, Digest, ImageError, ImageId, ImageStore, LayerStatus, PullProgress, Reference,
-    RegistryAuth,
+    ignore_progress, Digest, ImageError, ImageId, ImagePlatform, ImageStore, LayerStatus, PinnedImage,
+    PullProgress, Reference, RegistryAuth,
 };
 use shoal_runtime::testing::{TestImages, TestRegistry, TEST_PASSWORD, TEST_USER};
 
@@ -193,6 +193,37 @@ async fn resolves_an_index_to_linux_amd64() {
         image.repo_digests,
         vec![format!("{}/multi@{index_digest}", env.registry.host())]
     );
+}
+
+#[tokio::test]
+async fn pins_a_reference_and_learns_its_platforms() {
+    let env = env().await;
+    let single = env.push(TestImages::BUSYBOX, "busybox", "1");
+    let index = env.push(TestImages::MULTI_PLATFORM, "multi", "1");
+    let arm = env.push(TestImages::ARM64_ONLY, "armonly", "1");
+    let host = env.registry.host();
+    async fn pin_in(env: &Env, name: &str) -> Result<PinnedImage, ImageError> {
+        env.store.pin_reference(&env.reference(name), &RegistryAuth::Anonymous).await
+    }
+    let pin = |name: &str| {
+        let name = name.to_string();
+        let env = &env;
+        async move { pin_in(env, &name).await }
+    };
+    let linux = |arch: &str| ImagePlatform { os: "linux".into(), architecture: arch.into() };
+
+    // A single image: its configuration names the platform.
+    let pinned = pin("busybox:1").await.unwrap();
+    assert_eq!(pinned.reference, format!("{host}/busybox:1@{single}"));
+    assert_eq!(pinned.platforms, vec![linux("amd64")]);
+    // An index: the digest is the index's, the platforms its entries'.
+    let pinned = pin("multi:1").await.unwrap();
+    assert_eq!(pinned.reference, format!("{host}/multi:1@{index}"));
+    assert!(pinned.platforms.contains(&linux("amd64")) && pinned.platforms.len() > 1, "{:?}", pinned.platforms);
+    // Pinning does not pull, and accepts what this node cannot run.
+    assert_eq!(pin("armonly:1").await.unwrap().platforms, vec![linux("arm64")]);
+    assert_eq!(pin(&format!("armonly@{arm}")).await.unwrap().reference, format!("{host}/armonly@{arm}"));
+    assert!(env.store.list().await.is_empty());
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The manager's image pinning, done by this node's image store (which
 //! knows the insecure registries the daemon was started with).
 
-use shoal_manager::image_pinning::{ImagePinner, PinFuture};
+use shoal_manager::image_pinning::{ImagePinner, PinFuture, PinnedImage};
+use shoal_manager::store::Platform;
 use shoal_runtime::image::{ImageStore, Reference, RegistryAuth};
 
 pub struct StorePinner {
@@ -12,7 +13,13 @@ impl ImagePinner for StorePinner {
     fn pin<'a>(&'a self, reference: &'a str) -> PinFuture<'a> {
         Box::pin(async move {
             let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-            self.images.pin_digest(&parsed, &RegistryAuth::default()).await.map_err(|e| e.to_string())
+            let pinned = self.images.pin_reference(&parsed, &RegistryAuth::default()).await.map_err(|e| e.to_string())?;
+            let platforms = pinned
+                .platforms
+                .into_iter()
+                .map(|p| Platform { os: p.os, architecture: p.architecture })
+                .collect();
+            Ok(PinnedImage { reference: pinned.reference, platforms })
         })
     }
 }

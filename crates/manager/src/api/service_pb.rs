@@ -64,6 +64,8 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
             constraints,
             spread: placement.spread,
             max_replicas_per_node: placement.max_replicas_per_node,
+            // Only the manager learns these, from the registry.
+            platforms: Vec::new(),
         },
     })
 }
@@ -194,6 +196,12 @@ pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
             constraints: spec.placement.constraints.iter().map(|c| c.to_string()).collect(),
             spread: spec.placement.spread.clone(),
             max_replicas_per_node: spec.placement.max_replicas_per_node,
+            platforms: spec
+                .placement
+                .platforms
+                .iter()
+                .map(|p| pb::Platform { os: p.os.clone(), architecture: p.architecture.clone() })
+                .collect(),
         }),
     }
 }

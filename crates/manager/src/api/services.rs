@@ -18,15 +18,17 @@ use crate::store::{new_object_id, Kind, Meta, Node, Object, Op, Service, Service
 /// that is down never answers).
 const LOGS_QUIET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Pins the image to a digest; a registry that cannot be asked leaves the
-/// reference as written, with a warning, as docker does.
+/// Pins the image to a digest and records its platforms for the scheduler;
+/// a registry that cannot be asked leaves the reference as written and the
+/// platform unknown (any node), with a warning, as docker does.
 async fn pin_image(manager: &Manager, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
-    if spec.task.image.contains("@sha256:") {
-        return;
-    }
+    spec.placement.platforms.clear();
     let Some(pinner) = manager.image_pinner() else { return };
     match pinner.pin(&spec.task.image).await {
-        Ok(pinned) => spec.task.image = pinned,
+        Ok(pinned) => {
+            spec.task.image = pinned.reference;
+            spec.placement.platforms = pinned.platforms;
+        }
         Err(e) => warnings.push(format!(
             "image {} could not be pinned to a digest ({e}); nodes may run different versions of it",
             spec.task.image
@@ -86,7 +88,9 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
         )));
     }
     let mut warnings = Vec::new();
-    if spec.task.image != current.spec.task.image {
+    if spec.task.image == current.spec.task.image {
+        spec.placement.platforms = current.spec.placement.platforms.clone();
+    } else {
         pin_image(manager, &mut spec, &mut warnings).await;
     }
     for warning in &warnings {

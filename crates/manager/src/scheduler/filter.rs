@@ -1,15 +1,15 @@
 //! Which nodes can take a task, and why the others cannot.
 //!
-//! Static filters (status, availability, constraints; platform once tasks
-//! carry one) depend only on the node and the task's placement, so they are
-//! evaluated once per distinct constraint set per call. Capacity filters
+//! Static filters (status, availability, platform, constraints) depend only
+//! on the node and the task's placement, so they are evaluated once per
+//! distinct set of constraints and platforms per call. Capacity filters
 //! (reservations, max replicas per node) change with every placement and are
 //! checked each time a node is picked.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::store::{decimal, human_bytes, Availability, Constraint, Node, NodeStatus, Task};
+use crate::store::{decimal, human_bytes, Availability, Constraint, Node, NodeStatus, Placement, Platform, Task};
 
 use super::load::NodeLoad;
 
@@ -19,6 +19,8 @@ pub(super) enum Rejection {
     NotReady,
     Paused,
     Drained,
+    /// Runs none of the image's platforms.
+    Platform,
     /// Index into the task's constraints.
     Constraint(usize),
     Memory,
@@ -29,8 +31,8 @@ pub(super) enum Rejection {
 /// How many nodes each filter turned away.
 pub(super) type Tally = BTreeMap<Rejection, u32>;
 
-/// The first static filter `node` fails for a task with `constraints`.
-fn static_rejection(node: &Node, constraints: &[Constraint]) -> Option<Rejection> {
+/// The first static filter `node` fails for a task with `placement`.
+fn static_rejection(node: &Node, placement: &StaticPlacement) -> Option<Rejection> {
     if node.status != NodeStatus::Ready {
         return Some(Rejection::NotReady);
     }
@@ -39,8 +41,10 @@ fn static_rejection(node: &Node, constraints: &[Constraint]) -> Option<Rejection
         Availability::Pause => return Some(Rejection::Paused),
         Availability::Drain => return Some(Rejection::Drained),
     }
-    // Platform would go here: tasks carry no platform yet. When they do,
-    // compare it with node.description.os/arch and add it to the cache key.
+    let (constraints, platforms) = *placement;
+    if !platforms.is_empty() && !platforms.iter().any(|p| p.runs_on(node)) {
+        return Some(Rejection::Platform);
+    }
     constraints.iter().position(|c| !c.matches(node)).map(Rejection::Constraint)
 }
 
@@ -50,12 +54,15 @@ pub(super) struct Eligibility {
     pub rejected: Tally,
 }
 
-/// Static verdicts shared by every group with the same constraints: services
-/// usually share a handful of constraint sets, and label lookups on every
-/// node for every group would dominate large batches.
+/// The part of a placement the static filters read.
+type StaticPlacement<'a> = (&'a [Constraint], &'a [Platform]);
+
+/// Static verdicts shared by every group with the same constraints and
+/// platforms: services usually share a handful of them, and label lookups
+/// on every node for every group would dominate large batches.
 pub(super) struct StaticFilterCache<'a> {
     nodes: &'a [&'a Node],
-    verdicts: HashMap<&'a [Constraint], Eligibility>,
+    verdicts: HashMap<StaticPlacement<'a>, Eligibility>,
 }
 
 /// Beyond this many distinct constraint sets in one call the cache starts
@@ -67,15 +74,16 @@ impl<'a> StaticFilterCache<'a> {
         StaticFilterCache { nodes, verdicts: HashMap::new() }
     }
 
-    pub fn eligibility(&mut self, constraints: &'a [Constraint]) -> &Eligibility {
-        if !self.verdicts.contains_key(constraints) && self.verdicts.len() >= MAX_CACHED_CONSTRAINT_SETS {
+    pub fn eligibility(&mut self, placement: &'a Placement) -> &Eligibility {
+        let key: StaticPlacement = (&placement.constraints, &placement.platforms);
+        if !self.verdicts.contains_key(&key) && self.verdicts.len() >= MAX_CACHED_CONSTRAINT_SETS {
             self.verdicts.clear();
         }
         let nodes = self.nodes;
-        self.verdicts.entry(constraints).or_insert_with(|| {
+        self.verdicts.entry(key).or_insert_with(|| {
             let mut eligibility = Eligibility { nodes: Vec::new(), rejected: Tally::new() };
             for (index, node) in nodes.iter().enumerate() {
-                match static_rejection(node, constraints) {
+                match static_rejection(node, &key) {
                     Some(rejection) => *eligibility.rejected.entry(rejection).or_default() += 1,
                     None => eligibility.nodes.push(index),
                 }
@@ -126,15 +134,16 @@ pub(super) const NO_NODES: &str = "no suitable node: the swarm has no nodes";
 
 /// "no suitable node: 3 nodes lack 2 GiB memory reservation; 2 nodes are
 /// not ready": the filters that turned nodes away, most nodes first.
-pub(super) fn explain(tally: &Tally, constraints: &[Constraint], demand: &Demand) -> String {
+pub(super) fn explain(tally: &Tally, placement: &Placement, demand: &Demand) -> String {
     let mut reasons: Vec<(Rejection, u32)> = tally.iter().map(|(r, n)| (*r, *n)).collect();
     // Stable: equal counts keep filter order.
     reasons.sort_by_key(|&(_, count)| Reverse(count));
-    let parts: Vec<String> = reasons.iter().map(|&(r, n)| describe(r, n, constraints, demand)).collect();
+    let parts: Vec<String> = reasons.iter().map(|&(r, n)| describe(r, n, placement, demand)).collect();
     format!("no suitable node: {}", parts.join("; "))
 }
 
-fn describe(rejection: Rejection, count: u32, constraints: &[Constraint], demand: &Demand) -> String {
+fn describe(rejection: Rejection, count: u32, placement: &Placement, demand: &Demand) -> String {
+    let constraints = &placement.constraints;
     let one = count == 1;
     let nodes = if one { "1 node".to_string() } else { format!("{count} nodes") };
     let (is, does, lacks, runs) = if one { ("is", "does", "lacks", "runs") } else { ("are", "do", "lack", "run") };
@@ -142,6 +151,10 @@ fn describe(rejection: Rejection, count: u32, constraints: &[Constraint], demand
         Rejection::NotReady => format!("{nodes} {is} not ready"),
         Rejection::Paused => format!("{nodes} {is} paused"),
         Rejection::Drained => format!("{nodes} {is} drained"),
+        Rejection::Platform => {
+            let platforms: Vec<String> = placement.platforms.iter().map(Platform::to_string).collect();
+            format!("{nodes} {does} not run the image's platform ({})", platforms.join(", "))
+        }
         Rejection::Constraint(i) => match constraints.get(i) {
             Some(constraint) => format!("{nodes} {does} not satisfy {constraint}"),
             None => format!("{nodes} {does} not satisfy the constraints"),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::store::{Constraint, Node, TaskLoad};
+use crate::store::{Node, Placement, TaskLoad};
 
 use super::filter::{explain, Demand, Tally};
 
@@ -164,7 +164,7 @@ impl GroupLoad<'_> {
     }
 
     /// Why the group's remaining tasks fit nowhere.
-    pub fn explain(&self, constraints: &[Constraint]) -> String {
-        explain(&self.rejected, constraints, &self.demand)
+    pub fn explain(&self, placement: &Placement) -> String {
+        explain(&self.rejected, placement, &self.demand)
     }
 }

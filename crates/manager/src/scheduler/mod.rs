@@ -54,7 +54,7 @@ pub fn schedule(nodes: &[&Node], load: &TaskLoad, pending: &[&Task]) -> Vec<Deci
     let mut outcomes: Vec<Result<String, String>> = vec![Err(String::new()); pending.len()];
     for group in &groups {
         let task = group.sample;
-        let eligibility = filters.eligibility(&task.placement.constraints);
+        let eligibility = filters.eligibility(&task.placement);
         let mut view = load.group(&task.service_id, Demand::of(task), eligibility.rejected.clone());
         let mut tree = Tree::build(&eligibility.nodes, &task.placement.spread, &nodes, &mut view);
         // Once the tree is exhausted nothing changes, so one explanation serves the rest.
@@ -62,7 +62,7 @@ pub fn schedule(nodes: &[&Node], load: &TaskLoad, pending: &[&Task]) -> Vec<Deci
         for &member in &group.members {
             outcomes[member] = match tree.place(&mut view) {
                 Some(node) => Ok(nodes[node].meta.id.clone()),
-                None => Err(reason.get_or_insert_with(|| view.explain(&task.placement.constraints)).clone()),
+                None => Err(reason.get_or_insert_with(|| view.explain(&task.placement)).clone()),
             };
         }
     }

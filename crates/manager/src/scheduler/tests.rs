@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::store::{
-    Availability, Constraint, Meta, NodeDescription, NodeRole, NodeStatus, Placement, Resources, TaskSpec, TaskState,
-    TaskStatus,
+    Availability, Constraint, Meta, NodeDescription, NodeRole, NodeStatus, Placement, Platform, Resources, TaskSpec,
+    TaskState, TaskStatus,
 };
 
 const GIB: u64 = 1 << 30;
@@ -157,6 +157,35 @@ fn constraints_of_every_kind() {
         place(&["node.role==worker", "node.labels.zone==eu"]),
         Err("no suitable node: 2 nodes do not satisfy node.labels.zone==eu; 1 node does not satisfy node.role==worker".into())
     );
+}
+
+#[test]
+fn tasks_go_only_to_nodes_of_the_image_platform() {
+    let on = |id: &str, os: &str, arch: &str| {
+        let mut n = node(id);
+        n.description.os = os.into();
+        n.description.arch = arch.into();
+        n
+    };
+    let nodes = [on("amd", "linux", "amd64"), on("arm", "linux", "arm64"), on("win", "windows", "amd64")];
+    let platform = |arch: &str| Platform { os: "linux".into(), architecture: arch.into() };
+    let built_for = |platforms: Vec<Platform>| move |t: &mut Task| t.placement.platforms = platforms.clone();
+    assert_eq!(placed(&run(&nodes, &[], &tasks(2, "web", built_for(vec![platform("arm64")])))), ["arm", "arm"]);
+    let both = run(&nodes, &[], &tasks(2, "web", built_for(vec![platform("amd64"), platform("arm64")])));
+    assert_eq!(placed(&both), ["amd", "arm"]);
+    assert_eq!(
+        run(&nodes, &[], &tasks(1, "web", built_for(vec![platform("s390x")])))[0],
+        Err("no suitable node: 3 nodes do not run the image's platform (linux/s390x)".into())
+    );
+    // An image whose platform is unknown goes anywhere, as does a task to a
+    // node that did not say what it runs.
+    assert_eq!(placed(&run(&nodes, &[], &tasks(3, "web", |_| {}))), ["amd", "arm", "win"]);
+    assert_eq!(placed(&run(&[node("quiet")], &[], &tasks(1, "web", built_for(vec![platform("arm64")])))), ["quiet"]);
+    // node.platform constraints read the same description.
+    let arch = Constraint::parse("node.platform.arch==arm64").unwrap();
+    let os = Constraint::parse("node.platform.os!=linux").unwrap();
+    assert_eq!(placed(&run(&nodes, &[], &tasks(1, "web", |t| t.placement.constraints = vec![arch.clone()]))), ["arm"]);
+    assert_eq!(placed(&run(&nodes, &[], &tasks(1, "web", |t| t.placement.constraints = vec![os.clone()]))), ["win"]);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::objects::{Meta, Node};
+use super::objects::{Meta, Node, NodeDescription};
 
 /// Shared with the agents, which report these states on the wire.
 pub use shoal_proto::task_state::TaskState;
@@ -172,6 +172,31 @@ pub struct Placement {
     pub spread: Vec<String>,
     /// 0: no limit.
     pub max_replicas_per_node: u64,
+    /// What the image is built for, learnt when it was pinned; a task
+    /// goes only to a node that runs one of these. Empty: unknown, any node.
+    pub platforms: Vec<Platform>,
+}
+
+/// An OS and CPU architecture as images and nodes name them: linux/amd64.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+}
+
+impl Platform {
+    /// Whether `node` runs this platform; a node that has not said what it
+    /// runs is given the benefit of the doubt.
+    pub fn runs_on(&self, node: &Node) -> bool {
+        let NodeDescription { os, arch, .. } = &node.description;
+        (os.is_empty() || *os == self.os) && (arch.is_empty() || *arch == self.architecture)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
 }
 
 /// `KEY==VALUE` or `KEY!=VALUE` over a node attribute.
@@ -189,6 +214,8 @@ pub enum ConstraintKey {
     NodeRole,
     NodeLabel(String),
     EngineLabel(String),
+    PlatformOs,
+    PlatformArch,
 }
 
 impl Constraint {
@@ -209,6 +236,8 @@ impl Constraint {
             "node.id" => ConstraintKey::NodeId,
             "node.hostname" => ConstraintKey::NodeHostname,
             "node.role" => ConstraintKey::NodeRole,
+            "node.platform.os" => ConstraintKey::PlatformOs,
+            "node.platform.arch" => ConstraintKey::PlatformArch,
             _ => {
                 let label = |prefix: &str| key.strip_prefix(prefix).filter(|l| !l.is_empty()).map(str::to_string);
                 match (label("node.labels."), label("engine.labels.")) {
@@ -216,7 +245,7 @@ impl Constraint {
                     (_, Some(l)) => ConstraintKey::EngineLabel(l),
                     _ => {
                         return Err(format!(
-                            "constraint {text:?} uses the unknown key {key:?}; use node.id, node.hostname, node.role, node.labels.KEY or engine.labels.KEY"
+                            "constraint {text:?} uses the unknown key {key:?}; use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY or engine.labels.KEY"
                         ))
                     }
                 }
@@ -239,6 +268,8 @@ impl Constraint {
             ConstraintKey::NodeRole => Some(node.role.as_str()),
             ConstraintKey::NodeLabel(label) => node.labels.get(label).map(String::as_str),
             ConstraintKey::EngineLabel(label) => node.description.engine_labels.get(label).map(String::as_str),
+            ConstraintKey::PlatformOs => Some(node.description.os.as_str()),
+            ConstraintKey::PlatformArch => Some(node.description.arch.as_str()),
         };
         (actual == Some(self.value.as_str())) == self.equal
     }
@@ -252,6 +283,8 @@ impl std::fmt::Display for Constraint {
             ConstraintKey::NodeRole => "node.role".to_string(),
             ConstraintKey::NodeLabel(l) => format!("node.labels.{l}"),
             ConstraintKey::EngineLabel(l) => format!("engine.labels.{l}"),
+            ConstraintKey::PlatformOs => "node.platform.os".to_string(),
+            ConstraintKey::PlatformArch => "node.platform.arch".to_string(),
         };
         write!(f, "{key}{}{}", if self.equal { "==" } else { "!=" }, self.value)
     }

@@ -93,6 +93,26 @@ pub fn select_platform(index: &ImageIndex) -> Result<&Descriptor, String> {
     Err(available.join(", "))
 }
 
+/// An image's OS and CPU architecture (`linux`, `amd64`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePlatform {
+    pub os: String,
+    pub architecture: String,
+}
+
+/// The platforms an index offers, without attestation entries.
+pub fn index_platforms(index: &ImageIndex) -> Vec<ImagePlatform> {
+    let mut platforms: Vec<ImagePlatform> = index
+        .manifests()
+        .iter()
+        .filter_map(|entry| entry.platform().as_ref())
+        .filter(|p| p.os().to_string() != "unknown")
+        .map(|p| ImagePlatform { os: p.os().to_string(), architecture: p.architecture().to_string() })
+        .collect();
+    platforms.dedup();
+    platforms
+}
+
 pub fn descriptor_digest(descriptor: &Descriptor) -> Result<Digest, String> {
     let raw = descriptor.digest().to_string();
     Digest::parse(&raw).ok_or_else(|| format!("digest \"{raw}\" is not a sha256 digest"))

@@ -22,5 +22,6 @@ pub use model::{Image, ImageConfig};
 pub use progress::{ignore_progress, LayerStatus, ProgressSink, PullProgress};
 pub use reference::Reference;
 pub use registry::RegistryAuth;
-pub use store::{ImageStore, Removed};
+pub use manifest::ImagePlatform;
+pub use store::{ImageStore, PinnedImage, Removed};
 pub use unpack::{detect_compression, unpack_layer, Compression, LayerSummary, UnpackError};

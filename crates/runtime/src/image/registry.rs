@@ -144,6 +144,39 @@ impl RegistryClient {
         Ok((bytes.to_vec(), actual))
     }
 
+    /// A small blob (an image configuration) in memory, verified against
+    /// `digest`; refused above `limit` bytes so a registry cannot make the
+    /// caller hold more than it expects.
+    pub async fn fetch_small_blob(&self, reference: &Reference, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let descriptor = OciDescriptor { digest: digest.to_string(), ..Default::default() };
+        let mut stream = self
+            .client
+            .pull_blob_stream(&to_oci_ref(reference), &descriptor)
+            .await
+            .map_err(|e| classify(e, reference))?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ImageError::Registry {
+                registry: reference.registry().to_owned(),
+                image: reference.familiar(),
+                reason: format!("reading blob {digest} failed ({e})"),
+            })?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > limit {
+                return Err(ImageError::Registry {
+                    registry: reference.registry().to_owned(),
+                    image: reference.familiar(),
+                    reason: format!("blob {digest} is larger than the {limit} bytes an image configuration may take"),
+                });
+            }
+        }
+        let actual = Digest::of_bytes(&bytes);
+        if &actual != digest {
+            return Err(ImageError::DigestMismatch { what: format!("blob {digest} of {reference}"), expected: digest.clone(), actual });
+        }
+        Ok(bytes)
+    }
+
     /// Streams a blob into `dest` (a fresh temp file) while hashing it, and
     /// fails unless it matches `digest`. The caller renames `dest` into the
     /// store only on success. `on_bytes` gets the running byte count.

@@ -32,7 +32,8 @@ use super::digest::{is_sha256_hex, Digest, ImageId};
 use super::error::{ImageError, Result};
 use super::index::{blob_rel_path, layer_rel_path, ImageRecord, Index};
 use super::manifest::{
-    descriptor_digest, is_layer_media_type, parse_manifest, select_platform, Manifest,
+    descriptor_digest, index_platforms, is_layer_media_type, parse_manifest, select_platform, ImagePlatform,
+    Manifest,
 };
 use super::model::{Image, ImageConfig};
 use super::progress::{LayerStatus, ProgressSink, PullProgress};
@@ -48,6 +49,16 @@ pub struct Removed {
     pub deleted: Vec<ImageId>,
     pub reclaimed_bytes: u64,
 }
+
+/// An image reference pinned by [`ImageStore::pin_reference`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedImage {
+    pub reference: String,
+    pub platforms: Vec<ImagePlatform>,
+}
+
+/// Image configurations are a few KiB; this bounds what pinning reads.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Local images: pull, load, look up, remove, prune. Cheap to clone.
 #[derive(Clone)]
@@ -104,15 +115,29 @@ impl ImageStore {
 
     /// The reference pinned to the digest its registry serves now
     /// (`name:tag@sha256:...`, the index's digest for multi-platform
-    /// images, as docker pins services). Downloads only the manifest.
-    pub async fn pin_digest(&self, reference: &Reference, auth: &RegistryAuth) -> Result<String> {
-        if reference.digest().is_some() {
-            return Ok(reference.to_string());
-        }
+    /// images, as docker pins services; a reference with a digest keeps
+    /// it), and the platforms it is built for. Downloads the manifest, and
+    /// the configuration of a single-platform image.
+    pub async fn pin_reference(&self, reference: &Reference, auth: &RegistryAuth) -> Result<PinnedImage> {
         let client = RegistryClient::new(reference.registry(), auth, &self.inner.insecure_registries);
         client.authenticate(reference).await?;
-        let (_, digest) = client.fetch_manifest(reference).await?;
-        Ok(format!("{reference}@{digest}"))
+        let (bytes, digest) = client.fetch_manifest(reference).await?;
+        let invalid = |reason: String| ImageError::InvalidManifest { image: reference.familiar(), reason };
+        let platforms = match parse_manifest(&bytes).map_err(invalid)? {
+            Manifest::Index(index) => index_platforms(&index),
+            Manifest::Image(manifest) => {
+                let config_digest = descriptor_digest(manifest.config()).map_err(invalid)?;
+                let config = client.fetch_small_blob(reference, &config_digest, MAX_CONFIG_BYTES).await?;
+                let config: ImageConfiguration = serde_json::from_slice(&config)
+                    .map_err(|e| invalid(format!("its configuration is not valid ({e})")))?;
+                vec![ImagePlatform { os: config.os().to_string(), architecture: config.architecture().to_string() }]
+            }
+        };
+        let reference = match reference.digest() {
+            Some(_) => reference.to_string(),
+            None => format!("{reference}@{digest}"),
+        };
+        Ok(PinnedImage { reference, platforms })
     }
 
     /// Pulls `reference` (the linux/amd64 image when it names an index),

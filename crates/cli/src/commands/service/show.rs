@@ -128,6 +128,8 @@ struct PlacementJson {
     constraints: Vec<String>,
     spread: Vec<String>,
     max_replicas_per_node: u64,
+    /// `linux/amd64`: what the image is built for, as the manager learnt it.
+    platforms: Vec<String>,
 }
 
 pub fn inspect_json(service: &pb::Service) -> ServiceJson {
@@ -187,6 +189,7 @@ pub fn inspect_json(service: &pb::Service) -> ServiceJson {
                 constraints: placement.constraints,
                 spread: placement.spread,
                 max_replicas_per_node: placement.max_replicas_per_node,
+                platforms: placement.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect(),
             },
         },
         running_tasks: service.running_tasks,
@@ -241,7 +244,8 @@ pub fn pretty(service: &pb::Service) -> String {
         line(" Replicas", &spec.replicas.to_string());
     }
     line("Tasks", &format!("{} running, {} desired", service.running_tasks, service.desired_tasks));
-    if let Some(p) = spec.placement.as_ref().filter(|p| !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0) {
+    let placed_by_user = |p: &&pb::Placement| !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0;
+    if let Some(p) = spec.placement.as_ref().filter(|p| placed_by_user(p) || !p.platforms.is_empty()) {
         line("Placement:", "");
         if !p.constraints.is_empty() {
             line(" Constraints", &format!("[{}]", p.constraints.join(" ")));
@@ -251,6 +255,10 @@ pub fn pretty(service: &pb::Service) -> String {
         }
         if p.max_replicas_per_node > 0 {
             line(" Max Replicas Per Node", &p.max_replicas_per_node.to_string());
+        }
+        if !p.platforms.is_empty() {
+            let platforms: Vec<String> = p.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            line(" Platforms", &platforms.join(", "));
         }
     }
     if let Some(r) = &spec.restart {
@@ -348,6 +356,7 @@ mod tests {
                     constraints: vec!["node.labels.zone==eu".into()],
                     spread: vec!["node.labels.rack".into()],
                     max_replicas_per_node: 2,
+                    platforms: vec![pb::Platform { os: "linux".into(), architecture: "amd64".into() }],
                 }),
             }),
             running_tasks: 2,
@@ -376,6 +385,7 @@ mod tests {
         assert_eq!(json["spec"]["restart"]["condition"], "on-failure");
         assert_eq!(json["spec"]["task"]["resources"]["reserve_memory"], 64 << 20);
         assert_eq!(json["spec"]["placement"]["constraints"][0], "node.labels.zone==eu");
+        assert_eq!(json["spec"]["placement"]["platforms"][0], "linux/amd64");
         assert_eq!(json["version"], 7);
         let global = serde_json::to_value(inspect_json(&service("global"))).unwrap();
         assert!(global["spec"].get("replicas").is_none());
@@ -391,6 +401,7 @@ mod tests {
             "Service Mode:   Replicated\n Replicas:      3\n",
             " Constraints:   [node.labels.zone==eu]\n",
             " Preferences:   [spread=node.labels.rack]\n",
+            " Platforms:     linux/amd64\n",
             " Condition:     on-failure\n Delay:         5s\n Max Attempts:  2\n Window:        1m30s\n",
             " Image:         busybox:1@sha256:feed\n Args:          sleep 1000\n",
             " Stop Grace Period: 10s\n",
