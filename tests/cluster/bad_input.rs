@@ -22,6 +22,12 @@ fn bad_swarm_commands_are_refused_and_write_nothing() {
 
     refused(&cluster.shoal("worker1", &["swarm", "init", "--advertise-addr", "not-an-ip"]), "advertise address \"not-an-ip\" is invalid");
     assert!(inactive("worker1"));
+    let worker_ip = cluster.addr("worker1").to_string();
+    let too_long = ["swarm", "init", "--advertise-addr", &worker_ip, "--orphan-grace-period", "2h"];
+    refused(&cluster.shoal("worker1", &too_long), "orphan grace period 7200000ms");
+    let history = ["swarm", "init", "--advertise-addr", &worker_ip, "--task-history-limit", "0"];
+    refused(&cluster.shoal("worker1", &history), "task history limit 0");
+    assert!(inactive("worker1"));
 
     let manager = format!("{}:4242", cluster.addr("manager1"));
     refused(&cluster.shoal("worker1", &["swarm", "join", "--token", "SHLTKN-1-nonsense", &manager]), "join token");

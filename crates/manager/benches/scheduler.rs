@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use shoal_manager::scheduler::schedule;
 use shoal_manager::store::{
-    Availability, Constraint, Meta, Node, NodeDescription, NodeRole, NodeStatus, Placement, Resources, Task, TaskLoad,
+    Availability, Constraint, Meta, Node, NodeDescription, NodeRole, NodeStatus, Placement, Platform, Resources, Task, TaskLoad,
     TaskSpec, TaskState, TaskStatus,
 };
 
@@ -41,7 +41,13 @@ fn nodes() -> Vec<Node> {
                 status: if i.is_multiple_of(89) { NodeStatus::Down } else { NodeStatus::Ready },
                 manager_reachable: false,
                 cert_expiry: 0,
-                description: NodeDescription { nano_cpus: 16_000_000_000, memory_bytes: 64 * GIB, ..Default::default() },
+                description: NodeDescription {
+                    nano_cpus: 16_000_000_000,
+                    memory_bytes: 64 * GIB,
+                    os: "linux".into(),
+                    arch: "amd64".into(),
+                    ..Default::default()
+                },
             }
         })
         .collect()
@@ -58,7 +64,9 @@ fn placement(s: usize) -> Placement {
         _ => vec![],
     };
     let spread = if s.is_multiple_of(2) { vec!["node.labels.zone".to_string()] } else { vec![] };
-    Placement { constraints, spread, max_replicas_per_node: if s % 10 == 3 { 5 } else { 0 } }
+    // Every image is built for the nodes' platform, so the filter runs on every node.
+    let platforms = vec![Platform { os: "linux".into(), architecture: "amd64".into() }];
+    Placement { constraints, spread, max_replicas_per_node: if s % 10 == 3 { 5 } else { 0 }, platforms }
 }
 
 /// Task `i` of `count`, interleaved across services so that every batch

@@ -31,10 +31,18 @@ pub struct NewSwarmOptions<'a> {
     pub heartbeat_period_ms: u64,
     pub cert_lifetime: Duration,
     pub task_history_limit: u64,
+    pub orphan_grace_ms: u64,
 }
 
 /// Docker's default: five ended tasks per slot stay visible in `service ps`.
 pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
+
+/// Long enough to ride out a blip of missed heartbeats after the node is
+/// already marked down, short enough to converge well within seconds.
+pub const DEFAULT_ORPHAN_GRACE_MS: u64 = 500;
+
+/// Beyond an hour a lost node's tasks would in effect never move.
+pub const MAX_ORPHAN_GRACE_MS: u64 = 3_600_000;
 
 /// Makes the root CA, the first manager's certificate and the objects to
 /// commit once the one-member Raft cluster leads.
@@ -60,7 +68,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         manager_token_secret: JoinToken::generate_secret(),
         heartbeat_period_ms: options.heartbeat_period_ms,
         task_history_limit: options.task_history_limit,
-        orphan_grace_ms: 500,
+        orphan_grace_ms: options.orphan_grace_ms,
         cert_lifetime_secs: options.cert_lifetime.as_secs(),
         removed_nodes: Vec::new(),
     };

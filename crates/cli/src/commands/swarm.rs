@@ -31,6 +31,9 @@ pub enum SwarmCommand {
         /// Ended tasks kept per service slot for `service ps` (default 5)
         #[arg(long, value_name = "N")]
         task_history_limit: Option<u64>,
+        /// How long a node must be down before its tasks are started elsewhere (default 500ms)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        orphan_grace_period: Option<std::time::Duration>,
     },
     /// Join a swarm as the token's role
     Join {
@@ -76,7 +79,7 @@ pub enum SwarmCommand {
 pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
     let channel = connect.connect().await?;
     match command {
-        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry, task_history_limit } => {
+        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry, task_history_limit, orphan_grace_period } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
             let reply = daemon
                 .swarm_init(pb::SwarmInitRequest {
@@ -86,6 +89,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                     heartbeat_period_ms: dispatcher_heartbeat.map(|d| d.as_millis() as u64).unwrap_or(0),
                     cert_lifetime_secs: cert_expiry.map(|d| d.as_secs().max(1)).unwrap_or(0),
                     task_history_limit,
+                    orphan_grace_ms: orphan_grace_period.map(|d| d.as_millis() as u64),
                 })
                 .await?
                 .into_inner();

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_manager::api::ManagerSlot;
-use shoal_manager::bootstrap::{new_swarm, NewSwarmOptions, DEFAULT_CERT_LIFETIME, DEFAULT_HEARTBEAT_PERIOD_MS, DEFAULT_TASK_HISTORY_LIMIT};
+use shoal_manager::bootstrap::{
+    new_swarm, NewSwarmOptions, DEFAULT_CERT_LIFETIME, DEFAULT_HEARTBEAT_PERIOD_MS, DEFAULT_ORPHAN_GRACE_MS,
+    DEFAULT_TASK_HISTORY_LIMIT, MAX_ORPHAN_GRACE_MS,
+};
 use shoal_manager::store::{new_node_id, now_ms, Kind, NodeRole, Object, Op, Transaction};
 use shoal_manager::Manager;
 use shoal_proto::identity::generate_key_and_csr;
@@ -188,6 +191,15 @@ impl pb::daemon_server::Daemon for LocalApi {
             }
             Some(n) => n,
         };
+        let orphan_grace_ms = match req.orphan_grace_ms {
+            None => DEFAULT_ORPHAN_GRACE_MS,
+            Some(ms) if ms > MAX_ORPHAN_GRACE_MS => {
+                return Err(Status::invalid_argument(format!(
+                    "orphan grace period {ms}ms would leave a lost node's tasks down for too long; use at most 1h"
+                )))
+            }
+            Some(ms) => ms,
+        };
         let (_, node_id) = new_node_id();
         let swarm = new_swarm(NewSwarmOptions {
             node_id: &node_id,
@@ -196,6 +208,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             heartbeat_period_ms,
             cert_lifetime,
             task_history_limit,
+            orphan_grace_ms,
         })?;
         let state = SwarmState {
             node_id: node_id.clone(),

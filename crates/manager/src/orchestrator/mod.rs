@@ -52,7 +52,7 @@ impl Settings {
         let cluster = state.cluster();
         Settings {
             history_limit: cluster.map_or(5, |c| c.task_history_limit).max(1),
-            orphan_grace_ms: cluster.map_or(500, |c| c.orphan_grace_ms),
+            orphan_grace_ms: cluster.map_or(crate::bootstrap::DEFAULT_ORPHAN_GRACE_MS, |c| c.orphan_grace_ms),
         }
     }
 }
