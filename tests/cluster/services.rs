@@ -204,7 +204,7 @@ fn tasks_of_a_lost_worker_move_and_its_stale_containers_are_removed() {
 fn restart_policies_and_missing_images() {
     let swarm = Swarm::up("rst");
     let flags = ["--detach", "--restart-condition", "on-failure", "--restart-max-attempts", "2", "--restart-delay", "1s"];
-    swarm.create("crash", &flags, &["sh", "-c", "exit 3"]).ok();
+    swarm.create("crash", &flags, &["sh", "-c", "echo crashing in $(hostname); exit 3"]).ok();
     let failed = wait_until(CONVERGE, "three failed attempts", || {
         let tasks = swarm.ps("crash");
         (tasks.iter().filter(|t| t.current_state.starts_with("failed")).count() == 3).then_some(tasks)
@@ -215,6 +215,12 @@ fn restart_policies_and_missing_images() {
     let tasks = swarm.ps("crash");
     assert_eq!(tasks.len(), 3, "no fourth attempt: {tasks:?}");
     assert!(tasks.iter().all(|t| t.desired_state == "shutdown"), "{tasks:?}");
+    // Ended tasks keep their stopped containers, so their logs say why
+    // they crashed: one line per attempt, each prefixed with its task.
+    let logs = swarm.shoal(&["service", "logs", "crash"]).ok().stdout;
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("crashing in")).collect();
+    assert_eq!(lines.len(), 3, "{logs}");
+    assert!(lines.iter().all(|l| l.starts_with("crash.1.")), "{logs}");
 
     // The delay is honoured: each attempt fails (at once) at least 1 s
     // after the one before it.

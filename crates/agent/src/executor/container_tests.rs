@@ -1,9 +1,7 @@
 //! A task worker against real containers: needs root, cgroups, busybox
-//! and a built `shoal` binary (the containers' shim), so these are
-//! ignored by default:
-//!
-//! `cargo build -p shoal-cli && cargo test -p shoal-agent -- --ignored`
-//!
+//! and a built `shoal` binary for the containers' shim. `cargo nextest run
+//! --workspace` (the README's test command) builds it before running any
+//! test; alone: `cargo build -p shoal-cli && cargo test -p shoal-agent`.
 //! (`SHOAL_BIN` names another `shoal` binary.)
 
 use std::path::{Path, PathBuf};
@@ -26,11 +24,18 @@ struct Node {
     reports: mpsc::Receiver<pb::TaskStatusUpdate>,
 }
 
+/// The `shoal` binary of the same build: tests run from
+/// `target/<profile>/deps/`, the binary sits in `target/<profile>/`.
 fn shoal_binary() -> PathBuf {
     if let Ok(path) = std::env::var("SHOAL_BIN") {
         return path.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/shoal")
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    let binary = test_exe.parent().and_then(Path::parent).map(|profile| profile.join("shoal"));
+    match binary {
+        Some(binary) if binary.is_file() => binary,
+        _ => panic!("no shoal binary next to {}; run `cargo build -p shoal-cli` first, or set SHOAL_BIN", test_exe.display()),
+    }
 }
 
 async fn node(name: &str) -> Node {
@@ -62,9 +67,16 @@ async fn node(name: &str) -> Node {
 }
 
 impl Drop for Node {
+    /// Also when a test fails: its containers (processes, mounts, cgroups)
+    /// go first, then the directory. The runtime's calls are async and a
+    /// test's runtime may be mid-panic, so this runs on a thread of its own.
     fn drop(&mut self) {
-        // Best effort: a test that failed may leave a container (and its
-        // mounts) behind; the next run starts from a fresh directory.
+        let containers = self.ctx.containers.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(remove_all_task_containers(&containers));
+        });
+        let _ = cleanup.join();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -91,6 +103,7 @@ fn assignment(task_id: &str, image: &str, args: &[&str], desired: &str) -> pb::A
         desired_state: desired.into(),
         version: 1,
         node_hostname: "host".into(),
+        observed_state: String::new(),
     }
 }
 
@@ -115,7 +128,6 @@ fn states(updates: &[pb::TaskStatusUpdate]) -> Vec<&str> {
 }
 
 #[tokio::test]
-#[ignore = "needs root, cgroups, busybox and a built shoal binary"]
 async fn a_task_runs_to_completion_and_its_container_goes_with_it() {
     let mut node = node("complete").await;
     let (sender, receiver) = watch::channel(assignment("t1", IMAGE, &["echo hi from $(hostname)"], "running"));
@@ -137,7 +149,6 @@ async fn a_task_runs_to_completion_and_its_container_goes_with_it() {
 }
 
 #[tokio::test]
-#[ignore = "needs root, cgroups, busybox and a built shoal binary"]
 async fn a_failing_task_reports_its_exit_code() {
     let mut node = node("failed").await;
     let (_sender, receiver) = watch::channel(assignment("t2", IMAGE, &["exit 3"], "running"));
@@ -150,7 +161,6 @@ async fn a_failing_task_reports_its_exit_code() {
 }
 
 #[tokio::test]
-#[ignore = "needs root, cgroups, busybox and a built shoal binary"]
 async fn shutdown_stops_the_container() {
     let mut node = node("shutdown").await;
     let (sender, receiver) = watch::channel(assignment("t3", IMAGE, &["sleep 1000"], "running"));
@@ -163,7 +173,6 @@ async fn shutdown_stops_the_container() {
 }
 
 #[tokio::test]
-#[ignore = "needs root, cgroups, busybox and a built shoal binary"]
 async fn a_missing_image_rejects_the_task() {
     let mut node = node("rejected").await;
     // A registry that refuses connections at once.
@@ -175,7 +184,6 @@ async fn a_missing_image_rejects_the_task() {
 }
 
 #[tokio::test]
-#[ignore = "needs root, cgroups, busybox and a built shoal binary"]
 async fn a_running_container_is_adopted_by_a_new_worker() {
     let mut node = node("adopt").await;
     let (sender, receiver) = watch::channel(assignment("t5", IMAGE, &["sleep 1000"], "running"));
@@ -191,4 +199,27 @@ async fn a_running_container_is_adopted_by_a_new_worker() {
     assert_eq!(updates[0].container_id, container, "watched, not duplicated");
     assert_eq!(containers_of(&node.ctx.containers, "t5").len(), 1);
     remove_all_task_containers(&node.ctx.containers).await;
+}
+
+#[tokio::test]
+async fn an_ended_task_keeps_its_container_for_logs_after_a_restart() {
+    let mut node = node("ended").await;
+    let (sender, receiver) = watch::channel(assignment("t6", IMAGE, &["echo bye; exit 2"], "running"));
+    let first = tokio::spawn(run_task(node.ctx.clone(), receiver));
+    let container = reports_until(&mut node, "failed").await.pop().unwrap().container_id;
+    first.abort();
+    drop(sender);
+    // As after a daemon restart: the managers resend the ended task, now
+    // desired shut down, with the state they recorded.
+    let mut ended = assignment("t6", IMAGE, &["echo bye; exit 2"], "shutdown");
+    ended.observed_state = "failed".into();
+    let (_sender, receiver) = watch::channel(ended);
+    tokio::spawn(run_task(node.ctx.clone(), receiver));
+    let report = tokio::time::timeout(Duration::from_millis(300), node.reports.recv()).await;
+    assert!(report.is_err(), "an ended task reports nothing more: {report:?}");
+    let kept = containers_of(&node.ctx.containers, "t6");
+    assert_eq!(kept.iter().map(|c| c.container_id.as_str()).collect::<Vec<_>>(), [container.as_str()]);
+    let logs = node.ctx.containers.logs(&container, Default::default()).unwrap();
+    let lines: Vec<_> = tokio_stream::StreamExt::collect::<Vec<_>>(logs).await;
+    assert_eq!(String::from_utf8_lossy(&lines[0].bytes), "bye\n");
 }

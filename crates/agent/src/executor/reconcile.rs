@@ -131,16 +131,19 @@ pub enum TaskStep {
 /// Decides a task's next step. `desired` is `None` when the managers sent
 /// a state this agent does not know; it then waits rather than guess.
 pub fn next_step(desired: Option<TaskState>, guard: &ReportGuard, containers: &[TaskContainer]) -> TaskStep {
-    // An ended task's container stays until the managers drop the task
-    // from the node's set (they have recorded the end by then), so an end
-    // whose report a daemon restart lost is reported again from it. Then
-    // it is removed with the task: docker keeps a few stopped ones for
-    // `logs` and `ps`; we keep none, for simplicity.
+    // An ended task's stopped container stays, for `service logs`, until
+    // the managers drop the task from the node's set with the slot's
+    // history; an end whose report a daemon restart lost is reported again
+    // from it. A container still running for an ended task is stopped
+    // (its stop is not reported: the task has ended already).
+    let (primary, extras) = pick_container(containers);
     if guard.is_terminal() {
-        return TaskStep::Idle;
+        return match primary {
+            Some(c) if c.status == Status::Running => TaskStep::Stop { container_id: c.container_id.clone() },
+            _ => TaskStep::Idle,
+        };
     }
     let Some(desired) = desired else { return TaskStep::Idle };
-    let (primary, extras) = pick_container(containers);
     if !extras.is_empty() {
         return TaskStep::Remove { container_ids: extras };
     }
@@ -377,6 +380,11 @@ mod tests {
             assert_eq!(next_step(Some(TaskState::Running), &ended, &[]), TaskStep::Idle);
             assert_eq!(next_step(Some(TaskState::Shutdown), &ended, &containers), TaskStep::Idle);
         }
+        // Recorded as ended, yet its container runs (the daemon restarted
+        // in between): stopped, and the stop is not reported.
+        let running = [container("c1", "t", Status::Running, "1")];
+        let ended = guard(&[TaskState::Failed]);
+        assert_eq!(next_step(Some(TaskState::Shutdown), &ended, &running), TaskStep::Stop { container_id: "c1".into() });
     }
 
     #[test]

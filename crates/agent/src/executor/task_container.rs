@@ -150,6 +150,7 @@ mod tests {
             desired_state: "running".into(),
             version: 7,
             node_hostname: "node-a".into(),
+            observed_state: "assigned".into(),
         }
     }
 

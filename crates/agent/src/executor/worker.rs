@@ -80,8 +80,18 @@ struct TaskWorker {
 
 /// Runs one task until its assignment sender is dropped.
 pub async fn run_task(ctx: Arc<WorkerContext>, assignment: watch::Receiver<pb::Assignment>) {
-    let task_id = assignment.borrow().task_id.clone();
-    let mut worker = TaskWorker { ctx, task_id, assignment, guard: ReportGuard::default() };
+    let (task_id, observed) = {
+        let first = assignment.borrow();
+        (first.task_id.clone(), TaskState::parse(&first.observed_state))
+    };
+    // A task the managers already recorded as ended (a worker started after
+    // a daemon restart) has nothing more to report: its container is only
+    // kept for its logs.
+    let mut guard = ReportGuard::default();
+    if let Some(ended) = observed.filter(|s| s.is_terminal()) {
+        guard.advance(ended);
+    }
+    let mut worker = TaskWorker { ctx, task_id, assignment, guard };
     worker.run().await;
 }
 

@@ -17,13 +17,17 @@ use crate::store::{Change, Node, Object, StoreState, Task, TaskState};
 /// How often a quiet stream checks that this manager still leads.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(500);
 
-/// The tasks a node has work for: assigned to it and not yet ended. A task
-/// that ends leaves the set, and the agent removes what is left of it.
+/// The tasks a node holds containers for: assigned to it, running or
+/// ended. An ended task stays, its stopped container kept for `service
+/// logs`, until the slot's history limit (or the service's removal)
+/// deletes it; then the agent removes the container. Orphaned tasks leave
+/// at once: they were replaced, and their containers must not linger on a
+/// node that comes back.
 pub fn node_assignments(state: &StoreState, node_id: &str) -> HashMap<String, pb::Assignment> {
     let hostname = state.get_typed::<Node>(node_id).map(|n| n.hostname.clone()).unwrap_or_default();
     state
         .list_typed::<Task>()
-        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned && !t.status.state.is_terminal())
+        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned && t.status.state != TaskState::Orphaned)
         .map(|t| (t.meta.id.clone(), assignment(t, &hostname)))
         .collect()
 }
@@ -39,6 +43,7 @@ fn assignment(task: &Task, node_hostname: &str) -> pb::Assignment {
         desired_state: task.desired_state.as_str().into(),
         version: task.meta.version,
         node_hostname: node_hostname.to_string(),
+        observed_state: task.status.state.as_str().into(),
     }
 }
 
