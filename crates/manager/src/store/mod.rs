@@ -427,21 +427,9 @@ mod tests {
     }
 
     fn task(id: &str, node: &str, state: TaskState) -> Task {
-        Task {
-            meta: Meta { id: id.into(), ..Default::default() },
-            service_id: "web".into(),
-            service_name: "web".into(),
-            slot: 1,
-            node_id: node.into(),
-            spec: TaskSpec { resources: Resources { reserve_memory: 64, ..Default::default() }, ..Default::default() },
-            placement: Placement::default(),
-            spec_version: 1,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(state, 0, ""),
-            attempt: 0,
-            not_before_ms: 0,
-            final_attempt: false,
-        }
+        let mut task = task_load::tests::task("web", node, state);
+        task.meta.id = id.into();
+        task
     }
 
     #[test]
@@ -457,7 +445,7 @@ mod tests {
         apply(&mut state, Op::Create(Object::Task(task("t1", "", TaskState::Pending))));
         apply(&mut state, Op::Create(Object::Task(task("t2", "n2", TaskState::Assigned))));
         apply(&mut state, Op::Update { object: Object::Task(task("t1", "n1", TaskState::Assigned)), expected_version: None });
-        assert_eq!(state.task_load().node("n1").reserved_memory, 64);
+        assert_eq!(state.task_load().node("n1").reserved_memory, 100);
         let running = TaskStatus::new(TaskState::Running, 1, "");
         apply(&mut state, Op::TaskStatus { task_id: "t1".into(), node_id: "n1".into(), status: running });
         let failed = TaskStatus::new(TaskState::Failed, 2, "exit 1");

@@ -151,11 +151,12 @@ fn holds_resources(task: &Task) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::{Meta, Placement, Resources, TaskSpec, TaskState, TaskStatus};
 
-    fn task(service: &str, node: &str, state: TaskState) -> Task {
+    /// A task of `service` on `node` (none: ""), reserving 100 bytes and 10 nano-CPUs.
+    pub(in crate::store) fn task(service: &str, node: &str, state: TaskState) -> Task {
         Task {
             meta: Meta::default(),
             service_id: service.into(),
