@@ -113,3 +113,35 @@ fn acknowledged_writes_survive_kill_9_of_every_manager() {
     let lost: Vec<&String> = acknowledged.iter().filter(|a| !names.contains(a)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost after restart: {lost:?}");
 }
+
+#[test]
+fn force_new_cluster_recovers_a_swarm_that_lost_quorum_from_the_survivor() {
+    let cluster = Cluster::up("fnc", 3, 1);
+    wait_all_ready(&cluster, "manager1", 4);
+    create_config(&cluster, "manager1", "before-the-loss").ok();
+    wait_until(Duration::from_secs(10), "the write to reach manager3", || {
+        config_names(&cluster, "manager3").filter(|names| names.iter().any(|n| n == "before-the-loss"))
+    });
+
+    // Two of three managers gone for good: no majority, no writes.
+    cluster.stop("manager1", true);
+    cluster.stop("manager2", true);
+    let stuck = create_config(&cluster, "manager3", "without-quorum");
+    assert!(!stuck.success(), "a write succeeded without a majority");
+
+    let out = cluster.shoal("manager3", &["swarm", "init", "--force-new-cluster"]).ok();
+    assert!(out.stdout.contains("Swarm initialized"), "{}", out.stdout);
+    // The survivor's state is kept, it leads alone, and writes work again.
+    let names = config_names(&cluster, "manager3").expect("config ls on the recovered manager");
+    assert!(names.iter().any(|n| n == "before-the-loss"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "without-quorum"), "{names:?}");
+    create_config(&cluster, "manager3", "after-recovery").ok();
+    // The lost managers are dropped; the worker finds the survivor and is ready.
+    let nodes = wait_until(Duration::from_secs(20), "manager3 and the worker, both ready", || {
+        node_ls(&cluster, "manager3").filter(|nodes| nodes.len() == 2 && nodes.iter().all(|n| n.status == "ready"))
+    });
+    let hostnames: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
+    assert!(hostnames.contains(&"manager3") && hostnames.contains(&"worker1"), "{nodes:?}");
+    let me = nodes.iter().find(|n| n.hostname == "manager3").unwrap();
+    assert_eq!(me.manager_status.as_deref(), Some("leader"), "{nodes:?}");
+}
