@@ -20,7 +20,7 @@ use shoal_proto::tls::{self, ClientTls, Credentials};
 use tokio::sync::{mpsc, Mutex};
 use tonic::{Request, Response, Status};
 
-use super::node::{ManagerStart, RunningNode};
+use super::node::{ManagerStart, NodeRuntime, RunningNode};
 use super::state::{SwarmDir, SwarmState};
 
 pub const DEFAULT_PORT: u16 = 4242;
@@ -32,6 +32,8 @@ pub struct LocalApi {
     pub slot: ManagerSlot,
     pub node: Arc<Mutex<Option<Arc<RunningNode>>>>,
     pub removed: mpsc::Sender<()>,
+    /// What every swarm node this daemon starts runs its tasks with.
+    pub runtime: Arc<NodeRuntime>,
 }
 
 /// `ip` or `ip:port` (port defaults to 4242). Names are refused: the
@@ -78,7 +80,17 @@ impl LocalApi {
         let dir = SwarmDir::new(&self.data_root);
         dir.save_credentials(&credentials).map_err(internal)?;
         dir.save_state(&state).map_err(internal)?;
-        match RunningNode::start(self.data_root.clone(), state, credentials, self.slot.clone(), start, self.removed.clone()).await {
+        match RunningNode::start(
+            self.data_root.clone(),
+            state,
+            credentials,
+            self.slot.clone(),
+            start,
+            self.removed.clone(),
+            self.runtime.clone(),
+        )
+        .await
+        {
             Ok(node) => Ok(node),
             Err(e) => {
                 // Leave nothing half-made: the node is not in a swarm.

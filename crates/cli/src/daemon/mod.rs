@@ -22,7 +22,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use local_api::DEFAULT_PORT;
 use local_api::LocalApi;
-use node::{provide_node_runtime, ManagerStart, NodeRuntime, RunningNode};
+use node::{ManagerStart, NodeRuntime, RunningNode};
 use state::SwarmDir;
 
 pub struct DaemonOptions {
@@ -66,9 +66,10 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         .await
         .context("opening the container store")?,
     };
-    // Before any node starts: its executor runs tasks on this runtime (and
-    // finds the containers the runtime re-attached to).
-    provide_node_runtime(NodeRuntime {
+    // Every swarm node this daemon runs (after a restart, init or join)
+    // runs its tasks on this runtime, and adopts the containers it
+    // re-attached to.
+    let node_runtime = Arc::new(NodeRuntime {
         tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone() },
         engine_labels: options.engine_labels.clone(),
     });
@@ -76,7 +77,15 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     // Back in the swarm we were in before the restart.
     if let Some((state, credentials)) = SwarmDir::new(&options.data_root).load()? {
         let start = (state.role == "manager").then_some(ManagerStart::Resume);
-        let node = RunningNode::start(options.data_root.clone(), state, credentials, slot.clone(), start, removed_tx.clone())
+        let node = RunningNode::start(
+            options.data_root.clone(),
+            state,
+            credentials,
+            slot.clone(),
+            start,
+            removed_tx.clone(),
+            node_runtime.clone(),
+        )
             .await
             .context("resuming swarm membership")?;
         *node_cell.lock().await = Some(node);
@@ -89,6 +98,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         slot: slot.clone(),
         node: node_cell.clone(),
         removed: removed_tx,
+        runtime: node_runtime,
     };
     let server = tonic::transport::Server::builder()
         .add_service(pb::daemon_server::DaemonServer::new(local_api))

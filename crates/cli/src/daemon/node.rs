@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -36,20 +36,6 @@ pub struct NodeRuntime {
     pub engine_labels: BTreeMap<String, String>,
 }
 
-/// Set once by the daemon before any node starts: one daemon per process,
-/// and every path that starts a node (resume, init, join) finds it here.
-static NODE_RUNTIME: OnceLock<NodeRuntime> = OnceLock::new();
-
-pub fn provide_node_runtime(runtime: NodeRuntime) {
-    if NODE_RUNTIME.set(runtime).is_err() {
-        tracing::warn!("the node runtime was already provided; keeping the first");
-    }
-}
-
-pub fn node_runtime() -> Option<&'static NodeRuntime> {
-    NODE_RUNTIME.get()
-}
-
 /// A running manager and the server exposing it on the manager port.
 struct ManagerRole {
     manager: Arc<Manager>,
@@ -71,6 +57,7 @@ pub struct RunningNode {
     executor: Mutex<Option<Executor>>,
     /// Told when the swarm removed this node, so the daemon can forget it.
     removed: mpsc::Sender<()>,
+    runtime: Arc<NodeRuntime>,
 }
 
 /// How the node enters its manager role.
@@ -91,6 +78,7 @@ impl RunningNode {
         slot: ManagerSlot,
         manager_start: Option<ManagerStart>,
         removed: mpsc::Sender<()>,
+        runtime: Arc<NodeRuntime>,
     ) -> anyhow::Result<Arc<Self>> {
         let client_tls = ClientTls::new(&credentials)?;
         let server_tls = ServerTls::new(&credentials)?;
@@ -106,6 +94,7 @@ impl RunningNode {
             tasks: Mutex::new(Vec::new()),
             executor: Mutex::new(None),
             removed,
+            runtime,
         });
         if let Some(start) = manager_start {
             node.start_manager(start).await?;
@@ -142,28 +131,22 @@ impl RunningNode {
     fn start_agent(self: &Arc<Self>) {
         let (events_tx, mut events_rx) = mpsc::channel(16);
         let state = self.state();
-        let runtime = node_runtime();
         let config = SessionConfig {
             node_id: state.node_id.clone(),
             tls: self.client_tls.clone(),
             managers: self.managers.clone(),
             local_manager: (state.role == "manager").then(|| state.advertise.clone()),
             events: events_tx,
-            description: describe_node(&runtime.map(|r| r.engine_labels.clone()).unwrap_or_default()),
+            description: describe_node(&self.runtime.engine_labels),
         };
         self.spawn(run_session(config));
-        match runtime {
-            Some(runtime) => {
-                let executor = Executor::spawn(ExecutorConfig {
-                    node_id: state.node_id.clone(),
-                    tls: self.client_tls.clone(),
-                    managers: self.managers.clone(),
-                    runtime: runtime.tasks.clone(),
-                });
-                *self.executor.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor);
-            }
-            None => tracing::warn!("no container runtime was provided; this node will run no tasks"),
-        }
+        let executor = Executor::spawn(ExecutorConfig {
+            node_id: state.node_id.clone(),
+            tls: self.client_tls.clone(),
+            managers: self.managers.clone(),
+            runtime: self.runtime.tasks.clone(),
+        });
+        *self.executor.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor);
         let node = self.clone();
         self.spawn(async move {
             while let Some(event) = events_rx.recv().await {
@@ -229,9 +212,7 @@ impl RunningNode {
         .await?;
         // Services' images are pinned to digests by this node's image store,
         // which knows the registries the daemon may use over plain HTTP.
-        if let Some(runtime) = node_runtime() {
-            manager.set_image_pinner(Arc::new(super::image_pinning::StorePinner { images: runtime.tasks.images.clone() }));
-        }
+        manager.set_image_pinner(Arc::new(super::image_pinning::StorePinner { images: self.runtime.tasks.images.clone() }));
         let listener = tokio::net::TcpListener::bind(&state.listen)
             .await
             .with_context(|| format!("cannot listen on {}", state.listen))?;
@@ -361,9 +342,7 @@ impl RunningNode {
     /// containers included (nothing would look after them any more).
     pub async fn shutdown(&self) {
         self.stop_executor().await;
-        if let Some(runtime) = node_runtime() {
-            remove_all_task_containers(&runtime.tasks.containers).await;
-        }
+        remove_all_task_containers(&self.runtime.tasks.containers).await;
         self.stop_keeping_containers().await;
     }
 
