@@ -45,7 +45,7 @@ fn main() {
         (three, hundred)
     };
 
-    let swarm = DockerSwarm::start(&images);
+    let swarm = DockerSwarm::start(images);
     let (swarm_3, swarm_100) = match &swarm {
         Ok(swarm) => (
             Some(median((0..ROUNDS).map(|i| swarm.create(&format!("three{i}"), 3)))),

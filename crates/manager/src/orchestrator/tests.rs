@@ -270,8 +270,7 @@ fn a_spec_change_replaces_tasks_but_scaling_does_not() {
 #[test]
 fn a_global_service_follows_the_nodes() {
     let mut world = World::new(&["a", "b"]);
-    let mut policy = RestartPolicy::default();
-    policy.delay_ms = 0;
+    let policy = RestartPolicy { delay_ms: 0, ..Default::default() };
     world.create_service("agent", ServiceMode::Global, policy);
     world.settle(NOW);
     let mut nodes: Vec<String> = world.runnable().into_iter().map(|t| t.node_id).collect();
