@@ -44,6 +44,7 @@ fn main() {
         let socket = cluster.host(survivor).socket;
         cluster.stop(&leader, true);
         let killed = Instant::now();
+        eprintln!("round {round}: killed {leader} at {:?}", std::time::SystemTime::now());
         let elapsed = runtime.block_on(async {
             let mut n = 0;
             loop {
@@ -54,9 +55,13 @@ fn main() {
                 assert!(killed.elapsed() < Duration::from_secs(30), "no write succeeded within 30 s of the kill");
             }
         });
+        eprintln!("round {round}: first write after {} ms", elapsed.as_millis());
         failovers.push(elapsed);
         cluster.start(&leader);
         wait_for_quorum(&cluster, &runtime, &leader);
+    }
+    if let Some(dir) = std::env::var_os("SHOAL_BENCH_LOGS") {
+        keep_logs(&cluster, &managers, Path::new(&dir));
     }
     failovers.sort();
     let median = failovers[failovers.len() / 2];
@@ -73,6 +78,18 @@ fn main() {
     println!("{:<46} {:>14}", "  all failovers", failovers.iter().map(|d| format!("{}", d.as_millis())).collect::<Vec<_>>().join(","));
     println!("{:<46} {:>14} {:>16}", "  yardstick: Docker Swarm default election", "", "~10000 ms");
     println!("{:<46} {:>14} {:>16}", "idle manager daemon RSS (max of 3)", format!("{:.1} MiB", max_rss as f64 / 1024.0), "< 40 MiB");
+}
+
+/// Copies each manager's daemon log into `dir` (set SHOAL_BENCH_LOGS, and
+/// RUST_LOG for more detail), since the cluster's directory goes with it.
+fn keep_logs(cluster: &Cluster, managers: &[&str], dir: &Path) {
+    let _ = std::fs::create_dir_all(dir);
+    for m in managers {
+        let log = cluster.host(m).log;
+        if let Err(e) = std::fs::copy(&log, dir.join(format!("{m}.log"))) {
+            eprintln!("could not keep {}: {e}", log.display());
+        }
+    }
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
