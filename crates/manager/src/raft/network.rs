@@ -45,10 +45,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// default is a flat 500 ms, which leaves a restarted manager that long
 /// without the entries it missed; should the leader die in that window, the
 /// lagging manager's doomed candidacy (its log is behind) makes the
-/// up-to-date one lose a term and wait out a second election timeout.
+/// up-to-date one lose a term and wait out a second election timeout (the
+/// control-plane bench kills the leader ~100 ms after a restarted manager
+/// first serves a write, and hit exactly this with a 200 ms ceiling).
 /// Retrying a refusing peer costs only a failed connect.
-const FIRST_BACKOFF: Duration = Duration::from_millis(25);
-const MAX_BACKOFF: Duration = Duration::from_millis(200);
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
 /// When each peer manager last answered a Raft RPC. Shared with the control
 /// API, which shows managers as reachable or not from it.

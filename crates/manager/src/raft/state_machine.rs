@@ -3,21 +3,37 @@
 //!
 //! Two trees of the manager's one sled database:
 //!
-//! - `sm`: every object under `obj/<kind>/<id>` (bincode [`Object`]), plus
-//!   the last applied log id and last membership under `meta/...`. Each
-//!   `apply()` call writes all of these in one batch, so on disk the objects
-//!   and `last_applied` always agree.
+//! - `sm`: the store as a base image plus a journal of what changed since.
+//!   - `obj/<kind>`: every object of that kind (bincode `Vec<Object>`) as of
+//!     `meta/base`, the log position (last applied log id and membership)
+//!     the image reflects.
+//!   - `journal/<index>`: one record per `apply()` call, keyed by the index
+//!     of the last entry it applied (big-endian, so sled's order is log
+//!     order): the after-images of the objects that call changed, the
+//!     deleted ones, and the new position.
+//!
+//!   Each `apply()` writes one record. Keeping one key per object instead
+//!   made every write rewrite a tree node at a random place in sled (object
+//!   ids are random); appending at the end of the journal costs about what
+//!   the Raft log append does. Once the journal outgrows the base image the
+//!   two are folded into a new base image in one atomic batch, so startup
+//!   reads at most about twice the store and disk use stays bounded.
 //! - `snapshot`: the latest snapshot (built here or installed from the
 //!   leader) with its metadata, under a single key so it is replaced
 //!   atomically.
 //!
 //! Applying does not flush: the log is durable, and after a crash openraft
-//! re-applies everything after the `last_applied` that made it to disk.
+//! re-applies everything after the position that made it to disk.
+//!
+//! Older managers kept one `obj/<kind>/<id>` key per object with the
+//! position under `meta/last_applied` and `meta/last_membership`; such a
+//! tree is read as the base image and rewritten in the current layout at
+//! startup.
 
 // openraft's traits fix `StorageError` (large) as the error type.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,10 +51,18 @@ use crate::store::{Kind, Object, Op, Store, StoreState, TxnOutcome};
 const SM_TREE: &str = "sm";
 const SNAPSHOT_TREE: &str = "snapshot";
 
-const OBJECT_PREFIX: &str = "obj/";
-const LAST_APPLIED_KEY: &[u8] = b"meta/last_applied";
-const LAST_MEMBERSHIP_KEY: &[u8] = b"meta/last_membership";
+const BASE_PREFIX: &str = "obj/";
+const BASE_POSITION_KEY: &[u8] = b"meta/base";
+const JOURNAL_PREFIX: &[u8] = b"journal/";
+const LEGACY_LAST_APPLIED_KEY: &[u8] = b"meta/last_applied";
+const LEGACY_LAST_MEMBERSHIP_KEY: &[u8] = b"meta/last_membership";
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
+
+/// The journal is folded into the base image once it holds more than this
+/// many bytes and more than the base image itself: small stores are not
+/// rewritten for every few writes, and large ones at most double their
+/// write volume.
+const MIN_JOURNAL_BYTES_TO_FOLD: u64 = 4 * 1024 * 1024;
 
 type Membership = StoredMembership<NodeId, BasicNode>;
 type Meta = SnapshotMeta<NodeId, BasicNode>;
@@ -47,8 +71,40 @@ type Meta = SnapshotMeta<NodeId, BasicNode>;
 /// reflects.
 type SnapshotPayload = (StoreState, Option<LogId<NodeId>>, Membership);
 
-fn object_key(kind: Kind, id: &str) -> String {
-    format!("{OBJECT_PREFIX}{kind}/{id}")
+fn base_key(kind: Kind) -> String {
+    format!("{BASE_PREFIX}{kind}")
+}
+
+fn journal_key(index: u64) -> Vec<u8> {
+    let mut key = JOURNAL_PREFIX.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Where the state machine stands in the Raft log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Position {
+    last_applied: Option<LogId<NodeId>>,
+    membership: Membership,
+}
+
+/// One journal record. Written with `O = &Object` (no copies), read back
+/// with `O = Object`: bincode encodes both the same way.
+#[derive(Serialize, Deserialize)]
+struct Record<O> {
+    position: Position,
+    changes: Changes<O>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Changes<O> {
+    /// After-images of the objects that changed, and the ones deleted.
+    /// Applying them on top of any state between the previous record's
+    /// position and this one's gives this one's (they are whole objects,
+    /// not deltas).
+    Objects { upserts: Vec<O>, deletes: Vec<(Kind, String)> },
+    /// A `Restore` replaced the whole store with these objects.
+    Everything(Vec<O>),
 }
 
 fn encode<T: Serialize>(value: &T) -> StorageResult<Vec<u8>> {
@@ -148,6 +204,12 @@ pub struct StateMachine {
     snapshots: SnapshotSlot,
     last_applied: Option<LogId<NodeId>>,
     last_membership: Membership,
+    /// Encoded size of the base image and of the journal records since it,
+    /// which decide when to fold the journal in.
+    base_bytes: u64,
+    journal_bytes: u64,
+    /// [`MIN_JOURNAL_BYTES_TO_FOLD`], lowered by tests to exercise folding.
+    min_journal_bytes_to_fold: u64,
 }
 
 impl StateMachine {
@@ -172,9 +234,13 @@ impl StateMachine {
             snapshots,
             last_applied: None,
             last_membership: Membership::default(),
+            base_bytes: 0,
+            journal_bytes: 0,
+            min_journal_bytes_to_fold: MIN_JOURNAL_BYTES_TO_FOLD,
         };
-        machine.last_applied = machine.read_meta(LAST_APPLIED_KEY)?.flatten();
-        machine.last_membership = machine.read_meta(LAST_MEMBERSHIP_KEY)?.unwrap_or_default();
+        let (objects, position, legacy) = machine.read_sm()?;
+        machine.last_applied = position.last_applied;
+        machine.last_membership = position.membership;
 
         if let Some(saved) = machine.snapshots.load()? {
             if saved.meta.last_log_id > machine.last_applied {
@@ -183,14 +249,18 @@ impl StateMachine {
                 return Ok(machine);
             }
         }
-        let state = StoreState::from_objects(machine.read_objects()?);
+        let state = StoreState::from_objects(objects.into_values());
+        if legacy {
+            tracing::info!("rewriting the state machine in the journal layout");
+            machine.write_base(&state)?;
+        }
         machine
             .store
             .replace(state, machine.last_applied.map_or(0, |id| id.index));
         Ok(machine)
     }
 
-    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> StorageResult<Option<T>> {
+    fn read_key<T: for<'de> Deserialize<'de>>(&self, key: &[u8]) -> StorageResult<Option<T>> {
         let Some(bytes) = self
             .sm
             .get(key)
@@ -198,45 +268,109 @@ impl StateMachine {
         else {
             return Ok(None);
         };
-        bincode::deserialize(&bytes)
-            .map(Some)
-            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
+        decode(&bytes).map(Some)
     }
 
-    fn read_objects(&self) -> StorageResult<Vec<Object>> {
-        let mut objects = Vec::new();
-        for item in self.sm.scan_prefix(OBJECT_PREFIX) {
+    /// Reads the base image and replays the journal over it: the objects
+    /// and the position they reflect, and whether the tree is still in the
+    /// legacy one-key-per-object layout. Sets the byte counts.
+    #[allow(clippy::type_complexity)]
+    fn read_sm(&mut self) -> StorageResult<(BTreeMap<(Kind, String), Object>, Position, bool)> {
+        let mut objects = BTreeMap::new();
+        let mut legacy = false;
+        self.base_bytes = 0;
+        for item in self.sm.scan_prefix(BASE_PREFIX) {
+            let (key, value) =
+                item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+            self.base_bytes += value.len() as u64;
+            // `obj/<kind>` holds a kind's image; `obj/<kind>/<id>` one
+            // object of the legacy layout.
+            if key[BASE_PREFIX.len()..].contains(&b'/') {
+                legacy = true;
+                let object: Object = decode(&value)?;
+                objects.insert((object.kind(), object.id().to_string()), object);
+            } else {
+                for object in decode::<Vec<Object>>(&value)? {
+                    objects.insert((object.kind(), object.id().to_string()), object);
+                }
+            }
+        }
+        let mut position = match self.read_key::<Position>(BASE_POSITION_KEY)? {
+            Some(position) => position,
+            None => {
+                let last_applied: Option<Option<LogId<NodeId>>> = self.read_key(LEGACY_LAST_APPLIED_KEY)?;
+                legacy |= last_applied.is_some();
+                Position {
+                    last_applied: last_applied.flatten(),
+                    membership: self.read_key(LEGACY_LAST_MEMBERSHIP_KEY)?.unwrap_or_default(),
+                }
+            }
+        };
+        self.journal_bytes = 0;
+        for item in self.sm.scan_prefix(JOURNAL_PREFIX) {
             let (_, value) =
                 item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
-            objects.push(
-                bincode::deserialize(&value)
-                    .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?,
-            );
+            self.journal_bytes += value.len() as u64;
+            let record: Record<Object> = decode(&value)?;
+            // Records are removed together with the base image they were
+            // folded into, so none is older than the base; skipping such a
+            // record anyway keeps the position from going backwards.
+            if record.position.last_applied <= position.last_applied {
+                continue;
+            }
+            match record.changes {
+                Changes::Objects { upserts, deletes } => {
+                    for key in deletes {
+                        objects.remove(&key);
+                    }
+                    for object in upserts {
+                        objects.insert((object.kind(), object.id().to_string()), object);
+                    }
+                }
+                Changes::Everything(all) => {
+                    objects = all.into_iter().map(|o| ((o.kind(), o.id().to_string()), o)).collect();
+                }
+            }
+            position = record.position;
         }
-        Ok(objects)
+        Ok((objects, position, legacy))
     }
 
-    /// Adds to `batch` what makes the `sm` tree hold exactly `state`'s objects.
-    fn rewrite_objects(&self, state: &StoreState, batch: &mut sled::Batch) -> StorageResult<()> {
-        // Removals first: a sled batch keeps the last write per key, so the
-        // inserts below win for objects that stay.
-        for key in self.sm.scan_prefix(OBJECT_PREFIX).keys() {
-            batch.remove(
-                key.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Delete, &e))?,
-            );
-        }
+    fn position(&self) -> Position {
+        Position { last_applied: self.last_applied, membership: self.last_membership.clone() }
+    }
+
+    /// Replaces the whole `sm` tree with `state` as the base image at the
+    /// current position, in one batch: no journal, no legacy keys.
+    fn write_base(&mut self, state: &StoreState) -> StorageResult<()> {
+        let mut by_kind: BTreeMap<Kind, Vec<&Object>> = BTreeMap::new();
         for object in state.all_objects() {
-            batch.insert(
-                object_key(object.kind(), object.id()).as_bytes(),
-                encode(object)?,
-            );
+            by_kind.entry(object.kind()).or_default().push(object);
         }
-        Ok(())
-    }
-
-    fn write_position(&self, batch: &mut sled::Batch) -> StorageResult<()> {
-        batch.insert(LAST_APPLIED_KEY, encode(&self.last_applied)?);
-        batch.insert(LAST_MEMBERSHIP_KEY, encode(&self.last_membership)?);
+        let mut batch = sled::Batch::default();
+        // Removals first: a sled batch keeps the last write per key, so the
+        // inserts below win for the kinds that stay.
+        for prefix in [BASE_PREFIX.as_bytes(), JOURNAL_PREFIX] {
+            for key in self.sm.scan_prefix(prefix).keys() {
+                batch.remove(
+                    key.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Delete, &e))?,
+                );
+            }
+        }
+        batch.remove(LEGACY_LAST_APPLIED_KEY);
+        batch.remove(LEGACY_LAST_MEMBERSHIP_KEY);
+        let mut base_bytes = 0;
+        for (kind, objects) in by_kind {
+            let bytes = encode(&objects)?;
+            base_bytes += bytes.len() as u64;
+            batch.insert(base_key(kind).as_bytes(), bytes);
+        }
+        batch.insert(BASE_POSITION_KEY, encode(&self.position())?);
+        self.sm
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        self.base_bytes = base_bytes;
+        self.journal_bytes = 0;
         Ok(())
     }
 
@@ -251,16 +385,15 @@ impl StateMachine {
         // inside the payload.
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
-        let mut batch = sled::Batch::default();
-        self.rewrite_objects(&state, &mut batch)?;
-        self.write_position(&mut batch)?;
-        self.sm
-            .apply_batch(batch)
-            .map_err(|e| io_error(signature(), ErrorVerb::Write, &e))?;
+        self.write_base(&state)?;
         self.store
             .replace(state, meta.last_log_id.map_or(0, |id| id.index));
         Ok(())
     }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> StorageResult<T> {
+    bincode::deserialize(bytes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
 }
 
 /// Remembers which objects an `apply()` call changed, so that only those
@@ -333,27 +466,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(replies);
         }
 
-        // Write the after-images as the store holds them now, once per key
+        // Journal the after-images as the store holds them now, once per key
         // however often the batch changed it; absent means deleted.
-        let mut batch = sled::Batch::default();
-        {
+        let record = {
             let state = self.store.read();
-            if touched.everything {
-                self.rewrite_objects(&state, &mut batch)?;
+            let changes = if touched.everything {
+                Changes::Everything(state.all_objects().collect())
             } else {
-                for (kind, id) in &touched.keys {
-                    let key = object_key(*kind, id);
-                    match state.get(*kind, id) {
-                        Some(object) => batch.insert(key.as_bytes(), encode(object)?),
-                        None => batch.remove(key.as_bytes()),
+                let mut upserts = Vec::new();
+                let mut deletes = Vec::new();
+                for (kind, id) in touched.keys {
+                    match state.get(kind, &id) {
+                        Some(object) => upserts.push(object),
+                        None => deletes.push((kind, id)),
                     }
                 }
-            }
-        }
-        self.write_position(&mut batch)?;
+                Changes::Objects { upserts, deletes }
+            };
+            encode(&Record { position: self.position(), changes })?
+        };
+        // Non-empty `replies` means something was applied, so this index is
+        // new and the key orders after every record before it.
+        let index = self.last_applied.map_or(0, |id| id.index);
+        self.journal_bytes += record.len() as u64;
         self.sm
-            .apply_batch(batch)
+            .insert(journal_key(index), record)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        if self.journal_bytes > self.min_journal_bytes_to_fold.max(self.base_bytes) {
+            let store = self.store.clone();
+            let state = store.read();
+            self.write_base(&state)?;
+        }
         Ok(replies)
     }
 
@@ -421,5 +564,108 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // the snapshot must be on disk first.
         self.slot.flush(&stored.meta).await?;
         Ok(stored.into_snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::store::{Config, Meta, Transaction};
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn config(id: &str, name: &str) -> Object {
+        Object::Config(Config {
+            meta: Meta { id: id.into(), ..Default::default() },
+            name: name.into(),
+            labels: Default::default(),
+            data: b"x".to_vec(),
+        })
+    }
+
+    fn entry(index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Transaction { ops, timestamp_ms: 1_000 }.into()),
+        }
+    }
+
+    fn names(store: &Store) -> Vec<String> {
+        let mut names: Vec<String> =
+            store.view(|s| s.list(Kind::Config).filter_map(|o| o.name().map(str::to_string)).collect());
+        names.sort();
+        names
+    }
+
+    fn keys_with_prefix(db: &sled::Db, prefix: &[u8]) -> usize {
+        db.open_tree(SM_TREE).unwrap().scan_prefix(prefix).count()
+    }
+
+    #[tokio::test]
+    async fn the_journal_folds_into_the_base_image_and_both_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+            sm.min_journal_bytes_to_fold = 1;
+            sm.apply([entry(1, vec![Op::Create(config("a", "one"))])]).await.unwrap();
+            // Folded at once (the journal outgrew the empty base image).
+            assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 0);
+            sm.min_journal_bytes_to_fold = u64::MAX;
+            sm.apply([entry(2, vec![Op::Create(config("b", "two"))])]).await.unwrap();
+            sm.apply([entry(3, vec![Op::Delete { kind: Kind::Config, id: "a".into() }])]).await.unwrap();
+            assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 2);
+            db.flush().unwrap();
+        }
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = Store::new();
+        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        assert_eq!(names(&store), vec!["two".to_string()]);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
+        // The next fold keeps exactly the current objects.
+        sm.min_journal_bytes_to_fold = 1;
+        sm.apply([entry(4, vec![Op::Create(config("c", "three"))])]).await.unwrap();
+        assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 0);
+        drop(sm);
+        let store = Store::new();
+        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        assert_eq!(names(&store), vec!["three".to_string(), "two".to_string()]);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(4)));
+    }
+
+    #[tokio::test]
+    async fn a_tree_in_the_one_key_per_object_layout_is_read_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        {
+            let tree = db.open_tree(SM_TREE).unwrap();
+            let mut object = config("a", "one");
+            object.meta_mut().version = 7;
+            tree.insert("obj/config/a", bincode::serialize(&object).unwrap()).unwrap();
+            tree.insert(LEGACY_LAST_APPLIED_KEY, bincode::serialize(&Some(log_id(7))).unwrap()).unwrap();
+            tree.insert(LEGACY_LAST_MEMBERSHIP_KEY, bincode::serialize(&Membership::default()).unwrap())
+                .unwrap();
+        }
+        let store = Store::new();
+        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        assert_eq!(names(&store), vec!["one".to_string()]);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(7)));
+        let tree = db.open_tree(SM_TREE).unwrap();
+        assert!(tree.get("obj/config/a").unwrap().is_none());
+        assert!(tree.get(LEGACY_LAST_APPLIED_KEY).unwrap().is_none());
+        assert!(tree.get("obj/config").unwrap().is_some());
+
+        sm.apply([entry(8, vec![Op::Create(config("b", "two"))])]).await.unwrap();
+        drop(sm);
+        let store = Store::new();
+        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        assert_eq!(names(&store), vec!["one".to_string(), "two".to_string()]);
+        let a = store.view(|s| s.get(Kind::Config, "a").cloned()).unwrap();
+        assert_eq!(a.meta().version, 7);
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(8)));
     }
 }
