@@ -90,6 +90,9 @@ impl Manager {
             .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let store = Store::new();
         let log_store = LogStore::new(&db).map_err(|e| ManagerError::Internal(format!("raft log: {e}")))?;
+        log_store
+            .fsync_after_flush(&config.data_dir.join("raft"))
+            .map_err(|e| ManagerError::Internal(format!("opening the raft log's data file: {e}")))?;
         let state_machine =
             StateMachine::new(&db, store.clone()).map_err(|e| ManagerError::Internal(format!("state machine: {e}")))?;
         let contacts = PeerContacts::default();

@@ -4,9 +4,9 @@
 //! Two trees of the manager's one sled database:
 //!
 //! - `sm`: the store as a base image plus a journal of what changed since.
-//!   - `obj/<kind>`: every object of that kind (bincode `Vec<Object>`) as of
-//!     `meta/base`, the log position (last applied log id and membership)
-//!     the image reflects.
+//!   - `obj/<kind>#<n>`: the objects of that kind (bincode `Vec<Object>`,
+//!     in chunks of at most [`MAX_CHUNK_BYTES`]) as of `meta/base`, the log
+//!     position (last applied log id and membership) the image reflects.
 //!   - `journal/<index>`: one record per `apply()` call, keyed by the index
 //!     of the last entry it applied (big-endian, so sled's order is log
 //!     order): the after-images of the objects that call changed, the
@@ -71,8 +71,14 @@ type Meta = SnapshotMeta<NodeId, BasicNode>;
 /// reflects.
 type SnapshotPayload = (StoreState, Option<LogId<NodeId>>, Membership);
 
-fn base_key(kind: Kind) -> String {
-    format!("{BASE_PREFIX}{kind}")
+/// Most encoded bytes per base image chunk. sled moves values that make a
+/// tree node larger than a quarter segment (128 KiB) into separate blob
+/// files, which its flush does not sync; chunks this size stay in its log.
+const MAX_CHUNK_BYTES: u64 = 32 * 1024;
+
+/// `obj/<kind>#<n>`: never a `/` after the prefix, unlike the legacy keys.
+fn base_key(kind: Kind, chunk: usize) -> String {
+    format!("{BASE_PREFIX}{kind}#{chunk:08}")
 }
 
 fn journal_key(index: u64) -> Vec<u8> {
@@ -283,8 +289,8 @@ impl StateMachine {
             let (key, value) =
                 item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
             self.base_bytes += value.len() as u64;
-            // `obj/<kind>` holds a kind's image; `obj/<kind>/<id>` one
-            // object of the legacy layout.
+            // `obj/<kind>#<n>` holds a chunk of a kind's image;
+            // `obj/<kind>/<id>` one object of the legacy layout.
             if key[BASE_PREFIX.len()..].contains(&b'/') {
                 legacy = true;
                 let object: Object = decode(&value)?;
@@ -361,9 +367,24 @@ impl StateMachine {
         batch.remove(LEGACY_LAST_MEMBERSHIP_KEY);
         let mut base_bytes = 0;
         for (kind, objects) in by_kind {
-            let bytes = encode(&objects)?;
-            base_bytes += bytes.len() as u64;
-            batch.insert(base_key(kind).as_bytes(), bytes);
+            let mut chunks = Vec::new();
+            let (mut chunk, mut chunk_bytes) = (Vec::new(), 0u64);
+            for object in objects {
+                let size = bincode::serialized_size(object)
+                    .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+                if !chunk.is_empty() && chunk_bytes + size > MAX_CHUNK_BYTES {
+                    chunks.push(std::mem::take(&mut chunk));
+                    chunk_bytes = 0;
+                }
+                chunk.push(object);
+                chunk_bytes += size;
+            }
+            chunks.push(chunk);
+            for (n, chunk) in chunks.iter().enumerate() {
+                let bytes = encode(chunk)?;
+                base_bytes += bytes.len() as u64;
+                batch.insert(base_key(kind, n).as_bytes(), bytes);
+            }
         }
         batch.insert(BASE_POSITION_KEY, encode(&self.position())?);
         self.sm
@@ -638,6 +659,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_base_image_is_chunked_and_reloads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+        let ops = (0..2_000).map(|i| Op::Create(config(&format!("id{i:05}"), &format!("name{i:05}")))).collect();
+        sm.min_journal_bytes_to_fold = 1;
+        sm.apply([entry(1, ops)]).await.unwrap();
+        let chunks = keys_with_prefix(&db, BASE_PREFIX.as_bytes());
+        assert!(chunks > 1, "{chunks} chunk(s)");
+        drop(sm);
+        let store = Store::new();
+        let _sm = StateMachine::new(&db, store.clone()).unwrap();
+        assert_eq!(names(&store).len(), 2_000);
+    }
+
+    #[tokio::test]
     async fn a_tree_in_the_one_key_per_object_layout_is_read_and_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
@@ -657,7 +694,7 @@ mod tests {
         let tree = db.open_tree(SM_TREE).unwrap();
         assert!(tree.get("obj/config/a").unwrap().is_none());
         assert!(tree.get(LEGACY_LAST_APPLIED_KEY).unwrap().is_none());
-        assert!(tree.get("obj/config").unwrap().is_some());
+        assert!(tree.get(base_key(Kind::Config, 0)).unwrap().is_some());
 
         sm.apply([entry(8, vec![Op::Create(config("b", "two"))])]).await.unwrap();
         drop(sm);
