@@ -593,20 +593,13 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
-    use crate::store::{Config, Meta, Transaction};
+    use crate::store::Transaction;
 
     fn log_id(index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(1, 1), index)
     }
 
-    fn config(id: &str, name: &str) -> Object {
-        Object::Config(Config {
-            meta: Meta { id: id.into(), ..Default::default() },
-            name: name.into(),
-            labels: Default::default(),
-            data: b"x".to_vec(),
-        })
-    }
+    use crate::store::tests::config;
 
     fn entry(index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
         Entry {

@@ -351,10 +351,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config(id: &str, name: &str) -> Object {
+    /// A config object: the smallest named object, for tests of the store and its storage.
+    pub(crate) fn config(id: &str, name: &str) -> Object {
         Object::Config(Config {
             meta: Meta { id: id.into(), ..Default::default() },
             name: name.into(),
