@@ -1,5 +1,5 @@
 //! `run --rm /bin/true` through ContainerManager (create, start, wait,
-//! remove: overlay root, shim, libcontainer, cgroups, seccomp) against
+//! remove: overlay root, shim, cgroups, mounts, seccomp) against
 //! `runc run` of an equivalent bundle, in the same run; then 50 of each
 //! in parallel, and the RSS of one shim. Needs root, runc and
 //! busybox-static.
@@ -26,7 +26,6 @@ fn main() {
     let manager = runtime.block_on(ContainerManager::open(ManagerConfig {
         root: dir.path().join("containers"),
         volumes: dir.path().join("volumes"),
-        libcontainer_root: dir.path().join("libcontainer"),
         cgroup_parent: cgroup_parent.clone(),
         shim_command: vec![env!("CARGO_BIN_EXE_shoal-shim").into()],
         log_rotation: LogRotation::default(),

@@ -1,7 +1,8 @@
 //! The per-container shim (`shoal __shim STATE_DIR`), like
-//! containerd-shim: it creates and starts the container through youki's
-//! libcontainer, is the parent of the container's init, copies its output
-//! into the log, records how it ended and cleans up. The daemon starts it
+//! containerd-shim: it creates the container's cgroup, starts the
+//! container from its OCI bundle (see [`crate::container::init`]), is the
+//! parent of the container's init, copies its output into the log,
+//! records how it ended and cleans up. The daemon starts it
 //! in a session of its own, so the daemon can die and restart around it.
 //!
 //! Synchronous on purpose (no async runtime): it must stay a few MiB.
@@ -10,19 +11,20 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
-use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::container::cgroups;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::container::cgroups::{self, Cgroup, Resources};
+use crate::container::init::{self, Launch};
 use crate::container::logs::{LineBuffer, LogStream, LogWriter};
 use crate::container::model::{ExitInfo, Started};
 use crate::container::state::{self, ShimConfig};
@@ -49,7 +51,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
     // A no-op handler, not SIG_IGN: ignored signals stay ignored across
     // exec, and a shell started with SIGTERM ignored cannot trap it, so
     // the container would never see `stop`. Handlers are reset by exec.
-    for sig in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE, Signal::SIGTERM] {
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGPIPE,
+        Signal::SIGTERM,
+    ] {
         // SAFETY: the handler does nothing, so it is async-signal-safe.
         unsafe {
             let _ = signal(sig, SigHandler::Handler(ignore_signal));
@@ -61,14 +68,23 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let config = match state::read_json::<ShimConfig>(&state_dir.join(state::SHIM_CONFIG_FILE)) {
         Some(config) => config,
         None => {
-            let _ = writeln!(ready, "err the container's state in {} is unreadable; remove it", state_dir.display());
+            let _ = writeln!(
+                ready,
+                "err the container's state in {} is unreadable; remove it",
+                state_dir.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     match supervise(&state_dir, &config, &mut ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            let exit = ExitInfo { code: 127, oom_killed: false, finished_at: state::now_rfc3339(), error: Some(message.clone()) };
+            let exit = ExitInfo {
+                code: 127,
+                oom_killed: false,
+                finished_at: state::now_rfc3339(),
+                error: Some(message.clone()),
+            };
             let _ = state::write_json(&state_dir.join(state::EXIT_FILE), &exit);
             let _ = writeln!(ready, "err {}", message.replace('\n', " "));
             ExitCode::FAILURE
@@ -79,68 +95,166 @@ pub fn main(args: Vec<String>) -> ExitCode {
 extern "C" fn ignore_signal(_: i32) {}
 
 fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<(), String> {
-    let (out_read, out_write) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let (err_read, err_write) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let stdin: OwnedFd = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?.into();
-    let built = ContainerBuilder::new(config.id.clone(), SyscallType::default())
-        .with_root_path(&config.libcontainer_root)
-        .map_err(|e| format!("cannot use {}: {}", config.libcontainer_root.display(), describe(&e)))
-        .and_then(|builder| {
-            builder
-                .with_stdin(stdin)
-                .with_stdout(out_write)
-                .with_stderr(err_write)
-                .as_init(state_dir)
-                .with_systemd(false)
-                .with_detach(true)
-                .build()
-                .map_err(|e| format!("cannot create the container: {}", describe(&e)))
-        });
-    // The builder has dropped its copies of the write ends; the
-    // container's processes hold the only ones, so EOF means they are gone.
-    let mut container = match built {
-        Ok(container) => container,
+    let spec = Spec::load(state_dir.join("config.json")).map_err(|e| {
+        format!(
+            "the container's OCI bundle in {} is unreadable ({e}); remove the container",
+            state_dir.display()
+        )
+    })?;
+    let cgroup = Cgroup::create(&config.cgroup_path, &resources(&spec))?;
+    match start(&spec, &cgroup, config) {
+        Ok((pid, out_read, err_read)) => {
+            let shim_pid = std::process::id() as i32;
+            let started = Started {
+                shim_pid,
+                shim_start_ticks: state::process_start_ticks(shim_pid).unwrap_or(0),
+                pid: pid.as_raw(),
+                started_at: state::now_rfc3339(),
+            };
+            if let Err(e) = state::write_json(&state_dir.join(state::STARTED_FILE), &started) {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                cgroups::remove(&config.cgroup_path);
+                return Err(format!(
+                    "cannot record the start in {}: {e}",
+                    state_dir.display()
+                ));
+            }
+            let _ = writeln!(ready, "ok {}", pid.as_raw());
+            shed_startup_memory();
+            copy_output(state_dir, config, out_read, err_read);
+            let code = wait_exit(pid);
+            let oom_killed = cgroups::oom_kills(&config.cgroup_path) > 0;
+            // Kills what the container's init left (nothing, normally: its
+            // pid namespace died with it) and removes the directories.
+            cgroups::remove(&config.cgroup_path);
+            let exit = ExitInfo {
+                code,
+                oom_killed,
+                finished_at: state::now_rfc3339(),
+                error: None,
+            };
+            state::write_json(&state_dir.join(state::EXIT_FILE), &exit)
+                .map_err(|e| format!("cannot record the exit: {e}"))?;
+            Ok(())
+        }
         Err(message) => {
-            release(config, None);
-            return Err(message);
-        }
-    };
-    let Some(pid) = container.pid() else {
-        release(config, Some(&mut container));
-        return Err("libcontainer reported no process for the container".into());
-    };
-    if config.loopback_up {
-        if let Err(e) = loopback_up(pid.as_raw()) {
-            release(config, Some(&mut container));
-            return Err(format!("cannot bring up the container's loopback interface: {e}"));
+            cgroups::remove(&config.cgroup_path);
+            Err(message)
         }
     }
-    if let Err(e) = container.start() {
-        release(config, Some(&mut container));
-        return Err(format!("cannot start the container: {}", describe(&e)));
-    }
-    let shim_pid = std::process::id() as i32;
-    let started = Started {
-        shim_pid,
-        shim_start_ticks: state::process_start_ticks(shim_pid).unwrap_or(0),
-        pid: pid.as_raw(),
-        started_at: state::now_rfc3339(),
-    };
-    if let Err(e) = state::write_json(&state_dir.join(state::STARTED_FILE), &started) {
-        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        release(config, Some(&mut container));
-        return Err(format!("cannot record the start in {}: {e}", state_dir.display()));
-    }
-    let _ = writeln!(ready, "ok {}", pid.as_raw());
+}
 
-    copy_output(state_dir, config, out_read, err_read);
-    let code = wait_exit(pid);
-    let oom_killed = cgroups::oom_kills(&config.cgroup_path) > 0;
-    release(config, Some(&mut container));
-    let exit = ExitInfo { code, oom_killed, finished_at: state::now_rfc3339(), error: None };
-    state::write_json(&state_dir.join(state::EXIT_FILE), &exit).map_err(|e| format!("cannot record the exit: {e}"))?;
-    Ok(())
+/// Clones the container's process with its output on two pipes; returns
+/// its pid and the pipes' read ends. The container's processes then hold
+/// the only write ends, so EOF means they are all gone.
+fn start(
+    spec: &Spec,
+    cgroup: &Cgroup,
+    config: &ShimConfig,
+) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+    let (out_read, out_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (err_read, err_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let stdin = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let network_namespace =
+        match network_namespace_path(spec) {
+            Some(path) => Some(File::open(&path).map_err(|e| {
+                format!("cannot open the network namespace {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+    let launch = Launch {
+        spec,
+        cgroup,
+        stdio: [
+            stdin.as_raw_fd(),
+            out_write.as_raw_fd(),
+            err_write.as_raw_fd(),
+        ],
+        network_namespace,
+        loopback_up: config.loopback_up,
+    };
+    let pid = init::spawn(&launch)?;
+    Ok((pid, out_read, err_read))
+}
+
+/// The limits in the spec's `linux.resources`.
+fn resources(spec: &Spec) -> Resources {
+    let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+        return Resources::default();
+    };
+    Resources {
+        memory_bytes: resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok()),
+        cpu_quota_us: resources
+            .cpu()
+            .as_ref()
+            .and_then(|c| c.quota())
+            .and_then(|q| u64::try_from(q).ok()),
+        pids: resources.pids().as_ref().map(|p| p.limit()),
+    }
+}
+
+/// The network namespace the spec names to join, if any.
+fn network_namespace_path(spec: &Spec) -> Option<PathBuf> {
+    let namespaces = spec.linux().as_ref()?.namespaces().as_ref()?;
+    namespaces
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .and_then(|n| n.path().clone())
+}
+
+/// Gives back the memory only the start needed, since a shim lives as
+/// long as its container: freed heap, and the pages of the (large, shared)
+/// `shoal` binary and libraries that starting touched. File pages that were
+/// never written are dropped from this process only (they stay in the page
+/// cache) and fault back in if the supervision loop needs them; pages
+/// written at load time (relocations) are kept, as they hold the only copy.
+fn shed_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut mapping: Option<(usize, usize, bool)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            // `START-END PERMS OFFSET DEV INODE [PATH]`: a clean candidate if
+            // read-only and backed by a file.
+            let perms = fields.next().unwrap_or_default();
+            let inode = fields.nth(2).unwrap_or("0");
+            let candidate = !perms.contains('w') && inode != "0";
+            mapping = match (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                (Ok(start), Ok(end)) => Some((start, end, candidate)),
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            // Copy-on-write pages (relocated read-only data) have no other copy.
+            let untouched = fields.next() == Some("0");
+            if let Some((start, end, true)) = mapping.take() {
+                if untouched {
+                    // SAFETY: drops the page table entries of a clean,
+                    // read-only file mapping; its contents come back from
+                    // the file on the next access.
+                    unsafe {
+                        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The exit status, or 128 + signal number as shells report it.
@@ -153,32 +267,6 @@ fn wait_exit(pid: Pid) -> i32 {
             Err(_) => return 255,
         }
     }
-}
-
-/// libcontainer's errors nest: "failed to build" > "failed to create
-/// container" > the cause. The chain, deduplicated, reads as one sentence.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = inner.source();
-    }
-    parts.join(": ")
-}
-
-/// Removes libcontainer's state and the container's cgroups (killing
-/// anything left in them).
-fn release(config: &ShimConfig, container: Option<&mut Container>) {
-    if let Some(container) = container {
-        let _ = container.delete(true);
-    }
-    // A failed build can leave both behind; so can a delete that failed.
-    cgroups::remove(&config.cgroup_path);
-    let _ = std::fs::remove_dir_all(config.libcontainer_root.join(&config.id));
 }
 
 /// Copies both output pipes into the log until every process holding
@@ -197,8 +285,18 @@ fn copy_output(state_dir: &Path, config: &ShimConfig, out: OwnedFd, err: OwnedFd
         open: bool,
     }
     let mut pipes = [
-        Pipe { file: File::from(out), stream: LogStream::Stdout, lines: LineBuffer::default(), open: true },
-        Pipe { file: File::from(err), stream: LogStream::Stderr, lines: LineBuffer::default(), open: true },
+        Pipe {
+            file: File::from(out),
+            stream: LogStream::Stdout,
+            lines: LineBuffer::default(),
+            open: true,
+        },
+        Pipe {
+            file: File::from(err),
+            stream: LogStream::Stderr,
+            lines: LineBuffer::default(),
+            open: true,
+        },
     ];
     let mut buf = vec![0u8; 32 * 1024];
     while pipes.iter().any(|p| p.open) {
@@ -238,39 +336,4 @@ fn copy_output(state_dir: &Path, config: &ShimConfig, out: OwnedFd, err: OwnedFd
             }
         }
     }
-}
-
-/// A new network namespace starts with `lo` down; containers expect
-/// 127.0.0.1 to work, as in docker (libcontainer leaves it down). Done
-/// from a thread that joins the container's namespace, so the shim itself
-/// stays where it is.
-fn loopback_up(pid: i32) -> std::io::Result<()> {
-    let netns = File::open(format!("/proc/{pid}/ns/net"))?;
-    std::thread::spawn(move || -> std::io::Result<()> {
-        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        // SAFETY: plain ioctls on a socket we own, with a zeroed ifreq
-        // whose name is set within bounds.
-        unsafe {
-            let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            if socket < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let socket = OwnedFd::from_raw_fd(socket);
-            let mut request: libc::ifreq = std::mem::zeroed();
-            for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-                *dst = *src as libc::c_char;
-            }
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("the loopback thread panicked")))
 }

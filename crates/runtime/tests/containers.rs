@@ -46,7 +46,6 @@ impl Fixture {
         ManagerConfig {
             root: root.join("containers"),
             volumes: root.join("volumes"),
-            libcontainer_root: root.join("libcontainer"),
             cgroup_parent: self.cgroup_parent.clone(),
             shim_command: vec![env!("CARGO_BIN_EXE_shoal-shim").into()],
             log_rotation: LogRotation::default(),
@@ -98,8 +97,6 @@ impl Fixture {
             manager.remove(&container.id, true).await.expect("remove at the end");
         }
         assert!(std::fs::read_dir(self.dir.path().join("containers")).unwrap().next().is_none(), "container state left behind");
-        let libcontainer: Vec<_> = std::fs::read_dir(self.dir.path().join("libcontainer")).unwrap().collect();
-        assert!(libcontainer.is_empty(), "libcontainer state left behind: {libcontainer:?}");
         drop(manager);
         assert_eq!(mounts_under(self.dir.path()), Vec::<String>::new(), "mounts left behind");
         assert_eq!(container_cgroups(&self.cgroup_parent), Vec::<PathBuf>::new(), "cgroups left behind");

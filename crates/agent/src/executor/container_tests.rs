@@ -54,7 +54,6 @@ async fn node(name: &str) -> Node {
     let containers = ContainerManager::open(ManagerConfig {
         root: dir.join("containers"),
         volumes: dir.join("volumes"),
-        libcontainer_root: dir.join("libcontainer"),
         cgroup_parent: format!("shoal-executor-test-{name}"),
         shim_command: vec![shoal_binary().into(), "__shim".into()],
         log_rotation: Default::default(),

@@ -58,7 +58,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         containers: shoal_runtime::container::ContainerManager::open(shoal_runtime::container::ManagerConfig {
             root: options.data_root.join("containers"),
             volumes: options.data_root.join("volumes"),
-            libcontainer_root: options.data_root.join("libcontainer"),
             log_rotation: Default::default(),
             cgroup_parent: options.cgroup_parent.clone(),
             shim_command: vec![std::env::current_exe().context("locating the shoal binary")?.into(), "__shim".into()],

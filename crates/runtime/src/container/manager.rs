@@ -37,9 +37,6 @@ pub struct ManagerConfig {
     pub root: PathBuf,
     /// Named volumes (`<data-root>/volumes`).
     pub volumes: PathBuf,
-    /// libcontainer's state directories (e.g. `<data-root>/libcontainer`
-    /// or `/run/shoal/<node>/libcontainer`).
-    pub libcontainer_root: PathBuf,
     /// Cgroup the containers' cgroups go under: `<parent>/<container id>`.
     pub cgroup_parent: String,
     /// Program and leading arguments that run [`crate::shim::main`]
@@ -102,7 +99,7 @@ impl ContainerManager {
     /// Opens the state under `config.root`, re-attaching to containers
     /// whose shims survived a daemon restart.
     pub async fn open(config: ManagerConfig) -> Result<Arc<Self>> {
-        for dir in [&config.root, &config.volumes, &config.libcontainer_root] {
+        for dir in [&config.root, &config.volumes] {
             std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("creating {}", dir.display()), e))?;
         }
         let manager = Arc::new(ContainerManager { config, containers: Mutex::new(HashMap::new()), shutdown: watch::channel(()).0 });
@@ -216,7 +213,6 @@ impl ContainerManager {
         spec.save(dir.join("config.json")).map_err(|e| ContainerError::Internal(format!("writing the OCI bundle: {e}")))?;
         let shim = ShimConfig {
             id: record.id.clone(),
-            libcontainer_root: self.config.libcontainer_root.clone(),
             cgroup_path,
             loopback_up: request.network_namespace.is_none(),
             log_rotation: self.config.log_rotation,
@@ -227,22 +223,21 @@ impl ContainerManager {
     }
 
     /// Removes everything a container may have on the host but its named
-    /// volumes: rootfs mount, state directory, libcontainer state, cgroups.
+    /// volumes: rootfs mount, state directory, cgroups.
     fn discard(&self, id: &str, dir: &Path) {
         let _ = rootfs::unmount_overlay(dir);
         let _ = std::fs::remove_dir_all(dir);
         self.release_runtime_state(id);
     }
 
-    /// libcontainer's state and the cgroups, which the shim normally
-    /// removes itself when the container ends.
+    /// The cgroups, which the shim normally removes itself when the
+    /// container ends.
     fn release_runtime_state(&self, id: &str) {
         // Only plain container ids: never let a stray name reach outside.
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             return;
         }
         cgroups::remove(&cgroups::container_path(&self.config.cgroup_parent, id));
-        let _ = std::fs::remove_dir_all(self.config.libcontainer_root.join(id));
     }
 
     /// Starts a created container through its shim; returns once the

@@ -1,12 +1,15 @@
 //! Containers: OCI spec from image + request, overlayfs root, a shim per
-//! container (see [`crate::shim`]) running it through youki's
-//! libcontainer, logs, and re-attaching after a daemon restart.
+//! container (see [`crate::shim`]) starting it ([`init`]: namespaces,
+//! cgroup, mounts, capabilities, seccomp), logs, and re-attaching after a
+//! daemon restart.
 
 pub(crate) mod cgroups;
 mod error;
+pub(crate) mod init;
 pub mod logs;
 mod manager;
 pub mod model;
+mod mounts;
 mod record;
 mod rootfs;
 mod seccomp;

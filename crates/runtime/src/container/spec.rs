@@ -10,6 +10,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::model::{ContainerRecord, MountSpec};
+use super::cgroups::CPU_PERIOD_US;
 use super::{seccomp, ContainerError};
 
 /// Docker's default capabilities.
@@ -30,8 +31,6 @@ const CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-/// CFS period the `--cpus` quota is expressed in, as docker uses.
-const CPU_PERIOD_US: u64 = 100_000;
 
 pub struct SpecInput<'a> {
     pub record: &'a ContainerRecord,

@@ -46,8 +46,6 @@ pub const SHIM_LOG_FILE: &str = "shim.log";
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ShimConfig {
     pub id: String,
-    /// libcontainer's state root (shared by the manager's containers).
-    pub libcontainer_root: std::path::PathBuf,
     /// The container's cgroup, `/<parent>/<id>`.
     pub cgroup_path: String,
     /// Bring up `lo` in the container's new network namespace (not when
