@@ -114,7 +114,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
             if let Err(e) = state::write_json(&state_dir.join(state::STARTED_FILE), &started) {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
-                cgroups::remove(&config.cgroup_path);
+                cgroup.remove();
                 return Err(format!(
                     "cannot record the start in {}: {e}",
                     state_dir.display()
@@ -127,7 +127,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
             let oom_killed = cgroups::oom_kills(&config.cgroup_path) > 0;
             // Kills what the container's init left (nothing, normally: its
             // pid namespace died with it) and removes the directories.
-            cgroups::remove(&config.cgroup_path);
+            cgroup.remove();
             let exit = ExitInfo {
                 code,
                 oom_killed,
@@ -139,7 +139,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
             Ok(())
         }
         Err(message) => {
-            cgroups::remove(&config.cgroup_path);
+            cgroup.remove();
             Err(message)
         }
     }

@@ -165,7 +165,7 @@ impl Cgroup {
         }
         let cgroup = Cgroup { layout, dirs };
         if let Err(e) = cgroup.populate(resources) {
-            remove(path);
+            cgroup.remove();
             return Err(e);
         }
         Ok(cgroup)
@@ -268,6 +268,18 @@ impl Cgroup {
                         .map_err(|e| format!("cannot join cgroup {}: {e}", dir.display()))?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Removes the directories once the container has ended. Its pid
+    /// namespace died with its init, so they are normally empty already;
+    /// whatever is still inside is killed first.
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            if std::fs::remove_dir(dir).is_err() && dir.exists() {
+                kill_all(dir);
+                remove_tree(dir);
             }
         }
     }
@@ -402,9 +414,9 @@ pub fn oom_kills(path: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Kills whatever still runs in the cgroup and removes its directories
-/// (deepest first): after the container's init has ended, and for a
-/// container whose shim died before cleaning up.
+/// Kills whatever still runs in the cgroup `path` and removes its
+/// directories (deepest first): for a container whose shim died before
+/// cleaning up.
 pub fn remove(path: &str) {
     for dir in existing_dirs(path) {
         kill_all(&dir);
