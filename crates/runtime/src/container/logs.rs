@@ -2,19 +2,19 @@
 //! object per line (`{"log": text, "stream": "stdout", "time": RFC 3339
 //! nanos}`), rotated by size. The shim writes ([`LogWriter`]); the daemon
 //! reads and, while the container runs, follows ([`read`]), woken by
-//! inotify rather than polling.
+//! inotify rather than polling (one instance for the process: see
+//! `log_watch`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
+
+use super::log_watch::DirWatch;
 
 pub const LOG_FILE: &str = "container.log";
 /// A line longer than this is split into several entries (docker: 16 KiB).
@@ -183,7 +183,7 @@ pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>
     let (sender, receiver) = mpsc::channel(256);
     tokio::spawn(async move {
         // Watch before the first read so no write slips between them.
-        let watcher = if options.follow { LogWatcher::new(&dir).ok() } else { None };
+        let wakeup = options.follow.then(|| Wakeup::new(&dir));
         let mut reader = Reader { dir, timestamps: options.timestamps, cursor: None };
         let Ok(mut entries) = reader.read_existing() else { return };
         if let Some(tail) = options.tail {
@@ -194,9 +194,7 @@ pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>
                 return;
             }
         }
-        if !options.follow {
-            return;
-        }
+        let Some(mut wakeup) = wakeup else { return };
         loop {
             let done = *exited.borrow_and_update();
             for entry in reader.read_new().unwrap_or_default() {
@@ -208,13 +206,7 @@ pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>
                 return;
             }
             tokio::select! {
-                _ = async {
-                    match &watcher {
-                        Some(w) => w.changed().await,
-                        // No inotify (out of watches): fall back to a slow poll.
-                        None => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-                    }
-                } => {}
+                _ = wakeup.changed() => {}
                 changed = exited.changed() => if changed.is_err() { return },
                 _ = sender.closed() => return,
             }
@@ -223,36 +215,32 @@ pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>
     LogEntries::new(receiver)
 }
 
-/// Wakes a follower when a file in the log directory changes.
-struct LogWatcher {
-    fd: AsyncFd<InotifyFd>,
+/// How a follower learns that the log may have grown: the shared inotify
+/// watch ([`DirWatch`]) or, without one, a slow poll.
+enum Wakeup {
+    Watch(DirWatch),
+    Poll,
 }
 
-struct InotifyFd(Inotify);
+impl Wakeup {
+    const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-impl LogWatcher {
-    fn new(dir: &Path) -> std::io::Result<Self> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        inotify.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
-        // SAFETY: the AsyncFd owns the inotify fd for as long as it is
-        // registered, so the fd cannot be closed under the reactor.
-        let fd = unsafe { AsyncFd::register(InotifyFd(inotify)) }.map_err(std::io::Error::from)?;
-        Ok(LogWatcher { fd })
+    fn new(dir: &Path) -> Self {
+        // No inotify (e.g. out of watches): poll.
+        DirWatch::new(dir).map_or(Wakeup::Poll, Wakeup::Watch)
     }
 
-    async fn changed(&self) {
-        loop {
-            let Ok(mut guard) = self.fd.readable().await else { return };
-            match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
-                Ok(_) => return,
-                Err(_would_block) => continue,
+    async fn changed(&mut self) {
+        match self {
+            Wakeup::Watch(watch) => {
+                if watch.changed().await.is_err() {
+                    // Directory deleted (or the watcher stopped): nothing
+                    // will wake the watch again, so look once more now,
+                    // then poll.
+                    *self = Wakeup::Poll;
+                }
             }
+            Wakeup::Poll => tokio::time::sleep(Self::POLL_INTERVAL).await,
         }
     }
 }
@@ -283,7 +271,7 @@ impl Reader {
                 Some((n, e.path()))
             })
             .collect();
-        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
         for (_, path) in rotated {
             // Rotated away meanwhile: its entries are in the next file.
             let _ = self.read_file(&path, 0, &mut entries);
@@ -392,6 +380,68 @@ mod tests {
         let expected: Vec<String> = (0..20).map(|n| format!("line {n}\n")).collect();
         assert_eq!(texts, expected);
         assert!(rest.iter().all(|e| e.stream == LogStream::Stderr && e.time.is_some()));
+    }
+
+    /// Bounds a wait that would otherwise hang a broken test.
+    async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(std::time::Duration::from_secs(5), future).await.expect("timed out")
+    }
+
+    async fn next(stream: &mut LogEntries) -> Option<Vec<u8>> {
+        within(stream.next()).await.map(|e| e.bytes)
+    }
+
+    async fn until_subscribers(dir: &Path, expected: usize) {
+        within(async {
+            while super::super::log_watch::subscribers(dir) != expected {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn followers_share_one_watch_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path(), LogRotation::default()).unwrap();
+        let follow = LogOptions { follow: true, tail: None, timestamps: false };
+
+        // Followers of one directory share a watch, counted: one leaving
+        // (its receiver dropped) leaves it working for the others, which
+        // are all woken and all end on exit.
+        let (exited, exited_rx) = watch::channel(false);
+        let mut first = read(dir.path().to_path_buf(), follow, exited_rx.clone());
+        let mut second = read(dir.path().to_path_buf(), follow, exited_rx.clone());
+        let leaving = read(dir.path().to_path_buf(), follow, exited_rx);
+        until_subscribers(dir.path(), 3).await;
+        drop(leaving);
+        until_subscribers(dir.path(), 2).await;
+        writer.write(LogStream::Stdout, b"a\n").unwrap();
+        assert_eq!(next(&mut first).await, Some(b"a\n".to_vec()));
+        assert_eq!(next(&mut second).await, Some(b"a\n".to_vec()));
+        exited.send_replace(true);
+        assert_eq!(next(&mut first).await, None);
+        assert_eq!(next(&mut second).await, None);
+        until_subscribers(dir.path(), 0).await;
+
+        // The watch was removed with its last follower; a new one gets a
+        // live watch, not a stale entry nothing would wake (it would hang:
+        // a subscriber does not poll).
+        let (exited, exited_rx) = watch::channel(false);
+        let mut third = read(dir.path().to_path_buf(), follow, exited_rx);
+        assert_eq!(next(&mut third).await, Some(b"a\n".to_vec()));
+        until_subscribers(dir.path(), 1).await;
+        writer.write(LogStream::Stdout, b"b\n").unwrap();
+        assert_eq!(next(&mut third).await, Some(b"b\n".to_vec()));
+
+        // Deleting the directory drops the kernel's watch: the follower is
+        // forgotten and falls back to polling, and ends on exit.
+        drop(writer);
+        let path = dir.path().to_path_buf();
+        dir.close().unwrap();
+        until_subscribers(&path, 0).await;
+        exited.send_replace(true);
+        assert_eq!(next(&mut third).await, None);
     }
 
     #[tokio::test]

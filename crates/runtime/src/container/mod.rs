@@ -6,6 +6,7 @@
 pub(crate) mod cgroups;
 mod error;
 pub(crate) mod init;
+mod log_watch;
 pub mod logs;
 mod manager;
 pub mod model;
