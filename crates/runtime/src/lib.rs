@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod image;
+pub mod launcher;
 pub mod shim;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -6,6 +6,9 @@
 //! in a session of its own, so the daemon can die and restart around it.
 //!
 //! Synchronous on purpose (no async runtime): it must stay a few MiB.
+//! The daemon forks shims through a [`crate::launcher`] (`shoal __shim
+//! --launcher`), or runs `shoal __shim STATE_DIR` directly.
+//!
 //! It tells the daemon whether the start worked with one line on
 //! [`READY_FD`]: `ok PID` or `err MESSAGE`.
 
@@ -35,13 +38,19 @@ pub const READY_FD: i32 = 3;
 /// Entry point; `args` are the arguments after the shim's own name
 /// (`shoal __shim ARGS` or `shoal-shim ARGS`): the state directory.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let [state_dir] = match <[String; 1]>::try_from(args) {
-        Ok(a) => a,
-        Err(_) => {
+    let code = match args.as_slice() {
+        [flag] if flag == "--launcher" => crate::launcher::serve(run),
+        [state_dir] => run(PathBuf::from(state_dir)),
+        _ => {
             eprintln!("usage: shoal __shim STATE_DIR (started by the daemon, not by hand)");
-            return ExitCode::FAILURE;
+            1
         }
     };
+    ExitCode::from(code as u8)
+}
+
+/// Supervises the container in `state_dir`; the process's exit code.
+pub fn run(state_dir: PathBuf) -> i32 {
     // Outlive the daemon: a session (and process group) of our own, so a
     // signal to the daemon's group or the end of its terminal session
     // does not reach us. The daemon already did this before exec (EPERM
@@ -64,7 +73,6 @@ pub fn main(args: Vec<String>) -> ExitCode {
     }
     // SAFETY: the daemon passes READY_FD open for us alone (see the manager).
     let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-    let state_dir = PathBuf::from(state_dir);
     let config = match state::read_json::<ShimConfig>(&state_dir.join(state::SHIM_CONFIG_FILE)) {
         Some(config) => config,
         None => {
@@ -73,11 +81,11 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 "err the container's state in {} is unreadable; remove it",
                 state_dir.display()
             );
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     match supervise(&state_dir, &config, &mut ready) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(message) => {
             let exit = ExitInfo {
                 code: 127,
@@ -87,7 +95,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             };
             let _ = state::write_json(&state_dir.join(state::EXIT_FILE), &exit);
             let _ = writeln!(ready, "err {}", message.replace('\n', " "));
-            ExitCode::FAILURE
+            1
         }
     }
 }
@@ -121,7 +129,6 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
                 ));
             }
             let _ = writeln!(ready, "ok {}", pid.as_raw());
-            shed_startup_memory();
             copy_output(state_dir, config, out_read, err_read);
             let code = wait_exit(pid);
             let oom_killed = cgroups::oom_kills(&config.cgroup_path) > 0;
@@ -209,13 +216,16 @@ fn network_namespace_path(spec: &Spec) -> Option<PathBuf> {
         .and_then(|n| n.path().clone())
 }
 
+/// How long a container runs before its shim sheds its start's memory.
+const SHED_AFTER_MS: u64 = 50;
+
 /// Gives back the memory only the start needed, since a shim lives as
 /// long as its container: freed heap, and the pages of the (large, shared)
 /// `shoal` binary and libraries that starting touched. File pages that were
 /// never written are dropped from this process only (they stay in the page
 /// cache) and fault back in if the supervision loop needs them; pages
 /// written at load time (relocations) are kept, as they hold the only copy.
-fn shed_startup_memory() {
+pub(crate) fn shed_startup_memory() {
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
@@ -299,6 +309,11 @@ fn copy_output(state_dir: &Path, config: &ShimConfig, out: OwnedFd, err: OwnedFd
         },
     ];
     let mut buf = vec![0u8; 32 * 1024];
+    // Most of a shim's life is spent here; shedding the start's memory
+    // waits until the container has run a while, so a short-lived one
+    // (`run --rm ... true`) is not slowed down by it.
+    let shed_at = std::time::Instant::now() + std::time::Duration::from_millis(SHED_AFTER_MS);
+    let mut shed_pending = true;
     while pipes.iter().any(|p| p.open) {
         let mut ready = [false; 2];
         {
@@ -309,7 +324,16 @@ fn copy_output(state_dir: &Path, config: &ShimConfig, out: OwnedFd, err: OwnedFd
                 .map(|(i, p)| (i, PollFd::new(p.file.as_fd(), PollFlags::POLLIN)))
                 .collect();
             let mut polled: Vec<PollFd> = fds.iter().map(|(_, fd)| *fd).collect();
-            match poll(&mut polled, PollTimeout::NONE) {
+            let timeout = match shed_at.checked_duration_since(std::time::Instant::now()) {
+                _ if !shed_pending => PollTimeout::NONE,
+                Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
+                None => {
+                    shed_pending = false;
+                    shed_startup_memory();
+                    continue;
+                }
+            };
+            match poll(&mut polled, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,

@@ -191,6 +191,18 @@ async fn pid_one_is_the_command_and_host_processes_are_invisible() {
 }
 
 #[tokio::test]
+async fn a_dead_shim_launcher_is_replaced() {
+    let fx = Fixture::new("launcher").await;
+    assert_eq!(fx.sh("echo one").await.1, "one\n");
+    let launcher = fx.manager().shim_launcher_pid().expect("shims are forked by a launcher");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(launcher as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(fx.sh("echo two").await.1, "two\n");
+    let replacement = fx.manager().shim_launcher_pid().expect("a new launcher");
+    assert_ne!(replacement, launcher);
+    fx.finish().await;
+}
+
+#[tokio::test]
 async fn hostname_defaults_to_the_short_id() {
     let fx = Fixture::new("hostname").await;
     let id = fx.start(fx.request(&["hostname"])).await;

@@ -20,6 +20,7 @@ use super::logs::{self, LogEntries, LogOptions, LogRotation};
 use super::model::*;
 use super::state::{self, ShimConfig, EXIT_FILE, RECORD_FILE, SHIM_CONFIG_FILE, SHIM_LOG_FILE, STARTED_FILE};
 use super::{cgroups, record, rootfs, spec, ContainerError};
+use crate::launcher::Launcher;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -90,6 +91,9 @@ pub struct ContainerSummary {
 
 pub struct ContainerManager {
     config: ManagerConfig,
+    /// Forks the shims (started on first use, restarted if it died);
+    /// `None` means exec the shim command directly.
+    launcher: Mutex<Option<Launcher>>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     /// Dropped with the manager: ends the tasks watching shims.
     shutdown: watch::Sender<()>,
@@ -102,7 +106,12 @@ impl ContainerManager {
         for dir in [&config.root, &config.volumes] {
             std::fs::create_dir_all(dir).map_err(|e| ContainerError::io(format!("creating {}", dir.display()), e))?;
         }
-        let manager = Arc::new(ContainerManager { config, containers: Mutex::new(HashMap::new()), shutdown: watch::channel(()).0 });
+        let manager = Arc::new(ContainerManager {
+            config,
+            launcher: Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            shutdown: watch::channel(()).0,
+        });
         let entries = std::fs::read_dir(&manager.config.root)
             .map_err(|e| ContainerError::io(format!("reading {}", manager.config.root.display()), e))?;
         let mut to_remove = Vec::new();
@@ -253,7 +262,9 @@ impl ContainerManager {
         let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| ContainerError::Internal(format!("cannot create a pipe: {e}")))?;
         let shim_pid = self.spawn_shim(&entry, ready_write)?;
-        let pidfd = pidfd_open(shim_pid).map_err(|e| ContainerError::io("watching the shim", e))?;
+        // None if the shim has already ended (and, forked by the launcher,
+        // been reaped): its answer and exit file still tell what happened.
+        let pidfd = pidfd_open(shim_pid).ok();
 
         // The shim answers `ok PID` or `err MESSAGE` and keeps running, so
         // read one line rather than to EOF; a shim that dies without a
@@ -272,12 +283,17 @@ impl ContainerManager {
                 started_at: state::now_rfc3339(),
             });
             entry.phase.send_replace(Phase::Running(started));
-            self.watch_pidfd(entry, shim_pid, pidfd);
+            match pidfd {
+                Some(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
+                None => self.watch_shim(entry, shim_pid),
+            }
             return Ok(());
         }
         // The shim failed: it has recorded why and cleaned up, or died.
         let _ = nix::sys::signal::kill(Pid::from_raw(shim_pid), Signal::SIGKILL);
-        reap(pidfd).await;
+        if let Some(pidfd) = pidfd {
+            reap(pidfd).await;
+        }
         let _ = nix::sys::wait::waitpid(Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
         let message = match line.trim().strip_prefix("err ") {
             Some(message) => message.to_string(),
@@ -300,6 +316,45 @@ impl ContainerManager {
     }
 
     fn spawn_shim(&self, entry: &Entry, ready_write: OwnedFd) -> Result<i32> {
+        if let Some(pid) = self.fork_shim(&entry.dir, &ready_write) {
+            return Ok(pid);
+        }
+        self.exec_shim(entry, ready_write)
+    }
+
+    /// A shim forked by the launcher (the fast way); None if no launcher
+    /// can be had, after one restart of a launcher that died.
+    fn fork_shim(&self, dir: &Path, ready_write: &OwnedFd) -> Option<i32> {
+        let (program, leading) = self.config.shim_command.split_first()?;
+        let mut launcher = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..2 {
+            if launcher.is_none() {
+                match Launcher::start(program, leading) {
+                    Ok(started) => *launcher = Some(started),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the shim launcher; starting shims directly");
+                        return None;
+                    }
+                }
+            }
+            match launcher.as_mut()?.start_shim(dir, ready_write) {
+                Ok(pid) => return Some(pid),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shim launcher failed; restarting it");
+                    *launcher = None;
+                }
+            }
+        }
+        None
+    }
+
+    /// The pid of the process forking the shims, once one runs.
+    pub fn shim_launcher_pid(&self) -> Option<u32> {
+        self.launcher.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Launcher::pid)
+    }
+
+    /// A shim exec'd by the daemon itself.
+    fn exec_shim(&self, entry: &Entry, ready_write: OwnedFd) -> Result<i32> {
         let shim_log =
             std::fs::File::create(entry.dir.join(SHIM_LOG_FILE)).map_err(|e| ContainerError::io("creating the shim log", e))?;
         let (program, leading) =

@@ -1,0 +1,172 @@
+//! The shim launcher (`shoal __shim --launcher`): a small, single-threaded
+//! process the daemon starts once, which forks one shim per container on
+//! request. Exec'ing the large `shoal` binary for every container took
+//! about 3 ms of each start (mapping, relocating and faulting in the
+//! binary, after forking the multi-threaded daemon); a fork of this
+//! already-started process takes a tenth of that.
+//!
+//! The daemon and the launcher talk over a SOCK_SEQPACKET socket pair (the
+//! launcher's stdin): the daemon sends a container's state directory with
+//! the shim's ready pipe attached (SCM_RIGHTS); the launcher answers with
+//! the new shim's pid, or a negative errno. The shims are the launcher's
+//! children and it lets the kernel reap them (the daemon watches them
+//! through pidfds and reads how they ended from their state directories).
+//! When the daemon goes away its end of the socket closes and the launcher
+//! exits; the shims carry on, as they do after any daemon restart.
+
+use std::ffi::OsString;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+
+/// Longest state directory path a request may carry.
+const MAX_REQUEST: usize = 4096;
+
+/// The daemon's side: a running launcher.
+pub struct Launcher {
+    socket: OwnedFd,
+    process: Child,
+}
+
+impl Launcher {
+    /// Starts `program leading... --launcher`.
+    pub fn start(program: &OsString, leading: &[OsString]) -> std::io::Result<Launcher> {
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let process = Command::new(program)
+            .args(leading)
+            .arg("--launcher")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        Ok(Launcher { socket: ours, process })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Forks a shim for the container in `state_dir`, handing it `ready`
+    /// as its ready pipe; returns the shim's pid.
+    pub fn start_shim(&mut self, state_dir: &Path, ready: &OwnedFd) -> std::io::Result<i32> {
+        let socket = &self.socket;
+        let path = state_dir.as_os_str().as_bytes();
+        let fds = [ready.as_raw_fd()];
+        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(path)], &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)?;
+        let mut answer = [0u8; 4];
+        let n = nix::sys::socket::recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty())?;
+        if n != answer.len() {
+            return Err(std::io::Error::other("the shim launcher closed its socket"));
+        }
+        match i32::from_le_bytes(answer) {
+            pid if pid > 0 => Ok(pid),
+            errno => Err(std::io::Error::from_raw_os_error(-errno)),
+        }
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Closing our end ends the launcher (its shims keep running).
+        let _ = nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = self.process.wait();
+    }
+}
+
+/// The launcher's side: serves requests on stdin until the daemon's end
+/// closes. `run_shim` is the shim's entry point with a state directory.
+pub fn serve(run_shim: fn(PathBuf) -> i32) -> i32 {
+    // Shims are reaped by the kernel; each forked shim restores the default
+    // first, as it must wait for its own container.
+    // SAFETY: setting a signal disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+    }
+    // Every shim starts as a copy of this process: keep it lean.
+    crate::shim::shed_startup_memory();
+    let socket: RawFd = 0;
+    let mut path = vec![0u8; MAX_REQUEST];
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (len, ready) = {
+            let mut iov = [IoSliceMut::new(&mut path)];
+            let message = match recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(message) => message,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 1,
+            };
+            let mut ready = None;
+            if let Ok(cmsgs) = message.cmsgs() {
+                for cmsg in cmsgs {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        for fd in fds {
+                            // SAFETY: the kernel just installed this fd for us.
+                            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                            ready.get_or_insert(fd);
+                        }
+                    }
+                }
+            }
+            (message.bytes, ready)
+        };
+        if len == 0 {
+            return 0; // The daemon is gone.
+        }
+        let answer = match ready {
+            Some(ready) => fork_shim(PathBuf::from(OsString::from_vec(path[..len].to_vec())), ready, run_shim),
+            None => -libc::EINVAL,
+        };
+        if nix::sys::socket::send(socket, &answer.to_le_bytes(), MsgFlags::MSG_NOSIGNAL).is_err() {
+            return 1;
+        }
+    }
+}
+
+/// Forks one shim; its pid, or a negative errno.
+fn fork_shim(state_dir: PathBuf, ready: OwnedFd, run_shim: fn(PathBuf) -> i32) -> i32 {
+    // SAFETY: the launcher is single-threaded, so the child may run
+    // ordinary code; it never returns into the serve loop.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+        Err(e) => -(e as i32),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = match shim_stdio(&state_dir, ready) {
+                Ok(()) => run_shim(state_dir),
+                Err(_) => 1,
+            };
+            // SAFETY: ends the forked shim without the launcher's destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The file descriptors a shim expects, as the daemon's direct exec gives
+/// them: /dev/null in, /dev/null out, its log as stderr, the ready pipe as
+/// [`crate::shim::READY_FD`]; default SIGCHLD handling; and its state
+/// directory as working directory, so that (with a command line that does
+/// not name the container) it can still be told whose shim it is.
+fn shim_stdio(state_dir: &Path, ready: OwnedFd) -> std::io::Result<()> {
+    std::env::set_current_dir(state_dir)?;
+    // SAFETY: restoring a signal's default disposition.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let log = std::fs::File::create(state_dir.join(crate::container::state::SHIM_LOG_FILE))?;
+    for (fd, target) in [(null.as_raw_fd(), 0), (null.as_raw_fd(), 1), (log.as_raw_fd(), 2)] {
+        nix::unistd::dup2(fd, target)?;
+    }
+    // The ready pipe must stay open as READY_FD; it may already be there.
+    let ready = ready.into_raw_fd();
+    if ready != crate::shim::READY_FD {
+        nix::unistd::dup2(ready, crate::shim::READY_FD)?;
+        let _ = nix::unistd::close(ready);
+    }
+    Ok(())
+}
