@@ -191,6 +191,28 @@ async fn pid_one_is_the_command_and_host_processes_are_invisible() {
 }
 
 #[tokio::test]
+async fn image_symlinks_cannot_redirect_mounts_to_the_host() {
+    let mut fx = Fixture::new("symlinks").await;
+    let host_dev = fx.dir.path().join("host-dev");
+    let host_data = fx.dir.path().join("host-data");
+    // A top layer whose /dev and /data point at host directories.
+    let layer = fx.dir.path().join("symlink-layer");
+    for dir in [&host_dev, &host_data, &layer] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    std::os::unix::fs::symlink(&host_dev, layer.join("dev")).unwrap();
+    std::os::unix::fs::symlink(&host_data, layer.join("data")).unwrap();
+    fx.image.layers.push(layer);
+    let tmpfs = MountSpec::Tmpfs { target: "/data".into(), size_bytes: None, mode: None };
+    let script = "echo x > /dev/null && echo y > /data/file && ls /dev/null /data/file";
+    let (exit, output) = fx.run(CreateRequest { mounts: vec![tmpfs], ..fx.request(&["sh", "-c", script]) }).await;
+    assert_eq!(exit.code, 0, "{output}");
+    let leaked: Vec<_> = std::fs::read_dir(&host_dev).unwrap().chain(std::fs::read_dir(&host_data).unwrap()).collect();
+    assert!(leaked.is_empty(), "the container's mounts reached the host: {leaked:?}");
+    fx.finish().await;
+}
+
+#[tokio::test]
 async fn a_dead_shim_launcher_is_replaced() {
     let fx = Fixture::new("launcher").await;
     assert_eq!(fx.sh("echo one").await.1, "one\n");

@@ -129,6 +129,28 @@ impl LogWriter {
     }
 }
 
+/// Reads whole lines from `offset`; returns the offset after the last
+/// whole line (a partial one is read again next time).
+fn read_records(file: &File, offset: u64, timestamps: bool, entries: &mut Vec<LogEntry>) -> std::io::Result<u64> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(file);
+    let mut position = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line)?;
+        if read == 0 || line.last() != Some(&b'\n') {
+            return Ok(position);
+        }
+        position += read as u64;
+        if let Ok(record) = serde_json::from_slice::<Record>(&line) {
+            let time = if timestamps { humantime::parse_rfc3339(&record.time).ok() } else { None };
+            entries.push(LogEntry { stream: record.stream, time, bytes: record.log.into_owned().into_bytes() });
+        }
+    }
+}
+
 fn rotated_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{LOG_FILE}.{n}"))
 }
@@ -184,7 +206,7 @@ pub fn read(dir: PathBuf, options: LogOptions, mut exited: watch::Receiver<bool>
     tokio::spawn(async move {
         // Watch before the first read so no write slips between them.
         let wakeup = options.follow.then(|| Wakeup::new(&dir));
-        let mut reader = Reader { dir, timestamps: options.timestamps, cursor: None };
+        let mut reader = Reader { dir, timestamps: options.timestamps, cursor: None, current: None };
         let Ok(mut entries) = reader.read_existing() else { return };
         if let Some(tail) = options.tail {
             entries.drain(..entries.len().saturating_sub(tail));
@@ -257,6 +279,9 @@ struct Reader {
     dir: PathBuf,
     timestamps: bool,
     cursor: Option<Cursor>,
+    /// The file the cursor is in, kept open: a `--rm` container's
+    /// directory may be deleted before a follower has read the last lines.
+    current: Option<File>,
 }
 
 impl Reader {
@@ -279,7 +304,7 @@ impl Reader {
         let current = self.dir.join(LOG_FILE);
         match std::fs::metadata(&current) {
             Ok(meta) => {
-                let offset = self.read_file(&current, 0, &mut entries)?;
+                let offset = self.read_current(&current, 0, &mut entries)?;
                 self.cursor = Some(Cursor { inode: meta.ino(), offset });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -294,7 +319,13 @@ impl Reader {
         let current = self.dir.join(LOG_FILE);
         let inode = match std::fs::metadata(&current) {
             Ok(meta) => meta.ino(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted: finish the file we hold, if any.
+                if let (Some(cursor), Some(file)) = (self.cursor.as_mut(), self.current.as_ref()) {
+                    cursor.offset = read_records(file, cursor.offset, self.timestamps, &mut entries)?;
+                }
+                return Ok(entries);
+            }
             Err(e) => return Err(e),
         };
         let mut offset = 0;
@@ -306,7 +337,7 @@ impl Reader {
                 self.read_file(&old, cursor.offset, &mut entries)?;
             }
         }
-        let offset = self.read_file(&current, offset, &mut entries)?;
+        let offset = self.read_current(&current, offset, &mut entries)?;
         self.cursor = Some(Cursor { inode, offset });
         Ok(entries)
     }
@@ -315,26 +346,17 @@ impl Reader {
         (1..=16).map(|n| rotated_path(&self.dir, n)).find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode))
     }
 
-    /// Reads whole lines from `offset`; returns the offset after the last
-    /// one (a line still being written is left for the next call).
+    /// The records of the file at `path` from `offset` (see [`read_records`]).
     fn read_file(&self, path: &Path, offset: u64, entries: &mut Vec<LogEntry>) -> std::io::Result<u64> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut reader = BufReader::new(file);
-        let mut position = offset;
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = reader.read_until(b'\n', &mut line)?;
-            if read == 0 || line.last() != Some(&b'\n') {
-                return Ok(position);
-            }
-            position += read as u64;
-            if let Ok(record) = serde_json::from_slice::<Record>(&line) {
-                let time = if self.timestamps { humantime::parse_rfc3339(&record.time).ok() } else { None };
-                entries.push(LogEntry { stream: record.stream, time, bytes: record.log.into_owned().into_bytes() });
-            }
-        }
+        read_records(&File::open(path)?, offset, self.timestamps, entries)
+    }
+
+    /// Reads the current file and keeps it open as [`Reader::current`].
+    fn read_current(&mut self, path: &Path, offset: u64, entries: &mut Vec<LogEntry>) -> std::io::Result<u64> {
+        let file = File::open(path)?;
+        let offset = read_records(&file, offset, self.timestamps, entries)?;
+        self.current = Some(file);
+        Ok(offset)
     }
 }
 
@@ -434,14 +456,33 @@ mod tests {
         writer.write(LogStream::Stdout, b"b\n").unwrap();
         assert_eq!(next(&mut third).await, Some(b"b\n".to_vec()));
 
-        // Deleting the directory drops the kernel's watch: the follower is
-        // forgotten and falls back to polling, and ends on exit.
+        // A deleted directory (a removed `--rm` container) does not hang a
+        // follower: it ends on exit, and its watch goes with it.
         drop(writer);
         let path = dir.path().to_path_buf();
         dir.close().unwrap();
-        until_subscribers(&path, 0).await;
         exited.send_replace(true);
         assert_eq!(next(&mut third).await, None);
+        until_subscribers(&path, 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_the_last_lines_even_if_the_directory_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::open(dir.path(), LogRotation::default()).unwrap();
+        writer.write(LogStream::Stdout, b"first\n").unwrap();
+        let (exited, exited_rx) = watch::channel(false);
+        let options = LogOptions { follow: true, tail: None, timestamps: false };
+        let mut stream = read(dir.path().to_path_buf(), options, exited_rx);
+        assert_eq!(next(&mut stream).await, Some(b"first\n".to_vec()));
+        // The container's last words, then exit and `--rm` removal, all
+        // before the follower runs again.
+        writer.write(LogStream::Stdout, b"last\n").unwrap();
+        drop(writer);
+        exited.send_replace(true);
+        dir.close().unwrap();
+        assert_eq!(next(&mut stream).await, Some(b"last\n".to_vec()));
+        assert_eq!(next(&mut stream).await, None);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -249,32 +249,41 @@ const DEVICES: [(&str, u64, u64); 6] = [
 ];
 
 /// Fills the container's fresh /dev tmpfs: the default devices and the
-/// usual links. Runs before pivot_root, with `rootfs` still a path.
+/// usual links. Runs before pivot_root; works on a directory fd of the
+/// mounted tmpfs, so an image's /dev symlink cannot redirect it.
 pub fn populate_dev(rootfs: &Path) -> Result<(), String> {
-    let dev = rootfs.join("dev");
+    let root = open_dir(rootfs).map_err(|e| format!("cannot open the root filesystem {}: {e}", rootfs.display()))?;
+    // A fresh lookup lands on top of the tmpfs just mounted there.
+    let dev = open_in_root(&root, Path::new("/dev"), Kind::Directory)
+        .and_then(|fd| std::fs::File::open(fd_path(&fd)))
+        .map_err(|e| format!("cannot open the container's /dev: {e}"))?;
+    let dev_fd = Some(dev.as_raw_fd());
     for (name, major, minor) in DEVICES {
-        let path = dev.join(name);
-        let made = nix::sys::stat::mknod(
-            &path,
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+        let made = nix::sys::stat::mknodat(
+            dev_fd,
+            name,
             nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            mode,
             nix::sys::stat::makedev(major, minor),
         );
         if made.is_err() {
             // No CAP_MKNOD here (e.g. a user namespace): share the host's node.
-            std::fs::File::create(&path).map_err(|e| format!("cannot create /dev/{name}: {e}"))?;
-            mount(
-                Some(&Path::new("/dev").join(name)),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| format!("cannot provide /dev/{name}: {e}"))?;
+            let name_c = CString::new(name).map_err(|_| format!("bad device name {name}"))?;
+            // SAFETY: openat on a directory fd we own, with a plain name.
+            let fd = unsafe {
+                libc::openat(dev.as_raw_fd(), name_c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o666)
+            };
+            if fd < 0 {
+                return Err(format!("cannot create /dev/{name}: {}", io::Error::last_os_error()));
+            }
+            // SAFETY: just opened, ours to close.
+            let file = unsafe { OwnedFd::from_raw_fd(fd) };
+            mount(Some(&Path::new("/dev").join(name)), &fd_path(&file), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(|e| format!("cannot provide /dev/{name}: {e}"))?;
         }
         // mknod applies the umask; devices are for everyone.
-        let _ =
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let _ = nix::sys::stat::fchmodat(dev_fd, name, mode, nix::sys::stat::FchmodatFlags::FollowSymlink);
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -284,9 +293,8 @@ pub fn populate_dev(rootfs: &Path) -> Result<(), String> {
         ("ptmx", "pts/ptmx"),
         ("core", "/proc/kcore"),
     ] {
-        match std::os::unix::fs::symlink(to, dev.join(link)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        match nix::unistd::symlinkat(to, dev_fd, link) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(format!("cannot create /dev/{link}: {e}")),
         }
     }
@@ -386,59 +394,57 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 }
 
 /// Opens `path` below `root` as if `root` were `/` (O_PATH), creating the
-/// missing parts: directories, and the last part as `last`.
+/// missing parts: directories, and the last part as `last`. A dangling
+/// symlink on the way is followed inside the root and what it names is
+/// created there, as runc does.
 fn open_in_root(root: &OwnedFd, path: &Path, last: Kind) -> io::Result<OwnedFd> {
-    let parts: Vec<&std::ffi::OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(name) => Some(name),
-            Component::ParentDir => Some(std::ffi::OsStr::new("..")),
-            _ => None,
-        })
-        .collect();
-    if let Ok(fd) = resolve(root.as_raw_fd(), &parts) {
-        return Ok(fd);
-    }
-    // Walk down, making what is missing. Each step resolves from the root
-    // again, so a symlink made meanwhile still cannot lead outside.
-    for depth in 1..=parts.len() {
-        let prefix = &parts[..depth];
-        match resolve(root.as_raw_fd(), prefix) {
+    let mut parts = components(path);
+    let mut depth = 1;
+    // Bounds symlink expansions and create-then-retry rounds alike.
+    for _ in 0..256 {
+        if parts.is_empty() {
+            return resolve(root.as_raw_fd(), &parts);
+        }
+        match resolve(root.as_raw_fd(), &parts[..depth]) {
             Ok(fd) if depth == parts.len() => return Ok(fd),
-            Ok(_) => continue,
+            Ok(_) => {
+                depth += 1;
+                continue;
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
+        // Everything before `parts[depth - 1]` exists; that part does not
+        // resolve: it is missing, or a symlink to something missing.
         let parent = resolve(root.as_raw_fd(), &parts[..depth - 1])?;
-        let name = CString::new(parts[depth - 1].as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // An O_PATH fd cannot be used with mkdirat/openat; reopen the
-        // parent directory through /proc.
-        let parent_dir = std::fs::File::open(fd_path(&parent))?;
+        let name = CString::new(parts[depth - 1].as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if let Some(target) = read_link_at(&parent, &name)? {
+            let target = PathBuf::from(std::ffi::OsString::from_vec(target));
+            let mut expanded = if target.is_absolute() { Vec::new() } else { parts[..depth - 1].to_vec() };
+            expanded.extend(components(&target));
+            expanded.extend_from_slice(&parts[depth..]);
+            parts = expanded;
+            depth = 1;
+            continue;
+        }
         let made = if depth == parts.len() && last == Kind::File {
-            // SAFETY: openat on a directory fd we own, with a plain name.
+            // SAFETY: openat with a directory (O_PATH) fd we own and a plain name.
             let fd = unsafe {
                 libc::openat(
-                    parent_dir.as_raw_fd(),
+                    parent.as_raw_fd(),
                     name.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_WRONLY
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                     0o644,
                 )
             };
             if fd >= 0 {
                 // SAFETY: just opened, ours to close.
                 drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                0
-            } else {
-                -1
             }
+            fd
         } else {
-            // SAFETY: mkdirat on a directory fd we own, with a plain name.
-            unsafe { libc::mkdirat(parent_dir.as_raw_fd(), name.as_ptr(), 0o755) }
+            // SAFETY: mkdirat with a directory (O_PATH) fd we own and a plain name.
+            unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) }
         };
         if made < 0 {
             let e = io::Error::last_os_error();
@@ -446,15 +452,40 @@ fn open_in_root(root: &OwnedFd, path: &Path, last: Kind) -> io::Result<OwnedFd> 
                 return Err(e);
             }
         }
-        if depth == parts.len() {
-            return resolve(root.as_raw_fd(), prefix);
-        }
     }
-    resolve(root.as_raw_fd(), &parts)
+    Err(io::Error::from_raw_os_error(libc::ELOOP))
+}
+
+/// A path's parts as openat2 takes them (`..` kept: it stops at the root).
+fn components(path: &Path) -> Vec<std::ffi::OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The target of the symlink `name` in `dir`; None if it is not a symlink
+/// or does not exist.
+fn read_link_at(dir: &OwnedFd, name: &CString) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
 }
 
 /// openat2(root, parts, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS).
-fn resolve(root: RawFd, parts: &[&std::ffi::OsStr]) -> io::Result<OwnedFd> {
+fn resolve(root: RawFd, parts: &[std::ffi::OsString]) -> io::Result<OwnedFd> {
     let mut joined = Vec::new();
     for part in parts {
         if !joined.is_empty() {
@@ -528,28 +559,20 @@ mod tests {
     fn targets_resolve_inside_the_root_even_through_symlinks() {
         let root_dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        // An image symlink pointing at a host directory by absolute path;
-        // the same path exists inside the root too.
+        // An image symlink pointing at a host directory by absolute path
+        // (dangling inside the root), and one climbing out with "..".
         std::os::unix::fs::symlink(outside.path(), root_dir.path().join("escape")).unwrap();
-        std::fs::create_dir_all(
-            root_dir
-                .path()
-                .join(outside.path().strip_prefix("/").unwrap()),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink("../../../..", root_dir.path().join("up")).unwrap();
         let root = open_dir(root_dir.path()).unwrap();
         open_in_root(&root, Path::new("/escape/made"), Kind::Directory).unwrap();
         open_in_root(&root, Path::new("/a/b/file"), Kind::File).unwrap();
-        assert!(
-            std::fs::read_dir(outside.path()).unwrap().next().is_none(),
-            "created outside the root"
-        );
-        // The symlink resolved inside the root: the host path, re-rooted.
-        assert!(root_dir
-            .path()
-            .join(outside.path().strip_prefix("/").unwrap())
-            .join("made")
-            .is_dir());
+        open_in_root(&root, Path::new("/up/climbed"), Kind::Directory).unwrap();
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none(), "created outside the root");
+        // Each symlink resolved inside the root: the host path re-rooted,
+        // and ".." stopping at the root.
+        let rerooted = root_dir.path().join(outside.path().strip_prefix("/").unwrap());
+        assert!(rerooted.join("made").is_dir());
+        assert!(root_dir.path().join("climbed").is_dir());
         assert!(root_dir.path().join("a/b/file").is_file());
     }
 }
