@@ -20,6 +20,8 @@ const IMAGE: &str = "executor-test:local";
 
 struct Node {
     dir: PathBuf,
+    /// Containers' cgroups go under it, in every hierarchy; removed at the end.
+    cgroup_parent: String,
     ctx: Arc<WorkerContext>,
     reports: mpsc::Receiver<pb::TaskStatusUpdate>,
 }
@@ -40,6 +42,7 @@ fn shoal_binary() -> PathBuf {
 
 async fn node(name: &str) -> Node {
     let dir = std::env::temp_dir().join(format!("shoal-executor-test-{name}-{}", std::process::id()));
+    let cgroup_parent = format!("shoal-executor-test-{name}-{}", std::process::id());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
     std::fs::copy(which_busybox(), dir.join("rootfs/bin/busybox")).unwrap();
@@ -54,7 +57,7 @@ async fn node(name: &str) -> Node {
     let containers = ContainerManager::open(ManagerConfig {
         root: dir.join("containers"),
         volumes: dir.join("volumes"),
-        cgroup_parent: format!("shoal-executor-test-{name}"),
+        cgroup_parent: cgroup_parent.clone(),
         shim_command: vec![shoal_binary().into(), "__shim".into()],
         log_rotation: Default::default(),
     })
@@ -62,7 +65,7 @@ async fn node(name: &str) -> Node {
     .unwrap();
     let (reports, receiver) = mpsc::channel(64);
     let ctx = Arc::new(WorkerContext { node_id: "node1".into(), images, containers, reports });
-    Node { dir, ctx, reports: receiver }
+    Node { dir, cgroup_parent, ctx, reports: receiver }
 }
 
 impl Drop for Node {
@@ -77,6 +80,11 @@ impl Drop for Node {
         });
         let _ = cleanup.join();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The containers' own cgroups went with them; their parent is ours.
+        let parents = std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|h| h.path().join(&self.cgroup_parent));
+        for parent in parents.chain([PathBuf::from("/sys/fs/cgroup").join(&self.cgroup_parent)]) {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
