@@ -136,6 +136,7 @@ fn fork_shim(state_dir: PathBuf, ready: OwnedFd, run_shim: fn(PathBuf) -> i32) -
         Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
         Err(e) => -(e as i32),
         Ok(nix::unistd::ForkResult::Child) => {
+            name_process();
             let code = match shim_stdio(&state_dir, ready) {
                 Ok(()) => run_shim(state_dir),
                 Err(_) => 1,
@@ -144,6 +145,13 @@ fn fork_shim(state_dir: PathBuf, ready: OwnedFd, run_shim: fn(PathBuf) -> i32) -
             unsafe { libc::_exit(code) }
         }
     }
+}
+
+/// Names the forked shim `shoal-shim` (its comm, as ps -e and top show
+/// it); its command line stays the launcher's, since rewriting it needs
+/// CAP_SYS_RESOURCE, and its working directory names its container.
+fn name_process() {
+    let _ = nix::sys::prctl::set_name(c"shoal-shim");
 }
 
 /// The file descriptors a shim expects, as the daemon's direct exec gives

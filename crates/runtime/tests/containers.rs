@@ -221,6 +221,15 @@ async fn a_dead_shim_launcher_is_replaced() {
     assert_eq!(fx.sh("echo two").await.1, "two\n");
     let replacement = fx.manager().shim_launcher_pid().expect("a new launcher");
     assert_ne!(replacement, launcher);
+    // A forked shim can be told apart: its name, and its container's
+    // directory as its working directory.
+    let id = fx.start(fx.request(&["sleep", "30"])).await;
+    let dir = fx.dir.path().join("containers").join(&id);
+    let started: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("started.json")).unwrap()).unwrap();
+    let shim = format!("/proc/{}", started["shim_pid"]);
+    assert_eq!(std::fs::read_to_string(format!("{shim}/comm")).unwrap(), "shoal-shim\n");
+    assert_eq!(std::fs::read_link(format!("{shim}/cwd")).unwrap(), dir);
+    fx.manager().remove(&id, true).await.unwrap();
     fx.finish().await;
 }
 
