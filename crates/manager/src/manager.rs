@@ -15,11 +15,9 @@ use shoal_proto::tls::ClientTls;
 use tonic::transport::Channel;
 
 use crate::errors::ManagerError;
-use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerContacts};
-use crate::raft::state_machine::StateMachine;
 use crate::raft::proposer::{ProposeError, Proposer};
-use crate::raft::{NodeId, Raft};
+use crate::raft::{open_storage, NodeId, Raft};
 use crate::store::{Object, Store, Transaction, TxnOutcome};
 
 /// How long a write may wait for commit before the caller is told the
@@ -89,12 +87,8 @@ impl Manager {
             .open()
             .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let store = Store::new();
-        let log_store = LogStore::new(&db).map_err(|e| ManagerError::Internal(format!("raft log: {e}")))?;
-        log_store
-            .fsync_after_flush(&config.data_dir.join("raft"))
-            .map_err(|e| ManagerError::Internal(format!("opening the raft log's data file: {e}")))?;
-        let state_machine =
-            StateMachine::new(&db, store.clone()).map_err(|e| ManagerError::Internal(format!("state machine: {e}")))?;
+        let (log_store, state_machine) = open_storage(&db, &config.data_dir.join("raft"), store.clone())
+            .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let contacts = PeerContacts::default();
         let network = Network::new(config.tls.clone(), contacts.clone());
         let raft = Raft::new(config.raft_id, raft_config()?, network, log_store, state_machine)

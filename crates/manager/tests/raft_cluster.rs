@@ -118,7 +118,7 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path().join("raft")).open().expect("sled");
         let store = Store::new();
-        let (log_store, state_machine) = open_storage(&db, store.clone()).expect("storage");
+        let (log_store, state_machine) = open_storage(&db, &dir.path().join("raft"), store.clone()).expect("storage");
         let contacts = PeerContacts::default();
         let network = Network::new(ClientTls::new(&credentials).expect("client tls"), contacts.clone());
         let raft = Raft::new(id, config, network, log_store, state_machine).await.expect("raft");

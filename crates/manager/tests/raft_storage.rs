@@ -28,7 +28,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         let db = sled::Config::new().path(dir.path()).open().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, sm) = open_storage(&db, Store::new())?;
+        let (log, sm) = open_storage(&db, dir.path(), Store::new())?;
         Ok((dir, log, sm))
     }
 }

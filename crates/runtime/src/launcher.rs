@@ -80,8 +80,8 @@ impl Drop for Launcher {
 }
 
 /// The launcher's side: serves requests on stdin until the daemon's end
-/// closes. `run_shim` is the shim's entry point with a state directory.
-pub fn serve(run_shim: fn(PathBuf) -> i32) -> i32 {
+/// closes.
+pub fn serve() -> i32 {
     // Shims are reaped by the kernel; each forked shim restores the default
     // first, as it must wait for its own container.
     // SAFETY: setting a signal disposition; no handler runs.
@@ -119,7 +119,7 @@ pub fn serve(run_shim: fn(PathBuf) -> i32) -> i32 {
             return 0; // The daemon is gone.
         }
         let answer = match ready {
-            Some(ready) => fork_shim(PathBuf::from(OsString::from_vec(path[..len].to_vec())), ready, run_shim),
+            Some(ready) => fork_shim(PathBuf::from(OsString::from_vec(path[..len].to_vec())), ready),
             None => -libc::EINVAL,
         };
         if nix::sys::socket::send(socket, &answer.to_le_bytes(), MsgFlags::MSG_NOSIGNAL).is_err() {
@@ -129,7 +129,7 @@ pub fn serve(run_shim: fn(PathBuf) -> i32) -> i32 {
 }
 
 /// Forks one shim; its pid, or a negative errno.
-fn fork_shim(state_dir: PathBuf, ready: OwnedFd, run_shim: fn(PathBuf) -> i32) -> i32 {
+fn fork_shim(state_dir: PathBuf, ready: OwnedFd) -> i32 {
     // SAFETY: the launcher is single-threaded, so the child may run
     // ordinary code; it never returns into the serve loop.
     match unsafe { nix::unistd::fork() } {
@@ -138,7 +138,7 @@ fn fork_shim(state_dir: PathBuf, ready: OwnedFd, run_shim: fn(PathBuf) -> i32) -
         Ok(nix::unistd::ForkResult::Child) => {
             name_process();
             let code = match shim_stdio(&state_dir, ready) {
-                Ok(()) => run_shim(state_dir),
+                Ok(()) => crate::shim::run(state_dir),
                 Err(_) => 1,
             };
             // SAFETY: ends the forked shim without the launcher's destructors.

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::container::cgroups::{self, Cgroup, Resources};
+use crate::container::cgroups::{Cgroup, Resources};
 use crate::container::init::{self, Launch};
 use crate::container::logs::{LineBuffer, LogStream, LogWriter};
 use crate::container::model::{ExitInfo, Started};
@@ -39,7 +39,7 @@ pub const READY_FD: i32 = 3;
 /// (`shoal __shim ARGS` or `shoal-shim ARGS`): the state directory.
 pub fn main(args: Vec<String>) -> ExitCode {
     let code = match args.as_slice() {
-        [flag] if flag == "--launcher" => crate::launcher::serve(run),
+        [flag] if flag == "--launcher" => crate::launcher::serve(),
         [state_dir] => run(PathBuf::from(state_dir)),
         _ => {
             eprintln!("usage: shoal __shim STATE_DIR (started by the daemon, not by hand)");
@@ -110,7 +110,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
         )
     })?;
     let cgroup = Cgroup::create(&config.cgroup_path, &resources(&spec))?;
-    match start(&spec, &cgroup, config) {
+    match start(&spec, &cgroup) {
         Ok((pid, out_read, err_read)) => {
             let shim_pid = std::process::id() as i32;
             let started = Started {
@@ -131,7 +131,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
             let _ = writeln!(ready, "ok {}", pid.as_raw());
             copy_output(state_dir, config, out_read, err_read);
             let code = wait_exit(pid);
-            let oom_killed = cgroups::oom_kills(&config.cgroup_path) > 0;
+            let oom_killed = cgroup.oom_kills() > 0;
             // Kills what the container's init left (nothing, normally: its
             // pid namespace died with it) and removes the directories.
             cgroup.remove();
@@ -155,11 +155,7 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
 /// Clones the container's process with its output on two pipes; returns
 /// its pid and the pipes' read ends. The container's processes then hold
 /// the only write ends, so EOF means they are all gone.
-fn start(
-    spec: &Spec,
-    cgroup: &Cgroup,
-    config: &ShimConfig,
-) -> Result<(Pid, OwnedFd, OwnedFd), String> {
+fn start(spec: &Spec, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, OwnedFd), String> {
     let (out_read, out_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
     let (err_read, err_write) =
@@ -181,7 +177,6 @@ fn start(
             err_write.as_raw_fd(),
         ],
         network_namespace,
-        loopback_up: config.loopback_up,
     };
     let pid = init::spawn(&launch)?;
     Ok((pid, out_read, err_read))

@@ -68,17 +68,20 @@ fn io_error(
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(source)).into()
 }
 
-/// Opens a manager's Raft storage in its sled database: the log store, and
+/// Opens a manager's Raft storage in its sled database `db`, opened at
+/// `db_dir`: the log store (fsyncing sled's data file on every flush), and
 /// the state machine with `store` loaded from disk. Pass both to
 /// [`Raft::new`]; on restart openraft re-applies committed entries after the
 /// state machine's last applied one.
 #[allow(clippy::result_large_err)] // openraft's error type, as its traits return it
 pub fn open_storage(
     db: &sled::Db,
+    db_dir: &std::path::Path,
     store: Store,
 ) -> Result<(log_store::LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>> {
-    Ok((
-        log_store::LogStore::new(db)?,
-        state_machine::StateMachine::new(db, store)?,
-    ))
+    let log_store = log_store::LogStore::new(db)?;
+    log_store
+        .fsync_after_flush(db_dir)
+        .map_err(|e| io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, &e))?;
+    Ok((log_store, state_machine::StateMachine::new(db, store)?))
 }

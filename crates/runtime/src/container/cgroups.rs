@@ -1,8 +1,9 @@
 //! A container's cgroup as files, on v1, v2 and hybrid hosts: the shim
 //! creates it and writes the limits before the container exists
 //! ([`Cgroup::create`]); the container's first process moves itself in
-//! ([`Cgroup::join`]); the shim removes it when the container has ended
-//! ([`remove`]), and reads the OOM count ([`oom_kills`]).
+//! ([`Cgroup::join`]); the shim reads the OOM count and removes it when
+//! the container has ended ([`Cgroup::oom_kills`], [`Cgroup::remove`]);
+//! the daemon sweeps up after a shim that died ([`remove`]).
 //!
 //! Why not libcgroups: its v1 manager re-reads /proc/self/mountinfo once
 //! per controller each time it is built (about 2.5 ms), and it moves the
@@ -143,27 +144,43 @@ fn parse_v1_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
 #[derive(Debug)]
 pub struct Cgroup {
     pub layout: Layout,
-    pub dirs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Cgroup {
+    /// The directories of `path` (`/<parent>/<id>`) in `layout`, made or not.
+    fn at(path: &str, layout: Layout) -> Cgroup {
+        let relative = path.trim_start_matches('/');
+        let dirs = match &layout {
+            Layout::Unified => vec![Path::new(CGROUP_ROOT).join(relative)],
+            Layout::V1(hierarchies) => hierarchies.iter().map(|h| h.mount_point.join(relative)).collect(),
+        };
+        Cgroup { layout, dirs }
+    }
+
+    /// How often the kernel's OOM killer struck in the cgroup: the
+    /// `oom_kill` line of v1's memory.oom_control (kernel 4.13+) or of
+    /// v2's memory.events.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match &self.layout {
+            Layout::Unified => Some(self.dirs[0].join("memory.events")),
+            Layout::V1(hierarchies) => {
+                hierarchies.iter().zip(&self.dirs).find(|(h, _)| h.has("memory")).map(|(_, dir)| dir.join("memory.oom_control"))
+            }
+        };
+        let text = file.and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+        text.lines().find_map(|line| line.strip_prefix("oom_kill ")).and_then(|count| count.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// Creates the directories of `path` (`/<parent>/<id>`) and writes the
     /// limits; a failure removes what was made.
     pub fn create(path: &str, resources: &Resources) -> Result<Cgroup, String> {
         let layout =
             Layout::detect().map_err(|e| format!("cannot read this host's cgroup mounts: {e}"))?;
-        let relative = path.trim_start_matches('/');
-        let dirs: Vec<PathBuf> = match &layout {
-            Layout::Unified => vec![Path::new(CGROUP_ROOT).join(relative)],
-            Layout::V1(hierarchies) => hierarchies
-                .iter()
-                .map(|h| h.mount_point.join(relative))
-                .collect(),
-        };
-        if dirs.is_empty() {
+        let cgroup = Cgroup::at(path, layout);
+        if cgroup.dirs.is_empty() {
             return Err("this host mounts no cgroup controllers; mount cgroup v1 controllers or cgroup2 at /sys/fs/cgroup".into());
         }
-        let cgroup = Cgroup { layout, dirs };
         if let Err(e) = cgroup.populate(resources) {
             cgroup.remove();
             return Err(e);
@@ -363,64 +380,12 @@ fn enable_in(dir: &Path) -> Result<(), String> {
     write(dir, "cgroup.subtree_control", &wanted.join(" "))
 }
 
-/// Every directory the cgroup `path` may have: one per v1 hierarchy
-/// (/sys/fs/cgroup/<controller>/path), the hybrid unified one, or the v2
-/// one on a pure v2 host. Only those that exist.
-pub fn existing_dirs(path: &str) -> Vec<PathBuf> {
-    let relative = path.trim_start_matches('/');
-    if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
-        // Pure v2: one tree.
-        let dir = Path::new(CGROUP_ROOT).join(relative);
-        return if dir.is_dir() { vec![dir] } else { Vec::new() };
-    }
-    let Ok(hierarchies) = std::fs::read_dir(CGROUP_ROOT) else {
-        return Vec::new();
-    };
-    hierarchies
-        .flatten()
-        // Co-mounted controllers appear as symlinks (cpu -> cpu,cpuacct);
-        // the real directory is listed under its own name too.
-        .filter(|h| h.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|h| h.path().join(relative))
-        .filter(|dir| dir.is_dir())
-        .collect()
-}
-
-/// How often the kernel's OOM killer struck in the cgroup: v1's
-/// `oom_kill` line in memory.oom_control (kernel 4.13+), or v2's
-/// memory.events.
-pub fn oom_kills(path: &str) -> u64 {
-    let relative = path.trim_start_matches('/');
-    let candidates = [
-        Path::new(CGROUP_ROOT)
-            .join("memory")
-            .join(relative)
-            .join("memory.oom_control"),
-        Path::new(CGROUP_ROOT).join(relative).join("memory.events"),
-        Path::new(CGROUP_ROOT)
-            .join("unified")
-            .join(relative)
-            .join("memory.events"),
-    ];
-    candidates
-        .iter()
-        .filter_map(|file| std::fs::read_to_string(file).ok())
-        .filter_map(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("oom_kill "))
-                .and_then(|count| count.trim().parse::<u64>().ok())
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// Kills whatever still runs in the cgroup `path` and removes its
 /// directories (deepest first): for a container whose shim died before
 /// cleaning up.
 pub fn remove(path: &str) {
-    for dir in existing_dirs(path) {
-        kill_all(&dir);
-        remove_tree(&dir);
+    if let Ok(layout) = Layout::detect() {
+        Cgroup::at(path, layout).remove();
     }
 }
 

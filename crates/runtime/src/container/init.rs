@@ -38,11 +38,9 @@ pub struct Launch<'a> {
     pub cgroup: &'a Cgroup,
     /// stdin, stdout, stderr.
     pub stdio: [RawFd; 3],
-    /// A prepared network namespace to join; a new one otherwise.
+    /// A prepared network namespace to join; a new one (with `lo` up, as
+    /// docker has it; the kernel leaves it down) otherwise.
     pub network_namespace: Option<File>,
-    /// Bring up `lo` in a new network namespace (docker does; the kernel
-    /// leaves it down).
-    pub loopback_up: bool,
 }
 
 /// Clones the container's first process and waits until it runs the
@@ -85,7 +83,8 @@ pub fn spawn(launch: &Launch) -> Result<Pid, String> {
     if pid == 0 {
         // The child: single-threaded copy of the shim; never returns.
         drop(report_read);
-        let Err(message) = setup_and_exec(launch, wants(LinuxNamespaceType::Cgroup));
+        let new_network = flags.contains(CloneFlags::CLONE_NEWNET);
+        let Err(message) = setup_and_exec(launch, wants(LinuxNamespaceType::Cgroup), new_network);
         let mut report = File::from(report_write);
         let _ = report.write_all(message.as_bytes());
         // SAFETY: ends the child without running the shim's destructors.
@@ -148,7 +147,7 @@ fn clone3(flags: CloneFlags, cgroup: Option<&File>) -> std::io::Result<i32> {
 
 /// Everything the container's first process does before it becomes the
 /// command. Returns only on failure, with why.
-fn setup_and_exec(launch: &Launch, cgroup_namespace: bool) -> Result<Infallible, String> {
+fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) -> Result<Infallible, String> {
     let spec = launch.spec;
     let syscall = LinuxSyscall;
     for (fd, target) in launch.stdio.iter().zip(0..) {
@@ -165,7 +164,7 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool) -> Result<Infallible,
     match &launch.network_namespace {
         Some(netns) => nix::sched::setns(netns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("cannot join the container's network namespace: {e}"))?,
-        None if launch.loopback_up => {
+        None if new_network => {
             loopback_up().map_err(|e| format!("cannot bring up the loopback interface: {e}"))?
         }
         None => {}
@@ -190,13 +189,15 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool) -> Result<Infallible,
     )
     .map_err(|e| format!("cannot make the mount namespace private: {e}"))?;
     let layout = &launch.cgroup.layout;
-    mounts::mount_all(rootfs, spec.mounts().as_deref().unwrap_or_default(), layout)?;
-    mounts::populate_dev(rootfs)?;
+    let root_fs = mounts::Root::open(rootfs)?;
+    mounts::mount_all(&root_fs, spec.mounts().as_deref().unwrap_or_default(), layout)?;
+    mounts::populate_dev(&root_fs)?;
     let process = spec
         .process()
         .as_ref()
         .ok_or("the container's spec has no process")?;
-    mounts::ensure_dir(rootfs, process.cwd())?;
+    mounts::ensure_dir(&root_fs, process.cwd())?;
+    drop(root_fs);
     syscall
         .pivot_rootfs(rootfs)
         .map_err(|e| format!("cannot switch to the container's root filesystem: {e}"))?;
@@ -251,20 +252,8 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool) -> Result<Infallible,
             cwd.display()
         )
     })?;
-    let env: Vec<CString> = process
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| CString::new(e).ok())
-        .collect();
-    let args: Vec<CString> = process
-        .args()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|a| CString::new(a).ok())
-        .collect();
+    let env = c_strings(process.env());
+    let args = c_strings(process.args());
     let program = args.first().ok_or("the container has no command")?;
     let path = find_program(program, &env);
     // Last, so the setup above is not filtered.
@@ -277,6 +266,11 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool) -> Result<Infallible,
     Err(format!("cannot run {}: {e}", program.to_string_lossy()))
 }
 
+/// Strings as execve takes them (one with a NUL byte cannot be passed).
+fn c_strings(strings: &Option<Vec<String>>) -> Vec<CString> {
+    strings.iter().flatten().filter_map(|s| CString::new(s.as_str()).ok()).collect()
+}
+
 /// The program as execve needs it: a path as given, or the first match
 /// in the container's PATH (docker resolves it in the container's view).
 fn find_program(program: &CString, env: &[CString]) -> CString {
@@ -287,7 +281,7 @@ fn find_program(program: &CString, env: &[CString]) -> CString {
     let path_var = env
         .iter()
         .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
-        .unwrap_or(&b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"[..]);
+        .unwrap_or(super::record::DEFAULT_PATH.as_bytes());
     for dir in path_var.split(|b| *b == b':').filter(|d| !d.is_empty()) {
         let candidate =
             Path::new(std::ffi::OsStr::from_bytes(dir)).join(std::ffi::OsStr::from_bytes(bytes));

@@ -91,8 +91,8 @@ pub struct ContainerSummary {
 
 pub struct ContainerManager {
     config: ManagerConfig,
-    /// Forks the shims (started on first use, restarted if it died);
-    /// `None` means exec the shim command directly.
+    /// Forks the shims; started on first use, and again after it died
+    /// (shims are exec'd directly while none can be had).
     launcher: Mutex<Option<Launcher>>,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
     /// Dropped with the manager: ends the tasks watching shims.
@@ -223,7 +223,6 @@ impl ContainerManager {
         let shim = ShimConfig {
             id: record.id.clone(),
             cgroup_path,
-            loopback_up: request.network_namespace.is_none(),
             log_rotation: self.config.log_rotation,
         };
         state::write_json(&dir.join(SHIM_CONFIG_FILE), &shim).map_err(|e| ContainerError::io("writing the shim's configuration", e))?;

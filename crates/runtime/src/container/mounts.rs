@@ -105,13 +105,22 @@ fn parse_options(options: &[String]) -> MountOptions {
     parsed
 }
 
-/// Mounts the spec's mounts under `rootfs` (not yet the root), in order.
-pub fn mount_all(rootfs: &Path, mounts: &[Mount], layout: &Layout) -> Result<(), String> {
-    let root = open_dir(rootfs)
-        .map_err(|e| format!("cannot open the root filesystem {}: {e}", rootfs.display()))?;
+/// The container's root filesystem (not yet `/`), opened once: every
+/// target below it is resolved from this descriptor.
+pub struct Root(OwnedFd);
+
+impl Root {
+    pub fn open(rootfs: &Path) -> Result<Root, String> {
+        open_dir(rootfs).map(Root).map_err(|e| format!("cannot open the root filesystem {}: {e}", rootfs.display()))
+    }
+}
+
+/// Mounts the spec's mounts under the root filesystem, in order.
+pub fn mount_all(root: &Root, mounts: &[Mount], layout: &Layout) -> Result<(), String> {
+    let root = &root.0;
     for m in mounts {
         let destination = m.destination();
-        mount_one(&root, m, layout)
+        mount_one(root, m, layout)
             .map_err(|e| format!("cannot mount {}: {e}", destination.display()))?;
     }
     Ok(())
@@ -251,10 +260,9 @@ const DEVICES: [(&str, u64, u64); 6] = [
 /// Fills the container's fresh /dev tmpfs: the default devices and the
 /// usual links. Runs before pivot_root; works on a directory fd of the
 /// mounted tmpfs, so an image's /dev symlink cannot redirect it.
-pub fn populate_dev(rootfs: &Path) -> Result<(), String> {
-    let root = open_dir(rootfs).map_err(|e| format!("cannot open the root filesystem {}: {e}", rootfs.display()))?;
+pub fn populate_dev(root: &Root) -> Result<(), String> {
     // A fresh lookup lands on top of the tmpfs just mounted there.
-    let dev = open_in_root(&root, Path::new("/dev"), Kind::Directory)
+    let dev = open_in_root(&root.0, Path::new("/dev"), Kind::Directory)
         .and_then(|fd| std::fs::File::open(fd_path(&fd)))
         .map_err(|e| format!("cannot open the container's /dev: {e}"))?;
     let dev_fd = Some(dev.as_raw_fd());
@@ -363,10 +371,8 @@ pub fn make_read_only(paths: &[String]) -> Result<(), String> {
 /// Creates `dir` (absolute, inside the container) under `rootfs` if it is
 /// missing, resolving symlinks inside the root: docker makes a missing
 /// working directory.
-pub fn ensure_dir(rootfs: &Path, dir: &Path) -> Result<(), String> {
-    let root = open_dir(rootfs)
-        .map_err(|e| format!("cannot open the root filesystem {}: {e}", rootfs.display()))?;
-    open_in_root(&root, dir, Kind::Directory)
+pub fn ensure_dir(root: &Root, dir: &Path) -> Result<(), String> {
+    open_in_root(&root.0, dir, Kind::Directory)
         .map(drop)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }

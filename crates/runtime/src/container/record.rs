@@ -4,7 +4,8 @@
 use super::model::{ContainerRecord, CreateRequest, ImageInput, MountSpec};
 use super::{state, ContainerError};
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The PATH a container gets when its image sets none (docker's).
+pub(super) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput) -> Result<ContainerRecord, ContainerError> {
     let config = &image.config;
@@ -35,7 +36,7 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         env.push(item.clone());
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.into());
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
     }
     let hostname = request.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| id[..12].to_string());
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {

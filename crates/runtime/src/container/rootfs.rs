@@ -139,7 +139,7 @@ pub fn check_command(rootfs: &Path, program: &str, env: &[String]) -> Result<(),
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .unwrap_or(super::record::DEFAULT_PATH);
     if path.split(':').any(|dir| exists(&format!("{dir}/{program}"))) {
         return Ok(());
     }

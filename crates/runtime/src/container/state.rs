@@ -48,8 +48,5 @@ pub struct ShimConfig {
     pub id: String,
     /// The container's cgroup, `/<parent>/<id>`.
     pub cgroup_path: String,
-    /// Bring up `lo` in the container's new network namespace (not when
-    /// it joins one the caller prepared).
-    pub loopback_up: bool,
     pub log_rotation: super::logs::LogRotation,
 }
