@@ -13,4 +13,6 @@ mod failover;
 mod security;
 mod renewal;
 mod runtime;
+mod networks;
 mod services;
+mod local_networks;

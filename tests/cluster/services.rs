@@ -2,112 +2,12 @@
 //! namespaces, pulling from a real registry on the underlay bridge, running
 //! real containers. Everything goes through the `shoal` CLI.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use shoal_runtime::testing::{TestImages, TestRegistry};
-
-use crate::support::{wait_until, Cluster};
-use crate::swarm_helpers::{leader, wait_all_ready};
-
-const MANAGERS: [&str; 3] = ["manager1", "manager2", "manager3"];
-const HOSTS: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];
-const CONVERGE: Duration = Duration::from_secs(60);
-/// Stops at once on SIGTERM (as PID 1, plain `sleep` would ignore it).
-const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
-
-#[derive(Debug, Deserialize)]
-struct TaskRow {
-    id: String,
-    name: String,
-    node: String,
-    desired_state: String,
-    current_state: String,
-    error: String,
-    #[serde(default)]
-    state_changed_at: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ContainerRow {
-    state: String,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-}
-
-/// A cluster with a registry on its bridge holding busybox as `busybox:1`.
-struct Swarm {
-    cluster: Cluster,
-    _registry: TestRegistry,
-    image: String,
-}
-
-impl Swarm {
-    fn up(tag: &str) -> Swarm {
-        let cluster = Cluster::up(tag, 3, 2);
-        let bridge = std::net::Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
-        let port = TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
-        let registry = TestRegistry::start_at(SocketAddr::from((bridge, port))).expect("starting docker-registry");
-        let images = TestImages::shared().expect("building the test images");
-        let pushed = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
-        wait_all_ready(&cluster, "manager1", 5);
-        Swarm { cluster, _registry: registry, image: pushed.reference }
-    }
-
-    fn shoal(&self, args: &[&str]) -> crate::support::Output {
-        self.cluster.shoal("manager1", args)
-    }
-
-    fn create(&self, name: &str, flags: &[&str], command: &[&str]) -> crate::support::Output {
-        let mut args = vec!["service", "create", "--name", name];
-        args.extend_from_slice(flags);
-        args.push(&self.image);
-        args.extend_from_slice(command);
-        self.shoal(&args)
-    }
-
-    fn ps(&self, service: &str) -> Vec<TaskRow> {
-        self.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json()
-    }
-
-    fn running(&self, service: &str) -> Vec<TaskRow> {
-        self.ps(service)
-            .into_iter()
-            .filter(|t| t.desired_state == "running" && t.current_state.starts_with("running"))
-            .collect()
-    }
-
-    /// Waits until exactly `n` tasks run and nothing else is still wanted.
-    fn wait_running(&self, service: &str, n: usize) -> Vec<TaskRow> {
-        wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
-            let tasks = self.ps(service);
-            let wanted = tasks.iter().filter(|t| t.desired_state == "running").count();
-            let running = self.running(service);
-            (running.len() == n && wanted == n).then_some(running)
-        })
-    }
-
-    fn containers(&self, host: &str) -> Vec<ContainerRow> {
-        self.cluster.shoal(host, &["container", "ls", "-a", "--format", "json"]).ok().stdout_json()
-    }
-
-    fn service_containers(&self, host: &str, service: &str) -> Vec<ContainerRow> {
-        self.containers(host)
-            .into_iter()
-            .filter(|c| c.labels.get("shoal.service.name").map(String::as_str) == Some(service))
-            .collect()
-    }
-
-    /// Running containers of `service` on every host.
-    fn running_containers(&self, service: &str) -> usize {
-        HOSTS
-            .iter()
-            .map(|h| self.service_containers(h, service).iter().filter(|c| c.state == "running").count())
-            .sum()
-    }
-}
+use crate::support::swarm::{Swarm, TaskRow, CONVERGE, HOSTS, MANAGERS, SLEEPER};
+use crate::support::wait_until;
+use crate::swarm_helpers::leader;
 
 #[test]
 fn a_replicated_service_spreads_scales_drains_and_leaves_nothing() {

@@ -15,6 +15,9 @@ pub fn describe_node(engine_labels: &BTreeMap<String, String>) -> pb::NodeDescri
         os: std::env::consts::OS.to_string(),
         arch: docker_arch(std::env::consts::ARCH).to_string(),
         engine_labels: engine_labels.clone().into_iter().collect(),
+        // The node's data path is described by whoever set it up.
+        wireguard_public_key: String::new(),
+        data_path_port: 0,
     }
 }
 

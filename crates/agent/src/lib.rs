@@ -1,11 +1,13 @@
 //! The node side of a swarm: the session with the managers' dispatcher
 //! (heartbeats, failover to another manager, the node's desired role),
-//! certificate renewal, the node's description of itself, and the task
-//! executor that runs the node's share of the services. Every node runs
+//! certificate renewal, the node's description of itself, its overlay
+//! device, and the task executor that runs the node's share of the
+//! services. Every node runs
 //! one, managers included.
 
 pub mod description;
 pub mod executor;
+pub mod overlay;
 pub mod renewal;
 pub mod session;
 

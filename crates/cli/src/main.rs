@@ -43,6 +43,12 @@ enum Command {
         /// Engine label for placement constraints (KEY=VALUE); repeatable
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// Where this node's bridge networks get their subnets: CIDR (a /24 each) or base=CIDR,size=N
+        #[arg(long, value_name = "CIDR", default_value = "100.64.0.0/10")]
+        default_address_pool: String,
+        /// The default bridge network's device; `none` makes no default network (containers get --network none)
+        #[arg(long, value_name = "shoal0|none", default_value = "shoal0")]
+        bridge: String,
     },
     /// Manage the swarm
     #[command(subcommand)]
@@ -56,6 +62,9 @@ enum Command {
     /// Manage configs
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
     /// Manage this node's images
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -79,8 +88,11 @@ fn main() -> ExitCode {
     // A container's shim: started by the daemon, synchronous and small, so
     // it must not parse a CLI or start an async runtime first.
     let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some("__shim") {
-        return shoal_runtime::shim::main(args.collect());
+    match args.nth(1).as_deref() {
+        Some("__shim") => return shoal_runtime::shim::main(args.collect()),
+        // The node's userspace WireGuard device, outliving the daemon as shims do.
+        Some("__wireguard") => return shoal_overlay_net::wireguard::device_main(args.collect()),
+        _ => {}
     }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -114,7 +126,7 @@ fn validate_registry(value: &str) -> Result<(), CliError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent, labels } => {
+        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent, labels, default_address_pool, bridge } => {
             init_logging();
             for registry in &insecure_registries {
                 validate_registry(registry)?;
@@ -137,12 +149,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            daemon::run(daemon::DaemonOptions { data_root, socket, node_name, insecure_registries, cgroup_parent, engine_labels }).await
+            let address_pool = default_address_pool
+                .parse::<shoal_overlay_net::local::AddressPool>()
+                .map_err(|e| CliError::msg(format!("--default-address-pool: {e}")))?;
+            let default_bridge = match bridge.as_str() {
+                "shoal0" => true,
+                "none" => false,
+                other => {
+                    return Err(CliError::msg(format!("--bridge {other:?} is not supported; use shoal0 (the default) or none")).into())
+                }
+            };
+            daemon::run(daemon::DaemonOptions {
+                data_root,
+                socket,
+                node_name,
+                insecure_registries,
+                cgroup_parent,
+                engine_labels,
+                address_pool,
+                default_bridge,
+            })
+            .await
         }
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
+        Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),
         Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
         Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),
         Command::Run(args) => Ok(commands::container::run(commands::container::ContainerCommand::Run(args), &cli.connect).await?),

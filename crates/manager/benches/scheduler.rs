@@ -48,6 +48,7 @@ fn nodes() -> Vec<Node> {
                     arch: "amd64".into(),
                     ..Default::default()
                 },
+                network_addresses: Default::default(),
             }
         })
         .collect()
@@ -93,6 +94,7 @@ fn pending_tasks(first: usize, count: usize) -> Vec<Task> {
                 attempt: 0,
                 not_before_ms: 0,
                 final_attempt: false,
+                networks: Vec::new(),
             }
         })
         .collect()

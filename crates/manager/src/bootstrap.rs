@@ -32,6 +32,9 @@ pub struct NewSwarmOptions<'a> {
     pub cert_lifetime: Duration,
     pub task_history_limit: u64,
     pub orphan_grace_ms: u64,
+    /// Where networks get their subnets, and the prefix length of each.
+    pub address_pool: ipnet::Ipv4Net,
+    pub pool_mask_length: u8,
 }
 
 /// Docker's default: five ended tasks per slot stay visible in `service ps`.
@@ -43,6 +46,31 @@ pub const DEFAULT_ORPHAN_GRACE_MS: u64 = 500;
 
 /// Beyond an hour a lost node's tasks would in effect never move.
 pub const MAX_ORPHAN_GRACE_MS: u64 = 3_600_000;
+
+/// The cluster's address pool from `swarm init --default-addr-pool` and
+/// `--default-addr-pool-mask-length` (empty / 0: 100.64.0.0/10 in /24s).
+pub fn address_pool(pool: &str, mask_length: u32) -> Result<(ipnet::Ipv4Net, u8), ManagerError> {
+    let invalid = ManagerError::InvalidArgument;
+    let pool_text = if pool.trim().is_empty() { crate::store::DEFAULT_ADDRESS_POOL } else { pool.trim() };
+    let parsed: ipnet::Ipv4Net = pool_text.parse().map_err(|_| {
+        invalid(format!("default address pool {pool_text:?} is not an IPv4 CIDR; write it as ADDRESS/PREFIX, e.g. 100.64.0.0/10"))
+    })?;
+    if parsed.trunc() != parsed {
+        return Err(invalid(format!("default address pool {pool_text} has host bits set; did you mean {}?", parsed.trunc())));
+    }
+    let mask = match mask_length {
+        0 => crate::store::DEFAULT_POOL_MASK_LENGTH.max(parsed.prefix_len()),
+        n => u8::try_from(n).unwrap_or(u8::MAX),
+    };
+    if mask < parsed.prefix_len() || mask > crate::allocator::ipam::MAX_PREFIX_LENGTH {
+        return Err(invalid(format!(
+            "default address pool mask length {mask_length} does not fit pool {parsed}; use a length from {} to {}",
+            parsed.prefix_len(),
+            crate::allocator::ipam::MAX_PREFIX_LENGTH
+        )));
+    }
+    Ok((parsed, mask))
+}
 
 /// Makes the root CA, the first manager's certificate and the objects to
 /// commit once the one-member Raft cluster leads.
@@ -71,6 +99,8 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         orphan_grace_ms: options.orphan_grace_ms,
         cert_lifetime_secs: options.cert_lifetime.as_secs(),
         removed_nodes: Vec::new(),
+        default_address_pool: options.address_pool,
+        default_pool_mask_length: options.pool_mask_length,
     };
     let node = Node {
         meta: Meta { id: options.node_id.to_string(), ..Default::default() },
@@ -85,6 +115,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         manager_reachable: true,
         cert_expiry: now_ms() + options.cert_lifetime.as_millis() as u64,
         description: Default::default(),
+        network_addresses: Default::default(),
     };
     Ok(NewSwarm {
         cluster_id,

@@ -58,7 +58,8 @@ impl From<ManagerError> for Status {
             ManagerError::Txn(TxnError::AlreadyExists { .. } | TxnError::NameInUse { .. }) => {
                 Status::already_exists(message)
             }
-            ManagerError::Txn(TxnError::VersionConflict { .. }) => Status::aborted(message),
+            ManagerError::Txn(TxnError::VersionConflict { .. } | TxnError::AddressInUse { .. }) => Status::aborted(message),
+            ManagerError::Txn(TxnError::SubnetOverlap { .. }) => Status::invalid_argument(message),
             ManagerError::InvalidArgument(_) => Status::invalid_argument(message),
             ManagerError::FailedPrecondition(_) | ManagerError::LastManager | ManagerError::WouldLoseQuorum { .. } => {
                 Status::failed_precondition(message)

@@ -6,18 +6,24 @@
 //! - [`manager`]: a running manager and its write/read primitives.
 //! - [`ca`]: the swarm's root CA.
 //! - [`api`]: the gRPC services on the manager port and the local socket.
-//! - [`node_health`]: the leader's heartbeat -> node status loop, and the
-//!   switch that runs every leader-only loop.
+//! - [`leader`]: the one list of leader-only loops, started and stopped
+//!   with leadership; [`control_loop`]: how each of them runs.
+//! - [`node_health`]: the leader's heartbeat -> node status loop.
 //! - [`orchestrator`]: services -> tasks (replicated, global, restarts),
 //!   and the loop that feeds the scheduler.
+//! - [`allocator`]: network addresses for tasks, nodes and VIPs (a task
+//!   leaves `New` once it has them).
 //! - [`scheduler`]: the pure placement of pending tasks onto nodes.
 //! - [`bootstrap`]: creating a new swarm's first objects.
 
+pub mod allocator;
 pub mod api;
 pub mod bootstrap;
 pub mod ca;
+pub mod control_loop;
 pub mod errors;
 pub mod image_pinning;
+pub mod leader;
 pub mod log_broker;
 pub mod manager;
 pub mod node_health;

@@ -109,7 +109,7 @@ impl Manager {
             logs: Default::default(),
             _db: db,
         });
-        crate::node_health::spawn_leader_loops(manager.clone());
+        crate::leader::spawn_leader_loops(manager.clone());
         Ok(manager)
     }
 

@@ -1,6 +1,7 @@
 //! The leader's node-health loop: turns heartbeats (kept in the leader's
 //! memory) into `ready`/`down` in the store, and records which managers the
 //! leader hears from over Raft, so every manager shows the same `node ls`.
+//! It is one of the loops [`crate::leader`] starts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,44 +60,4 @@ pub async fn run(manager: Arc<Manager>) {
             }
         }
     }
-}
-
-/// Starts and stops the leader-only loops (node health, orchestrators,
-/// scheduling) as leadership comes and goes.
-pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut metrics = manager.raft.metrics();
-        let mut running: Option<tokio::task::JoinHandle<()>> = None;
-        loop {
-            let leading = metrics.borrow().current_leader == Some(manager.raft_id)
-                && metrics.borrow().state == openraft::ServerState::Leader;
-            match (leading, running.is_some()) {
-                (true, false) => {
-                    tracing::info!("became leader; starting control loops");
-                    // Aborting the joined future stops all three together.
-                    let loops = futures::future::join3(
-                        run(manager.clone()),
-                        crate::orchestrator::run(manager.clone()),
-                        crate::orchestrator::scheduling::run(manager.clone()),
-                    );
-                    running = Some(tokio::spawn(async move {
-                        loops.await;
-                    }));
-                }
-                (false, true) => {
-                    tracing::info!("lost leadership; stopping control loops");
-                    if let Some(handle) = running.take() {
-                        handle.abort();
-                    }
-                }
-                _ => {}
-            }
-            if metrics.changed().await.is_err() {
-                if let Some(handle) = running.take() {
-                    handle.abort();
-                }
-                return;
-            }
-        }
-    })
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod swarm;
 
 use std::fs::File;
 use std::io::Read;
@@ -342,6 +343,11 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.print_logs();
+            // For a look at what failed: `shoal dev-cluster down --name N` removes it later.
+            if std::env::var_os("SHOAL_TEST_KEEP_FAILED").is_some() {
+                eprintln!("keeping dev cluster {} (SHOAL_TEST_KEEP_FAILED is set)", self.name);
+                return;
+            }
         }
         // No panic here: it would abort a test that is already unwinding.
         let down = self.dev_cluster_with_timeout("down", &[], UP_TIMEOUT);
@@ -357,7 +363,7 @@ impl Drop for Cluster {
 /// `<tag>-<pid in base 36>`: unique across test processes running at once
 /// (nextest runs each test in its own process), and within a process as long
 /// as each test uses its own tag. Fits the 12-character limit.
-fn unique_name(tag: &str) -> String {
+pub fn unique_name(tag: &str) -> String {
     assert!(
         (1..=6).contains(&tag.len())
             && tag

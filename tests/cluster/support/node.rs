@@ -60,6 +60,10 @@ impl LocalNode {
             self.data_root().display().to_string(),
             "--cgroup-parent".into(),
             self.cgroup_parent.clone(),
+            // It runs in the machine's own namespace: no default bridge
+            // network, so no bridge, nftables or sysctl change lands there.
+            "--bridge".into(),
+            "none".into(),
         ];
         for registry in &self.insecure_registries {
             args.extend(["--insecure-registry".to_string(), registry.clone()]);

@@ -64,7 +64,7 @@ async fn node(name: &str) -> Node {
     .await
     .unwrap();
     let (reports, receiver) = mpsc::channel(64);
-    let ctx = Arc::new(WorkerContext { node_id: "node1".into(), images, containers, reports });
+    let ctx = Arc::new(WorkerContext { node_id: "node1".into(), images, containers, networks: None, reports });
     Node { dir, cgroup_parent, ctx, reports: receiver }
 }
 
@@ -111,6 +111,7 @@ fn assignment(task_id: &str, image: &str, args: &[&str], desired: &str) -> pb::A
         version: 1,
         node_hostname: "host".into(),
         observed_state: String::new(),
+        networks: Vec::new(),
     }
 }
 

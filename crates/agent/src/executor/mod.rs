@@ -20,6 +20,7 @@ mod reconcile;
 mod reporter;
 mod runtime_ops;
 mod task_container;
+pub(crate) mod task_network;
 mod task_state;
 mod worker;
 
@@ -30,6 +31,7 @@ use std::time::Duration;
 use shoal_proto::pb;
 use shoal_proto::tls::ClientTls;
 use shoal_runtime::container::ContainerManager;
+use shoal_overlay_net::dataplane::Dataplane;
 use shoal_runtime::image::ImageStore;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -42,6 +44,7 @@ use managers::ManagerDialer;
 use reconcile::{plan_assignments, SetAction};
 use runtime_ops::{containers_of, stop_and_remove_all, task_containers};
 use task_container::stop_plan;
+use task_network::OverlayView;
 use worker::{run_task, WorkerContext};
 
 /// Bounds connecting to a manager and waiting for a stream to open.
@@ -56,11 +59,14 @@ const REMEMBERED_SUBSCRIPTIONS: usize = 1024;
 /// How long stopping the executor waits for its workers to wind down.
 const WORKER_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// This node's images and containers, as the daemon opened them.
+/// This node's images, containers and networks, as the daemon opened them.
 #[derive(Clone)]
 pub struct TaskRuntime {
     pub images: ImageStore,
     pub containers: Arc<ContainerManager>,
+    /// Bridges, sandboxes and the overlay; `None` where the node has no
+    /// network data plane (tasks on networks are then rejected).
+    pub networks: Option<Arc<Dataplane>>,
 }
 
 pub struct ExecutorConfig {
@@ -128,6 +134,12 @@ struct Supervisor {
     background: JoinSet<()>,
     reporter: JoinHandle<()>,
     subscriptions_seen: RecentIds,
+    /// The overlay as the managers describe it; a loop applies each change.
+    overlay: OverlayView,
+    overlay_updates: watch::Sender<OverlayView>,
+    overlay_applier: Option<JoinHandle<()>>,
+    /// Stray task sandboxes are swept once, on the first full set.
+    swept_sandboxes: bool,
 }
 
 impl Supervisor {
@@ -135,12 +147,15 @@ impl Supervisor {
         let (reports, updates) = mpsc::channel(1024);
         let report_dialer = ManagerDialer::new(config.tls.clone(), config.managers.clone(), REPORT_TIMEOUT);
         let reporter = tokio::spawn(reporter::run_reporter(config.node_id.clone(), report_dialer, updates));
+        let (overlay_updates, views) = watch::channel(OverlayView::default());
+        let overlay_applier = config.runtime.networks.clone().map(|dataplane| tokio::spawn(task_network::apply_views(dataplane, views)));
         Supervisor {
             dialer: ManagerDialer::new(config.tls.clone(), config.managers, CONNECT_TIMEOUT),
             ctx: Arc::new(WorkerContext {
                 node_id: config.node_id.clone(),
                 images: config.runtime.images,
                 containers: config.runtime.containers,
+                networks: config.runtime.networks,
                 reports,
             }),
             node_id: config.node_id,
@@ -149,6 +164,10 @@ impl Supervisor {
             background: JoinSet::new(),
             reporter,
             subscriptions_seen: RecentIds::new(REMEMBERED_SUBSCRIPTIONS),
+            overlay: OverlayView::default(),
+            overlay_updates,
+            overlay_applier,
+            swept_sandboxes: false,
         }
     }
 
@@ -213,6 +232,17 @@ impl Supervisor {
             removed = message.removed.len(),
             "assignments received"
         );
+        // The networks and peers first, so a task's network is on its way
+        // before its worker asks for it.
+        let before = self.overlay.clone();
+        self.overlay.apply(&message);
+        if self.overlay != before || message.full {
+            self.overlay_updates.send_replace(self.overlay.clone());
+        }
+        if message.full && !self.swept_sandboxes {
+            self.swept_sandboxes = true;
+            self.sweep_sandboxes(&message);
+        }
         for action in plan_assignments(&message, &workers, &local) {
             match action {
                 SetAction::Start(assignment) => self.start_worker(assignment),
@@ -230,8 +260,12 @@ impl Supervisor {
                     let task = local.iter().find(|c| c.container_id == container_id).map(|c| c.task_id.clone());
                     tracing::info!(container = %container_id, task = ?task, "removing the container of a task no longer assigned here");
                     let containers = self.ctx.containers.clone();
+                    let networks = self.ctx.networks.clone();
                     self.background.spawn(async move {
                         stop_and_remove_all(&containers, vec![container_id], &stop_plan(None)).await;
+                        if let Some(task) = task {
+                            task_network::release(networks.as_ref(), &task).await;
+                        }
                     });
                 }
             }
@@ -260,12 +294,37 @@ impl Supervisor {
         let TaskWorkerHandle { assignment, task } = worker;
         drop(assignment);
         let containers = self.ctx.containers.clone();
+        let networks = self.ctx.networks.clone();
         self.background.spawn(async move {
             let _ = task.await;
             let ids: Vec<String> = containers_of(&containers, &task_id).into_iter().map(|c| c.container_id).collect();
             if !ids.is_empty() {
                 tracing::info!(task = %task_id, "removing the containers of a task no longer assigned here");
                 stop_and_remove_all(&containers, ids, &plan).await;
+            }
+            task_network::release(networks.as_ref(), &task_id).await;
+        });
+    }
+
+    /// Removes the sandboxes of tasks that are not this node's any more
+    /// (they ended or moved while the daemon was down). Those of assigned
+    /// tasks are their workers' to keep or release.
+    fn sweep_sandboxes(&mut self, message: &pb::AssignmentsMessage) {
+        let Some(networks) = self.ctx.networks.clone() else { return };
+        let assigned: HashSet<String> = message.changed.iter().map(|a| a.task_id.clone()).collect();
+        self.background.spawn(async move {
+            let sandboxes = match networks.sandbox_ids().await {
+                Ok(sandboxes) => sandboxes,
+                Err(error) => {
+                    tracing::warn!(%error, "listing task sandboxes");
+                    return;
+                }
+            };
+            for sandbox in sandboxes {
+                if let Some(task) = task_network::task_of_sandbox(&sandbox).filter(|t| !assigned.contains(*t)) {
+                    tracing::info!(task = %task, "removing the sandbox of a task no longer assigned here");
+                    task_network::release(Some(&networks), task).await;
+                }
             }
         });
     }
@@ -295,6 +354,9 @@ impl Supervisor {
         }
         self.background.shutdown().await;
         self.reporter.abort();
+        if let Some(applier) = self.overlay_applier.take() {
+            applier.abort();
+        }
     }
 }
 
@@ -304,6 +366,9 @@ impl Drop for Supervisor {
             worker.task.abort();
         }
         self.reporter.abort();
+        if let Some(applier) = &self.overlay_applier {
+            applier.abort();
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::pb;
+use shoal_overlay_net::dataplane::Dataplane;
 use shoal_runtime::container::{ContainerManager, ImageInput};
 use shoal_runtime::image::ImageStore;
 use tokio::sync::{mpsc, watch};
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use super::reconcile::{exit_outcome, next_step, TaskStep};
 use super::runtime_ops::{containers_of, ensure_image, exit_of, remove_container, stop_container};
 use super::task_container::{create_request, stop_plan};
+use super::task_network;
 use super::task_state::{ReportGuard, TaskState};
 
 const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -28,6 +30,7 @@ pub struct WorkerContext {
     pub node_id: String,
     pub images: ImageStore,
     pub containers: Arc<ContainerManager>,
+    pub networks: Option<Arc<Dataplane>>,
     pub reports: mpsc::Sender<pb::TaskStatusUpdate>,
 }
 
@@ -76,6 +79,10 @@ struct TaskWorker {
     task_id: String,
     assignment: watch::Receiver<pb::Assignment>,
     guard: ReportGuard,
+    /// Whether this worker has made sure the task's network is as it
+    /// should be: at start, or on adopting a running container after a
+    /// restart (a bridge may have been rebuilt meanwhile).
+    network_checked: bool,
 }
 
 /// Runs one task until its assignment sender is dropped.
@@ -90,8 +97,10 @@ pub async fn run_task(ctx: Arc<WorkerContext>, assignment: watch::Receiver<pb::A
     let mut guard = ReportGuard::default();
     if let Some(ended) = observed.filter(|s| s.is_terminal()) {
         guard.advance(ended);
+        // Its network went with its container, unless a restart cut that short.
+        task_network::release(ctx.networks.as_ref(), &task_id).await;
     }
-    let mut worker = TaskWorker { ctx, task_id, assignment, guard };
+    let mut worker = TaskWorker { ctx, task_id, assignment, guard, network_checked: false };
     worker.run().await;
 }
 
@@ -116,6 +125,7 @@ impl TaskWorker {
                 TaskStep::ReportExit { container_id } => self.report_exit(&container_id).await,
                 TaskStep::Stop { container_id } => self.stop(&assignment, &container_id).await,
                 TaskStep::Report { state, error } => {
+                    self.release_network().await;
                     let message = if state == TaskState::Shutdown { "shut down before it started" } else { "container gone" };
                     self.report(Report::new(state, message).error(error)).await;
                     Ok(())
@@ -172,10 +182,18 @@ impl TaskWorker {
             return Ok(());
         }
         self.report(Report::new(TaskState::Starting, "starting")).await;
-        let request = match create_request(assignment, &self.ctx.node_id) {
+        let mut request = match create_request(assignment, &self.ctx.node_id) {
             Ok(request) => request,
             Err(error) => {
                 self.report(Report::new(TaskState::Rejected, "invalid task").error(error)).await;
+                return Ok(());
+            }
+        };
+        request.network_namespace = match task_network::prepare(self.ctx.networks.as_ref(), assignment).await {
+            Ok(namespace) => namespace,
+            Err(error) => {
+                self.release_network().await;
+                self.report(Report::new(TaskState::Rejected, "preparing the network failed").error(error)).await;
                 return Ok(());
             }
         };
@@ -183,11 +201,13 @@ impl TaskWorker {
         let container_id = match self.ctx.containers.create(request, &input).await {
             Ok(id) => id,
             Err(error) => {
+                self.release_network().await;
                 self.report(Report::new(TaskState::Rejected, "creating the container failed").error(error.to_string())).await;
                 return Ok(());
             }
         };
         if let Err(error) = self.ctx.containers.start(&container_id).await {
+            self.release_network().await;
             let exit_code = exit_of(&self.ctx.containers, &container_id).map(|e| e.code);
             let report = Report::new(TaskState::Failed, "starting the container failed")
                 .error(error.to_string())
@@ -196,6 +216,7 @@ impl TaskWorker {
             self.report(report).await;
             return Ok(());
         }
+        self.network_checked = true;
         self.report(Report::new(TaskState::Running, "started").container(&container_id)).await;
         Ok(())
     }
@@ -203,6 +224,15 @@ impl TaskWorker {
     /// Reports running (after a restart too: the container is adopted) and
     /// waits for the container to end or the assignment to change.
     async fn watch(&mut self, container_id: &str) -> Result<(), String> {
+        if !self.network_checked {
+            self.network_checked = true;
+            // Attaching is idempotent: on an adopted container it only
+            // repairs what drifted (a veth off its bridge, a lost address).
+            let assignment = self.assignment.borrow().clone();
+            if let Err(error) = task_network::prepare(self.ctx.networks.as_ref(), &assignment).await {
+                tracing::warn!(task = %self.task_id, %error, "repairing the network of an adopted task");
+            }
+        }
         let started_at = self.ctx.containers.inspect(container_id).ok().and_then(|d| d.state.started_at);
         self.report(Report::new(TaskState::Running, "started").container(container_id).at(started_at.as_deref())).await;
         let containers = self.ctx.containers.clone();
@@ -218,6 +248,9 @@ impl TaskWorker {
         let exit = exit_of(&self.ctx.containers, container_id)
             .ok_or_else(|| format!("container {container_id} has not exited yet"))?;
         let (state, error) = exit_outcome(&exit);
+        // The task's addresses go back with its end; its stopped container
+        // stays for its logs.
+        self.release_network().await;
         let message = if state == TaskState::Complete { "finished" } else { "container exited with an error" };
         let report = Report::new(state, message).error(error).container(container_id).exit_code(Some(exit.code));
         self.report(report.at(Some(&exit.finished_at))).await;
@@ -227,6 +260,7 @@ impl TaskWorker {
     async fn stop(&mut self, assignment: &pb::Assignment, container_id: &str) -> Result<(), String> {
         let plan = stop_plan(assignment.spec.as_ref());
         stop_container(&self.ctx.containers, container_id, &plan).await?;
+        self.release_network().await;
         let exit_code = exit_of(&self.ctx.containers, container_id).map(|e| e.code);
         self.report(Report::new(TaskState::Shutdown, "shutdown").container(container_id).exit_code(exit_code)).await;
         Ok(())
@@ -237,6 +271,10 @@ impl TaskWorker {
             remove_container(&self.ctx.containers, container_id).await?;
         }
         Ok(())
+    }
+
+    async fn release_network(&self) {
+        task_network::release(self.ctx.networks.as_ref(), &self.task_id).await;
     }
 
     /// Sends the report if it moves the task forward, and only while the

@@ -113,6 +113,15 @@ pub struct RunArgs {
     /// Replace the image's entrypoint
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Network to attach to (default: the node's bridge; none: loopback only); repeatable
+    #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
+    networks: Vec<String>,
+    /// Another name the container answers to on its networks
+    #[arg(long = "network-alias", visible_alias = "net-alias", value_name = "ALIAS")]
+    network_aliases: Vec<String>,
+    /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
+    #[arg(short, long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
     image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -153,6 +162,16 @@ impl RunArgs {
             pids_limit: self.pids_limit.unwrap_or(0),
             auto_remove: self.rm,
             detach: self.detach,
+            networks: self
+                .networks
+                .iter()
+                .map(|n| {
+                    let mut attachment = flags::parse_network("--network", n)?;
+                    attachment.aliases.extend(self.network_aliases.iter().cloned());
+                    Ok(attachment)
+                })
+                .collect::<CliResult<_>>()?,
+            published: self.publish.iter().map(|p| flags::parse_publish(p)).collect::<CliResult<_>>()?,
         })
     }
 }

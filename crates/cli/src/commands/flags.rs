@@ -189,6 +189,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn published_ports_read_as_docker_writes_them() {
+        let p = parse_publish("8088:80").unwrap();
+        assert_eq!((p.host_ip.as_str(), p.host_port, p.container_port, p.protocol()), ("", 8088, 80, pb::PortProtocol::Tcp));
+        let p = parse_publish("127.0.0.1:8088:80/udp").unwrap();
+        assert_eq!((p.host_ip.as_str(), p.protocol()), ("127.0.0.1", pb::PortProtocol::Udp));
+        for bad in ["80", "x:80", "8080:80/sctp", "localhost:1:2", "0:80", "1:2:3:4"] {
+            let error = parse_publish(bad).unwrap_err().to_string();
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+        }
+    }
+
+    #[test]
     fn sizes_use_binary_units() {
         assert_eq!(parse_bytes("--memory", "64m").unwrap(), 64 << 20);
         assert_eq!(parse_bytes("--memory", "64MB").unwrap(), 64 << 20);
@@ -264,3 +276,127 @@ mod tests {
         }
     }
 }
+
+/// `--network NAME` or docker's long form `--network name=NAME,alias=A,alias=B`.
+pub fn parse_network(flag: &str, value: &str) -> CliResult<pb::NetworkAttachmentConfig> {
+    let value = value.trim();
+    if !value.contains('=') {
+        if value.is_empty() || value.contains(',') {
+            return Err(CliError::msg(format!("{flag} {value:?} is invalid; give a network name, or name=NAME,alias=ALIAS")));
+        }
+        return Ok(pb::NetworkAttachmentConfig { target: value.to_string(), ..Default::default() });
+    }
+    let mut attachment = pb::NetworkAttachmentConfig::default();
+    for field in value.split(',') {
+        match field.split_once('=') {
+            Some(("name" | "target", name)) if !name.is_empty() => attachment.target = name.to_string(),
+            Some(("alias", alias)) if !alias.is_empty() => attachment.aliases.push(alias.to_string()),
+            _ => {
+                return Err(CliError::msg(format!(
+                    "{flag} {value:?} has the field {field:?}, which is invalid; use name=NAME and alias=ALIAS"
+                )))
+            }
+        }
+    }
+    if attachment.target.is_empty() {
+        return Err(CliError::msg(format!("{flag} {value:?} names no network; add name=NAME")));
+    }
+    Ok(attachment)
+}
+
+/// docker's `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`.
+pub fn parse_publish(value: &str) -> CliResult<pb::PublishedPort> {
+    let invalid = || {
+        CliError::msg(format!(
+            "--publish {value:?} is invalid; use [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], e.g. 8080:80 or 127.0.0.1:8080:80/tcp"
+        ))
+    };
+    let (ports, protocol) = match value.rsplit_once('/') {
+        Some((ports, "tcp")) => (ports, pb::PortProtocol::Tcp),
+        Some((ports, "udp")) => (ports, pb::PortProtocol::Udp),
+        Some(_) => return Err(invalid()),
+        None => (value, pb::PortProtocol::Tcp),
+    };
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (host_ip, host_port, container_port) = match parts.as_slice() {
+        [host, container] => ("", *host, *container),
+        [ip, host, container] => (*ip, *host, *container),
+        _ => return Err(invalid()),
+    };
+    if !host_ip.is_empty() && host_ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(invalid());
+    }
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).map(u32::from);
+    Ok(pb::PublishedPort {
+        protocol: protocol.into(),
+        host_ip: host_ip.to_string(),
+        host_port: port(host_port).ok_or_else(invalid)?,
+        container_port: port(container_port).ok_or_else(invalid)?,
+    })
+}
+
+/// Splits a command line as a POSIX shell would (quotes and backslashes;
+/// no expansion), for `--entrypoint` and `--args`.
+pub fn shell_split(flag: &str, value: &str) -> CliResult<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(unterminated(flag, value)),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(unterminated(flag, value)),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(unterminated(flag, value)),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(c) = chars.next() {
+                    word.push(c);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn unterminated(flag: &str, value: &str) -> CliError {
+    CliError::msg(format!("{flag} {value:?} has an unterminated quote; close it"))
+}
+

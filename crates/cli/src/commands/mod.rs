@@ -4,6 +4,7 @@ pub mod config;
 pub mod container;
 pub mod flags;
 pub mod image;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;

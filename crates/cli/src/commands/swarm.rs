@@ -34,6 +34,15 @@ pub enum SwarmCommand {
         /// How long a node must be down before its tasks are started elsewhere (default 500ms)
         #[arg(long, value_parser = humantime::parse_duration)]
         orphan_grace_period: Option<std::time::Duration>,
+        /// Address pool that networks get their subnets from (default 100.64.0.0/10)
+        #[arg(long, value_name = "CIDR")]
+        default_addr_pool: Option<String>,
+        /// Prefix length of each network's subnet in the pool (default 24)
+        #[arg(long, value_name = "N")]
+        default_addr_pool_mask_length: Option<u32>,
+        /// UDP port of this node's encrypted data path (WireGuard; default 51820)
+        #[arg(long, value_name = "PORT")]
+        data_path_port: Option<u16>,
     },
     /// Join a swarm as the token's role
     Join {
@@ -45,6 +54,9 @@ pub enum SwarmCommand {
         /// Address the manager endpoint listens on, if this node becomes a manager
         #[arg(long)]
         listen_addr: Option<String>,
+        /// UDP port of this node's encrypted data path (WireGuard; default 51820)
+        #[arg(long, value_name = "PORT")]
+        data_path_port: Option<u16>,
         /// A manager: HOST[:PORT]
         remote_addr: String,
     },
@@ -79,7 +91,18 @@ pub enum SwarmCommand {
 pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
     let channel = connect.connect().await?;
     match command {
-        SwarmCommand::Init { advertise_addr, listen_addr, force_new_cluster, dispatcher_heartbeat, cert_expiry, task_history_limit, orphan_grace_period } => {
+        SwarmCommand::Init {
+            advertise_addr,
+            listen_addr,
+            force_new_cluster,
+            dispatcher_heartbeat,
+            cert_expiry,
+            task_history_limit,
+            orphan_grace_period,
+            default_addr_pool,
+            default_addr_pool_mask_length,
+            data_path_port,
+        } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
             let reply = daemon
                 .swarm_init(pb::SwarmInitRequest {
@@ -90,6 +113,9 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                     cert_lifetime_secs: cert_expiry.map(|d| d.as_secs().max(1)).unwrap_or(0),
                     task_history_limit,
                     orphan_grace_ms: orphan_grace_period.map(|d| d.as_millis() as u64),
+                    default_addr_pool: default_addr_pool.unwrap_or_default(),
+                    default_addr_pool_mask_length: default_addr_pool_mask_length.unwrap_or(0),
+                    data_path_port: data_path_port.map(u32::from).unwrap_or(0),
                 })
                 .await?
                 .into_inner();
@@ -100,7 +126,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
             println!("    shoal swarm join --token {} {manager}\n", reply.worker_token);
             println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
         }
-        SwarmCommand::Join { token, advertise_addr, listen_addr, remote_addr } => {
+        SwarmCommand::Join { token, advertise_addr, listen_addr, data_path_port, remote_addr } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
             let reply = daemon
                 .swarm_join(pb::SwarmJoinRequest {
@@ -108,6 +134,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                     remote_addr,
                     advertise_addr: advertise_addr.unwrap_or_default(),
                     listen_addr: listen_addr.unwrap_or_default(),
+                    data_path_port: data_path_port.map(u32::from).unwrap_or(0),
                 })
                 .await?
                 .into_inner();

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, Mutex};
 use tonic::{Request, Response, Status};
 
 use super::node::{ManagerStart, NodeRuntime, RunningNode};
-use super::state::{SwarmDir, SwarmState};
+use super::state::{SwarmDir, SwarmState, DEFAULT_DATA_PATH_PORT};
 
 pub const DEFAULT_PORT: u16 = 4242;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,6 +148,17 @@ fn route_source(remote: SocketAddr) -> Option<IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
+/// The data path's UDP port: WireGuard's usual 51820 unless given.
+fn data_path_port(port: u32) -> Result<u16, Status> {
+    match port {
+        0 => Ok(DEFAULT_DATA_PATH_PORT),
+        p => u16::try_from(p)
+            .ok()
+            .filter(|p| *p >= 1024)
+            .ok_or_else(|| Status::invalid_argument(format!("data path port {p} is invalid; use a UDP port from 1024 to 65535"))),
+    }
+}
+
 fn parse_remote(value: &str) -> Result<SocketAddr, Status> {
     parse_advertise(value, DEFAULT_PORT).map_err(|_| {
         Status::invalid_argument(format!("manager address {value:?} is invalid; use IP[:PORT] (e.g. 198.18.0.1:4242)"))
@@ -212,6 +223,16 @@ impl pb::daemon_server::Daemon for LocalApi {
             }
             Some(ms) => ms,
         };
+        let (address_pool, pool_mask_length) = shoal_manager::bootstrap::address_pool(&req.default_addr_pool, req.default_addr_pool_mask_length)?;
+        if let Some(networks) = &self.runtime.tasks.networks {
+            let overlapping = networks.route_overlapping(address_pool).await.map_err(|e| Status::internal(e.to_string()))?;
+            if let Some(route) = overlapping {
+                return Err(Status::invalid_argument(format!(
+                    "default address pool {address_pool} overlaps this host's route {route}; pick another pool with --default-addr-pool"
+                )));
+            }
+        }
+        let data_path_port = data_path_port(req.data_path_port)?;
         let (_, node_id) = new_node_id();
         let swarm = new_swarm(NewSwarmOptions {
             node_id: &node_id,
@@ -221,6 +242,8 @@ impl pb::daemon_server::Daemon for LocalApi {
             cert_lifetime,
             task_history_limit,
             orphan_grace_ms,
+            address_pool,
+            pool_mask_length,
         })?;
         let state = SwarmState {
             node_id: node_id.clone(),
@@ -230,6 +253,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             advertise: advertise.to_string(),
             listen: listen.to_string(),
             cert_issued_at_ms: now_ms(),
+            data_path_port,
         };
         let node = self
             .start_node(state, swarm.credentials, Some(ManagerStart::Bootstrap(swarm.transaction)))
@@ -260,6 +284,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             parse_advertise(&req.advertise_addr, DEFAULT_PORT)?
         };
         let listen = parse_listen(&req.listen_addr, advertise)?;
+        let data_path_port = data_path_port(req.data_path_port)?;
 
         // Trust nothing until the manager proves it holds the CA the token names.
         let remote_str = remote.to_string();
@@ -296,6 +321,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             advertise: advertise.to_string(),
             listen: listen.to_string(),
             cert_issued_at_ms: now_ms(),
+            data_path_port,
         };
         let credentials = Credentials { ca_pem: issued.ca_pem, cert_pem: issued.cert_pem, key_pem: key_and_csr.key_pem };
         let start = is_manager.then_some(ManagerStart::Join);

@@ -4,6 +4,7 @@
 
 mod image_pinning;
 mod local_api;
+mod networks_api;
 mod node;
 mod runtime_api;
 mod state;
@@ -35,6 +36,10 @@ pub struct DaemonOptions {
     pub cgroup_parent: String,
     /// `--label`s: sent to the managers in the node's description.
     pub engine_labels: BTreeMap<String, String>,
+    /// `--default-address-pool`: subnets of this node's bridge networks.
+    pub address_pool: shoal_overlay_net::local::AddressPool,
+    /// Whether the node has the default bridge network (`--bridge none`: no).
+    pub default_bridge: bool,
 }
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
@@ -51,7 +56,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let node_cell: Arc<Mutex<Option<Arc<RunningNode>>>> = Arc::new(Mutex::new(None));
     let (removed_tx, mut removed_rx) = mpsc::channel(1);
 
-    let runtime = runtime_api::RuntimeApi {
+    let shoal_exe = std::env::current_exe().context("locating the shoal binary")?;
+    let mut runtime = runtime_api::RuntimeApi {
+        networks: None,
         images: shoal_runtime::image::ImageStore::open(options.data_root.join("image"), options.insecure_registries.clone())
             .await
             .context("opening the image store")?,
@@ -60,7 +67,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             volumes: options.data_root.join("volumes"),
             log_rotation: Default::default(),
             cgroup_parent: options.cgroup_parent.clone(),
-            shim_command: vec![std::env::current_exe().context("locating the shoal binary")?.into(), "__shim".into()],
+            shim_command: vec![shoal_exe.clone().into(), "__shim".into()],
         })
         .await
         .context("opening the container store")?,
@@ -68,8 +75,30 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     // Every swarm node this daemon runs (after a restart, init or join)
     // runs its tasks on this runtime, and adopts the containers it
     // re-attached to.
+    // Bridges, sandboxes and the overlay device. A host where they cannot
+    // work (no netlink, no nftables) still runs containers without networks.
+    let networks = match shoal_overlay_net::dataplane::Dataplane::open(&options.data_root.join("network"), &shoal_exe).await {
+        Ok(dataplane) => Some(dataplane),
+        Err(error) => {
+            tracing::error!(%error, "the network data plane is unavailable; containers get loopback only");
+            None
+        }
+    };
+    // This node's bridge networks, before the agent starts (it removes
+    // `shl-` bridges it does not know to be local).
+    let container_networks = networks_api::ContainerNetworks::open(
+        &options.data_root.join("network"),
+        options.address_pool,
+        options.default_bridge,
+        networks.clone(),
+        runtime.containers.clone(),
+        slot.clone(),
+        hostname.clone(),
+    )
+    .await;
+    runtime.networks = Some(container_networks.clone());
     let node_runtime = Arc::new(NodeRuntime {
-        tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone() },
+        tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone(), networks },
         engine_labels: options.engine_labels.clone(),
     });
 
@@ -102,6 +131,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .add_service(pb::daemon_server::DaemonServer::new(local_api))
         .add_service(pb::runtime_server::RuntimeServer::new(runtime))
+        .add_service(pb::local_networks_server::LocalNetworksServer::new(networks_api::LocalNetworksApi { networks: container_networks }))
         .add_service(pb::control_server::ControlServer::new(ControlService::new(slot, Transport::LocalSocket)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
 

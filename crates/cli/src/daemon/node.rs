@@ -99,7 +99,7 @@ impl RunningNode {
         if let Some(start) = manager_start {
             node.start_manager(start).await?;
         }
-        node.start_agent();
+        node.start_agent().await;
         let renewer = node.clone();
         node.spawn(async move { renewer.renewal_loop().await });
         Ok(node)
@@ -128,16 +128,22 @@ impl RunningNode {
         }
     }
 
-    fn start_agent(self: &Arc<Self>) {
+    async fn start_agent(self: &Arc<Self>) {
         let (events_tx, mut events_rx) = mpsc::channel(16);
         let state = self.state();
+        let mut description = describe_node(&self.runtime.engine_labels);
+        let advertise = state.advertise.parse::<std::net::SocketAddr>().map(|a| a.ip());
+        match advertise {
+            Ok(ip) => shoal_agent::overlay::join(self.runtime.tasks.networks.as_ref(), &state.node_id, state.data_path_port, ip, &mut description).await,
+            Err(_) => tracing::error!(advertise = %state.advertise, "the advertise address is unreadable; networks are unavailable on this node"),
+        }
         let config = SessionConfig {
             node_id: state.node_id.clone(),
             tls: self.client_tls.clone(),
             managers: self.managers.clone(),
             local_manager: (state.role == "manager").then(|| state.advertise.clone()),
             events: events_tx,
-            description: describe_node(&self.runtime.engine_labels),
+            description,
         };
         self.spawn(run_session(config));
         let executor = Executor::spawn(ExecutorConfig {
@@ -343,6 +349,7 @@ impl RunningNode {
     pub async fn shutdown(&self) {
         self.stop_executor().await;
         remove_all_task_containers(&self.runtime.tasks.containers).await;
+        shoal_agent::overlay::leave(self.runtime.tasks.networks.as_ref()).await;
         self.stop_keeping_containers().await;
     }
 

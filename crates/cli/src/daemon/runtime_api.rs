@@ -22,6 +22,8 @@ type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct RuntimeApi {
     pub images: ImageStore,
     pub containers: Arc<ContainerManager>,
+    /// This node's bridge networks; set once they are open.
+    pub networks: Option<super::networks_api::ContainerNetworks>,
 }
 
 fn image_status(error: ImageError) -> Status {
@@ -60,6 +62,19 @@ fn summary(image: &shoal_runtime::image::Image) -> pb::ImageSummary {
 }
 
 impl RuntimeApi {
+    /// Frees a stopped or removed container's addresses and ports before
+    /// the call returns, as docker does (its watcher would, a moment later),
+    /// so the next `run -p` of the same port works at once.
+    async fn release_networks(&self, reference: &str) {
+        let Some(networks) = &self.networks else { return };
+        let id = match self.containers.inspect(reference) {
+            Ok(details) if details.state.status == ContainerStatus::Running => return,
+            Ok(details) => details.id,
+            Err(_) => reference.to_string(),
+        };
+        networks.release(&id).await;
+    }
+
     fn in_use(&self) -> impl Fn(&shoal_runtime::image::ImageId) -> bool {
         let used = self.containers.images_in_use();
         move |id: &shoal_runtime::image::ImageId| used.contains(&id.to_string())
@@ -180,10 +195,35 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         // In the foreground the relay below removes the container once it
         // has sent the last output and the exit; the daemon must not race it.
         create.auto_remove = request.auto_remove && detach;
-        let id = self.containers.create(create, &input).await.map_err(container_status)?;
+        // Addresses, published ports and the sandbox come first: the
+        // container is created inside the sandbox, and a port in use must
+        // refuse the run before anything exists.
+        let prepared = match &self.networks {
+            Some(networks) => networks.prepare(&request).await?,
+            None => None,
+        };
+        create.network_namespace = prepared.as_ref().map(|p| p.netns.clone());
+        let id = match self.containers.create(create, &input).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
+                    networks.abandon(prepared).await;
+                }
+                return Err(container_status(e));
+            }
+        };
+        if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
+            networks.created(prepared, &id).await;
+        }
         if let Err(e) = self.containers.start(&id).await {
             let _ = self.containers.remove(&id, true).await;
+            if let Some(networks) = &self.networks {
+                networks.release(&id).await;
+            }
             return Err(container_status(e));
+        }
+        if let (Some(networks), Some(_)) = (&self.networks, &prepared) {
+            networks.watch(id.clone());
         }
         let (events, stream) = mpsc::channel(64);
         let _ = events.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Created(id.clone())) })).await;
@@ -232,7 +272,12 @@ impl pb::runtime_server::Runtime for RuntimeApi {
 
     async fn inspect_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::JsonDocument>, Status> {
         let details = self.containers.inspect(&request.into_inner().name).map_err(container_status)?;
-        let json = serde_json::to_string(&details).map_err(|e| Status::internal(e.to_string()))?;
+        let mut value = serde_json::to_value(&details).map_err(|e| Status::internal(e.to_string()))?;
+        // The runtime knows nothing of networks; the daemon adds them.
+        if let (Some(networks), Some(object)) = (&self.networks, value.as_object_mut()) {
+            object.insert("network_settings".into(), networks.settings(&details.id).await);
+        }
+        let json = serde_json::to_string(&value).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::JsonDocument { json }))
     }
 
@@ -240,6 +285,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let request = request.into_inner();
         let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
         self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
+        self.release_networks(&request.name).await;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -251,7 +297,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
 
     async fn remove_container(&self, request: Request<pb::RemoveContainerRequest>) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
-        self.containers.remove(&request.name, request.force).await.map_err(container_status)?;
+        let id = self.containers.inspect(&request.name).map(|d| d.id).map_err(container_status)?;
+        self.containers.remove(&id, request.force).await.map_err(container_status)?;
+        self.release_networks(&id).await;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -22,6 +22,15 @@ pub struct SwarmState {
     /// Unix milliseconds when the current certificate was issued; renewal
     /// is due at half its lifetime.
     pub cert_issued_at_ms: u64,
+    /// UDP port of the node's WireGuard endpoint on its advertise address.
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+}
+
+pub const DEFAULT_DATA_PATH_PORT: u16 = 51820;
+
+fn default_data_path_port() -> u16 {
+    DEFAULT_DATA_PATH_PORT
 }
 
 pub struct SwarmDir {

@@ -7,10 +7,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use futures::future::try_join_all;
 
-use super::links::Netlink;
 use super::plan::{self, Role, MAX_HOSTS};
 use super::state::{ClusterState, HostState};
-use super::{daemon, netns, registry, swarm, teardown};
+use super::{daemon, registry, swarm, teardown, underlay};
 
 pub struct UpOptions {
     pub name: String,
@@ -60,19 +59,12 @@ pub async fn up(shoal_exe: &Path, options: &UpOptions) -> anyhow::Result<Cluster
     // if we die half-way.
     state.save()?;
 
-    let netlink = Netlink::here()?;
-    // Links of this subnet can only be leftovers of a cluster that lost its
-    // reservation; they would make the bridge or veth names collide.
-    for link in netlink.link_names().await? {
-        if plan::is_cluster_link(index, &link) {
-            netlink.delete(&link).await?;
-        }
-    }
-    netlink
-        .create_bridge(&state.bridge, state.bridge_address)
-        .await?;
+    // Links of this subnet here can only be leftovers of a cluster that
+    // lost its reservation; they would make the uplink's name collide.
+    underlay::delete_links(&[index]).await?;
+    underlay::create_switch(&state).await?;
     for host in &state.hosts {
-        create_host_network(&netlink, &state, host).await?;
+        create_host_network(&state, host).await?;
     }
     if options.network_only {
         return Ok(state);
@@ -113,7 +105,7 @@ pub async fn add(shoal_exe: &Path, name: &str, role: Role) -> anyhow::Result<Hos
     let mut host = state.next_host(role)?;
     state.hosts.push(host.clone());
     state.save()?;
-    create_host_network(&Netlink::here()?, &state, &host).await?;
+    create_host_network(&state, &host).await?;
     if state.network_only {
         return Ok(host);
     }
@@ -125,20 +117,9 @@ pub async fn add(shoal_exe: &Path, name: &str, role: Role) -> anyhow::Result<Hos
     Ok(host)
 }
 
-/// The namespace of `host`, its veth to the bridge, its address, and its directory.
-async fn create_host_network(
-    netlink: &Netlink,
-    state: &ClusterState,
-    host: &HostState,
-) -> anyhow::Result<()> {
+/// The namespace of `host`, its veth to the switch, its address, and its directory.
+async fn create_host_network(state: &ClusterState, host: &HostState) -> anyhow::Result<()> {
     fs::create_dir_all(host.dir())
         .with_context(|| format!("could not create {}", host.dir().display()))?;
-    netns::create(&host.netns)?;
-    let ns = netns::open(&host.netns)?;
-    netlink
-        .create_host_veth(&host.veth, &state.bridge, &ns)
-        .await?;
-    Netlink::in_netns(&host.netns)?
-        .configure_host(host.address)
-        .await
+    underlay::create_host(state, host).await
 }

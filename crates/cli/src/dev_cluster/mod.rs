@@ -1,17 +1,17 @@
 //! `shoal dev-cluster`: a whole cluster on one machine, each host a network
-//! namespace on a bridge with its own daemon, data root and socket.
+//! namespace on a bridge (in a "switch" namespace of the cluster's own) with
+//! its own daemon, data root and socket.
 //!
 //! Layout: the plan (names, addresses, paths) in `plan`, the subnet registry
-//! in `registry`, the state file in `state`; `netns`, `links`, `process` and
-//! `daemon` build the pieces; `create`, `teardown` and `swarm` put them
-//! together; `report` prints.
+//! in `registry`, the state file in `state`; `underlay` (namespaces and
+//! links, through shoal-overlay-net), `process` and `daemon` build the
+//! pieces; `create`, `teardown` and `swarm` put them together; `report`
+//! prints.
 
 mod cgroups;
 mod create;
 mod daemon;
-mod links;
 mod mounts;
-mod netns;
 mod plan;
 mod process;
 mod registry;
@@ -19,6 +19,7 @@ mod report;
 mod state;
 mod swarm;
 mod teardown;
+mod underlay;
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -26,7 +27,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use self::links::Netlink;
 use self::plan::Role;
 use self::process::{Stop, Tracked};
 use crate::output::Format;
@@ -97,7 +97,7 @@ pub enum DevClusterCommand {
         #[command(flatten)]
         cluster: ClusterName,
     },
-    /// Cut a host off the network (its bridge port goes down).
+    /// Cut a host off the network (its switch port goes down).
     Partition {
         host: String,
         #[command(flatten)]
@@ -243,12 +243,12 @@ async fn start(shoal_exe: &Path, name: &str, host: &str) -> anyhow::Result<()> {
     state.save()
 }
 
-/// Partition (`false`) or heal (`true`): the host's bridge port goes down or
+/// Partition (`false`) or heal (`true`): the host's switch port goes down or
 /// up, so it loses or regains every peer at once while its processes run on.
 async fn set_connected(name: &str, host: &str, connected: bool) -> anyhow::Result<()> {
     let state = ClusterState::load(name)?;
     let host = state.host(host)?;
-    Netlink::here()?.set_up(&host.veth, connected).await
+    underlay::set_connected(&state, host, connected).await
 }
 
 fn ensure_has_daemons(state: &ClusterState) -> anyhow::Result<()> {

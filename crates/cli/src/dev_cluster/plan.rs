@@ -79,6 +79,19 @@ pub fn netns_name(cluster: &str, host: &str) -> String {
     format!("shoal-{cluster}-{host}")
 }
 
+/// The namespace holding the cluster's underlay bridge (the "switch").
+///
+/// Not the machine's root namespace: where br_netfilter is loaded (Docker
+/// loads it) bridged frames pass the iptables FORWARD chain of the bridge's
+/// namespace, whose policy Docker sets to DROP, and the per-bridge
+/// nf_call_iptables=0 cannot override the namespace-wide sysctl. The
+/// switch's own netfilter is empty, so hosts reach each other whatever the
+/// machine's firewall says. "switch" is no host name, so no cluster's
+/// switch can be mistaken for a host namespace of another.
+pub fn switch_netns_name(cluster: &str) -> String {
+    format!("shoal-{cluster}-switch")
+}
+
 /// The host a namespace name belongs to, if it belongs to `cluster`.
 ///
 /// Cluster names may contain '-', so `shoal-a-*` must not claim cluster
@@ -91,21 +104,38 @@ pub fn host_of_netns<'a>(cluster: &str, netns: &'a str) -> Option<&'a str> {
     parse_host_name(host).map(|_| host)
 }
 
-/// Interface names are limited to 15 bytes, hence the terse `sh<i>br`.
+/// The underlay bridge, inside the switch namespace. Interface names are
+/// limited to 15 bytes, hence the terse `sh<i>br`.
 pub fn bridge_name(index: u8) -> String {
     format!("sh{index}br")
 }
 
-/// Root-namespace end of a host's veth pair; the other end is `eth0` inside.
+/// Switch end of a host's veth pair (a bridge port); the other end is
+/// [`HOST_IFACE`] inside the host.
 pub fn veth_name(index: u8, number: u8) -> String {
     format!("sh{index}h{number}")
 }
 
-/// Whether `link` is the bridge or a host veth of subnet `index`.
+/// The host side of every host's veth.
+pub const HOST_IFACE: &str = "eth0";
+
+/// The end of the uplink veth in the namespace `up` runs in (the machine's
+/// root namespace, normally): it carries [`bridge_address`], so processes
+/// there (a test's registry) reach the hosts and the hosts reach them.
+pub fn uplink_name(index: u8) -> String {
+    format!("sh{index}up")
+}
+
+/// The uplink's other end, a port of the bridge in the switch namespace.
+pub const SWITCH_UPLINK: &str = "uplink";
+
+/// Whether `link`, in the namespace `up` runs in, belongs to subnet
+/// `index`: its uplink, or the bridge and host veths that clusters made
+/// before the switch namespace existed.
 ///
 /// A plain prefix test would let index 1 claim index 12's links.
 pub fn is_cluster_link(index: u8, link: &str) -> bool {
-    if link == bridge_name(index) {
+    if link == bridge_name(index) || link == uplink_name(index) {
         return true;
     }
     match link.strip_prefix(&format!("sh{index}h")) {
@@ -168,12 +198,17 @@ mod tests {
         assert_eq!(host_of_netns("a-b", "shoal-a-b-manager1"), Some("manager1"));
         assert_eq!(host_of_netns("a", "shoal-a-b-manager1"), None);
         assert_eq!(host_of_netns("a", "shoal-a-worker2"), Some("worker2"));
+        assert_eq!(host_of_netns("a", &switch_netns_name("a")), None);
+        assert_eq!(host_of_netns("a", &switch_netns_name("a-b")), None);
     }
 
     #[test]
     fn links_of_one_index_do_not_match_another() {
         assert!(is_cluster_link(1, "sh1br"));
         assert!(is_cluster_link(1, "sh1h12"));
+        assert!(is_cluster_link(1, "sh1up"));
+        assert!(!is_cluster_link(1, "sh12up"));
+        assert!(uplink_name(250).len() <= 15);
         assert!(!is_cluster_link(1, "sh12h3"));
         assert!(!is_cluster_link(1, "sh12br"));
         assert!(!is_cluster_link(1, "sh1h"));

@@ -7,11 +7,13 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{setsid, Pid};
 
-use super::netns;
+use shoal_overlay_net::netns;
+
+use super::underlay;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -21,7 +23,9 @@ pub fn command_in_netns(ns: &str, program: impl AsRef<OsStr>) -> anyhow::Result<
     // Opened here, not in the child: between fork and exec only
     // async-signal-safe calls are allowed, and setns() on an open fd is one.
     // The fd is close-on-exec, so the program never inherits it.
-    let ns_file = netns::open(ns)?;
+    let ns_file = underlay::netns_dir()
+        .open(ns)
+        .map_err(|e| anyhow::anyhow!("{e} (is the dev cluster up?)"))?;
     let mut command = Command::new(program);
     // SAFETY: the closure only calls setns(2), which is async-signal-safe.
     unsafe {
@@ -95,7 +99,9 @@ pub async fn stop_all(procs: &[Tracked], how: Stop, grace: Duration) -> anyhow::
 }
 
 /// SIGKILLs every process whose network namespace is the one with inode
-/// `netns_inode` (helpers a daemon left behind) and waits for them to go.
+/// `netns_inode` (helpers a daemon left behind: shims, the WireGuard
+/// device) and waits for them to go; a killed device's control socket,
+/// which it would have removed on a clean stop, is removed too.
 pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
     let wanted = format!("net:[{netns_inode}]");
     let mut members = Vec::new();
@@ -117,6 +123,7 @@ pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
             members.push(pid);
         }
     }
+    let devices: Vec<String> = members.iter().filter_map(|&pid| wireguard_device_of(pid)).collect();
     for &pid in &members {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
@@ -127,7 +134,24 @@ pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
+    for device in devices {
+        let socket = shoal_overlay_net::wireguard::socket_path(&device);
+        match fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("could not remove {}", socket.display()))
+            }
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// The interface a `shoal __wireguard NAME PORT` process serves.
+fn wireguard_device_of(pid: u32) -> Option<String> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned());
+    args.find(|a| a == "__wireguard")?;
+    args.next().filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 async fn wait_gone(procs: &[&Tracked], timeout: Duration) {

@@ -1,6 +1,7 @@
-//! `down`: removes a cluster completely — processes, mounts, links,
-//! namespaces, files and its subnet reservation — whether its state file is
-//! intact, corrupt or missing, and whichever step of `up` it died in.
+//! `down`: removes a cluster completely — processes, mounts, links, host
+//! and switch namespaces, files and its subnet reservation — whether its
+//! state file is intact, corrupt or missing, and whichever step of `up` it
+//! died in.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,11 +13,10 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use super::daemon::{self, STOP_GRACE};
-use super::links::Netlink;
 use super::plan::{self, parse_host_name};
 use super::process::{self, Stop};
 use super::state::{ClusterState, HostState};
-use super::{cgroups, mounts, netns, registry};
+use super::{cgroups, mounts, registry, underlay};
 
 /// Removes cluster `name`; returns whether there was anything to remove.
 /// Running it again, or on a name that never existed, is fine.
@@ -30,7 +30,13 @@ pub async fn down(name: &str) -> anyhow::Result<bool> {
     let mut indices = registry::lookup(name)?;
     indices.extend(state.as_ref().map(|s| s.index));
     let dir = plan::cluster_dir(name);
-    let found = state.is_some() || !hosts.is_empty() || !indices.is_empty() || dir.exists();
+    let netns = underlay::netns_dir();
+    let switch = plan::switch_netns_name(name);
+    let found = state.is_some()
+        || !hosts.is_empty()
+        || !indices.is_empty()
+        || dir.exists()
+        || netns.exists(&switch);
     let mut failures = Failures::default();
 
     let daemons: Vec<_> = hosts.iter().filter_map(daemon::tracked).collect();
@@ -38,16 +44,19 @@ pub async fn down(name: &str) -> anyhow::Result<bool> {
     // Whatever the daemons left running in their namespaces keeps the
     // namespaces (and mounts) alive, so it goes before them.
     for host in &hosts {
-        if let Ok(inode) = netns::inode(&host.netns) {
+        if let Ok(inode) = netns.inode(&host.netns) {
             failures.note(process::kill_netns_members(inode).await);
         }
         failures.note(cgroups::remove_tree(&host.netns).await);
     }
     failures.note(mounts::unmount_below(&dir));
-    failures.note(delete_links(&indices).await);
+    failures.note(underlay::delete_links(&indices).await);
     for host in &hosts {
-        failures.note(netns::delete(&host.netns));
+        failures.note(netns.delete(&host.netns).map_err(Into::into));
     }
+    // The switch's bridge and veths, and so the hosts' eth0 and the
+    // uplink, go with its namespace.
+    failures.note(netns.delete(&switch).map_err(Into::into));
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != ErrorKind::NotFound => {
             failures.note(Err(e).with_context(|| format!("could not remove {}", dir.display())))
@@ -57,23 +66,6 @@ pub async fn down(name: &str) -> anyhow::Result<bool> {
     // Last, so no other cluster takes the subnet while our links still exist.
     failures.note(registry::release(name));
     failures.into_result().map(|()| found)
-}
-
-/// Deletes the bridge and veths of every subnet in `indices`.
-async fn delete_links(indices: &[u8]) -> anyhow::Result<()> {
-    if indices.is_empty() {
-        return Ok(());
-    }
-    let netlink = Netlink::here()?;
-    for link in netlink.link_names().await? {
-        if indices
-            .iter()
-            .any(|&index| plan::is_cluster_link(index, &link))
-        {
-            netlink.delete(&link).await?;
-        }
-    }
-    Ok(())
 }
 
 /// The first failure of a run of independent cleanup steps.
@@ -124,7 +116,8 @@ fn known_hosts(name: &str, state: Option<&ClusterState>) -> anyhow::Result<Vec<H
     for host in state.map(|s| s.hosts.as_slice()).unwrap_or_default() {
         hosts.insert(host.name.clone(), host.clone());
     }
-    let mut found_names: Vec<String> = netns::list()?
+    let mut found_names: Vec<String> = underlay::netns_dir()
+        .list()?
         .iter()
         .filter_map(|ns| plan::host_of_netns(name, ns).map(str::to_string))
         .collect();

@@ -10,7 +10,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::service_pb::task_spec_to_pb;
+use super::overlay_view::{diff, overlay_view, OverlayView};
+use super::service_pb::{task_addresses, task_spec_to_pb};
 use crate::manager::Manager;
 use crate::store::{Change, Node, Object, StoreState, Task, TaskState};
 
@@ -28,11 +29,11 @@ pub fn node_assignments(state: &StoreState, node_id: &str) -> HashMap<String, pb
     state
         .list_typed::<Task>()
         .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned && t.status.state != TaskState::Orphaned)
-        .map(|t| (t.meta.id.clone(), assignment(t, &hostname)))
+        .map(|t| (t.meta.id.clone(), assignment(state, t, &hostname)))
         .collect()
 }
 
-fn assignment(task: &Task, node_hostname: &str) -> pb::Assignment {
+fn assignment(state: &StoreState, task: &Task, node_hostname: &str) -> pb::Assignment {
     pb::Assignment {
         task_id: task.meta.id.clone(),
         name: task.name(),
@@ -44,14 +45,17 @@ fn assignment(task: &Task, node_hostname: &str) -> pb::Assignment {
         version: task.meta.version,
         node_hostname: node_hostname.to_string(),
         observed_state: task.status.state.as_str().into(),
+        networks: task_addresses(state, task),
     }
 }
 
-/// Whether a store change can alter `node_id`'s assignments.
+/// Whether a store change can alter `node_id`'s assignments or its view
+/// of the overlay (a task with addresses anywhere may be a peer's, and any
+/// node may be a peer).
 fn concerns(change: &Change, node_id: &str) -> bool {
     let on_node = |object: &Object| match object {
-        Object::Task(t) => t.node_id == node_id,
-        Object::Node(n) => n.meta.id == node_id,
+        Object::Task(t) => t.node_id == node_id || !t.networks.is_empty(),
+        Object::Node(_) | Object::Network(_) => true,
         _ => false,
     };
     match change {
@@ -67,6 +71,7 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
     let mut subscriptions = manager.logs.watch();
     let mut sent: HashMap<String, u64> = HashMap::new();
     let mut sent_subscriptions: HashSet<String> = HashSet::new();
+    let mut sent_overlay = OverlayView::default();
     let mut first = true;
     let mut dirty = true;
     loop {
@@ -85,6 +90,9 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             }
             sent.retain(|id, _| !message.removed.contains(id));
             sent.extend(message.changed.iter().map(|a| (a.task_id.clone(), a.version)));
+            let overlay = manager.store.view(|s| overlay_view(s, &node_id));
+            diff(&sent_overlay, &overlay, &mut message);
+            sent_overlay = overlay;
             dirty = false;
         }
         for subscription in manager.logs.for_node(&node_id) {
@@ -92,7 +100,14 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
                 message.log_subscriptions.push(subscription);
             }
         }
-        let has_news = first || !message.changed.is_empty() || !message.removed.is_empty() || !message.log_subscriptions.is_empty();
+        let has_news = first
+            || !message.changed.is_empty()
+            || !message.removed.is_empty()
+            || !message.log_subscriptions.is_empty()
+            || !message.networks_changed.is_empty()
+            || !message.networks_removed.is_empty()
+            || !message.peers_changed.is_empty()
+            || !message.peers_removed.is_empty();
         if has_news && tx.send(Ok(message)).await.is_err() {
             return;
         }

@@ -106,6 +106,7 @@ impl CaService {
                 manager_reachable: false,
                 cert_expiry: now_ms() + lifetime.as_millis() as u64,
                 description: Default::default(),
+                network_addresses: Default::default(),
             };
             let txn = Transaction::new(vec![
                 // The token was checked against this version of the cluster;

@@ -10,7 +10,7 @@ use shoal_proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, Transport};
-use super::services;
+use super::{networks, services};
 use super::slot::ManagerSlot;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
@@ -489,6 +489,32 @@ impl pb::control_server::Control for ControlService {
     async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
         let manager = self.manager(&request)?;
         Ok(Response::new(services::list_tasks(&manager, request.into_inner()).await?))
+    }
+
+    async fn create_network(&self, request: Request<pb::CreateNetworkRequest>) -> Result<Response<pb::Network>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(networks::create(&manager, request.into_inner()).await?))
+    }
+
+    async fn list_networks(&self, request: Request<pb::ListNetworksRequest>) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(networks::list(&manager).await?))
+    }
+
+    async fn inspect_network(&self, request: Request<pb::NetworkRef>) -> Result<Response<pb::Network>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(networks::inspect(&manager, &request.get_ref().network).await?))
+    }
+
+    async fn remove_network(&self, request: Request<pb::NetworkRef>) -> Result<Response<pb::Empty>, Status> {
+        let manager = self.manager(&request)?;
+        networks::remove(&manager, &request.get_ref().network).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn prune_networks(&self, request: Request<pb::Empty>) -> Result<Response<pb::PruneNetworksResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(networks::prune(&manager).await?))
     }
 
     type ServiceLogsStream = services::LogLines;

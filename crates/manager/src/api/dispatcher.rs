@@ -86,6 +86,8 @@ async fn record_description(manager: Arc<Manager>, node_id: String, description:
         os: description.os,
         arch: description.arch,
         engine_labels: description.engine_labels.into_iter().collect(),
+        wireguard_public_key: description.wireguard_public_key,
+        data_path_port: u16::try_from(description.data_path_port).unwrap_or(0),
     };
     // The node object appears a moment after a join; retry briefly, and
     // again on a version conflict with a concurrent status update.

@@ -5,6 +5,8 @@ pub mod auth;
 pub mod certificates;
 pub mod control;
 pub mod dispatcher;
+pub mod networks;
+pub mod overlay_view;
 pub mod raft_transport;
 pub mod service_pb;
 pub mod services;

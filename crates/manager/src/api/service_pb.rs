@@ -5,9 +5,10 @@ use shoal_proto::pb;
 
 use super::control::rfc3339;
 use crate::errors::ManagerError;
+use super::networks::cidr;
 use crate::store::{
-    decimal, human_bytes, Constraint, Mount, MountKind, Node, Placement, Resources, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
+    decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, Resources,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
 
 /// Docker's default stop grace period.
@@ -94,6 +95,7 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
         }
     }
     let mounts = task.mounts.into_iter().map(mount_from_pb).collect::<Result<_, _>>()?;
+    let networks = task.networks.into_iter().map(attachment_from_pb).collect::<Result<_, _>>()?;
     let r = task.resources.unwrap_or_default();
     if r.limit_memory > 0 && r.reserve_memory > r.limit_memory {
         return Err(invalid(format!(
@@ -121,7 +123,30 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
             limit_memory: r.limit_memory,
             pids_limit: r.pids_limit,
         },
+        networks,
     })
+}
+
+/// The network as the user named it (resolved to an id against the store
+/// by the caller) and its aliases, which must be usable as DNS names.
+fn attachment_from_pb(attachment: pb::NetworkAttachmentConfig) -> Result<NetworkAttachmentSpec, ManagerError> {
+    let target = attachment.target.trim().to_string();
+    if target.is_empty() {
+        return Err(invalid("a network attachment names no network; use --network NAME".into()));
+    }
+    for alias in &attachment.aliases {
+        let valid = !alias.is_empty()
+            && alias.len() <= 253
+            && alias.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !valid {
+            return Err(invalid(format!(
+                "network alias {alias:?} is invalid; use a DNS name of letters, digits, '-' and '_' separated by dots"
+            )));
+        }
+    }
+    Ok(NetworkAttachmentSpec { network_id: target, aliases: attachment.aliases })
 }
 
 fn mount_from_pb(mount: pb::Mount) -> Result<Mount, ManagerError> {
@@ -238,7 +263,24 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             limit_memory: r.limit_memory,
             pids_limit: r.pids_limit,
         }),
+        networks: task
+            .networks
+            .iter()
+            .map(|n| pb::NetworkAttachmentConfig { target: n.network_id.clone(), aliases: n.aliases.clone(), name: String::new() })
+            .collect(),
     }
+}
+
+/// Fills in the names of the networks a spec names by id.
+fn name_networks(state: &StoreState, spec: &mut pb::ServiceSpec) {
+    for attachment in spec.task.iter_mut().flat_map(|t| t.networks.iter_mut()) {
+        attachment.name = state.get_typed::<Network>(&attachment.target).map(|n| n.spec.name.clone()).unwrap_or_default();
+    }
+}
+
+fn network_name<'a>(state: &'a StoreState, network_id: &str) -> (Option<&'a Network>, String) {
+    let network = state.get_typed::<Network>(network_id);
+    (network, network.map(|n| n.spec.name.clone()).unwrap_or_default())
 }
 
 pub fn service_to_pb(state: &StoreState, service: &Service) -> pb::Service {
@@ -256,14 +298,25 @@ pub fn service_to_pb(state: &StoreState, service: &Service) -> pb::Service {
         ServiceMode::Replicated { replicas } => replicas,
         ServiceMode::Global => global_desired,
     };
+    let mut spec = spec_to_pb(&service.spec);
+    name_networks(state, &mut spec);
+    let vips = service
+        .vips
+        .iter()
+        .map(|vip| {
+            let (network, network_name) = network_name(state, &vip.network_id);
+            pb::NetworkAddress { network_id: vip.network_id.clone(), network_name, address: cidr(network, vip.address), aliases: Vec::new() }
+        })
+        .collect();
     pb::Service {
         id: service.meta.id.clone(),
         version: service.meta.version,
         created_at: rfc3339(service.meta.created_at),
         updated_at: rfc3339(service.meta.updated_at),
-        spec: Some(spec_to_pb(&service.spec)),
+        spec: Some(spec),
         running_tasks: running,
         desired_tasks: desired,
+        vips,
     }
 }
 
@@ -287,7 +340,24 @@ pub fn task_to_pb(state: &StoreState, task: &Task) -> pb::Task {
         image: task.spec.image.clone(),
         version: task.meta.version,
         created_at: rfc3339(task.meta.created_at),
+        networks: task_addresses(state, task),
     }
+}
+
+/// The task's address on each of its networks, in its spec's order.
+pub fn task_addresses(state: &StoreState, task: &Task) -> Vec<pb::NetworkAddress> {
+    task.networks
+        .iter()
+        .map(|attachment| {
+            let (network, network_name) = network_name(state, &attachment.network_id);
+            pb::NetworkAddress {
+                network_id: attachment.network_id.clone(),
+                network_name,
+                address: cidr(network, attachment.address),
+                aliases: attachment.aliases.clone(),
+            }
+        })
+        .collect()
 }
 
 /// A service by id, unique id prefix or name.

@@ -8,6 +8,7 @@ use shoal_proto::pb;
 use tonic::Status;
 
 use super::control::resolve_node;
+use super::networks::resolve_attachments;
 use super::service_pb::{check_reservations, resolve_service, service_to_pb, spec_from_pb, task_to_pb};
 use crate::errors::ManagerError;
 use crate::log_broker::LoggedTask;
@@ -43,13 +44,17 @@ pub async fn create(manager: &Manager, request: pb::CreateServiceRequest) -> Res
         if s.find_by_name(Kind::Service, &spec.name).is_some() {
             return Err(ManagerError::Txn(crate::store::TxnError::NameInUse { kind: Kind::Service, name: spec.name.clone() }));
         }
+        resolve_attachments(s, &mut spec.task.networks)?;
         check_reservations(s, &spec)
     })?;
+    let network_checks = manager.store.view(|s| networks_unchanged(s, &spec));
     let mut warnings = Vec::new();
     pin_image(manager, &mut spec, &mut warnings).await;
-    let service = Service { meta: Meta { id: new_object_id(), ..Default::default() }, spec, spec_version: 1 };
-    let written = manager.write(Transaction::single(Op::Create(Object::Service(service)))).await?;
-    let Some(Object::Service(service)) = written.into_iter().next() else {
+    let service = Service { meta: Meta { id: new_object_id(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new() };
+    let mut ops = network_checks;
+    ops.push(Op::Create(Object::Service(service)));
+    let written = manager.write(Transaction::new(ops)).await?;
+    let Some(Object::Service(service)) = written.into_iter().find(|o| o.kind() == Kind::Service) else {
         return Err(ManagerError::Internal("creating the service wrote nothing".into()));
     };
     let service = manager.store.view(|s| service_to_pb(s, &service));
@@ -74,10 +79,11 @@ pub async fn inspect(manager: &Manager, reference: &str) -> Result<pb::Service, 
 pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Result<pb::Service, ManagerError> {
     let mut spec = spec_from_pb(request.spec.unwrap_or_default())?;
     manager.read_barrier().await?;
-    let current = manager.store.view(|s| {
+    let (current, network_checks) = manager.store.view(|s| {
         let current = resolve_service(s, &request.service)?.clone();
+        resolve_attachments(s, &mut spec.task.networks)?;
         check_reservations(s, &spec)?;
-        Ok::<_, ManagerError>(current)
+        Ok::<_, ManagerError>((current, networks_unchanged(s, &spec)))
     })?;
     if current.spec.mode.as_str() != spec.mode.as_str() {
         return Err(ManagerError::InvalidArgument(format!(
@@ -104,11 +110,25 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
     }
     updated.spec = spec;
     let expected_version = Some(if request.version == 0 { current.meta.version } else { request.version });
-    let written = manager.write(Transaction::single(Op::Update { object: Object::Service(updated), expected_version })).await?;
-    let Some(Object::Service(service)) = written.into_iter().next() else {
+    let mut ops = network_checks;
+    ops.push(Op::Update { object: Object::Service(updated), expected_version });
+    let written = manager.write(Transaction::new(ops)).await?;
+    let Some(Object::Service(service)) = written.into_iter().find(|o| o.kind() == Kind::Service) else {
         return Err(ManagerError::Internal("updating the service wrote nothing".into()));
     };
     Ok(manager.store.view(|s| service_to_pb(s, &service)))
+}
+
+/// Checks that commit the write only if every network the spec names still
+/// exists as read (a concurrent `network rm` makes the write fail instead of
+/// leaving a service on a removed network).
+fn networks_unchanged(state: &crate::store::StoreState, spec: &ServiceSpec) -> Vec<Op> {
+    spec.task
+        .networks
+        .iter()
+        .filter_map(|n| state.get_typed::<crate::store::Network>(&n.network_id))
+        .map(|n| Op::Check { kind: Kind::Network, id: n.meta.id.clone(), version: n.meta.version })
+        .collect()
 }
 
 /// Deletes the service; the orchestrator then shuts its tasks down and the

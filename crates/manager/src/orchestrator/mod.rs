@@ -16,29 +16,10 @@ pub mod scheduling;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-
+pub use crate::control_loop::Plan;
 use crate::manager::Manager;
-use crate::store::{
-    new_object_id, Meta, Node, NodeStatus, Object, Op, Service, StoreState, Task, TaskState, TaskStatus, Transaction,
-};
-
-/// The writes one pass decided on, grouped so that a conflict on one
-/// service's tasks does not hold back another's.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub transactions: Vec<Vec<Op>>,
-    /// When a pass is next due even if nothing changes (Unix ms).
-    pub wake_at: Option<u64>,
-}
-
-impl Plan {
-    pub(crate) fn wake_no_later_than(&mut self, at: u64) {
-        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
-    }
-}
+use crate::store::{new_object_id, Meta, Node, NodeStatus, Object, Op, Service, StoreState, Task, TaskState, TaskStatus};
 
 /// Cluster-wide settings the orchestrators read.
 #[derive(Debug, Clone, Copy)]
@@ -134,9 +115,10 @@ fn grace_deadline(node: &Node, settings: Settings) -> Option<u64> {
 
 /// A new task for `slot` (or for `node_id`, for a global service).
 fn new_task(service: &Service, slot: u64, node_id: &str, attempt: u64, not_before_ms: u64, now_ms: u64) -> Task {
-    // Global tasks name their node already; the scheduling loop still
-    // hands them over, once their restart delay is up.
-    let (state, message) = (TaskState::Pending, "pending");
+    // Every task starts New: the allocator gives it its network addresses
+    // and makes it Pending. Global tasks name their node already; the
+    // scheduling loop still hands them over, once their restart delay is up.
+    let (state, message) = (TaskState::New, "new");
     Task {
         meta: Meta { id: new_object_id(), ..Default::default() },
         service_id: service.meta.id.clone(),
@@ -151,6 +133,7 @@ fn new_task(service: &Service, slot: u64, node_id: &str, attempt: u64, not_befor
         attempt,
         not_before_ms,
         final_attempt: false,
+        networks: Vec::new(),
     }
 }
 
@@ -230,53 +213,9 @@ fn slot_wants_task(service: &Service, history: &[&Task]) -> bool {
     !latest.is_some_and(|t| t.final_attempt && t.spec_version == service.spec_version)
 }
 
-const IDLE_TICK: Duration = Duration::from_secs(1);
-
 /// The leader's orchestration loop.
 pub async fn run(manager: Arc<Manager>) {
-    drive(manager, "orchestrator", plan).await
-}
-
-/// Runs a leader loop around a pure `pass`: one pass per burst of store
-/// changes, and at the deadline the last pass named. The orchestrators and
-/// the scheduling loop both run this way.
-pub(crate) async fn drive(manager: Arc<Manager>, what: &str, pass: fn(&StoreState, u64) -> Plan) {
-    let mut events = manager.store.watch();
-    // A new leader may not have applied everything committed before it
-    // took over; planning on a stale store would duplicate tasks.
-    while let Err(e) = manager.read_barrier().await {
-        tracing::debug!(error = %e, "waiting for the store to catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    loop {
-        let now = crate::store::now_ms();
-        let plan = manager.store.view(|s| pass(s, now));
-        // Written concurrently: the proposer puts them into one Raft entry,
-        // and each transaction still applies (or fails) on its own.
-        let writes = plan.transactions.into_iter().map(|ops| manager.write(Transaction::new(ops)));
-        for result in futures::future::join_all(writes).await {
-            if let Err(e) = result {
-                // A conflict means someone else moved first; the next pass
-                // sees their write.
-                tracing::debug!(error = %e, "{what} write");
-            }
-        }
-        // Our own writes come back as events, so the next pass follows at
-        // once; a failed write waits for the change that beat it.
-        let sleep = plan
-            .wake_at
-            .map(|at| Duration::from_millis(at.saturating_sub(crate::store::now_ms())))
-            .unwrap_or(IDLE_TICK)
-            .min(IDLE_TICK);
-        tokio::select! {
-            event = events.recv() => {
-                if let Err(RecvError::Closed) = event { return; }
-                // Fold a burst of changes into one pass.
-                while events.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(sleep) => {}
-        }
-    }
+    crate::control_loop::drive(manager, "orchestrator", plan).await
 }
 
 #[cfg(test)]

@@ -66,5 +66,5 @@ fn assign(task: &Task, node_id: &str, now_ms: u64) -> Op {
 }
 
 pub async fn run(manager: Arc<Manager>) {
-    super::drive(manager, "scheduler", plan).await
+    crate::control_loop::drive(manager, "scheduler", plan).await
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::plan;
+use crate::store::fixtures::{self, node};
 use crate::store::*;
 
 const NOW: u64 = 1_000_000;
@@ -14,18 +15,7 @@ struct World {
 
 impl World {
     fn new(nodes: &[&str]) -> Self {
-        let cluster = Cluster {
-            meta: Meta { id: "cluster".into(), ..Default::default() },
-            ca_cert_pem: String::new(),
-            ca_key_pem: String::new(),
-            worker_token_secret: String::new(),
-            manager_token_secret: String::new(),
-            heartbeat_period_ms: 1000,
-            task_history_limit: 5,
-            orphan_grace_ms: 500,
-            cert_lifetime_secs: 1,
-            removed_nodes: Vec::new(),
-        };
+        let cluster = fixtures::cluster();
         let mut world = World { state: StoreState::default(), index: 0 };
         world.write(vec![Op::Create(Object::Cluster(cluster))], NOW);
         for name in nodes {
@@ -64,7 +54,7 @@ impl World {
             placement: Placement::default(),
         };
         let id = format!("svc-{name}");
-        let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1 };
+        let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new() };
         self.write(vec![Op::Create(Object::Service(service))], NOW);
         id
     }
@@ -102,22 +92,6 @@ impl World {
     }
 }
 
-fn node(id: &str) -> Node {
-    Node {
-        meta: Meta { id: id.into(), ..Default::default() },
-        hostname: id.into(),
-        role: NodeRole::Worker,
-        desired_role: NodeRole::Worker,
-        availability: Availability::Active,
-        labels: BTreeMap::new(),
-        addr: String::new(),
-        manager_addr: String::new(),
-        status: NodeStatus::Ready,
-        manager_reachable: false,
-        cert_expiry: 0,
-        description: NodeDescription::default(),
-    }
-}
 
 fn replicated(n: u64) -> ServiceMode {
     ServiceMode::Replicated { replicas: n }
@@ -130,13 +104,13 @@ fn slots(tasks: &[Task]) -> Vec<u64> {
 }
 
 #[test]
-fn a_replicated_service_gets_one_pending_task_per_slot() {
+fn a_replicated_service_gets_one_new_task_per_slot() {
     let mut world = World::new(&["a", "b"]);
     world.create_service("web", replicated(3), RestartPolicy::default());
     world.settle(NOW);
     let tasks = world.runnable();
     assert_eq!(slots(&tasks), vec![1, 2, 3]);
-    assert!(tasks.iter().all(|t| t.status.state == TaskState::Pending && t.node_id.is_empty()));
+    assert!(tasks.iter().all(|t| t.status.state == TaskState::New && t.node_id.is_empty()), "the allocator moves them on");
     assert_eq!(tasks[0].name(), format!("web.{}", tasks[0].slot));
 }
 
@@ -228,7 +202,7 @@ fn tasks_of_a_lost_node_are_replaced_after_the_grace_period() {
     let old = world.state.get_typed::<Task>(&task.meta.id).unwrap();
     assert_eq!(old.status.state, TaskState::Orphaned);
     let replacement = world.runnable().pop().unwrap();
-    assert_eq!((replacement.slot, replacement.status.state), (1, TaskState::Pending));
+    assert_eq!((replacement.slot, replacement.status.state), (1, TaskState::New));
 }
 
 #[test]

@@ -1,28 +1,15 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::store::{
-    Availability, Constraint, Meta, NodeDescription, NodeRole, NodeStatus, Placement, Platform, Resources, TaskSpec,
-    TaskState, TaskStatus,
-};
+use crate::store::fixtures;
+use crate::store::{Availability, Constraint, NodeDescription, NodeRole, NodeStatus, Platform, Resources, TaskState};
 
 const GIB: u64 = 1 << 30;
 
 fn node(id: &str) -> Node {
-    Node {
-        meta: Meta { id: id.into(), ..Meta::default() },
-        hostname: format!("host-{id}"),
-        role: NodeRole::Worker,
-        desired_role: NodeRole::Worker,
-        availability: Availability::Active,
-        labels: BTreeMap::new(),
-        addr: String::new(),
-        manager_addr: String::new(),
-        status: NodeStatus::Ready,
-        manager_reachable: false,
-        cert_expiry: 0,
-        description: NodeDescription::default(),
-    }
+    let mut node = fixtures::node(id);
+    node.hostname = format!("host-{id}");
+    node
 }
 
 fn labelled(id: &str, key: &str, value: &str) -> Node {
@@ -32,21 +19,7 @@ fn labelled(id: &str, key: &str, value: &str) -> Node {
 }
 
 fn task(id: &str, service: &str) -> Task {
-    Task {
-        meta: Meta { id: id.into(), ..Meta::default() },
-        service_id: service.into(),
-        service_name: service.into(),
-        slot: 1,
-        node_id: String::new(),
-        spec: TaskSpec::default(),
-        placement: Placement::default(),
-        spec_version: 1,
-        desired_state: TaskState::Running,
-        status: TaskStatus::new(TaskState::Pending, 0, "pending"),
-        attempt: 0,
-        not_before_ms: 0,
-        final_attempt: false,
-    }
+    fixtures::task(id, service, TaskState::Pending)
 }
 
 fn running(id: &str, service: &str, on: &str) -> Task {

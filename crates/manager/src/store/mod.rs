@@ -5,6 +5,9 @@
 //! every component reads and watches. Components never call each other: they
 //! watch the store and write back to it.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod network;
 pub mod objects;
 pub mod service;
 pub mod task_load;
@@ -16,6 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use network::*;
 pub use objects::*;
 pub use service::*;
 pub use task_load::{NodeUsage, TaskLoad};
@@ -47,6 +51,29 @@ pub struct StoreState {
     /// What placed tasks hold per node, kept current by every write.
     #[serde(skip)]
     task_load: TaskLoad,
+    /// Every address held on every network, kept current by every write.
+    #[serde(skip)]
+    addresses: AddressIndex,
+}
+
+/// The addresses `object` holds while it holds them: a task until it ends,
+/// a node on the networks it serves, a service its VIPs.
+fn address_claims(object: &Object) -> Option<(AddressHolder, Vec<(String, std::net::Ipv4Addr)>)> {
+    match object {
+        Object::Task(task) if !task.status.state.is_terminal() && !task.networks.is_empty() => Some((
+            AddressHolder::Task(task.meta.id.clone()),
+            task.networks.iter().map(|a| (a.network_id.clone(), a.address)).collect(),
+        )),
+        Object::Node(node) if !node.network_addresses.is_empty() => Some((
+            AddressHolder::Node(node.meta.id.clone()),
+            node.network_addresses.iter().map(|(network, address)| (network.clone(), *address)).collect(),
+        )),
+        Object::Service(service) if !service.vips.is_empty() => Some((
+            AddressHolder::Service(service.meta.id.clone()),
+            service.vips.iter().map(|v| (v.network_id.clone(), v.address)).collect(),
+        )),
+        _ => None,
+    }
 }
 
 impl StoreState {
@@ -91,14 +118,22 @@ impl StoreState {
         &self.task_load
     }
 
+    pub fn addresses(&self) -> &AddressIndex {
+        &self.addresses
+    }
+
     /// Rebuilds the indexes after deserialisation (they are not serialised).
     pub fn reindex(&mut self) {
         self.task_load = TaskLoad::from_tasks(self.list_typed::<Task>());
         self.names.clear();
+        self.addresses = AddressIndex::default();
         for (kind, objects) in &self.objects {
             for object in objects.values() {
                 if let Some(name) = object.name() {
                     self.names.insert((*kind, name.to_string()), object.id().to_string());
+                }
+                if let Some((holder, claims)) = address_claims(object) {
+                    self.addresses.add(claims, &holder);
                 }
             }
         }
@@ -111,9 +146,16 @@ impl StoreState {
         if let Object::Task(task) = &object {
             self.task_load.add(task);
         }
+        let claims = address_claims(&object);
         let previous = self.objects.entry(kind).or_default().insert(id.clone(), object);
         if let Some(Object::Task(task)) = &previous {
             self.task_load.remove(task);
+        }
+        if let Some((holder, released)) = previous.as_ref().and_then(address_claims) {
+            self.addresses.remove(released, &holder);
+        }
+        if let Some((holder, claimed)) = claims {
+            self.addresses.add(claimed, &holder);
         }
         // A rename must release the old name.
         if let Some(old_name) = previous.as_ref().and_then(|p| p.name()) {
@@ -132,6 +174,9 @@ impl StoreState {
         if let Object::Task(task) = &removed {
             self.task_load.remove(task);
         }
+        if let Some((holder, released)) = address_claims(&removed) {
+            self.addresses.remove(released, &holder);
+        }
         if let Some(name) = removed.name() {
             self.names.remove(&(kind, name.to_string()));
         }
@@ -144,7 +189,13 @@ impl StoreState {
         // Names claimed or released earlier in the same transaction count.
         let mut claimed: HashMap<(Kind, String), String> = HashMap::new();
         let mut released: Vec<(Kind, String)> = Vec::new();
+        // So do addresses claimed earlier in the transaction.
+        let mut addresses_claimed: HashMap<(String, std::net::Ipv4Addr), AddressHolder> = HashMap::new();
         for op in &txn.ops {
+            if let Op::Create(object) | Op::Update { object, .. } = op {
+                self.check_addresses(object, &mut addresses_claimed)?;
+                self.check_subnet(object)?;
+            }
             match op {
                 Op::Create(object) => {
                     let kind = object.kind();
@@ -210,6 +261,37 @@ impl StoreState {
         Ok(())
     }
 
+    /// Refuses an address another object holds (or one claimed earlier in
+    /// the same transaction by someone else).
+    fn check_addresses(
+        &self,
+        object: &Object,
+        claimed: &mut HashMap<(String, std::net::Ipv4Addr), AddressHolder>,
+    ) -> Result<(), TxnError> {
+        let Some((holder, claims)) = address_claims(object) else { return Ok(()) };
+        for (network_id, address) in claims {
+            let current = claimed.get(&(network_id.clone(), address)).or_else(|| self.addresses.holder(&network_id, address));
+            if let Some(other) = current.filter(|other| **other != holder) {
+                return Err(TxnError::AddressInUse { network_id, address, holder: other.to_string() });
+            }
+            claimed.insert((network_id, address), holder.clone());
+        }
+        Ok(())
+    }
+
+    /// Networks never share address space: a subnet overlapping another
+    /// network's would make routes ambiguous on every node serving both.
+    fn check_subnet(&self, object: &Object) -> Result<(), TxnError> {
+        let Object::Network(network) = object else { return Ok(()) };
+        for other in self.list_typed::<Network>() {
+            let overlaps = other.subnet.contains(&network.subnet.network()) || network.subnet.contains(&other.subnet.network());
+            if other.meta.id != network.meta.id && overlaps {
+                return Err(TxnError::SubnetOverlap { subnet: network.subnet, other: other.subnet, other_name: other.spec.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a committed transaction at log `index`. Deterministic.
     pub fn apply(&mut self, index: u64, txn: &Transaction) -> (TxnOutcome, Vec<Change>) {
         if let Err(err) = self.check(txn) {
@@ -269,6 +351,7 @@ impl StoreState {
                     }
                     self.names.clear();
                     self.task_load = TaskLoad::default();
+                    self.addresses = AddressIndex::default();
                     for object in objects {
                         let mut object = object.clone();
                         object.meta_mut().version = index;

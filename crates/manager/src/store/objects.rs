@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::network::Network;
 pub use super::service::{Service, Task};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,10 @@ pub struct Cluster {
     /// Nodes removed from the cluster; their certificates stay valid
     /// cryptographically until expiry, so every RPC checks this list.
     pub removed_nodes: Vec<String>,
+    /// Where networks without `--subnet` get theirs (`swarm init
+    /// --default-addr-pool`), and the prefix length of each.
+    pub default_address_pool: ipnet::Ipv4Net,
+    pub default_pool_mask_length: u8,
 }
 
 impl Cluster {
@@ -162,6 +167,10 @@ pub struct Node {
     /// What the node reports about itself on its session; the scheduler's
     /// input for resources, platform and `engine.labels` constraints.
     pub description: NodeDescription,
+    /// The node's own address on each network it serves (network id ->
+    /// address), handed out by the allocator while the node runs tasks
+    /// there: the source of traffic the node itself sends on the network.
+    pub network_addresses: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,14 +182,11 @@ pub struct NodeDescription {
     pub arch: String,
     /// `shoal daemon --label K=V`.
     pub engine_labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Network {
-    pub meta: Meta,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub subnet: String,
+    /// The node's WireGuard public key (base64, as `wg` prints it); its
+    /// private key never leaves the node. Empty until the node says.
+    pub wireguard_public_key: String,
+    /// UDP port of the node's WireGuard endpoint, on its advertise address.
+    pub data_path_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,7 +261,7 @@ impl Object {
     pub fn name(&self) -> Option<&str> {
         match self {
             Object::Service(o) => Some(&o.spec.name),
-            Object::Network(o) => Some(&o.name),
+            Object::Network(o) => Some(&o.spec.name),
             Object::Secret(o) => Some(&o.name),
             Object::Config(o) => Some(&o.name),
             Object::Cluster(_) | Object::Node(_) | Object::Task(_) => None,

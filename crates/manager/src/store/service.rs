@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::network::{NetworkAttachment, NetworkAttachmentSpec, Vip};
 use super::objects::{Meta, Node, NodeDescription};
 
 /// Shared with the agents, which report these states on the wire.
@@ -63,6 +64,9 @@ pub struct TaskSpec {
     pub stop_signal: String,
     pub stop_grace_ms: u64,
     pub resources: Resources,
+    /// The networks each task joins, in order: the first gives the task
+    /// its default route.
+    pub networks: Vec<NetworkAttachmentSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +300,9 @@ pub struct Service {
     pub spec: ServiceSpec,
     /// Bumped whenever `spec` changes; tasks record the one they were made from.
     pub spec_version: u64,
+    /// The service's virtual IP on each of its networks, handed out by the
+    /// allocator.
+    pub vips: Vec<Vip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +348,9 @@ pub struct Task {
     /// restart policy is spent), so its slot stays empty until the
     /// service changes.
     pub final_attempt: bool,
+    /// The task's address on each network of its spec, in the spec's
+    /// order; filled by the allocator before the task leaves `New`.
+    pub networks: Vec<NetworkAttachment>,
 }
 
 impl Task {

@@ -153,28 +153,14 @@ fn holds_resources(task: &Task) -> bool {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::store::{Meta, Placement, Resources, TaskSpec, TaskState, TaskStatus};
+    use crate::store::{Resources, TaskState};
 
     /// A task of `service` on `node` (none: ""), reserving 100 bytes and 10 nano-CPUs.
     pub(in crate::store) fn task(service: &str, node: &str, state: TaskState) -> Task {
-        Task {
-            meta: Meta::default(),
-            service_id: service.into(),
-            service_name: service.into(),
-            slot: 1,
-            node_id: node.into(),
-            spec: TaskSpec {
-                resources: Resources { reserve_memory: 100, reserve_nano_cpus: 10, ..Default::default() },
-                ..Default::default()
-            },
-            placement: Placement::default(),
-            spec_version: 1,
-            desired_state: TaskState::Running,
-            status: TaskStatus::new(state, 0, ""),
-            attempt: 0,
-            not_before_ms: 0,
-            final_attempt: false,
-        }
+        let mut task = crate::store::fixtures::task("", service, state);
+        task.node_id = node.into();
+        task.spec.resources = Resources { reserve_memory: 100, reserve_nano_cpus: 10, ..Default::default() };
+        task
     }
 
     #[test]

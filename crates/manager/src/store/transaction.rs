@@ -63,6 +63,10 @@ pub enum TxnError {
     NotFound { kind: Kind, id: String },
     #[error("{kind} {id} was changed concurrently (version {actual}, expected {expected}); retry")]
     VersionConflict { kind: Kind, id: String, expected: u64, actual: u64 },
+    #[error("address {address} on network {network_id} is already held by {holder}")]
+    AddressInUse { network_id: String, address: std::net::Ipv4Addr, holder: String },
+    #[error("subnet {subnet} overlaps subnet {other} of network {other_name:?}; choose a subnet that does not overlap")]
+    SubnetOverlap { subnet: ipnet::Ipv4Net, other: ipnet::Ipv4Net, other_name: String },
 }
 
 /// The after-images of what the transaction wrote (deleted objects as they

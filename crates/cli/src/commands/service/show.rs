@@ -299,6 +299,21 @@ pub fn pretty(service: &pb::Service) -> String {
             line("  Type", &m.r#type);
         }
     }
+    if !task.networks.is_empty() {
+        line("Networks:", "");
+        for n in &task.networks {
+            let name = if n.name.is_empty() { &n.target } else { &n.name };
+            let aliases = if n.aliases.is_empty() { String::new() } else { format!(" (aliases: {})", n.aliases.join(", ")) };
+            line(" Network", &format!("{name}{aliases}"));
+        }
+    }
+    if !service.vips.is_empty() {
+        line("Endpoint Mode:", "vip");
+        line("VirtualIPs:", "");
+        for vip in &service.vips {
+            line(&format!(" {}", vip.network_name), &vip.address);
+        }
+    }
     let r = task.resources.unwrap_or_default();
     if r != pb::Resources::default() {
         line("Resources:", "");
@@ -335,6 +350,7 @@ mod tests {
 
     fn service(mode: &str) -> pb::Service {
         pb::Service {
+            vips: Vec::new(),
             id: "abcdefghijklmnopqrstuvwxy".into(),
             version: 7,
             created_at: "2024-05-01T12:00:00Z".into(),

@@ -187,6 +187,16 @@ pub struct TaskJson<'a> {
     exit_code: Option<i32>,
     container_id: &'a str,
     created_at: &'a str,
+    /// The task's address on each of its networks.
+    networks: Vec<TaskAddressJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskAddressJson<'a> {
+    network: &'a str,
+    network_id: &'a str,
+    address: &'a str,
+    aliases: &'a [String],
 }
 
 pub fn to_json(task: &pb::Task, now: SystemTime) -> TaskJson<'_> {
@@ -208,6 +218,11 @@ pub fn to_json(task: &pb::Task, now: SystemTime) -> TaskJson<'_> {
         exit_code: task.exit_code,
         container_id: &task.container_id,
         created_at: &task.created_at,
+        networks: task
+            .networks
+            .iter()
+            .map(|n| TaskAddressJson { network: &n.network_name, network_id: &n.network_id, address: &n.address, aliases: &n.aliases })
+            .collect(),
     }
 }
 

@@ -1,0 +1,61 @@
+//! What a manager does only while it leads: every leader-only control loop
+//! is started from the one list in [`leader_loops`] when this manager
+//! becomes leader, and all of them stop together when it stops leading.
+//! Each loop restarts from the store alone, so a new leader picks up where
+//! the old one left off.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::manager::Manager;
+
+/// The leader's loops, in the order a task meets them: node health (who is
+/// up), the orchestrators (services -> tasks), the allocator (addresses;
+/// New -> Pending), and scheduling (Pending -> Assigned).
+fn leader_loops(manager: &Arc<Manager>) -> Vec<(&'static str, BoxFuture<'static, ()>)> {
+    vec![
+        ("node health", crate::node_health::run(manager.clone()).boxed()),
+        ("orchestrator", crate::orchestrator::run(manager.clone()).boxed()),
+        ("allocator", crate::allocator::run(manager.clone()).boxed()),
+        ("scheduler", crate::orchestrator::scheduling::run(manager.clone()).boxed()),
+    ]
+}
+
+/// Starts and stops the leader-only loops as leadership comes and goes.
+pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut metrics = manager.raft.metrics();
+        let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let leading = metrics.borrow().current_leader == Some(manager.raft_id)
+                && metrics.borrow().state == openraft::ServerState::Leader;
+            match (leading, running.is_some()) {
+                (true, false) => {
+                    let loops = leader_loops(&manager);
+                    let names: Vec<&str> = loops.iter().map(|(name, _)| *name).collect();
+                    tracing::info!(loops = ?names, "became leader; starting control loops");
+                    // Aborting the joined future stops every loop at once.
+                    let all = futures::future::join_all(loops.into_iter().map(|(_, future)| future));
+                    running = Some(tokio::spawn(async move {
+                        all.await;
+                    }));
+                }
+                (false, true) => {
+                    tracing::info!("lost leadership; stopping control loops");
+                    if let Some(handle) = running.take() {
+                        handle.abort();
+                    }
+                }
+                _ => {}
+            }
+            if metrics.changed().await.is_err() {
+                if let Some(handle) = running.take() {
+                    handle.abort();
+                }
+                return;
+            }
+        }
+    })
+}

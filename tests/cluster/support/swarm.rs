@@ -1,0 +1,111 @@
+//! A 3-manager, 2-worker swarm with a registry on its underlay holding
+//! busybox, and readers over the CLI's JSON: what the service and network
+//! tests share.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_runtime::testing::{TestImages, TestRegistry};
+
+use super::{wait_until, Cluster};
+use crate::swarm_helpers::wait_all_ready;
+
+pub const MANAGERS: [&str; 3] = ["manager1", "manager2", "manager3"];
+pub const HOSTS: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];
+pub const CONVERGE: Duration = Duration::from_secs(60);
+/// Stops at once on SIGTERM (as PID 1, plain `sleep` would ignore it).
+pub const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
+
+#[derive(Debug, Deserialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub desired_state: String,
+    pub current_state: String,
+    pub error: String,
+    #[serde(default)]
+    pub state_changed_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContainerRow {
+    pub state: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A cluster with a registry on its bridge holding busybox as `busybox:1`.
+pub struct Swarm {
+    pub cluster: Cluster,
+    _registry: TestRegistry,
+    pub image: String,
+}
+
+impl Swarm {
+    pub fn up(tag: &str) -> Swarm {
+        let cluster = Cluster::up(tag, 3, 2);
+        let bridge = std::net::Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
+        let port = TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
+        let registry = TestRegistry::start_at(SocketAddr::from((bridge, port))).expect("starting docker-registry");
+        let images = TestImages::shared().expect("building the test images");
+        let pushed = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+        wait_all_ready(&cluster, "manager1", 5);
+        Swarm { cluster, _registry: registry, image: pushed.reference }
+    }
+
+    pub fn shoal(&self, args: &[&str]) -> crate::support::Output {
+        self.cluster.shoal("manager1", args)
+    }
+
+    pub fn create(&self, name: &str, flags: &[&str], command: &[&str]) -> crate::support::Output {
+        let mut args = vec!["service", "create", "--name", name];
+        args.extend_from_slice(flags);
+        args.push(&self.image);
+        args.extend_from_slice(command);
+        self.shoal(&args)
+    }
+
+    pub fn ps(&self, service: &str) -> Vec<TaskRow> {
+        self.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json()
+    }
+
+    pub fn running(&self, service: &str) -> Vec<TaskRow> {
+        self.ps(service)
+            .into_iter()
+            .filter(|t| t.desired_state == "running" && t.current_state.starts_with("running"))
+            .collect()
+    }
+
+    /// Waits until exactly `n` tasks run and nothing else is still wanted.
+    pub fn wait_running(&self, service: &str, n: usize) -> Vec<TaskRow> {
+        wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
+            let tasks = self.ps(service);
+            let wanted = tasks.iter().filter(|t| t.desired_state == "running").count();
+            let running = self.running(service);
+            (running.len() == n && wanted == n).then_some(running)
+        })
+    }
+
+    pub fn containers(&self, host: &str) -> Vec<ContainerRow> {
+        self.cluster.shoal(host, &["container", "ls", "-a", "--format", "json"]).ok().stdout_json()
+    }
+
+    pub fn service_containers(&self, host: &str, service: &str) -> Vec<ContainerRow> {
+        self.containers(host)
+            .into_iter()
+            .filter(|c| c.labels.get("shoal.service.name").map(String::as_str) == Some(service))
+            .collect()
+    }
+
+    /// Running containers of `service` on every host.
+    pub fn running_containers(&self, service: &str) -> usize {
+        HOSTS
+            .iter()
+            .map(|h| self.service_containers(h, service).iter().filter(|c| c.state == "running").count())
+            .sum()
+    }
+}
+
