@@ -263,19 +263,6 @@ fn the_underlay_carries_only_wireguard_udp() {
     }
 }
 
-/// Helper process for the next test: ensures a device (as the daemon
-/// does), reports its pid and then waits to be killed.
-#[test]
-#[ignore = "started by the_device_outlives_its_starter_and_is_adopted"]
-fn starter_process() {
-    let Ok(spec) = std::env::var("SHOAL_WG_STARTER") else { return };
-    let (name, key) = spec.split_once(' ').expect("NAME KEY");
-    let device = block_on(WireguardDevice::ensure(name, DEFAULT_LISTEN_PORT, Path::new(key), Path::new(SHOAL_WIREGUARD))).unwrap();
-    println!("STARTED {}", device.pid().unwrap());
-    std::io::stdout().flush().unwrap();
-    std::thread::sleep(Duration::from_secs(600));
-}
-
 #[test]
 fn the_device_outlives_its_starter_and_is_adopted() {
     require_root!();
@@ -284,15 +271,14 @@ fn the_device_outlives_its_starter_and_is_adopted() {
     let a_host = &lab.hosts[0];
     let mut starter = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", a_host.netns))
-        .arg(std::env::current_exe().unwrap())
-        .args(["starter_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("SHOAL_WG_STARTER", format!("{} {}", a_host.device, lab.key_path(a_host).display()))
+        .arg(SHOAL_WIREGUARD)
+        .args(["__ensure", &a_host.device, &DEFAULT_LISTEN_PORT.to_string()])
+        .arg(lab.key_path(a_host))
         .stdout(Stdio::piped())
         .spawn()
         .expect("the starter process");
     let mut pid = None;
     for line in BufReader::new(starter.stdout.take().unwrap()).lines() {
-        // libtest prints "test starter_process ... " before it.
         if let Some((_, found)) = line.unwrap().split_once("STARTED ") {
             pid = Some(found.trim().parse::<u32>().unwrap());
             break;
