@@ -5,7 +5,7 @@
 mod support;
 
 mod devcluster;
-mod swarm_helpers;
+use support::swarm_helpers;
 
 mod bad_input;
 mod control_plane;

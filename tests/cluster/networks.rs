@@ -289,7 +289,10 @@ fn bad_network_input_is_one_sentence_and_writes_nothing() {
         (vec!["network", "create", "-d", "overlay", "-o", "mtu=1000", "tiny"], "1000"),
         (vec!["network", "rm", "taken"], "user"),
         (vec!["service", "create", "--detach", "--name", "lost", "--network", "nowhere", &swarm.image], "nowhere"),
+        (vec!["run", "-d", "--network", "taken", &swarm.image, "true"], "not attachable"),
     ];
+    // The run case pulls first; its progress is not part of the error.
+    swarm.shoal(&["image", "pull", &swarm.image]).ok();
     for (args, named) in cases {
         let out = swarm.shoal(&args);
         assert!(!out.success(), "`{}` should fail", args.join(" "));
@@ -297,6 +300,18 @@ fn bad_network_input_is_one_sentence_and_writes_nothing() {
         assert!(message.contains(named), "`{}`: {message:?} should name {named:?}", args.join(" "));
         assert_eq!(message.lines().count(), 1, "one sentence: {message:?}");
     }
+    // A pool that overlaps a route of the host is refused at init: a node
+    // that left the swarm tries to start one whose pool covers its underlay.
+    swarm.cluster.shoal("worker2", &["swarm", "leave"]).ok();
+    let advertise = swarm.cluster.addr("worker2").to_string();
+    let init = swarm.cluster.shoal("worker2", &["swarm", "init", "--advertise-addr", &advertise, "--default-addr-pool", "198.18.0.0/15"]);
+    assert!(!init.success(), "init with an overlapping pool must fail");
+    let message = init.stderr.trim();
+    assert!(message.contains("198.18.0.0/15") && message.contains("overlaps"), "{message}");
+    assert_eq!(message.lines().count(), 1, "one sentence: {message:?}");
+    let info: serde_json::Value = swarm.cluster.shoal("worker2", &["info", "--format", "json"]).ok().stdout_json();
+    assert_eq!(info["swarm"], "inactive", "nothing was written: {info}");
+
     let listed = swarm.shoal(&["network", "ls", "--format", "json"]).ok().stdout;
     for absent in ["overlap", "badcidr", "badgw", "tiny"] {
         assert!(!listed.contains(&format!("\"{absent}\"")), "{absent} was written: {listed}");
@@ -370,10 +385,41 @@ fn endpoint_on(swarm: &Swarm, host: &str, task: &TaskJson) -> String {
 #[test]
 fn the_mesh_follows_nodes_and_survives_a_daemon_restart() {
     let swarm = Swarm::up("mesh");
-    swarm.shoal(&["network", "create", "-d", "overlay", "mesh"]).ok();
+    swarm.shoal(&["network", "create", "-d", "overlay", "--attachable", "mesh"]).ok();
     swarm.create("web", &["--replicas", "5", "--replicas-max-per-node", "1", "--network", "mesh"], SERVER).ok();
     let all = wait_running(&swarm, "web", 5);
     assert_eq!(wg_peers(&swarm, "manager1").len(), 4);
+
+    // A standalone container on an attachable overlay: it gets an address
+    // from the managers, reaches tasks on other nodes and is reached, and
+    // gives its address back when it goes.
+    let remote = all.iter().find(|t| t.node != "manager1").expect("a task off manager1");
+    let run = swarm.cluster.shoal("manager1", &["run", "-d", "--name", "probe", "--network", "mesh", &swarm.image, "httpd", "-f", "-p", "80"]).ok();
+    let probe_id = run.stdout.trim().to_string();
+    let inspect: serde_json::Value = swarm.cluster.shoal("manager1", &["container", "inspect", &probe_id]).ok().stdout_json();
+    let pid = inspect[0]["state"]["pid"].as_i64().expect("the probe's pid");
+    let probe = Endpoint { task: remote.clone(), netns: format!("/proc/{pid}/ns/net") };
+    let remote_address = remote.address_on("mesh");
+    wait_until(Duration::from_secs(5), "the probe to reach a task", || probe.pings(remote_address).then_some(()));
+    let attachments: serde_json::Value = swarm.shoal(&["network", "inspect", "mesh"]).ok().stdout_json();
+    let probe_address = attachments[0]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["kind"] == "container" && a["name"] == "probe" && a["node"] == "manager1")
+        .and_then(|a| a["address"].as_str())
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .unwrap_or_else(|| panic!("the probe is not in network inspect: {attachments}"));
+    let from_remote = endpoint(&swarm, remote);
+    assert_eq!(from_remote.fetch(probe_address, "").map(|_| ()), None, "httpd has no index here");
+    let status = from_remote.run(&["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{probe_address}/")], Duration::from_secs(6));
+    assert_eq!(status.stdout, "404", "{} reaches the probe", remote.name);
+    swarm.cluster.shoal("manager1", &["container", "rm", "-f", "probe"]).ok();
+    wait_until(Duration::from_secs(10), "the probe's address to be given back", || {
+        let inspect: serde_json::Value = swarm.shoal(&["network", "inspect", "mesh"]).ok().stdout_json();
+        (!inspect.to_string().contains("\"probe\"")).then_some(())
+    });
 
     // A node that goes down leaves its peers' lists; its task moves on.
     let worker2_key = wg_peers(&swarm, "worker1").into_iter().map(|p| p.endpoint).collect::<BTreeSet<_>>();

@@ -49,6 +49,7 @@ fn nodes() -> Vec<Node> {
                     ..Default::default()
                 },
                 network_addresses: Default::default(),
+                container_attachments: Vec::new(),
             }
         })
         .collect()

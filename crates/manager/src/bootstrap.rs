@@ -116,6 +116,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         cert_expiry: now_ms() + options.cert_lifetime.as_millis() as u64,
         description: Default::default(),
         network_addresses: Default::default(),
+        container_attachments: Vec::new(),
     };
     Ok(NewSwarm {
         cluster_id,

@@ -16,8 +16,21 @@ use shoal_manager::raft::{open_storage, NodeId, TypeConfig};
 use shoal_manager::store::{Config, Kind, Meta, Object, Op, Store, Transaction};
 use tempfile::TempDir;
 
+/// Opens the database at `path`. A "restart" reopens it right after the
+/// previous handle was dropped, and sled's background flusher may hold the
+/// file lock a moment longer (more so on a loaded machine): wait for it,
+/// bounded, as a restarted manager process would find it free.
 fn open_db(path: &Path) -> sled::Db {
-    sled::Config::new().path(path).open().expect("open sled")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled: {e:?}"),
+        }
+    }
 }
 
 /// Each suite case gets a fresh database in its own temporary directory,

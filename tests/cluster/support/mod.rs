@@ -7,6 +7,7 @@
 
 pub mod node;
 pub mod swarm;
+pub mod swarm_helpers;
 
 use std::fs::File;
 use std::io::Read;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use shoal_runtime::testing::{TestImages, TestRegistry};
 
 use super::{wait_until, Cluster};
-use crate::swarm_helpers::wait_all_ready;
+use super::swarm_helpers::wait_all_ready;
 
 pub const MANAGERS: [&str; 3] = ["manager1", "manager2", "manager3"];
 pub const HOSTS: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];

@@ -15,7 +15,7 @@
 #[cfg(test)]
 mod container_tests;
 mod logs;
-mod managers;
+pub(crate) mod managers;
 mod reconcile;
 mod reporter;
 mod runtime_ops;

@@ -86,6 +86,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     };
     // This node's bridge networks, before the agent starts (it removes
     // `shl-` bridges it does not know to be local).
+    let swarm_attachments = networks_api::SwarmAttachments::default();
     let container_networks = networks_api::ContainerNetworks::open(
         &options.data_root.join("network"),
         options.address_pool,
@@ -94,12 +95,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         runtime.containers.clone(),
         slot.clone(),
         hostname.clone(),
+        swarm_attachments.clone(),
     )
     .await;
     runtime.networks = Some(container_networks.clone());
     let node_runtime = Arc::new(NodeRuntime {
         tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone(), networks },
         engine_labels: options.engine_labels.clone(),
+        swarm_attachments,
     });
 
     // Back in the swarm we were in before the restart.

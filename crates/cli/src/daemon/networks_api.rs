@@ -15,9 +15,10 @@ use shoal_manager::api::control::ControlService;
 use shoal_manager::api::{ManagerSlot, Transport};
 use shoal_overlay_net::dataplane::Dataplane;
 use shoal_overlay_net::firewall::PortProtocol;
+use shoal_agent::overlay::ContainerAttacher;
 use shoal_overlay_net::local::{
     AddressPool, BridgeNetworks, ErrorKind, LocalNetError, NetworkChoice, NetworkRequest,
-    NetworkView, PortMapping, PreparedSandbox, Protocol, DEFAULT_NETWORK,
+    NetworkView, PortMapping, PreparedSandbox, Protocol, Requested, DEFAULT_NETWORK,
 };
 use shoal_proto::pb;
 use shoal_runtime::container::{ContainerManager, Status as ContainerStatus};
@@ -25,6 +26,47 @@ use tonic::{Request, Response, Status};
 
 /// `--network none`: loopback only.
 const NO_NETWORK: &str = "none";
+
+/// How standalone containers reach the managers for addresses on
+/// attachable overlays; set while the node is in a swarm.
+#[derive(Clone, Default)]
+pub struct SwarmAttachments {
+    attacher: Arc<std::sync::Mutex<Option<Arc<ContainerAttacher>>>>,
+    /// Sandboxes whose swarm addresses are still to be given back (their
+    /// containers ended while the node was out of touch).
+    pending: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SwarmAttachments {
+    fn get(&self) -> Option<Arc<ContainerAttacher>> {
+        self.attacher.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The node joined (or resumed) a swarm: addresses left to give back go now.
+    pub fn set(&self, attacher: Option<Arc<ContainerAttacher>>) {
+        *self.attacher.lock().unwrap_or_else(|p| p.into_inner()) = attacher;
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for sandbox in pending {
+            self.give_back(sandbox);
+        }
+    }
+
+    /// Gives sandbox `sandbox`'s swarm addresses back, now or once the node
+    /// is in touch with the managers again.
+    fn give_back(&self, sandbox: String) {
+        let Some(attacher) = self.get() else {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(sandbox);
+            return;
+        };
+        let pending = self.pending.clone();
+        tokio::spawn(async move {
+            if let Err(status) = attacher.detach(&sandbox).await {
+                tracing::warn!(%sandbox, error = %status.message(), "giving a container's swarm addresses back; will retry");
+                pending.lock().unwrap_or_else(|p| p.into_inner()).push(sandbox);
+            }
+        });
+    }
+}
 
 /// The node's bridge networks as the daemon's APIs use them. Cheap to clone.
 #[derive(Clone)]
@@ -34,6 +76,7 @@ pub struct ContainerNetworks {
     /// Tells a swarm network's name from an unknown one (on managers).
     control: Arc<ControlService>,
     hostname: String,
+    swarm: SwarmAttachments,
 }
 
 fn status(error: LocalNetError) -> Status {
@@ -61,6 +104,7 @@ impl ContainerNetworks {
         containers: Arc<ContainerManager>,
         slot: ManagerSlot,
         hostname: String,
+        swarm: SwarmAttachments,
     ) -> ContainerNetworks {
         let networks = match dataplane {
             None => Err(Arc::from(
@@ -81,6 +125,7 @@ impl ContainerNetworks {
             containers,
             control: Arc::new(ControlService::new(slot, Transport::LocalSocket)),
             hostname,
+            swarm,
         };
         if let Ok(networks) = &this.networks {
             let running: HashSet<String> = this
@@ -91,7 +136,10 @@ impl ContainerNetworks {
                 .map(|c| c.id)
                 .collect();
             match networks.restore(&running).await {
-                Ok(adopted) => adopted.into_iter().for_each(|id| this.watch(id)),
+                Ok(restored) => {
+                    restored.running.into_iter().for_each(|id| this.watch(id));
+                    restored.swarm_released.into_iter().for_each(|sandbox| this.swarm.give_back(sandbox));
+                }
                 Err(error) => tracing::error!(%error, "restoring the node's bridge networks"),
             }
         }
@@ -160,16 +208,40 @@ impl ContainerNetworks {
             });
         }
         let networks = self.networks()?;
-        for choice in &choices {
-            if !networks.exists(&choice.network).await {
+        let sandbox_id = networks.new_sandbox_id().await;
+        let mut requested = Vec::new();
+        let mut on_swarm = false;
+        for choice in choices {
+            if networks.exists(&choice.network).await {
+                requested.push(Requested::Local(choice));
+                continue;
+            }
+            let Some(attacher) = self.swarm.get() else {
                 return Err(self.unknown_network(&choice.network).await);
+            };
+            // Not a bridge network here: an attachable overlay, if the
+            // managers know it; they hand out the address.
+            match attacher.attach(&sandbox_id, &request.name, &choice.network, &choice.aliases).await {
+                Ok((network_id, address)) => {
+                    on_swarm = true;
+                    requested.push(Requested::Swarm { network_id, address });
+                }
+                Err(refused) => {
+                    if on_swarm {
+                        self.swarm.give_back(sandbox_id.clone());
+                    }
+                    return Err(match refused.code() {
+                        tonic::Code::NotFound => self.unknown_network(&choice.network).await,
+                        _ => refused,
+                    });
+                }
             }
         }
-        networks
-            .prepare_container(&choices, &ports)
-            .await
-            .map(Some)
-            .map_err(status)
+        let prepared = networks.prepare_container(&sandbox_id, &requested, &ports).await.map_err(status);
+        if prepared.is_err() && on_swarm {
+            self.swarm.give_back(sandbox_id);
+        }
+        prepared.map(Some)
     }
 
     /// Why `name` cannot be used by a standalone container.
@@ -183,7 +255,7 @@ impl ContainerNetworks {
             .await;
         if swarm.is_ok() {
             return Status::invalid_argument(format!(
-                "network {name} is a swarm network; standalone containers cannot join swarm networks yet, use a bridge network (`shoal network create -d bridge NAME`)"
+                "network {name} is a swarm network and this node is not in touch with its managers; retry once the node has joined, or use a bridge network"
             ));
         }
         Status::invalid_argument(format!(
@@ -211,13 +283,19 @@ impl ContainerNetworks {
     pub async fn abandon(&self, prepared: &PreparedSandbox) {
         if let Ok(networks) = &self.networks {
             networks.release_sandbox(&prepared.sandbox_id).await;
+            // Its swarm addresses, if it had any; giving back none is harmless.
+            if self.swarm.get().is_some() {
+                self.swarm.give_back(prepared.sandbox_id.clone());
+            }
         }
     }
 
     /// Frees a container's networks now (its start failed).
     pub async fn release(&self, container_id: &str) {
         if let Ok(networks) = &self.networks {
-            networks.release_container(container_id).await;
+            if let Some(sandbox) = networks.release_container(container_id).await {
+                self.swarm.give_back(sandbox);
+            }
         }
     }
 
@@ -227,10 +305,13 @@ impl ContainerNetworks {
             return;
         };
         let containers = self.containers.clone();
+        let swarm = self.swarm.clone();
         tokio::spawn(async move {
             // An error means the container is gone already: release too.
             let _ = containers.wait(&container_id).await;
-            networks.release_container(&container_id).await;
+            if let Some(sandbox) = networks.release_container(&container_id).await {
+                swarm.give_back(sandbox);
+            }
         });
     }
 

@@ -34,6 +34,9 @@ use super::state::{SwarmDir, SwarmState};
 pub struct NodeRuntime {
     pub tasks: TaskRuntime,
     pub engine_labels: BTreeMap<String, String>,
+    /// Standalone containers on attachable overlays ask the managers
+    /// through the swarm node this daemon runs.
+    pub swarm_attachments: super::networks_api::SwarmAttachments,
 }
 
 /// A running manager and the server exposing it on the manager port.
@@ -153,6 +156,8 @@ impl RunningNode {
             runtime: self.runtime.tasks.clone(),
         });
         *self.executor.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor);
+        let attacher = shoal_agent::overlay::ContainerAttacher::new(state.node_id.clone(), self.client_tls.clone(), self.managers.clone());
+        self.runtime.swarm_attachments.set(Some(Arc::new(attacher)));
         let node = self.clone();
         self.spawn(async move {
             while let Some(event) = events_rx.recv().await {
@@ -350,6 +355,7 @@ impl RunningNode {
         self.stop_executor().await;
         remove_all_task_containers(&self.runtime.tasks.containers).await;
         shoal_agent::overlay::leave(self.runtime.tasks.networks.as_ref()).await;
+        self.runtime.swarm_attachments.set(None);
         self.stop_keeping_containers().await;
     }
 

@@ -107,6 +107,7 @@ impl CaService {
                 cert_expiry: now_ms() + lifetime.as_millis() as u64,
                 description: Default::default(),
                 network_addresses: Default::default(),
+                container_attachments: Vec::new(),
             };
             let txn = Transaction::new(vec![
                 // The token was checked against this version of the cluster;

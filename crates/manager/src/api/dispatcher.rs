@@ -13,7 +13,7 @@ use shoal_proto::pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::assignments;
+use super::{assignments, container_attachments};
 use super::auth::{authorize, Transport};
 use super::control::managers_of;
 use crate::errors::ManagerError;
@@ -224,6 +224,21 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 break;
             }
         }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn attach_container(&self, request: Request<pb::AttachContainerRequest>) -> Result<Response<pb::AttachContainerResponse>, Status> {
+        let node_id = request.get_ref().node_id.clone();
+        self.authorize_for(&request, &node_id)?;
+        self.require_leader()?;
+        Ok(Response::new(container_attachments::attach(&self.manager, request.into_inner()).await?))
+    }
+
+    async fn detach_container(&self, request: Request<pb::DetachContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let node_id = request.get_ref().node_id.clone();
+        self.authorize_for(&request, &node_id)?;
+        self.require_leader()?;
+        container_attachments::detach(&self.manager, request.into_inner()).await?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -3,6 +3,7 @@
 pub mod assignments;
 pub mod auth;
 pub mod certificates;
+pub mod container_attachments;
 pub mod control;
 pub mod dispatcher;
 pub mod networks;

@@ -215,15 +215,23 @@ fn users_of(state: &StoreState, network: &Network) -> Option<String> {
     if !services.is_empty() {
         return Some(format!("service {}", services.join(", ")));
     }
-    let tasks: Vec<String> = state
+    let users: Vec<String> = state
         .addresses()
         .used(&network.meta.id)
         .filter_map(|(_, holder)| match holder {
-            AddressHolder::Task(id) => state.get_typed::<Task>(id).map(|t| format!("{} ({})", t.name(), t.status.state)),
+            AddressHolder::Task(id) => state.get_typed::<Task>(id).map(|t| format!("task {} ({})", t.name(), t.status.state)),
+            AddressHolder::Container { node_id, sandbox_id } => {
+                let node = state.get_typed::<Node>(node_id);
+                let name = node
+                    .and_then(|n| n.container_attachments.iter().find(|c| c.sandbox_id == *sandbox_id))
+                    .map(|c| c.container_name.clone())
+                    .unwrap_or_else(|| sandbox_id.clone());
+                Some(format!("container {name} on {}", node.map(|n| n.hostname.as_str()).unwrap_or(node_id)))
+            }
             _ => None,
         })
         .collect();
-    (!tasks.is_empty()).then(|| format!("task {}", tasks.join(", ")))
+    (!users.is_empty()).then(|| users.join(", "))
 }
 
 /// A network by id, unique id prefix or name.
@@ -304,6 +312,21 @@ pub fn network_to_pb(state: &StoreState, network: &Network) -> pb::Network {
                 address,
                 ..Default::default()
             },
+            AddressHolder::Container { node_id, sandbox_id } => {
+                serving.insert(node_id.clone(), ());
+                let attachment = state
+                    .get_typed::<Node>(node_id)
+                    .and_then(|n| n.container_attachments.iter().find(|c| c.sandbox_id == *sandbox_id && c.network_id == network.meta.id));
+                pb::NetworkAttachmentInfo {
+                    kind: pb::AttachmentKind::Container.into(),
+                    id: sandbox_id.clone(),
+                    name: attachment.map(|c| c.container_name.clone()).unwrap_or_default(),
+                    node_id: node_id.clone(),
+                    node_hostname: hostname(node_id),
+                    address,
+                    aliases: attachment.map(|c| c.aliases.clone()).unwrap_or_default(),
+                }
+            }
         };
         attachments.push(info);
     }

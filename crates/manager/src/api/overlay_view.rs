@@ -21,8 +21,8 @@ pub struct OverlayView {
     pub peers: BTreeMap<String, pb::OverlayPeer>,
 }
 
-/// Addresses that sit behind each node, per network: its running tasks'
-/// and its own.
+/// Addresses that sit behind each node, per network: its running tasks',
+/// its standalone containers', and its own.
 #[derive(Default)]
 struct Membership<'a> {
     /// node id -> network id -> addresses.
@@ -38,6 +38,11 @@ impl<'a> Membership<'a> {
             }
             for attachment in &task.networks {
                 membership.add(&task.node_id, &attachment.network_id, attachment.address);
+            }
+        }
+        for node in state.list_typed::<Node>() {
+            for container in &node.container_attachments {
+                membership.add(&node.meta.id, &container.network_id, container.address);
             }
         }
         membership
@@ -102,7 +107,7 @@ pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
     view
 }
 
-fn node_network(network: &Network, node_address: Option<&std::net::Ipv4Addr>) -> pb::NodeNetwork {
+pub(crate) fn node_network(network: &Network, node_address: Option<&std::net::Ipv4Addr>) -> pb::NodeNetwork {
     pb::NodeNetwork {
         id: network.meta.id.clone(),
         name: network.spec.name.clone(),
@@ -185,6 +190,28 @@ mod tests {
         let state = StoreState::from_objects(world().all_objects().cloned().filter(|o| o.id() != "t2").chain([Object::Task(ended)]));
         let a = overlay_view(&state, "a");
         assert!(a.peers.is_empty(), "bb no longer serves red: {a:?}");
+    }
+
+    #[test]
+    fn a_standalone_container_makes_its_node_a_peer_on_its_network() {
+        let mut ccc = node("ccc", "KC");
+        ccc.container_attachments.push(crate::store::ContainerAttachment {
+            sandbox_id: "ctr-1".into(),
+            container_name: "debug".into(),
+            network_id: "red".into(),
+            address: [100, 64, 1, 9].into(),
+            aliases: vec![],
+        });
+        let state = StoreState::from_objects(world().all_objects().cloned().filter(|o| o.id() != "ccc").chain([Object::Node(ccc.clone())]));
+        let a = overlay_view(&state, "a");
+        assert_eq!(a.peers["ccc"].allowed_ips, ["100.64.1.9/32"], "only the container's address on red");
+        assert!(overlay_view(&state, "ccc").networks.contains_key("red"));
+        // The address is held: a task cannot take it too.
+        let mut thief = task_on("t9", "a", "red", [100, 64, 1, 9]);
+        thief.meta.version = 0;
+        let mut store = state.clone();
+        let refused = store.apply(99, &crate::store::Transaction::single(crate::store::Op::Create(Object::Task(thief)))).0;
+        assert!(matches!(refused, Err(crate::store::TxnError::AddressInUse { .. })), "{refused:?}");
     }
 
     #[test]

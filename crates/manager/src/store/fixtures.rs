@@ -39,6 +39,7 @@ pub fn node(id: &str) -> Node {
         cert_expiry: 0,
         description: NodeDescription::default(),
         network_addresses: BTreeMap::new(),
+        container_attachments: Vec::new(),
     }
 }
 

@@ -57,22 +57,27 @@ pub struct StoreState {
 }
 
 /// The addresses `object` holds while it holds them: a task until it ends,
-/// a node on the networks it serves, a service its VIPs.
-fn address_claims(object: &Object) -> Option<(AddressHolder, Vec<(String, std::net::Ipv4Addr)>)> {
+/// a node on the networks it serves (and for its standalone containers),
+/// a service its VIPs.
+fn address_claims(object: &Object) -> Vec<Claim> {
+    let claim = |holder: AddressHolder, network_id: &str, address: std::net::Ipv4Addr| Claim { holder, network_id: network_id.to_string(), address };
     match object {
-        Object::Task(task) if !task.status.state.is_terminal() && !task.networks.is_empty() => Some((
-            AddressHolder::Task(task.meta.id.clone()),
-            task.networks.iter().map(|a| (a.network_id.clone(), a.address)).collect(),
-        )),
-        Object::Node(node) if !node.network_addresses.is_empty() => Some((
-            AddressHolder::Node(node.meta.id.clone()),
-            node.network_addresses.iter().map(|(network, address)| (network.clone(), *address)).collect(),
-        )),
-        Object::Service(service) if !service.vips.is_empty() => Some((
-            AddressHolder::Service(service.meta.id.clone()),
-            service.vips.iter().map(|v| (v.network_id.clone(), v.address)).collect(),
-        )),
-        _ => None,
+        Object::Task(task) if !task.status.state.is_terminal() => {
+            task.networks.iter().map(|a| claim(AddressHolder::Task(task.meta.id.clone()), &a.network_id, a.address)).collect()
+        }
+        Object::Node(node) => node
+            .network_addresses
+            .iter()
+            .map(|(network, address)| claim(AddressHolder::Node(node.meta.id.clone()), network, *address))
+            .chain(node.container_attachments.iter().map(|c| {
+                let holder = AddressHolder::Container { node_id: node.meta.id.clone(), sandbox_id: c.sandbox_id.clone() };
+                claim(holder, &c.network_id, c.address)
+            }))
+            .collect(),
+        Object::Service(service) => {
+            service.vips.iter().map(|v| claim(AddressHolder::Service(service.meta.id.clone()), &v.network_id, v.address)).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -132,9 +137,7 @@ impl StoreState {
                 if let Some(name) = object.name() {
                     self.names.insert((*kind, name.to_string()), object.id().to_string());
                 }
-                if let Some((holder, claims)) = address_claims(object) {
-                    self.addresses.add(claims, &holder);
-                }
+                self.addresses.add(address_claims(object));
             }
         }
     }
@@ -151,12 +154,10 @@ impl StoreState {
         if let Some(Object::Task(task)) = &previous {
             self.task_load.remove(task);
         }
-        if let Some((holder, released)) = previous.as_ref().and_then(address_claims) {
-            self.addresses.remove(released, &holder);
+        if let Some(previous) = &previous {
+            self.addresses.remove(address_claims(previous));
         }
-        if let Some((holder, claimed)) = claims {
-            self.addresses.add(claimed, &holder);
-        }
+        self.addresses.add(claims);
         // A rename must release the old name.
         if let Some(old_name) = previous.as_ref().and_then(|p| p.name()) {
             if Some(old_name) != name.as_deref() {
@@ -174,9 +175,7 @@ impl StoreState {
         if let Object::Task(task) = &removed {
             self.task_load.remove(task);
         }
-        if let Some((holder, released)) = address_claims(&removed) {
-            self.addresses.remove(released, &holder);
-        }
+        self.addresses.remove(address_claims(&removed));
         if let Some(name) = removed.name() {
             self.names.remove(&(kind, name.to_string()));
         }
@@ -268,13 +267,12 @@ impl StoreState {
         object: &Object,
         claimed: &mut HashMap<(String, std::net::Ipv4Addr), AddressHolder>,
     ) -> Result<(), TxnError> {
-        let Some((holder, claims)) = address_claims(object) else { return Ok(()) };
-        for (network_id, address) in claims {
+        for Claim { holder, network_id, address } in address_claims(object) {
             let current = claimed.get(&(network_id.clone(), address)).or_else(|| self.addresses.holder(&network_id, address));
             if let Some(other) = current.filter(|other| **other != holder) {
                 return Err(TxnError::AddressInUse { network_id, address, holder: other.to_string() });
             }
-            claimed.insert((network_id, address), holder.clone());
+            claimed.insert((network_id, address), holder);
         }
         Ok(())
     }

@@ -105,12 +105,28 @@ pub struct Vip {
     pub address: Ipv4Addr,
 }
 
+/// A standalone container (`shoal run --network N` on a node) on an
+/// attachable overlay: the node asked the managers for its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerAttachment {
+    /// The container's network sandbox on its node (known before the
+    /// container exists, so it names the attachment).
+    pub sandbox_id: String,
+    /// For people (`network inspect`).
+    pub container_name: String,
+    pub network_id: String,
+    pub address: Ipv4Addr,
+    pub aliases: Vec<String>,
+}
+
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AddressHolder {
     Task(String),
     Node(String),
     Service(String),
+    /// A standalone container: its node and sandbox.
+    Container { node_id: String, sandbox_id: String },
 }
 
 impl std::fmt::Display for AddressHolder {
@@ -119,8 +135,17 @@ impl std::fmt::Display for AddressHolder {
             AddressHolder::Task(id) => write!(f, "task {id}"),
             AddressHolder::Node(id) => write!(f, "node {id}"),
             AddressHolder::Service(id) => write!(f, "service {id}"),
+            AddressHolder::Container { node_id, sandbox_id } => write!(f, "container sandbox {sandbox_id} on node {node_id}"),
         }
     }
+}
+
+/// One address held on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub holder: AddressHolder,
+    pub network_id: String,
+    pub address: Ipv4Addr,
 }
 
 /// Every address in use, per network, kept current by every write.
@@ -143,18 +168,18 @@ impl AddressIndex {
         self.by_network.get(network_id).map_or(0, BTreeMap::len)
     }
 
-    pub(crate) fn add(&mut self, claims: Vec<(String, Ipv4Addr)>, holder: &AddressHolder) {
-        for (network_id, address) in claims {
-            self.by_network.entry(network_id).or_default().insert(address, holder.clone());
+    pub(crate) fn add(&mut self, claims: Vec<Claim>) {
+        for Claim { holder, network_id, address } in claims {
+            self.by_network.entry(network_id).or_default().insert(address, holder);
         }
     }
 
-    /// Releases what `holder` held; an address since taken by another
-    /// holder is left alone.
-    pub(crate) fn remove(&mut self, claims: Vec<(String, Ipv4Addr)>, holder: &AddressHolder) {
-        for (network_id, address) in claims {
+    /// Releases what the claims' holders held; an address since taken by
+    /// another holder is left alone.
+    pub(crate) fn remove(&mut self, claims: Vec<Claim>) {
+        for Claim { holder, network_id, address } in claims {
             if let Some(addresses) = self.by_network.get_mut(&network_id) {
-                if addresses.get(&address) == Some(holder) {
+                if addresses.get(&address) == Some(&holder) {
                     addresses.remove(&address);
                 }
                 if addresses.is_empty() {

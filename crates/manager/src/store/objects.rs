@@ -171,6 +171,8 @@ pub struct Node {
     /// address), handed out by the allocator while the node runs tasks
     /// there: the source of traffic the node itself sends on the network.
     pub network_addresses: BTreeMap<String, std::net::Ipv4Addr>,
+    /// The node's standalone containers on attachable overlays.
+    pub container_attachments: Vec<super::network::ContainerAttachment>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,6 +93,9 @@ pub enum LocalNetError {
     #[error("network {network} is internal, so it cannot publish port {port}; publish on a non-internal network listed first")]
     PublishOnInternal { network: String, port: String },
 
+    #[error("port {port} cannot be published: the container is on no bridge network; add one with --network (e.g. --network bridge)")]
+    PublishWithoutBridge { port: String },
+
     #[error("container {container} is already connected to network {network}")]
     AlreadyConnected { container: String, network: String },
 
@@ -118,6 +121,10 @@ pub enum LocalNetError {
 
     #[error("{} is not a valid local network state file ({detail}); move it away to start with no user networks", .path.display())]
     CorruptState { path: PathBuf, detail: String },
+
+    /// A bug on our side, said plainly.
+    #[error("{detail}")]
+    Internal { detail: String },
 
     /// A published port that cannot be bound (in use, not an address of the node).
     #[error(transparent)]
@@ -147,6 +154,7 @@ impl LocalNetError {
             | InvalidMtu { .. }
             | DuplicateAttachment { .. }
             | PublishOnInternal { .. }
+            | PublishWithoutBridge { .. }
             | InvalidAlias { .. } => ErrorKind::InvalidArgument,
             NotFound { .. } => ErrorKind::NotFound,
             DuplicateName { .. } | AlreadyConnected { .. } => ErrorKind::AlreadyExists,
@@ -159,7 +167,7 @@ impl LocalNetError {
             | Unavailable { .. } => ErrorKind::FailedPrecondition,
             Port(FirewallError::PortInUse { .. }) => ErrorKind::FailedPrecondition,
             Port(_) => ErrorKind::InvalidArgument,
-            Io { .. } | CorruptState { .. } | Dataplane(_) => ErrorKind::Internal,
+            Io { .. } | CorruptState { .. } | Internal { .. } | Dataplane(_) => ErrorKind::Internal,
         }
     }
 }

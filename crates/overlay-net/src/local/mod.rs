@@ -39,7 +39,7 @@ pub use ipam::AddressPool;
 use store::STATE_FILE;
 pub use store::{
     EndpointRecord, LocalState, NetworkRecord, NetworkRequest, PortMapping, Protocol,
-    SandboxRecord, DEFAULT_NETWORK,
+    SandboxRecord, SwarmEndpoint, DEFAULT_NETWORK,
 };
 
 /// Prefix of standalone containers' sandboxes.
@@ -52,6 +52,14 @@ const SANDBOX_ID_HEX: usize = 24;
 pub struct NetworkChoice {
     pub network: String,
     pub aliases: Vec<String>,
+}
+
+/// A container's networks in the order asked for: this node's bridge
+/// networks, and swarm overlays whose address the managers already gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requested {
+    Local(NetworkChoice),
+    Swarm { network_id: String, address: Ipv4Addr },
 }
 
 /// What a container about to be created gets.
@@ -72,6 +80,16 @@ pub struct ContainerEndpoint {
     pub gateway: Ipv4Addr,
     pub aliases: Vec<String>,
     pub published: Vec<PortMapping>,
+}
+
+/// What [`BridgeNetworks::restore`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Containers still running: watch them.
+    pub running: Vec<String>,
+    /// Sandboxes of containers that ended meanwhile and held swarm
+    /// addresses: give those back to the managers.
+    pub swarm_released: Vec<String>,
 }
 
 /// A network with who is attached, for `network ls/inspect`.
@@ -151,7 +169,7 @@ impl BridgeNetworks {
     /// down, or their create never finished) and removes them, applies
     /// bridges and firewall, repairs the kept sandboxes and restarts their
     /// port relays. Returns the container ids to watch.
-    pub async fn restore(&self, running: &HashSet<String>) -> Result<Vec<String>> {
+    pub async fn restore(&self, running: &HashSet<String>) -> Result<Restored> {
         let mut inner = self.inner.lock().await;
         let gone: Vec<String> = inner
             .state
@@ -168,6 +186,11 @@ impl BridgeNetworks {
             .flat_map(|n| &n.endpoints)
             .filter(|e| inner.state.sandbox(&e.sandbox_id).is_none())
             .map(|e| e.sandbox_id.clone())
+            .collect();
+        let swarm_released: Vec<String> = gone
+            .iter()
+            .filter(|id| inner.state.sandbox(id).is_some_and(|s| !s.swarm.is_empty()))
+            .cloned()
             .collect();
         for sandbox in gone.iter().chain(&orphans) {
             inner.state.remove_sandbox(sandbox);
@@ -206,7 +229,7 @@ impl BridgeNetworks {
                 self.dataplane.release(&sandbox).await?;
             }
         }
-        Ok(kept.into_iter().map(|s| s.container_id).collect())
+        Ok(Restored { running: kept.into_iter().map(|s| s.container_id).collect(), swarm_released })
     }
 
     /// Makes bridges and firewall match the record.
@@ -325,15 +348,40 @@ impl BridgeNetworks {
     /// could not be created.
     pub async fn prepare_container(
         &self,
-        networks: &[NetworkChoice],
+        sandbox_id: &str,
+        requested: &[Requested],
         ports: &[PortMapping],
     ) -> Result<PreparedSandbox> {
+        let networks: Vec<NetworkChoice> = requested
+            .iter()
+            .filter_map(|r| match r {
+                Requested::Local(choice) => Some(choice.clone()),
+                Requested::Swarm { .. } => None,
+            })
+            .collect();
+        // Positions follow the order asked for, across both kinds.
+        let local_positions: Vec<u32> = requested
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Requested::Local(_)))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let swarm: Vec<SwarmEndpoint> = requested
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r {
+                Requested::Swarm { network_id, address } => {
+                    Some(SwarmEndpoint { network_id: network_id.clone(), address: *address, position: i as u32 })
+                }
+                Requested::Local(_) => None,
+            })
+            .collect();
         for alias in networks.iter().flat_map(|n| &n.aliases) {
             store::validate_alias(alias)?;
         }
         let mut inner = self.inner.lock().await;
         let mut indices: Vec<usize> = Vec::new();
-        for choice in networks {
+        for choice in &networks {
             let index = inner
                 .state
                 .position(&choice.network)
@@ -345,60 +393,65 @@ impl BridgeNetworks {
             }
             indices.push(index);
         }
-        let Some(&first) = indices.first() else {
+        if indices.is_empty() && swarm.is_empty() {
             return Err(LocalNetError::NotFound {
                 reference: String::new(),
             });
-        };
-        if let (true, Some(port)) = (inner.state.networks[first].internal, ports.first()) {
-            return Err(LocalNetError::PublishOnInternal {
-                network: inner.state.networks[first].name.clone(),
-                port: port.host_side(),
-            });
+        }
+        if let (None, Some(port)) = (indices.first(), ports.first()) {
+            return Err(LocalNetError::PublishWithoutBridge { port: port.host_side() });
+        }
+        if let (Some(&first), Some(port)) = (indices.first(), ports.first()) {
+            if inner.state.networks[first].internal {
+                return Err(LocalNetError::PublishOnInternal {
+                    network: inner.state.networks[first].name.clone(),
+                    port: port.host_side(),
+                });
+            }
         }
         let addresses = indices
             .iter()
             .map(|&i| inner.state.networks[i].free_address())
             .collect::<Result<Vec<_>>>()?;
 
-        let sandbox_id = loop {
-            let bytes: [u8; SANDBOX_ID_HEX / 2] = rand::random();
-            let id = format!(
-                "{CONTAINER_SANDBOX_PREFIX}{}",
-                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            );
-            if inner.state.sandbox(&id).is_none() {
-                break id;
-            }
-        };
-        let first_bridge = inner.state.networks[first].bridge.clone();
+        if inner.state.sandbox(sandbox_id).is_some() {
+            return Err(LocalNetError::Internal {
+                detail: format!("sandbox {sandbox_id} exists already; pick a new one with new_sandbox_id"),
+            });
+        }
+        let sandbox_id = sandbox_id.to_string();
         let mut proxies = Vec::new();
-        for port in ports {
-            proxies.push(
-                PortProxy::start(&port.published(addresses[0], &first_bridge))
-                    .await
-                    .map_err(LocalNetError::Port)?,
-            );
+        if let Some(&first) = indices.first() {
+            let first_bridge = inner.state.networks[first].bridge.clone();
+            for port in ports {
+                proxies.push(
+                    PortProxy::start(&port.published(addresses[0], &first_bridge))
+                        .await
+                        .map_err(LocalNetError::Port)?,
+                );
+            }
         }
 
         inner.state.sandboxes.push(SandboxRecord {
             id: sandbox_id.clone(),
             container_id: String::new(),
             container_name: String::new(),
+            swarm,
         });
-        for (position, ((&index, choice), address)) in
-            indices.iter().zip(networks).zip(&addresses).enumerate()
+        for (nth, ((&index, choice), address)) in
+            indices.iter().zip(&networks).zip(&addresses).enumerate()
         {
+            let position = local_positions[nth];
             inner.state.networks[index].endpoints.push(EndpointRecord {
                 sandbox_id: sandbox_id.clone(),
                 address: *address,
                 aliases: choice.aliases.clone(),
-                published: if position == 0 {
+                published: if nth == 0 {
                     ports.to_vec()
                 } else {
                     Vec::new()
                 },
-                position: position as u32,
+                position,
             });
         }
         let attached = self
@@ -438,8 +491,11 @@ impl BridgeNetworks {
     }
 
     /// Takes a sandbox out of the record and the kernel, best effort (it
-    /// undoes a failed step, or follows a container that ended).
-    async fn forget_sandbox(&self, inner: &mut Inner, sandbox_id: &str) {
+    /// undoes a failed step, or follows a container that ended). Returns
+    /// whether it had swarm addresses, which the caller gives back to the
+    /// managers.
+    async fn forget_sandbox(&self, inner: &mut Inner, sandbox_id: &str) -> bool {
+        let had_swarm = inner.state.sandbox(sandbox_id).is_some_and(|s| !s.swarm.is_empty());
         inner.proxies.remove(sandbox_id);
         let had_ports = inner
             .state
@@ -458,6 +514,23 @@ impl BridgeNetworks {
         }
         if let Err(error) = self.dataplane.release(sandbox_id).await {
             tracing::warn!(sandbox = sandbox_id, %error, "removing a container's network sandbox");
+        }
+        had_swarm
+    }
+
+    /// A fresh sandbox id for a container about to be prepared (the
+    /// managers learn it first when the container joins a swarm overlay).
+    pub async fn new_sandbox_id(&self) -> String {
+        let inner = self.inner.lock().await;
+        loop {
+            let bytes: [u8; SANDBOX_ID_HEX / 2] = rand::random();
+            let id = format!(
+                "{CONTAINER_SANDBOX_PREFIX}{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            if inner.state.sandbox(&id).is_none() {
+                return id;
+            }
         }
     }
 
@@ -490,13 +563,14 @@ impl BridgeNetworks {
 
     /// Frees everything of a container that ended: addresses, published
     /// ports (relays and DNAT) and its sandbox. Fine to call twice.
-    pub async fn release_container(&self, container_id: &str) {
+    /// Returns its sandbox when it held swarm addresses, for the caller to
+    /// give back to the managers.
+    pub async fn release_container(&self, container_id: &str) -> Option<String> {
         let mut inner = self.inner.lock().await;
-        let Some(sandbox) = inner.state.sandbox_of(container_id).map(|s| s.id.clone()) else {
-            return;
-        };
-        self.forget_sandbox(&mut inner, &sandbox).await;
+        let sandbox = inner.state.sandbox_of(container_id).map(|s| s.id.clone())?;
+        let had_swarm = self.forget_sandbox(&mut inner, &sandbox).await;
         tracing::info!(container = container_id, sandbox = %sandbox, "container networks released");
+        had_swarm.then_some(sandbox)
     }
 
     /// `network connect`: attaches the running container's sandbox to one
@@ -628,15 +702,21 @@ impl BridgeNetworks {
 }
 
 /// The data plane's attachments of a sandbox, in its network order.
+/// The sandbox's endpoints on bridge networks and swarm overlays, in the
+/// order the container asked for them (the first carries its default route).
 fn attachments(state: &LocalState, sandbox_id: &str) -> Vec<Attachment> {
-    state
+    let mut ordered: Vec<(u32, Attachment)> = state
         .sandbox_endpoints(sandbox_id)
         .into_iter()
-        .map(|(index, endpoint)| Attachment {
-            network_id: state.networks[index].id.clone(),
-            address: endpoint.address,
+        .map(|(index, endpoint)| {
+            (endpoint.position, Attachment { network_id: state.networks[index].id.clone(), address: endpoint.address })
         })
-        .collect()
+        .collect();
+    if let Some(sandbox) = state.sandbox(sandbox_id) {
+        ordered.extend(sandbox.swarm.iter().map(|s| (s.position, Attachment { network_id: s.network_id.clone(), address: s.address })));
+    }
+    ordered.sort_by_key(|(position, _)| *position);
+    ordered.into_iter().map(|(_, attachment)| attachment).collect()
 }
 
 fn view(state: &LocalState, index: usize) -> NetworkView {

@@ -97,6 +97,19 @@ pub struct SandboxRecord {
     pub container_id: String,
     #[serde(default)]
     pub container_name: String,
+    /// Its addresses on swarm overlays, handed out by the managers and
+    /// given back to them when the container ends.
+    #[serde(default)]
+    pub swarm: Vec<SwarmEndpoint>,
+}
+
+/// A standalone container's place on an attachable swarm overlay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmEndpoint {
+    pub network_id: String,
+    pub address: Ipv4Addr,
+    /// Order among the container's networks, as for [`EndpointRecord`].
+    pub position: u32,
 }
 
 /// A container's place on one network.

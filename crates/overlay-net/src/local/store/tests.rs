@@ -228,6 +228,7 @@ fn endpoints_take_the_lowest_free_address_and_give_it_back() {
     let give = |state: &mut LocalState, sandbox: &str| {
         let address = state.networks[0].free_address().expect("free");
         state.sandboxes.push(SandboxRecord {
+            swarm: Vec::new(),
             id: sandbox.into(),
             container_id: format!("c-{sandbox}"),
             container_name: sandbox.into(),
@@ -285,6 +286,7 @@ fn published_ports_reach_the_data_plane_on_their_network_bridge() {
     let mut state = with_default();
     let user = add(&mut state, &request("user"));
     state.sandboxes.push(SandboxRecord {
+        swarm: Vec::new(),
         id: "ctr-x".into(),
         container_id: "x".into(),
         container_name: "web".into(),
@@ -340,6 +342,7 @@ fn the_state_survives_a_save_and_load() {
     let mut state = with_default();
     add(&mut state, &request("front"));
     state.sandboxes.push(SandboxRecord {
+        swarm: Vec::new(),
         id: "ctr-a".into(),
         container_id: "abc".into(),
         container_name: "web".into(),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::support::{wait_until, Cluster};
+use super::{wait_until, Cluster};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct NodeRow {
