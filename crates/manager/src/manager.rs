@@ -79,6 +79,8 @@ fn raft_config() -> Result<Arc<openraft::Config>, ManagerError> {
 impl Manager {
     /// Opens (or creates) this manager's Raft storage under `data_dir` and
     /// starts its Raft node. A fresh node waits to be initialised or added.
+    /// The leader-only loops are the caller's to start
+    /// ([`crate::leader::spawn_leader_loops`]), once the manager is wired up.
     pub async fn start(config: ManagerConfig<'_>) -> Result<Arc<Self>, ManagerError> {
         std::fs::create_dir_all(config.data_dir)
             .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
@@ -109,7 +111,6 @@ impl Manager {
             logs: Default::default(),
             _db: db,
         });
-        crate::leader::spawn_leader_loops(manager.clone());
         Ok(manager)
     }
 

@@ -224,6 +224,7 @@ impl RunningNode {
         // Services' images are pinned to digests by this node's image store,
         // which knows the registries the daemon may use over plain HTTP.
         manager.set_image_pinner(Arc::new(super::image_pinning::StorePinner { images: self.runtime.tasks.images.clone() }));
+        shoal_manager::leader::spawn_leader_loops(manager.clone());
         let listener = tokio::net::TcpListener::bind(&state.listen)
             .await
             .with_context(|| format!("cannot listen on {}", state.listen))?;
