@@ -59,6 +59,13 @@ fn running(swarm: &Swarm, service: &str) -> Vec<TaskJson> {
     tasks(swarm, service).into_iter().filter(|t| t.desired_state == "running" && t.current_state.starts_with("running")).collect()
 }
 
+/// Whether exactly `n` tasks of `service` are wanted, all of them running.
+fn all_wanted_running(swarm: &Swarm, service: &str, n: usize) -> bool {
+    let all = tasks(swarm, service);
+    let wanted: Vec<&TaskJson> = all.iter().filter(|t| t.desired_state == "running").collect();
+    wanted.len() == n && wanted.iter().all(|t| t.current_state.starts_with("running"))
+}
+
 fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<TaskJson> {
     wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
         let all = tasks(swarm, service);
@@ -343,9 +350,27 @@ fn addresses_are_handed_out_once_released_and_reused() {
     let again = addresses(&wait_running(&swarm, "tiny", 4));
     assert_eq!(again, first, "the same four addresses, reused");
 
+    // Networks added to and removed from a service: its tasks are
+    // replaced by ones on the new set (the replacements wait for the old
+    // tasks' addresses on the full network).
+    swarm.shoal(&["network", "create", "-d", "overlay", "big"]).ok();
+    swarm.shoal(&["service", "update", "--detach", "--network-add", "big", "tiny"]).ok();
+    let on_both = wait_until(CONVERGE, "tiny's tasks on small and big", || {
+        let tasks = running(&swarm, "tiny");
+        let wanted = tasks.len() == 4 && tasks.iter().all(|t| t.networks.len() == 2);
+        let only_these = all_wanted_running(&swarm, "tiny", 4);
+        (wanted && only_these).then_some(tasks)
+    });
+    assert!(on_both.iter().all(|t| t.networks[0].network == "small" && t.networks[1].network == "big"), "{on_both:?}");
+    swarm.shoal(&["service", "update", "--detach", "--network-rm", "small", "tiny"]).ok();
+    wait_until(CONVERGE, "tiny's tasks on big only", || {
+        let tasks = running(&swarm, "tiny");
+        (tasks.len() == 4 && tasks.iter().all(|t| t.networks.len() == 1 && t.networks[0].network == "big") && all_wanted_running(&swarm, "tiny", 4))
+            .then_some(())
+    });
+
     // A leader failover in the middle of a scale to 30 hands out 30
     // distinct addresses, and every task is reachable.
-    swarm.shoal(&["network", "create", "-d", "overlay", "big"]).ok();
     swarm.create("many", &["--replicas", "2", "--network", "big"], SERVER).ok();
     let old_leader = leader(&swarm.cluster, &MANAGERS);
     let survivor = MANAGERS.iter().find(|m| **m != old_leader).copied().unwrap_or("manager1");
