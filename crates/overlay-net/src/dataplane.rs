@@ -109,6 +109,9 @@ struct Overlay {
 struct State {
     overlay: Option<Overlay>,
     local: LocalNetworks,
+    /// What the firewall was last made to match: most overlay changes
+    /// (peers, addresses) leave it as it is, and an nft run costs tens of ms.
+    firewall: Option<FirewallModel>,
 }
 
 pub struct Dataplane {
@@ -236,7 +239,7 @@ impl Dataplane {
         overlay.networks = wanted;
         overlay.peers = peers;
         self.publish_ready(&state);
-        self.apply_firewall(&state).await
+        self.apply_firewall(&mut state).await
     }
 
     /// Stops serving the overlay: the device, the overlay bridges, their
@@ -249,7 +252,7 @@ impl Dataplane {
         }
         WireguardDevice::remove(overlay.device.name()).await.map_err(|e| NetError::Wireguard(e.to_string()))?;
         self.publish_ready(&state);
-        self.apply_firewall(&state).await
+        self.apply_firewall(&mut state).await
     }
 
     /// Makes this node's bridge networks and published ports match `local`.
@@ -273,7 +276,7 @@ impl Dataplane {
         }
         state.local = local;
         self.publish_ready(&state);
-        self.apply_firewall(&state).await
+        self.apply_firewall(&mut state).await
     }
 
     fn publish_ready(&self, state: &State) {
@@ -301,7 +304,7 @@ impl Dataplane {
         self.ready.send_replace(ready);
     }
 
-    async fn apply_firewall(&self, state: &State) -> Result<()> {
+    async fn apply_firewall(&self, state: &mut State) -> Result<()> {
         let mut model = FirewallModel::default();
         if let Some(overlay) = &state.overlay {
             model.overlay_device = Some(overlay.device.name().to_string());
@@ -319,11 +322,16 @@ impl Dataplane {
             overlay: false,
         }));
         model.published = state.local.published.clone();
+        if state.firewall.as_ref() == Some(&model) {
+            return Ok(());
+        }
         let firewall = self.firewall.clone();
-        tokio::task::spawn_blocking(move || firewall.apply(&model))
+        let applied = model.clone();
+        tokio::task::spawn_blocking(move || firewall.apply(&applied))
             .await
             .map_err(|e| NetError::Firewall(format!("the firewall task failed: {e}")))?
             .map_err(|e| NetError::Firewall(e.to_string()))?;
+        state.firewall = Some(model);
         Ok(())
     }
 
