@@ -112,9 +112,11 @@ impl Node {
         found.remove(0)
     }
 
+    /// This node's own (local-scope) networks; the swarm's `ingress` is
+    /// listed too, as in docker, but is not the subject here.
     fn network_names(&self) -> Vec<String> {
         let networks: Vec<NetworkJson> = self
-            .shoal(&["network", "ls", "--format", "json"])
+            .shoal(&["network", "ls", "-f", "scope=local", "--format", "json"])
             .ok()
             .stdout_json();
         networks.into_iter().map(|n| n.name).collect()

@@ -11,8 +11,12 @@ use shoal_proto::tls::Credentials;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
 use crate::store::{
-    new_object_id, now_ms, Availability, Cluster, Meta, Node, NodeRole, NodeStatus, Object, Op, Transaction,
+    new_object_id, now_ms, Availability, Cluster, Meta, Network, NetworkDriver, NetworkSpec, Node, NodeRole, NodeStatus, Object,
+    Op, Transaction,
 };
+
+/// docker's name for the routing mesh's network.
+pub const INGRESS_NETWORK: &str = "ingress";
 
 pub const DEFAULT_HEARTBEAT_PERIOD_MS: u64 = 1_000;
 pub const DEFAULT_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
@@ -72,6 +76,29 @@ pub fn address_pool(pool: &str, mask_length: u32) -> Result<(ipnet::Ipv4Net, u8)
     Ok((parsed, mask))
 }
 
+/// The routing mesh's network, as docker's `ingress`: the pool's first subnet.
+fn ingress_network(pool: ipnet::Ipv4Net, mask_length: u8) -> Result<Network, ManagerError> {
+    let subnet = crate::allocator::ipam::free_subnet(pool, mask_length, &[])
+        .ok_or_else(|| ManagerError::InvalidArgument(format!("default address pool {pool} has no /{mask_length} for the ingress network")))?;
+    let gateway = crate::allocator::ipam::default_gateway(subnet)
+        .ok_or_else(|| ManagerError::InvalidArgument(format!("subnet {subnet} has no host addresses; use a shorter --default-addr-pool-mask-length")))?;
+    Ok(Network {
+        meta: Meta { id: new_object_id(), ..Default::default() },
+        spec: NetworkSpec {
+            name: INGRESS_NETWORK.into(),
+            labels: Default::default(),
+            driver: NetworkDriver::Overlay,
+            attachable: false,
+            internal: false,
+            mtu: None,
+            options: Default::default(),
+            ingress: true,
+        },
+        subnet,
+        gateway,
+    })
+}
+
 /// Makes the root CA, the first manager's certificate and the objects to
 /// commit once the one-member Raft cluster leads.
 pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError> {
@@ -118,9 +145,14 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         network_addresses: Default::default(),
         container_attachments: Vec::new(),
     };
+    let ingress = ingress_network(options.address_pool, options.pool_mask_length)?;
     Ok(NewSwarm {
         cluster_id,
         credentials: Credentials { ca_pem: ca.cert_pem(), cert_pem, key_pem: key_and_csr.key_pem },
-        transaction: Transaction::new(vec![Op::Create(Object::Cluster(cluster)), Op::Create(Object::Node(node))]),
+        transaction: Transaction::new(vec![
+            Op::Create(Object::Cluster(cluster)),
+            Op::Create(Object::Node(node)),
+            Op::Create(Object::Network(ingress)),
+        ]),
     })
 }

@@ -122,6 +122,15 @@ pub struct RunArgs {
     /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     #[arg(short, long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
+    /// DNS server the embedded DNS forwards other names to
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
+    /// DNS search domain
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Option for the container's resolv.conf, e.g. timeout:2
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    dns_option: Vec<String>,
     image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -172,6 +181,18 @@ impl RunArgs {
                 })
                 .collect::<CliResult<_>>()?,
             published: self.publish.iter().map(|p| flags::parse_publish(p)).collect::<CliResult<_>>()?,
+            dns: Some(pb::DnsConfig {
+                nameservers: self
+                    .dns
+                    .iter()
+                    .map(|d| match d.parse::<std::net::IpAddr>() {
+                        Ok(_) => Ok(d.clone()),
+                        Err(_) => Err(CliError::msg(format!("--dns {d:?} is not an IP address; give a DNS server's address"))),
+                    })
+                    .collect::<CliResult<_>>()?,
+                search: self.dns_search.clone(),
+                options: self.dns_option.clone(),
+            }),
         })
     }
 }

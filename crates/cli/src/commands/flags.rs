@@ -335,6 +335,48 @@ pub fn parse_publish(value: &str) -> CliResult<pb::PublishedPort> {
     })
 }
 
+/// A service's `-p PUBLISHED:TARGET[/udp]` or `--publish published=P,
+/// target=T[,protocol=tcp|udp][,mode=ingress|host]`.
+pub fn parse_service_publish(flag: &str, value: &str) -> CliResult<pb::PortConfig> {
+    let invalid = |why: &str| {
+        CliError::msg(format!(
+            "{flag} {value:?} is invalid ({why}); use PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=udp][,mode=host]"
+        ))
+    };
+    let port = |text: &str, what: &str| -> CliResult<u32> {
+        text.parse::<u16>().ok().filter(|p| *p > 0).map(u32::from).ok_or_else(|| invalid(&format!("{what} {text:?} is not a port from 1 to 65535")))
+    };
+    let mut config = pb::PortConfig { protocol: pb::PortProtocol::Tcp.into(), publish_mode: pb::PublishMode::Ingress.into(), ..Default::default() };
+    if value.contains('=') {
+        for field in value.split(',') {
+            match field.split_once('=') {
+                Some(("published", p)) => config.published_port = port(p, "published port")?,
+                Some(("target", p)) => config.target_port = port(p, "target port")?,
+                Some(("protocol", "tcp")) => config.protocol = pb::PortProtocol::Tcp.into(),
+                Some(("protocol", "udp")) => config.protocol = pb::PortProtocol::Udp.into(),
+                Some(("mode", "ingress")) => config.publish_mode = pb::PublishMode::Ingress.into(),
+                Some(("mode", "host")) => config.publish_mode = pb::PublishMode::Host.into(),
+                _ => return Err(invalid(&format!("the field {field:?} is unknown or has a bad value"))),
+            }
+        }
+        if config.target_port == 0 {
+            return Err(invalid("it has no target"));
+        }
+        return Ok(config);
+    }
+    let (ports, protocol) = match value.rsplit_once('/') {
+        Some((ports, "tcp")) => (ports, pb::PortProtocol::Tcp),
+        Some((ports, "udp")) => (ports, pb::PortProtocol::Udp),
+        Some((_, other)) => return Err(invalid(&format!("protocol {other:?} is unknown"))),
+        None => (value, pb::PortProtocol::Tcp),
+    };
+    let (published, target) = ports.split_once(':').ok_or_else(|| invalid("it has no PUBLISHED:TARGET"))?;
+    config.published_port = port(published, "published port")?;
+    config.target_port = port(target, "target port")?;
+    config.protocol = protocol.into();
+    Ok(config)
+}
+
 /// Splits a command line as a POSIX shell would (quotes and backslashes;
 /// no expansion), for `--entrypoint` and `--args`.
 pub fn shell_split(flag: &str, value: &str) -> CliResult<Vec<String>> {

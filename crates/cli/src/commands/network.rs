@@ -313,6 +313,7 @@ pub async fn run(command: NetworkCommand, connect: &ConnectArgs) -> CliResult {
                 attachable,
                 internal,
                 options,
+                ingress: false,
             };
             let request = pb::CreateNetworkRequest { spec: Some(spec) };
             let network = match driver {

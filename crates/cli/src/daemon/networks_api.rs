@@ -381,6 +381,7 @@ impl ContainerNetworks {
                 attachable: false,
                 internal: network.internal,
                 options: network.options.clone().into_iter().collect(),
+                ingress: false,
             }),
             scope: pb::NetworkScope::Local.into(),
             subnet: network.subnet.to_string(),

@@ -57,6 +57,7 @@ mod tests {
                 internal: false,
                 mtu: None,
                 options: Default::default(),
+                ingress: false,
             },
             subnet,
             gateway: default_gateway(subnet).unwrap(),

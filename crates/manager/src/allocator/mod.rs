@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use crate::control_loop::Plan;
 use crate::manager::Manager;
-use crate::store::{Network, NetworkAttachment, Node, Object, Op, Service, StoreState, Task, TaskState, TaskStatus, Vip};
+use crate::store::{
+    EndpointMode, Network, NetworkAttachment, Node, Object, Op, Service, StoreState, Task, TaskState, TaskStatus, Vip,
+};
 
 /// Addresses handed out earlier in the same pass, on top of the store's index.
 #[derive(Default)]
@@ -63,8 +65,11 @@ pub fn plan(state: &StoreState, now_ms: u64) -> Plan {
         }
     }
     let served = networks_served(state);
+    // Every node forwards the routing mesh's traffic from its own address there.
+    let ingress = state.list_typed::<Network>().find(|n| n.spec.ingress).map(|n| n.meta.id.as_str());
     for node in state.list_typed::<Node>() {
         let mut wanted = served.get(node.meta.id.as_str()).cloned().unwrap_or_default();
+        wanted.extend(ingress);
         wanted.retain(|network| !starved.contains(*network));
         if let Some(op) = allocate_node(state, node, &wanted, &mut claims) {
             plan.transactions.push(vec![op]);
@@ -121,9 +126,13 @@ fn allocate_task(state: &StoreState, task: &Task, now_ms: u64, claims: &mut Pass
     (Some(Op::Update { object: Object::Task(updated), expected_version: Some(task.meta.version) }), full)
 }
 
-/// A VIP on each network the service's tasks join; none on the others.
+/// A VIP on each network the service's tasks join (in vip mode); none on
+/// the others.
 fn allocate_vips(state: &StoreState, service: &Service, claims: &mut PassClaims) -> Option<Op> {
-    let wanted: Vec<&Network> = unique_networks(state, service.spec.task.networks.iter().map(|n| n.network_id.as_str()));
+    let wanted: Vec<&Network> = match service.spec.endpoint.mode {
+        EndpointMode::Vip => unique_networks(state, service.spec.task.networks.iter().map(|n| n.network_id.as_str())),
+        EndpointMode::Dnsrr => Vec::new(),
+    };
     let mut vips: Vec<Vip> = Vec::new();
     for network in wanted {
         match service.vips.iter().find(|v| v.network_id == network.meta.id) {

@@ -58,6 +58,7 @@ impl World {
             },
             restart: RestartPolicy::default(),
             placement: Placement::default(),
+            endpoint: EndpointSpec::default(),
         };
         let service = Service { meta: Meta { id: name.into(), ..Default::default() }, spec, spec_version: 1, vips: vec![] };
         self.write(vec![Op::Create(Object::Service(service))]).unwrap();

@@ -55,7 +55,7 @@ fn assignment(state: &StoreState, task: &Task, node_hostname: &str) -> pb::Assig
 fn concerns(change: &Change, node_id: &str) -> bool {
     let on_node = |object: &Object| match object {
         Object::Task(t) => t.node_id == node_id || !t.networks.is_empty(),
-        Object::Node(_) | Object::Network(_) => true,
+        Object::Node(_) | Object::Network(_) | Object::Service(_) => true,
         _ => false,
     };
     match change {
@@ -107,7 +107,9 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             || !message.networks_changed.is_empty()
             || !message.networks_removed.is_empty()
             || !message.peers_changed.is_empty()
-            || !message.peers_removed.is_empty();
+            || !message.peers_removed.is_empty()
+            || !message.services_changed.is_empty()
+            || !message.services_removed.is_empty();
         if has_news && tx.send(Ok(message)).await.is_err() {
             return;
         }

@@ -99,6 +99,7 @@ pub fn network_from_spec(state: &StoreState, spec: pb::NetworkSpec) -> Result<Ne
             internal: spec.internal,
             mtu,
             options: spec.options.into_iter().collect(),
+            ingress: false,
         },
         subnet,
         gateway,
@@ -192,7 +193,11 @@ pub async fn remove(manager: &Manager, reference: &str) -> Result<(), ManagerErr
 pub async fn prune(manager: &Manager) -> Result<pb::PruneNetworksResponse, ManagerError> {
     manager.read_barrier().await?;
     let unused: Vec<(String, String)> = manager.store.view(|s| {
-        s.list_typed::<Network>().filter(|n| users_of(s, n).is_none()).map(|n| (n.meta.id.clone(), n.spec.name.clone())).collect()
+        // The routing mesh's network stays, as docker's ingress does.
+        s.list_typed::<Network>()
+            .filter(|n| !n.spec.ingress && users_of(s, n).is_none())
+            .map(|n| (n.meta.id.clone(), n.spec.name.clone()))
+            .collect()
     });
     let mut deleted = Vec::new();
     // One at a time: a network that gained a user meanwhile stays.
@@ -263,6 +268,47 @@ pub fn resolve_attachments(state: &StoreState, attachments: &mut [NetworkAttachm
             return Err(invalid(format!("network {} is named twice; attach to each network once", network.spec.name)));
         }
         attachment.network_id = network.meta.id.clone();
+    }
+    Ok(())
+}
+
+/// A service publishing through the routing mesh joins the ingress network
+/// (after its own networks, so they keep its default route); one that no
+/// longer does leaves it.
+pub fn attach_ingress(state: &StoreState, spec: &mut crate::store::ServiceSpec) -> Result<(), ManagerError> {
+    let ingress = state.list_typed::<Network>().find(|n| n.spec.ingress);
+    if let Some(ingress) = ingress {
+        spec.task.networks.retain(|n| n.network_id != ingress.meta.id);
+    }
+    if !spec.endpoint.uses_ingress() {
+        return Ok(());
+    }
+    let ingress = ingress.ok_or_else(|| {
+        ManagerError::FailedPrecondition(format!(
+            "service {} publishes ports through the routing mesh, but the swarm has no ingress network; publish with mode=host",
+            spec.name
+        ))
+    })?;
+    spec.task.networks.push(NetworkAttachmentSpec { network_id: ingress.meta.id.clone(), aliases: Vec::new() });
+    Ok(())
+}
+
+/// Refuses a published port another service already publishes.
+pub fn check_published_ports(state: &StoreState, spec: &crate::store::ServiceSpec, service_id: Option<&str>) -> Result<(), ManagerError> {
+    for port in spec.endpoint.ports.iter().filter(|p| p.published_port > 0) {
+        let taken = state.list_typed::<Service>().find(|other| {
+            Some(other.meta.id.as_str()) != service_id
+                && other.spec.endpoint.ports.iter().any(|p| p.published_port == port.published_port && p.protocol == port.protocol)
+        });
+        if let Some(other) = taken {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "port {}/{} is already published by service {}; publish another port or remove it from {}",
+                port.published_port,
+                port.protocol.as_str(),
+                other.spec.name,
+                other.spec.name
+            )));
+        }
     }
     Ok(())
 }
@@ -354,6 +400,7 @@ pub fn network_to_pb(state: &StoreState, network: &Network) -> pb::Network {
             attachable: network.spec.attachable,
             internal: network.spec.internal,
             options: network.spec.options.clone().into_iter().collect(),
+            ingress: network.spec.ingress,
         }),
         scope: pb::NetworkScope::Swarm.into(),
         subnet: network.subnet.to_string(),

@@ -1,7 +1,9 @@
 //! What one node must know of the overlay: the networks its tasks attach
-//! to, and the peers it shares them with. Pushed on the node's assignments
-//! stream, so a node learns of a peer (or loses one) in the same message
-//! as the task changes that caused it.
+//! to (and the routing mesh's ingress network, which every node serves),
+//! the peers it shares them with, and the services it resolves and
+//! balances ([`super::service_directory`]). Pushed on the node's
+//! assignments stream, so a node learns of a peer or a backend (or loses
+//! one) in the same message as the task changes that caused it.
 //!
 //! A node only hears of nodes it shares a network with, and of each peer
 //! only the addresses on those shared networks: WireGuard drops anything a
@@ -12,13 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::pb;
 
-use super::networks::data_path_endpoint;
+use super::networks::{cidr, data_path_endpoint};
+use super::service_directory::service_directories;
 use crate::store::{Network, Node, NodeStatus, StoreState, Task};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct OverlayView {
     pub networks: BTreeMap<String, pb::NodeNetwork>,
     pub peers: BTreeMap<String, pb::OverlayPeer>,
+    pub services: BTreeMap<String, pb::ServiceDirectory>,
 }
 
 /// Addresses that sit behind each node, per network: its running tasks',
@@ -40,9 +44,15 @@ impl<'a> Membership<'a> {
                 membership.add(&task.node_id, &attachment.network_id, attachment.address);
             }
         }
+        let ingress = state.list_typed::<Network>().find(|n| n.spec.ingress).map(|n| n.meta.id.as_str());
         for node in state.list_typed::<Node>() {
             for container in &node.container_attachments {
                 membership.add(&node.meta.id, &container.network_id, container.address);
+            }
+            // Every node serves the routing mesh, from its own address there.
+            if let Some(ingress) = ingress {
+                let entry = membership.addresses.entry(&node.meta.id).or_default().entry(ingress).or_default();
+                entry.extend(node.network_addresses.get(ingress));
             }
         }
         membership
@@ -67,8 +77,11 @@ pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
     let own_addresses = state.get_typed::<Node>(node_id).map(|n| &n.network_addresses);
     for network_id in &mine {
         let Some(network) = state.get_typed::<Network>(network_id) else { continue };
-        view.networks.insert(network.meta.id.clone(), node_network(network, own_addresses.and_then(|a| a.get(*network_id))));
+        let mut served = node_network(network, own_addresses.and_then(|a| a.get(*network_id)));
+        served.containers = containers_on(state, network);
+        view.networks.insert(network.meta.id.clone(), served);
     }
+    view.services = service_directories(state, &mine);
     for (peer_id, networks) in &membership.addresses {
         if *peer_id == node_id {
             continue;
@@ -86,6 +99,8 @@ pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
                 continue;
             }
             allowed.extend(addresses.iter().map(|a| format!("{a}/32")));
+            // Its own address on the network is among `addresses` for the
+            // ingress network; on the others it is added here.
             if let Some(own) = peer.network_addresses.get(*network_id) {
                 allowed.insert(format!("{own}/32"));
             }
@@ -117,7 +132,19 @@ pub(crate) fn node_network(network: &Network, node_address: Option<&std::net::Ip
         mtu: network.spec.mtu.unwrap_or(0),
         internal: network.spec.internal,
         version: network.meta.version,
+        ingress: network.spec.ingress,
+        containers: Vec::new(),
     }
+}
+
+/// The standalone containers on `network`, on any node, for names.
+fn containers_on(state: &StoreState, network: &Network) -> Vec<pb::NamedAddress> {
+    state
+        .list_typed::<Node>()
+        .flat_map(|n| &n.container_attachments)
+        .filter(|c| c.network_id == network.meta.id && !c.container_name.is_empty())
+        .map(|c| pb::NamedAddress { name: c.container_name.clone(), address: cidr(Some(network), c.address), aliases: c.aliases.clone() })
+        .collect()
 }
 
 /// What changed between two views, as the assignments stream sends it.
@@ -128,6 +155,9 @@ pub fn diff(sent: &OverlayView, current: &OverlayView, message: &mut pb::Assignm
     message.peers_removed = sent.peers.keys().filter(|id| !current.peers.contains_key(*id)).cloned().collect();
     message.peers_changed =
         current.peers.iter().filter(|(id, p)| message.full || sent.peers.get(*id) != Some(p)).map(|(_, p)| p.clone()).collect();
+    message.services_removed = sent.services.keys().filter(|id| !current.services.contains_key(*id)).cloned().collect();
+    message.services_changed =
+        current.services.iter().filter(|(id, d)| message.full || sent.services.get(*id) != Some(d)).map(|(_, d)| d.clone()).collect();
 }
 
 #[cfg(test)]
@@ -212,6 +242,75 @@ mod tests {
         let mut store = state.clone();
         let refused = store.apply(99, &crate::store::Transaction::single(crate::store::Op::Create(Object::Task(thief)))).0;
         assert!(matches!(refused, Err(crate::store::TxnError::AddressInUse { .. })), "{refused:?}");
+    }
+
+    fn service(id: &str, networks: &[&str], mode: crate::store::EndpointMode) -> crate::store::Service {
+        crate::store::Service {
+            meta: crate::store::Meta { id: id.into(), ..Default::default() },
+            spec: crate::store::ServiceSpec {
+                name: id.into(),
+                labels: Default::default(),
+                mode: crate::store::ServiceMode::Replicated { replicas: 1 },
+                task: crate::store::TaskSpec {
+                    networks: networks
+                        .iter()
+                        .map(|n| crate::store::NetworkAttachmentSpec { network_id: n.to_string(), aliases: vec![format!("{id}-alias")] })
+                        .collect(),
+                    ..Default::default()
+                },
+                restart: Default::default(),
+                placement: Default::default(),
+                endpoint: crate::store::EndpointSpec { mode, ports: vec![] },
+            },
+            spec_version: 1,
+            vips: networks.iter().map(|n| crate::store::Vip { network_id: n.to_string(), address: [100, 64, 1, 200].into() }).collect(),
+        }
+    }
+
+    #[test]
+    fn services_are_listed_with_running_tasks_on_the_nodes_networks_only() {
+        let mut web_task = task_on("t1", "a", "red", [100, 64, 1, 2]);
+        web_task.service_id = "web".into();
+        let mut stopping = task_on("t2", "bb", "red", [100, 64, 1, 3]);
+        stopping.service_id = "web".into();
+        stopping.desired_state = TaskState::Shutdown;
+        let base = world();
+        let objects = base
+            .all_objects()
+            .cloned()
+            .filter(|o| o.id() != "t1" && o.id() != "t2")
+            .chain([
+                Object::Task(web_task),
+                Object::Task(stopping),
+                Object::Service(service("web", &["red"], crate::store::EndpointMode::Vip)),
+                Object::Service(service("db", &["blue"], crate::store::EndpointMode::Dnsrr)),
+            ]);
+        let state = StoreState::from_objects(objects);
+        let a = overlay_view(&state, "a");
+        assert_eq!(a.services.keys().collect::<Vec<_>>(), ["web"], "db is on blue, which a does not serve");
+        let web = &a.services["web"];
+        assert_eq!(web.vips[0].address, "100.64.1.200/24");
+        assert_eq!(web.aliases[0].aliases, ["web-alias"]);
+        assert_eq!(web.tasks.len(), 1, "the task being stopped is no backend: {web:?}");
+        assert_eq!(web.tasks[0].name, "web.1.t1");
+        let ccc = overlay_view(&state, "ccc");
+        assert!(ccc.services["db"].vips.is_empty(), "dnsrr has no VIP");
+    }
+
+    #[test]
+    fn every_node_serves_the_ingress_network_and_peers_over_it() {
+        let mut ingress = fixtures::network("ing", "ingress", "100.64.0.0/24");
+        ingress.spec.ingress = true;
+        let mut lone = node("dddd", "KD");
+        lone.network_addresses.insert("ing".into(), [100, 64, 0, 9].into());
+        let base = world();
+        let state = StoreState::from_objects(base.all_objects().cloned().chain([Object::Network(ingress), Object::Node(lone)]));
+        let a = overlay_view(&state, "a");
+        assert!(a.networks.contains_key("ing"));
+        assert!(a.networks["ing"].ingress);
+        assert_eq!(a.peers["dddd"].allowed_ips, ["100.64.0.9/32"], "a node with no task is a peer on ingress");
+        // ccc shares nothing with a and has no address on ingress yet.
+        assert_eq!(a.peers.keys().collect::<Vec<_>>(), ["bb", "dddd"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use shoal_proto::pb;
 
 use super::control::rfc3339;
 use crate::errors::ManagerError;
+use super::endpoint_pb::{dns_from_pb, dns_to_pb, endpoint_from_pb, endpoint_to_pb};
 use super::networks::cidr;
 use crate::store::{
     decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, Resources,
@@ -32,6 +33,7 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
         other => return Err(invalid(format!("service mode {other:?} is unknown; use replicated or global"))),
     };
     let task = task_spec_from_pb(spec.task.unwrap_or_default())?;
+    let endpoint = endpoint_from_pb(&spec.name, spec.endpoint)?;
     let restart = match spec.restart {
         None => RestartPolicy::default(),
         Some(r) => RestartPolicy {
@@ -68,6 +70,7 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
             // Only the manager learns these, from the registry.
             platforms: Vec::new(),
         },
+        endpoint,
     })
 }
 
@@ -96,6 +99,7 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
     }
     let mounts = task.mounts.into_iter().map(mount_from_pb).collect::<Result<_, _>>()?;
     let networks = task.networks.into_iter().map(attachment_from_pb).collect::<Result<_, _>>()?;
+    let dns = dns_from_pb(task.dns)?;
     let r = task.resources.unwrap_or_default();
     if r.limit_memory > 0 && r.reserve_memory > r.limit_memory {
         return Err(invalid(format!(
@@ -124,6 +128,7 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
             pids_limit: r.pids_limit,
         },
         networks,
+        dns,
     })
 }
 
@@ -228,6 +233,7 @@ pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
                 .map(|p| pb::Platform { os: p.os.clone(), architecture: p.architecture.clone() })
                 .collect(),
         }),
+        endpoint: Some(endpoint_to_pb(&spec.endpoint)),
     }
 }
 
@@ -268,6 +274,7 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             .iter()
             .map(|n| pb::NetworkAttachmentConfig { target: n.network_id.clone(), aliases: n.aliases.clone(), name: String::new() })
             .collect(),
+        dns: Some(dns_to_pb(&task.dns)),
     }
 }
 

@@ -8,7 +8,7 @@ use shoal_proto::pb;
 use tonic::Status;
 
 use super::control::resolve_node;
-use super::networks::resolve_attachments;
+use super::networks::{attach_ingress, check_published_ports, resolve_attachments};
 use super::service_pb::{check_reservations, resolve_service, service_to_pb, spec_from_pb, task_to_pb};
 use crate::errors::ManagerError;
 use crate::log_broker::LoggedTask;
@@ -45,6 +45,8 @@ pub async fn create(manager: &Manager, request: pb::CreateServiceRequest) -> Res
             return Err(ManagerError::Txn(crate::store::TxnError::NameInUse { kind: Kind::Service, name: spec.name.clone() }));
         }
         resolve_attachments(s, &mut spec.task.networks)?;
+        attach_ingress(s, &mut spec)?;
+        check_published_ports(s, &spec, None)?;
         check_reservations(s, &spec)
     })?;
     let network_checks = manager.store.view(|s| networks_unchanged(s, &spec));
@@ -82,6 +84,8 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
     let (current, network_checks) = manager.store.view(|s| {
         let current = resolve_service(s, &request.service)?.clone();
         resolve_attachments(s, &mut spec.task.networks)?;
+        attach_ingress(s, &mut spec)?;
+        check_published_ports(s, &spec, Some(&current.meta.id))?;
         check_reservations(s, &spec)?;
         Ok::<_, ManagerError>((current, networks_unchanged(s, &spec)))
     })?;

@@ -52,6 +52,7 @@ impl World {
             task: TaskSpec { image: "busybox@sha256:00".into(), ..Default::default() },
             restart,
             placement: Placement::default(),
+            endpoint: EndpointSpec::default(),
         };
         let id = format!("svc-{name}");
         let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new() };

@@ -77,6 +77,7 @@ pub fn network(id: &str, name: &str, subnet: &str) -> Network {
             internal: false,
             mtu: None,
             options: BTreeMap::new(),
+            ingress: false,
         },
         subnet,
         gateway: subnet.hosts().next().expect("a subnet with hosts"),

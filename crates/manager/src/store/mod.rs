@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod endpoint;
 pub mod network;
 pub mod objects;
 pub mod service;
@@ -19,6 +20,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use endpoint::*;
 pub use network::*;
 pub use objects::*;
 pub use service::*;

@@ -57,6 +57,9 @@ pub struct NetworkSpec {
     /// Driver options as given (`-o encrypted` is accepted and changes
     /// nothing: overlay traffic is always encrypted).
     pub options: BTreeMap<String, String>,
+    /// The routing mesh's network, made at `swarm init`: every node serves
+    /// it, and services publishing ingress ports join it.
+    pub ingress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::endpoint::{DnsConfig, EndpointSpec};
 use super::network::{NetworkAttachment, NetworkAttachmentSpec, Vip};
 use super::objects::{Meta, Node, NodeDescription};
 
@@ -26,6 +27,8 @@ pub struct ServiceSpec {
     pub task: TaskSpec,
     pub restart: RestartPolicy,
     pub placement: Placement,
+    /// How the service is reached: endpoint mode and published ports.
+    pub endpoint: EndpointSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,7 @@ pub struct TaskSpec {
     /// The networks each task joins, in order: the first gives the task
     /// its default route.
     pub networks: Vec<NetworkAttachmentSpec>,
+    pub dns: DnsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

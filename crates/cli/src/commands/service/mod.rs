@@ -4,6 +4,7 @@
 //! resolves references, so the CLI passes them on as given.
 
 mod converge;
+mod endpoint_flags;
 mod logs;
 mod show;
 mod spec;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use shoal_proto::pb;
 
+use super::endpoint_flags::ports_column;
 use super::{format_duration_ms, short_id, strip_digest, title};
 
 fn spec_of(service: &pb::Service) -> pb::ServiceSpec {
@@ -23,11 +24,14 @@ pub struct LsJson {
     replicas: u64,
     running: u64,
     image: String,
+    ports: String,
 }
 
 pub fn ls_json(service: &pb::Service) -> LsJson {
     let spec = spec_of(service);
+    let ports = ports_column(Some(&spec));
     LsJson {
+        ports,
         id: service.id.clone(),
         name: spec.name,
         mode: spec.mode,
@@ -37,7 +41,7 @@ pub fn ls_json(service: &pb::Service) -> LsJson {
     }
 }
 
-pub const LS_HEADER: [&str; 5] = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE"];
+pub const LS_HEADER: [&str; 6] = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
 
 pub fn ls_row(service: &pb::Service) -> Vec<String> {
     let spec = spec_of(service);
@@ -46,8 +50,9 @@ pub fn ls_row(service: &pb::Service) -> Vec<String> {
     if max > 0 {
         replicas.push_str(&format!(" (max {max} per node)"));
     }
+    let ports = ports_column(Some(&spec));
     let image = spec.task.map(|t| strip_digest(&t.image).to_string()).unwrap_or_default();
-    vec![short_id(&service.id).to_string(), spec.name, spec.mode, replicas, image]
+    vec![short_id(&service.id).to_string(), spec.name, spec.mode, replicas, image, ports]
 }
 
 #[derive(Debug, Serialize)]
@@ -307,12 +312,18 @@ pub fn pretty(service: &pb::Service) -> String {
             line(" Network", &format!("{name}{aliases}"));
         }
     }
+    let endpoint = spec.endpoint.clone().unwrap_or_default();
+    let mode = if endpoint.mode() == pb::EndpointMode::Dnsrr { "dnsrr" } else { "vip" };
+    line("Endpoint Mode:", mode);
     if !service.vips.is_empty() {
-        line("Endpoint Mode:", "vip");
         line("VirtualIPs:", "");
         for vip in &service.vips {
             line(&format!(" {}", vip.network_name), &vip.address);
         }
+    }
+    if !endpoint.ports.is_empty() {
+        line("Ports:", "");
+        line(" ", &ports_column(Some(&spec)));
     }
     let r = task.resources.unwrap_or_default();
     if r != pb::Resources::default() {
@@ -374,6 +385,7 @@ mod tests {
                     max_replicas_per_node: 2,
                     platforms: vec![pb::Platform { os: "linux".into(), architecture: "amd64".into() }],
                 }),
+                endpoint: None,
             }),
             running_tasks: 2,
             desired_tasks: if mode == "global" { 5 } else { 3 },
@@ -382,14 +394,20 @@ mod tests {
 
     #[test]
     fn ls_rows_and_json() {
-        assert_eq!(ls_row(&service("replicated")), ["abcdefghijkl", "web", "replicated", "2/3 (max 2 per node)", "busybox:1"]);
+        assert_eq!(ls_row(&service("replicated")), ["abcdefghijkl", "web", "replicated", "2/3 (max 2 per node)", "busybox:1", ""]);
+        let mut published = service("replicated");
+        published.spec.as_mut().unwrap().endpoint = Some(pb::EndpointSpec {
+            mode: 0,
+            ports: vec![pb::PortConfig { protocol: 1, target_port: 80, published_port: 8080, publish_mode: 1 }],
+        });
+        assert_eq!(ls_row(&published)[5], "*:8080->80/tcp");
         assert_eq!(ls_row(&service("global"))[3], "2/5 (max 2 per node)");
         let json = serde_json::to_value(ls_json(&service("global"))).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "id": "abcdefghijklmnopqrstuvwxy", "name": "web", "mode": "global",
-                "replicas": 5, "running": 2, "image": "busybox:1@sha256:feed"
+                "replicas": 5, "running": 2, "image": "busybox:1@sha256:feed", "ports": ""
             })
         );
     }

@@ -6,6 +6,7 @@
 
 use shoal_proto::pb;
 
+use super::endpoint_flags::{EndpointChange, EndpointCreateFlags, EndpointUpdateFlags};
 use crate::commands::flags;
 use crate::error::{CliError, CliResult};
 
@@ -77,6 +78,8 @@ pub struct CreateArgs {
     resources: ResourceFlags,
     #[command(flatten)]
     restart: RestartFlags,
+    #[command(flatten)]
+    endpoint: EndpointCreateFlags,
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
@@ -158,6 +161,8 @@ pub struct UpdateArgs {
     resources: ResourceFlags,
     #[command(flatten)]
     restart: RestartFlags,
+    #[command(flatten)]
+    endpoint: EndpointUpdateFlags,
     /// Add or replace a mount (by target)
     #[arg(long = "mount-add", value_name = "SPEC")]
     mount_add: Vec<String>,
@@ -230,6 +235,7 @@ pub struct SpecChange {
     pub mount_add: Vec<pb::Mount>,
     pub network_rm: Vec<String>,
     pub network_add: Vec<pb::NetworkAttachmentConfig>,
+    pub endpoint: EndpointChange,
     pub stop_grace_ms: Option<u64>,
     pub stop_signal: Option<String>,
     pub hostname: Option<String>,
@@ -382,6 +388,7 @@ impl CreateArgs {
         };
         self.resources.parse_into(&mut change)?;
         self.restart.parse_into(&mut change)?;
+        change.endpoint = self.endpoint.change()?;
         let mut spec = pb::ServiceSpec {
             name: self.name.clone().unwrap_or_else(random_name),
             mode: mode.into(),
@@ -455,6 +462,7 @@ impl UpdateArgs {
         };
         self.resources.parse_into(&mut change)?;
         self.restart.parse_into(&mut change)?;
+        change.endpoint = self.endpoint.change()?;
         Ok(change)
     }
 }
@@ -581,6 +589,7 @@ impl SpecChange {
         if let Some(max) = self.max_replicas_per_node {
             placement.max_replicas_per_node = max;
         }
+        self.endpoint.apply(spec);
         Ok(())
     }
 

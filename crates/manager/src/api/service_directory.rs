@@ -1,0 +1,104 @@
+//! The services a node resolves names of and balances connections for, as
+//! it learns them on its assignments stream: each service on a network the
+//! node serves (every service publishing through the routing mesh is on the
+//! ingress network, which every node serves), with its VIPs, aliases and
+//! ports, and its running tasks with their addresses. Only what is on the
+//! node's own networks is sent: names are scoped per network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_proto::pb;
+
+use super::endpoint_pb::port_to_pb;
+use super::networks::cidr;
+use crate::store::{EndpointMode, Network, Service, StoreState, Task, TaskState};
+
+/// A task is a backend (and has a name) while it runs and is still wanted:
+/// one being stopped leaves its VIP before its container is gone.
+fn serves(task: &Task) -> bool {
+    task.status.state == TaskState::Running && task.desired_state <= TaskState::Running
+}
+
+/// Docker's task names in DNS: `SERVICE.SLOT.TASKID` (`SERVICE.NODEID.TASKID`
+/// for a global service).
+pub fn task_dns_name(task: &Task) -> String {
+    format!("{}.{}", task.name(), task.meta.id)
+}
+
+pub fn service_directories(state: &StoreState, networks: &BTreeSet<&str>) -> BTreeMap<String, pb::ServiceDirectory> {
+    let mut running: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in state.list_typed::<Task>().filter(|t| serves(t)) {
+        running.entry(task.service_id.as_str()).or_default().push(task);
+    }
+    let mut directories = BTreeMap::new();
+    for service in state.list_typed::<Service>() {
+        let on: Vec<&str> = service
+            .spec
+            .task
+            .networks
+            .iter()
+            .map(|n| n.network_id.as_str())
+            .filter(|id| networks.contains(id))
+            .collect();
+        if on.is_empty() {
+            continue;
+        }
+        let tasks = running.get(service.meta.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        directories.insert(service.meta.id.clone(), directory(state, service, &on, tasks));
+    }
+    directories
+}
+
+fn directory(state: &StoreState, service: &Service, on: &[&str], tasks: &[&Task]) -> pb::ServiceDirectory {
+    let network = |id: &str| state.get_typed::<Network>(id);
+    let address = |network_id: &str, address: std::net::Ipv4Addr, aliases: Vec<String>| pb::NetworkAddress {
+        network_id: network_id.to_string(),
+        network_name: network(network_id).map(|n| n.spec.name.clone()).unwrap_or_default(),
+        address: cidr(network(network_id), address),
+        aliases,
+    };
+    let vips = match service.spec.endpoint.mode {
+        EndpointMode::Vip => service.vips.iter().filter(|v| on.contains(&v.network_id.as_str())).map(|v| address(&v.network_id, v.address, Vec::new())).collect(),
+        EndpointMode::Dnsrr => Vec::new(),
+    };
+    let aliases = service
+        .spec
+        .task
+        .networks
+        .iter()
+        .filter(|n| on.contains(&n.network_id.as_str()) && !n.aliases.is_empty())
+        .map(|n| pb::NetworkAddress {
+            network_id: n.network_id.clone(),
+            network_name: network(&n.network_id).map(|net| net.spec.name.clone()).unwrap_or_default(),
+            address: String::new(),
+            aliases: n.aliases.clone(),
+        })
+        .collect();
+    let tasks = tasks
+        .iter()
+        .filter(|task| task.networks.iter().any(|a| on.contains(&a.network_id.as_str())))
+        .map(|task| pb::TaskDirectory {
+            id: task.meta.id.clone(),
+            name: task_dns_name(task),
+            node_id: task.node_id.clone(),
+            addresses: task
+                .networks
+                .iter()
+                .filter(|a| on.contains(&a.network_id.as_str()))
+                .map(|a| address(&a.network_id, a.address, Vec::new()))
+                .collect(),
+        })
+        .collect();
+    pb::ServiceDirectory {
+        id: service.meta.id.clone(),
+        name: service.spec.name.clone(),
+        mode: match service.spec.endpoint.mode {
+            EndpointMode::Vip => pb::EndpointMode::Vip.into(),
+            EndpointMode::Dnsrr => pb::EndpointMode::Dnsrr.into(),
+        },
+        vips,
+        aliases,
+        ports: service.spec.endpoint.ports.iter().map(port_to_pb).collect(),
+        tasks,
+    }
+}
