@@ -21,6 +21,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::{watch, Mutex};
 
 use crate::bridge::{bridge_name, ensure_bridge, remove_bridge, BridgeConfig, BRIDGE_PREFIX};
+use crate::directory::Directory;
 use crate::error::{NetError, Result};
 use crate::firewall::{Firewall, FirewallModel, NetworkRules, PublishedPort};
 use crate::netlink::{Netlink, Rtnl};
@@ -109,6 +110,9 @@ struct Overlay {
 struct State {
     overlay: Option<Overlay>,
     local: LocalNetworks,
+    /// The swarm's services (and named containers) on this node's
+    /// networks, as the managers last pushed them.
+    directory: Directory,
     /// What the firewall was last made to match: most overlay changes
     /// (peers, addresses) leave it as it is, and an nft run costs tens of ms.
     firewall: Option<FirewallModel>,
@@ -239,6 +243,18 @@ impl Dataplane {
         overlay.networks = wanted;
         overlay.peers = peers;
         self.publish_ready(&state);
+        self.apply_firewall(&mut state).await
+    }
+
+    /// Takes the managers' latest directory of services and named
+    /// containers on this node's networks: what the embedded DNS answers
+    /// and the load balancer forwards to.
+    pub async fn set_directory(&self, directory: Directory) -> Result<()> {
+        let mut state = self.state.lock().await;
+        if state.directory == directory {
+            return Ok(());
+        }
+        state.directory = directory;
         self.apply_firewall(&mut state).await
     }
 

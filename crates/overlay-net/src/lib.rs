@@ -10,3 +10,4 @@ pub mod sandbox;
 pub mod firewall;
 pub mod dataplane;
 pub mod local;
+pub mod directory;

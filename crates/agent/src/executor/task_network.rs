@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use shoal_overlay_net::dataplane::{Attachment, Dataplane, OverlayNetwork, OverlayPeer};
+use shoal_overlay_net::directory::{
+    ContainerEntry, Directory, EndpointMode, NetworkAddress, Protocol, PublishMode, ServiceEntry, ServicePort, TaskEntry,
+};
 use shoal_proto::pb;
 use tokio::sync::watch;
 
@@ -51,6 +54,7 @@ pub fn attachments(assignment: &pb::Assignment) -> Result<Vec<Attachment>, Strin
 pub struct OverlayView {
     pub networks: BTreeMap<String, pb::NodeNetwork>,
     pub peers: BTreeMap<String, pb::OverlayPeer>,
+    pub services: BTreeMap<String, pb::ServiceDirectory>,
 }
 
 impl OverlayView {
@@ -71,6 +75,26 @@ impl OverlayView {
         for peer in &message.peers_changed {
             self.peers.insert(peer.node_id.clone(), peer.clone());
         }
+        for id in &message.services_removed {
+            self.services.remove(id);
+        }
+        for service in &message.services_changed {
+            self.services.insert(service.id.clone(), service.clone());
+        }
+    }
+
+    /// The names and backends the node resolves and balances.
+    pub fn directory(&self) -> Directory {
+        let services = self.services.values().map(service_entry).collect();
+        let containers = self
+            .networks
+            .values()
+            .flat_map(|n| n.containers.iter().map(move |c| (n, c)))
+            .filter_map(|(network, c)| {
+                Some(ContainerEntry { network_id: network.id.clone(), name: c.name.clone(), address: address_of(&c.address)?, aliases: c.aliases.clone() })
+            })
+            .collect();
+        Directory { services, containers }
     }
 
     /// The data plane's terms. An entry the managers got wrong is skipped
@@ -133,6 +157,51 @@ fn overlay_peer(p: &pb::OverlayPeer) -> Result<OverlayPeer, String> {
     })
 }
 
+/// The address of an `ADDRESS/PREFIX`; `None` for a malformed one.
+fn address_of(cidr: &str) -> Option<Ipv4Addr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
+fn network_addresses(addresses: &[pb::NetworkAddress]) -> Vec<NetworkAddress> {
+    addresses.iter().filter_map(|a| Some(NetworkAddress { network_id: a.network_id.clone(), address: address_of(&a.address)? })).collect()
+}
+
+fn service_entry(service: &pb::ServiceDirectory) -> ServiceEntry {
+    ServiceEntry {
+        id: service.id.clone(),
+        name: service.name.clone(),
+        mode: match service.mode() {
+            pb::EndpointMode::Dnsrr => EndpointMode::Dnsrr,
+            _ => EndpointMode::Vip,
+        },
+        vips: network_addresses(&service.vips),
+        aliases: service.aliases.iter().map(|a| (a.network_id.clone(), a.aliases.clone())).collect(),
+        ports: service
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(ServicePort {
+                    protocol: match p.protocol() {
+                        pb::PortProtocol::Udp => Protocol::Udp,
+                        _ => Protocol::Tcp,
+                    },
+                    target: u16::try_from(p.target_port).ok()?,
+                    published: u16::try_from(p.published_port).ok()?,
+                    mode: match p.publish_mode() {
+                        pb::PublishMode::Host => PublishMode::Host,
+                        _ => PublishMode::Ingress,
+                    },
+                })
+            })
+            .collect(),
+        tasks: service
+            .tasks
+            .iter()
+            .map(|t| TaskEntry { id: t.id.clone(), name: t.name.clone(), node_id: t.node_id.clone(), addresses: network_addresses(&t.addresses) })
+            .collect(),
+    }
+}
+
 /// Applies the latest view to the data plane, one at a time, retrying a
 /// failed apply; views that arrive meanwhile fold into the next apply.
 pub async fn apply_views(dataplane: Arc<Dataplane>, mut views: watch::Receiver<OverlayView>) {
@@ -145,9 +214,16 @@ pub async fn apply_views(dataplane: Arc<Dataplane>, mut views: watch::Receiver<O
     }
     let mut retry = APPLY_RETRY_MIN;
     loop {
-        let (networks, peers) = views.borrow_and_update().desired();
+        let ((networks, peers), directory) = {
+            let view = views.borrow_and_update();
+            (view.desired(), view.directory())
+        };
         let count = (networks.len(), peers.len());
-        match dataplane.set_overlay(networks, peers).await {
+        let applied = match dataplane.set_overlay(networks, peers).await {
+            Ok(()) => dataplane.set_directory(directory).await,
+            Err(error) => Err(error),
+        };
+        match applied {
             Ok(()) => {
                 tracing::debug!(networks = count.0, peers = count.1, "overlay applied");
                 retry = APPLY_RETRY_MIN;
@@ -238,6 +314,35 @@ mod tests {
         assert_eq!(networks.len(), 1);
         assert_eq!(peers.iter().map(|p| p.node_id.as_str()).collect::<Vec<_>>(), ["n2"]);
         assert_eq!(peers[0].allowed_ips[0].to_string(), "100.64.1.7/32");
+    }
+
+    #[test]
+    fn service_directories_become_the_nodes_directory() {
+        let mut view = OverlayView::default();
+        let mut net = network("a");
+        net.containers = vec![pb::NamedAddress { name: "probe".into(), address: "100.64.1.9/24".into(), aliases: vec!["p".into()] }];
+        let service = pb::ServiceDirectory {
+            id: "s1".into(),
+            name: "web".into(),
+            mode: pb::EndpointMode::Vip.into(),
+            vips: vec![pb::NetworkAddress { network_id: "a".into(), address: "100.64.1.200/24".into(), ..Default::default() }],
+            ports: vec![pb::PortConfig { protocol: pb::PortProtocol::Udp.into(), target_port: 53, published_port: 5353, publish_mode: pb::PublishMode::Host.into() }],
+            tasks: vec![pb::TaskDirectory {
+                id: "t1".into(),
+                name: "web.1.t1".into(),
+                node_id: "n1".into(),
+                addresses: vec![pb::NetworkAddress { network_id: "a".into(), address: "100.64.1.2/24".into(), ..Default::default() }],
+            }],
+            ..Default::default()
+        };
+        view.apply(&pb::AssignmentsMessage { full: true, networks_changed: vec![net], services_changed: vec![service], ..Default::default() });
+        let directory = view.directory();
+        assert_eq!(directory.containers[0].address, Ipv4Addr::new(100, 64, 1, 9));
+        let web = &directory.services[0];
+        assert_eq!(web.backends_on("a").collect::<Vec<_>>(), [Ipv4Addr::new(100, 64, 1, 2)]);
+        assert_eq!(web.ports[0], ServicePort { protocol: Protocol::Udp, target: 53, published: 5353, mode: PublishMode::Host });
+        view.apply(&pb::AssignmentsMessage { services_removed: vec!["s1".into()], ..Default::default() });
+        assert!(view.directory().services.is_empty());
     }
 
     #[test]
