@@ -68,7 +68,7 @@ fn placement(s: usize) -> Placement {
     let spread = if s.is_multiple_of(2) { vec!["node.labels.zone".to_string()] } else { vec![] };
     // Every image is built for the nodes' platform, so the filter runs on every node.
     let platforms = vec![Platform { os: "linux".into(), architecture: "amd64".into() }];
-    Placement { constraints, spread, max_replicas_per_node: if s % 10 == 3 { 5 } else { 0 }, platforms }
+    Placement { constraints, spread, max_replicas_per_node: if s % 10 == 3 { 5 } else { 0 }, platforms, host_ports: false }
 }
 
 /// Task `i` of `count`, interleaved across services so that every batch

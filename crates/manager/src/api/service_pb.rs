@@ -8,7 +8,7 @@ use crate::errors::ManagerError;
 use super::endpoint_pb::{dns_from_pb, dns_to_pb, endpoint_from_pb, endpoint_to_pb};
 use super::networks::cidr;
 use crate::store::{
-    decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, Resources,
+    decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, PublishMode, Resources,
     RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
 
@@ -69,6 +69,7 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
             max_replicas_per_node: placement.max_replicas_per_node,
             // Only the manager learns these, from the registry.
             platforms: Vec::new(),
+            host_ports: endpoint.ports.iter().any(|p| p.published_port > 0 && p.publish_mode == PublishMode::Host),
         },
         endpoint,
     })

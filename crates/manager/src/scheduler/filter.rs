@@ -26,6 +26,8 @@ pub(super) enum Rejection {
     Memory,
     Cpu,
     MaxReplicas,
+    /// The node already runs a task of the service publishing host-mode ports.
+    HostPorts,
 }
 
 /// How many nodes each filter turned away.
@@ -100,6 +102,8 @@ pub(super) struct Demand {
     pub nano_cpus: u64,
     /// 0: no limit.
     pub max_per_node: u64,
+    /// At most one task per node: the service binds host-mode ports.
+    pub host_ports: bool,
 }
 
 impl Demand {
@@ -108,6 +112,7 @@ impl Demand {
             memory: task.spec.resources.reserve_memory,
             nano_cpus: task.spec.resources.reserve_nano_cpus,
             max_per_node: task.placement.max_replicas_per_node,
+            host_ports: task.placement.host_ports,
         }
     }
 
@@ -124,6 +129,8 @@ impl Demand {
             Some(Rejection::Cpu)
         } else if self.max_per_node != 0 && u64::from(service_tasks) >= self.max_per_node {
             Some(Rejection::MaxReplicas)
+        } else if self.host_ports && service_tasks > 0 {
+            Some(Rejection::HostPorts)
         } else {
             None
         }
@@ -161,6 +168,7 @@ fn describe(rejection: Rejection, count: u32, placement: &Placement, demand: &De
         },
         Rejection::Memory => format!("{nodes} {lacks} {} memory reservation", human_bytes(demand.memory)),
         Rejection::Cpu => format!("{nodes} {lacks} {} CPU reservation", decimal(demand.nano_cpus as f64 / 1e9)),
+        Rejection::HostPorts => format!("{nodes} already {runs} a task of the service, whose host-mode ports one node can bind once"),
         Rejection::MaxReplicas => {
             let max = demand.max_per_node;
             format!("{nodes} already {runs} the service's maximum of {max} task{} per node", if max == 1 { "" } else { "s" })

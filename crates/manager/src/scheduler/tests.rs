@@ -196,6 +196,14 @@ fn max_replicas_per_node_caps_each_node() {
 }
 
 #[test]
+fn host_mode_ports_allow_one_task_per_node() {
+    let nodes = [node("a"), node("b")];
+    let outcomes = run(&nodes, &[], &tasks(3, "web", |t| t.placement.host_ports = true));
+    assert_eq!(placed(&outcomes)[..2], ["a", "b"]);
+    assert_eq!(outcomes[2], Err("no suitable node: 2 nodes already run a task of the service, whose host-mode ports one node can bind once".into()));
+}
+
+#[test]
 fn spread_balances_label_values_before_nodes() {
     // Zone a has one node, zone b three: the zones still get 3 tasks each.
     let nodes = [labelled("a1", "zone", "a"), labelled("b1", "zone", "b"), labelled("b2", "zone", "b"), labelled("b3", "zone", "b")];

@@ -183,6 +183,10 @@ pub struct Placement {
     /// What the image is built for, learnt when it was pinned; a task
     /// goes only to a node that runs one of these. Empty: unknown, any node.
     pub platforms: Vec<Platform>,
+    /// The service publishes ports in host mode, which one node can bind
+    /// for one task only: at most one task per node. Set by the managers
+    /// from the endpoint, never by the user.
+    pub host_ports: bool,
 }
 
 /// An OS and CPU architecture as images and nodes name them: linux/amd64.
