@@ -63,6 +63,12 @@ async fn sysctls_are_read_and_written_in_the_connections_namespace() {
     let node = Rtnl::in_netns(&scratch.node_path).expect("connect");
     let root_before = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("root value");
 
+    // A new namespace starts from the kernel default or, with
+    // net.core.devconf_inherit_init_net, from the host's value: set a known
+    // starting point rather than assume one.
+    node.write_sysctl(&Sysctl::ip_forward(), "0")
+        .await
+        .expect("write");
     assert_eq!(
         node.read_sysctl(&Sysctl::ip_forward()).await.expect("read"),
         "0"
