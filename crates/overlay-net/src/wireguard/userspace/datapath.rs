@@ -1,226 +1,115 @@
-//! The packet loops. Outbound: read a (super-)packet from the TUN device,
-//! cut it into wire-sized segments, encrypt each with the peer's `Tunn`
-//! into one buffer and send runs of equal-sized datagrams with one UDP GSO
-//! sendmsg. Inbound: receive a GRO run of datagrams, decrypt each, glue
-//! consecutive TCP segments back together and write them to the TUN
-//! device. Each direction has its own thread, so on two cores encryption
-//! and decryption run side by side; a third thread drives the protocol
-//! timers (rekeys, keepalives, handshake retries).
+//! The packet loop, and the thread that drives the protocol timers
+//! (rekeys, keepalives, handshake retries). [`run`] moves packets both
+//! ways ([`Outbound`]: TUN device to peers; [`Inbound`]: peers to TUN
+//! device), or one way when each direction has its own thread.
+//!
+//! On two cores or fewer one thread does both: a bulk transfer has one
+//! busy direction (the data) and one that only carries its ACKs, and with
+//! a thread each, every ACK woke a sleeping thread on each device, and
+//! the two threads of a device fought over the peer's session lock; the
+//! wakeups and context switches cost more CPU than the ACKs themselves.
+//! One thread instead finds an ACK queued right after the write that made
+//! it. With more cores, the two directions get a thread each, so a device
+//! can encrypt and decrypt at once on two of them.
+//! `SHOAL_WG_DATAPATH_THREADS=1|2` overrides the choice.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::{Packet, TunnResult};
+use boringtun::noise::TunnResult;
 
-use super::offload::{for_each_segment, Coalescer, VnetHdr, VNET_HDR_LEN};
+use super::inbound::Inbound;
+use super::outbound::Outbound;
 use super::state::{lock, DeviceState, Peer, Session};
-use super::udp::{Udp, MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use super::udp::Udp;
 use super::{read_lock, Shared};
 
-const HANDSHAKE_INIT: u32 = 1;
-const HANDSHAKE_RESPONSE: u32 = 2;
-const COOKIE_REPLY: u32 = 3;
-const DATA: u32 = 4;
-/// WireGuard's data header (16) and tag (16), plus padding to 16 bytes.
-const MAX_OVERHEAD: usize = 32 + 15;
+pub const HANDSHAKE_INIT: u32 = 1;
+pub const HANDSHAKE_RESPONSE: u32 = 2;
+pub const COOKIE_REPLY: u32 = 3;
+pub const DATA: u32 = 4;
 /// What boringtun wants free at the destination of any message.
-const MIN_MESSAGE_ROOM: usize = 148;
+pub const MIN_MESSAGE_ROOM: usize = 148;
 const TIMER_TICK: Duration = Duration::from_millis(250);
+const THREADS_VARIABLE: &str = "SHOAL_WG_DATAPATH_THREADS";
 
-/// Outbound loop; returns only when the TUN device fails (it was deleted).
-pub fn run_outbound(shared: Arc<Shared>) -> std::io::Error {
-    let mut input = vec![0u8; VNET_HDR_LEN + 65_535];
-    let mut scratch = vec![0u8; 65_536];
-    let mut out = Outbox::default();
-    loop {
-        let len = match shared.tun.read(&mut input) {
-            Ok(len) => len,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return e,
-        };
-        let Some(hdr) = VnetHdr::parse(&input[..len]) else { continue };
-        let packet = &mut input[VNET_HDR_LEN..len];
-        let Some(destination) = destination(packet) else { continue };
-        // No peer owns the address, or it has no endpoint yet: dropped, as
-        // WireGuard does.
-        let Some(peer) = read_lock(&shared.state).route(destination).cloned() else { continue };
-        let Some(SocketAddr::V4(endpoint)) = lock(&peer.session).endpoint else { continue };
-        let udp = read_lock(&shared.udp).clone();
-        let result = for_each_segment(&hdr, packet, &mut scratch, |segment| {
-            out.encrypt(&udp, endpoint, &peer, segment);
-        });
-        if let Err(e) = result {
-            tracing::debug!(?e, "dropped a malformed packet from the TUN device");
+/// Which directions a data path thread moves packets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serve {
+    Both,
+    Outbound,
+    Inbound,
+}
+
+/// How many threads the data path should have here: 1 or 2.
+pub fn threads_for_this_machine() -> usize {
+    match std::env::var(THREADS_VARIABLE).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(threads @ (1 | 2)) => threads,
+        _ => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if cores <= 2 {
+                1
+            } else {
+                2
+            }
         }
-        out.send(&udp, endpoint);
     }
 }
 
-/// Encrypted datagrams waiting to go to one endpoint, end to end.
-struct Outbox {
-    buf: Vec<u8>,
-    used: usize,
-    lens: Vec<usize>,
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Outbox { buf: vec![0; 2 * 65_536 + 4 * MIN_MESSAGE_ROOM], used: 0, lens: Vec::with_capacity(128) }
-    }
-}
-
-impl Outbox {
-    fn encrypt(&mut self, udp: &Udp, endpoint: SocketAddrV4, peer: &Peer, segment: &[u8]) {
-        if self.buf.len() - self.used < (segment.len() + MAX_OVERHEAD).max(MIN_MESSAGE_ROOM) {
-            self.send(udp, endpoint);
-        }
-        // Locked per packet, not per super-packet: the inbound thread needs
-        // the same session to decrypt the ACKs meanwhile.
-        let mut session = lock(&peer.session);
-        match session.tunn.encapsulate(segment, &mut self.buf[self.used..]) {
-            TunnResult::WriteToNetwork(datagram) if message_type(datagram) == Some(DATA) => {
-                self.lens.push(datagram.len());
-                self.used += datagram.len();
-            }
-            // No session yet: the packet waits in the Tunn's queue and this
-            // is the handshake initiation that will bring one.
-            TunnResult::WriteToNetwork(message) => send_logged(udp, endpoint, message),
-            TunnResult::Err(e) => tracing::debug!(?e, "encrypting a packet failed"),
-            _ => {}
-        }
-    }
-
-    /// Sends everything queued, runs of equal-sized datagrams (the last of
-    /// a run may be shorter) one GSO send each.
-    fn send(&mut self, udp: &Udp, endpoint: SocketAddrV4) {
-        let mut offset = 0;
-        let mut index = 0;
-        while index < self.lens.len() {
-            let size = self.lens[index];
-            let mut bytes = 0;
-            let mut count = 0;
-            while index < self.lens.len() && count < MAX_GSO_SEGMENTS && bytes + self.lens[index] <= MAX_GSO_BYTES {
-                let len = self.lens[index];
-                if len > size {
-                    break;
-                }
-                bytes += len;
-                count += 1;
-                index += 1;
-                if len < size {
-                    break;
+/// The packet loop. Returns only when the TUN device fails (it was
+/// deleted), which an inbound-only thread never sees.
+pub fn run(shared: Arc<Shared>, serve: Serve) -> std::io::Error {
+    match serve {
+        Serve::Inbound => {
+            let mut inbound = Inbound::default();
+            loop {
+                let udp = read_lock(&shared.udp).clone();
+                // Alone with the socket: blocking in recvmmsg saves a poll.
+                if !inbound.drain(&shared, &udp, false) {
+                    inbound.flush(&shared);
+                    inbound.drain(&shared, &udp, true);
                 }
             }
-            send_segments_logged(udp, endpoint, &self.buf[offset..offset + bytes], size);
-            offset += bytes;
         }
-        self.used = 0;
-        self.lens.clear();
-    }
-}
-
-/// Inbound loop; never returns.
-pub fn run_inbound(shared: Arc<Shared>) {
-    let mut input = vec![0u8; 65_536 + 4_096];
-    let mut inbound = Inbound { plain: vec![0u8; 65_536], coalescer: Coalescer::default() };
-    loop {
-        let udp = read_lock(&shared.udp).clone();
-        let (len, segment, sender) = match udp.recv(&mut input) {
-            Ok(received) => received,
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::debug!(error = %e, "receiving from the UDP socket failed");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-        };
-        // Zero bytes: the socket was shut down for a new listen port.
-        if len == 0 {
-            continue;
-        }
-        let state = read_lock(&shared.state);
-        let mut write_tun = |bytes: &[u8]| {
-            if let Err(e) = shared.tun.write(bytes) {
-                tracing::debug!(error = %e, "writing to the TUN device failed");
-            }
-        };
-        for datagram in input[..len].chunks(segment.max(1)) {
-            inbound.datagram(&state, &udp, sender, datagram, &mut write_tun);
-        }
-        inbound.coalescer.flush(&mut write_tun);
-    }
-}
-
-struct Inbound {
-    plain: Vec<u8>,
-    coalescer: Coalescer,
-}
-
-impl Inbound {
-    fn datagram(&mut self, state: &DeviceState, udp: &Udp, sender: SocketAddrV4, datagram: &[u8], write_tun: &mut impl FnMut(&[u8])) {
-        let Some(peer) = self.find_peer(state, udp, sender, datagram) else { return };
-        let source = Some(IpAddr::V4(*sender.ip()));
-        let mut session = lock(&peer.session);
-        match session.tunn.decapsulate(source, datagram, &mut self.plain) {
-            TunnResult::WriteToTunnelV4(packet, inner_source) => {
-                roam(&mut session, sender);
-                drop(session);
-                // Cryptokey routing: a peer may only send from its allowed IPs.
-                if owns(state, peer, IpAddr::V4(inner_source)) {
-                    self.coalescer.push(packet, write_tun);
+        Serve::Outbound => {
+            let mut outbound = Outbound::default();
+            loop {
+                let udp = read_lock(&shared.udp).clone();
+                match outbound.drain(&shared, &udp) {
+                    Ok(true) => {}
+                    Ok(false) => wait_readable(&[shared.tun.as_raw_fd()]),
+                    Err(e) => return e,
                 }
             }
-            TunnResult::WriteToTunnelV6(packet, inner_source) => {
-                roam(&mut session, sender);
-                drop(session);
-                if owns(state, peer, IpAddr::V6(inner_source)) {
-                    self.coalescer.push(packet, write_tun);
-                }
-            }
-            TunnResult::WriteToNetwork(reply) => {
-                roam(&mut session, sender);
-                send_logged(udp, sender, reply);
-                // A finished handshake releases the packets that waited for it.
-                while let TunnResult::WriteToNetwork(queued) = session.tunn.decapsulate(None, &[], &mut self.plain) {
-                    send_logged(udp, sender, queued);
-                }
-            }
-            TunnResult::Done => roam(&mut session, sender),
-            TunnResult::Err(e) => tracing::debug!(?e, %sender, "dropped a datagram"),
         }
-    }
-
-    /// The peer a datagram belongs to: by our session index, or for a
-    /// handshake initiation by the static key inside it.
-    fn find_peer<'s>(&mut self, state: &'s DeviceState, udp: &Udp, sender: SocketAddrV4, datagram: &[u8]) -> Option<&'s Arc<Peer>> {
-        let index_at = match message_type(datagram)? {
-            HANDSHAKE_RESPONSE => 8,
-            COOKIE_REPLY | DATA => 4,
-            HANDSHAKE_INIT => {
-                let (private, public) = (state.private_key()?, state.public_key()?);
-                // Under a handshake flood this answers with a cookie instead.
-                let verified = state.rate_limiter.verify_packet(Some(IpAddr::V4(*sender.ip())), datagram, &mut self.plain);
-                return match verified {
-                    Ok(Packet::HandshakeInit(init)) => {
-                        let half = parse_handshake_anon(private, public, &init).ok()?;
-                        state.peer_by_key(&half.peer_static_public)
-                    }
-                    Err(TunnResult::WriteToNetwork(cookie)) => {
-                        send_logged(udp, sender, cookie);
-                        None
-                    }
-                    _ => None,
+        Serve::Both => {
+            let (mut outbound, mut inbound) = (Outbound::default(), Inbound::default());
+            loop {
+                let udp = read_lock(&shared.udp).clone();
+                let sent = match outbound.drain(&shared, &udp) {
+                    Ok(sent) => sent,
+                    Err(e) => return e,
                 };
+                let received = inbound.drain(&shared, &udp, false);
+                if !sent && !received {
+                    inbound.flush(&shared);
+                    wait_readable(&[shared.tun.as_raw_fd(), udp.as_raw_fd()]);
+                }
             }
-            _ => return None,
-        };
-        let index = u32::from_le_bytes(datagram.get(index_at..index_at + 4)?.try_into().ok()?);
-        state.peer_by_index(index >> 8)
+        }
     }
+}
+
+/// Sleeps until one of `fds` is readable (or has an error or hung up,
+/// which the next read reports).
+fn wait_readable(fds: &[RawFd]) {
+    let mut polled: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: poll reads and writes `polled`, sized as passed. EINTR just
+    // returns to the loop, which looks again.
+    unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, -1) };
 }
 
 /// Drives every peer's timers: handshake retries, rekeys, keepalives.
@@ -260,22 +149,22 @@ pub fn run_timers(shared: Arc<Shared>, mut every_second: impl FnMut()) {
     }
 }
 
-fn owns(state: &DeviceState, peer: &Arc<Peer>, address: IpAddr) -> bool {
+pub fn owns(state: &DeviceState, peer: &Arc<Peer>, address: IpAddr) -> bool {
     state.route(address).is_some_and(|owner| Arc::ptr_eq(owner, peer))
 }
 
 /// WireGuard follows a peer to the address its authenticated packets come from.
-fn roam(session: &mut Session, sender: SocketAddrV4) {
+pub fn roam(session: &mut Session, sender: SocketAddrV4) {
     if session.endpoint != Some(SocketAddr::V4(sender)) {
         session.endpoint = Some(SocketAddr::V4(sender));
     }
 }
 
-fn message_type(datagram: &[u8]) -> Option<u32> {
+pub fn message_type(datagram: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(datagram.get(..4)?.try_into().ok()?))
 }
 
-fn destination(packet: &[u8]) -> Option<IpAddr> {
+pub fn destination(packet: &[u8]) -> Option<IpAddr> {
     match packet.first()? >> 4 {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(packet.get(16..20)?).ok()?))),
         6 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(packet.get(24..40)?).ok()?))),
@@ -283,14 +172,8 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
-fn send_logged(udp: &Udp, to: SocketAddrV4, datagram: &[u8]) {
+pub fn send_logged(udp: &Udp, to: SocketAddrV4, datagram: &[u8]) {
     if let Err(e) = udp.send(to, datagram) {
         tracing::debug!(error = %e, %to, "sending a datagram failed");
-    }
-}
-
-fn send_segments_logged(udp: &Udp, to: SocketAddrV4, datagrams: &[u8], segment: usize) {
-    if let Err(e) = udp.send_segments(to, datagrams, segment) {
-        tracing::debug!(error = %e, %to, "sending datagrams failed");
     }
 }

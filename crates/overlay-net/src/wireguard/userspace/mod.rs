@@ -14,7 +14,9 @@
 //! socket file on the way out, and the kernel removes the interface.
 
 mod datapath;
+mod inbound;
 mod offload;
+mod outbound;
 mod state;
 mod tun;
 mod uapi;
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use datapath::Serve;
 use state::DeviceState;
 pub use tun::set_mtu_and_up;
 use tun::Tun;
@@ -145,17 +148,21 @@ fn start(name: &str, port: u16, mtu: u32, socket: &Path) -> Result<(u64, u64), S
     let spawn = |name: &str, body: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(name.into()).spawn(body).map_err(|e| format!("cannot start a thread ({e})"))
     };
+    let two_threads = datapath::threads_for_this_machine() == 2;
+    let (name, serve) = if two_threads { ("wg-out", Serve::Outbound) } else { ("wg-data", Serve::Both) };
     let outbound = shared.clone();
     spawn(
-        "wg-out",
+        name,
         Box::new(move || {
-            let error = datapath::run_outbound(outbound);
+            let error = datapath::run(outbound, serve);
             tracing::info!(%error, "the TUN interface is gone; stopping");
             request_stop();
         }),
     )?;
-    let inbound = shared.clone();
-    spawn("wg-in", Box::new(move || datapath::run_inbound(inbound)))?;
+    if two_threads {
+        let inbound = shared.clone();
+        spawn("wg-in", Box::new(move || drop(datapath::run(inbound, Serve::Inbound))))?;
+    }
     let timers = shared.clone();
     let watched = socket.to_path_buf();
     spawn(

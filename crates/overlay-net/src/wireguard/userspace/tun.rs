@@ -2,7 +2,8 @@
 //! segmentation offload: the kernel hands us TCP super-packets of up to
 //! 64 KiB (we cut them into wire-sized packets ourselves) and accepts
 //! coalesced super-packets back, so a bulk transfer costs one read or
-//! write per ~45 packets instead of one each.
+//! write per ~45 packets instead of one each. Reads do not block (the
+//! data path polls), so a thread can serve the UDP socket too.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -58,10 +59,18 @@ impl Tun {
         if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETOFFLOAD, (TUN_F_CSUM | TUN_F_TSO4) as libc::c_ulong) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: fcntl on our own fd.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Ok(Tun { file })
     }
 
-    /// One packet (virtio-net header first); blocks until there is one.
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// One packet (virtio-net header first); WouldBlock if there is none.
     pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         (&self.file).read(buf)
     }

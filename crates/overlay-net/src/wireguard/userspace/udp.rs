@@ -2,6 +2,10 @@
 //! run of equal-sized WireGuard datagrams with one sendmsg (UDP GSO,
 //! `UDP_SEGMENT`), and receives runs the kernel coalesced (UDP GRO): on a
 //! veth underlay the whole run then crosses the stack as one packet.
+//! [`Udp::recv_batch`] takes every run already queued with one recvmmsg:
+//! a 64 KiB TCP super-packet is two GSO sends (44 + 3 datagrams at MTU
+//! 1440), and taking both at once lets the inbound side glue them back
+//! into one TUN write.
 
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -15,6 +19,43 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 /// Largest UDP payload one send may carry (IPv4 total length 65535).
 pub const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
+/// Runs one [`Udp::recv_batch`] takes at most.
+const RECV_RUNS: usize = 8;
+/// A GRO run is at most one 64 KiB UDP payload.
+const RECV_SLOT: usize = 65_536;
+
+/// Runs of datagrams from one [`Udp::recv_batch`].
+pub struct Received {
+    buf: Vec<u8>,
+    count: usize,
+    lens: [usize; RECV_RUNS],
+    segments: [usize; RECV_RUNS],
+    senders: [SocketAddrV4; RECV_RUNS],
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Received {
+            buf: vec![0; RECV_RUNS * RECV_SLOT],
+            count: 0,
+            lens: [0; RECV_RUNS],
+            segments: [0; RECV_RUNS],
+            senders: [SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); RECV_RUNS],
+        }
+    }
+}
+
+impl Received {
+    /// Each run: its bytes, the size of each datagram in it (the last may
+    /// be shorter), and the sender. A zero-length run means the socket
+    /// was shut down (or an empty datagram came).
+    pub fn runs(&self) -> impl Iterator<Item = (&[u8], usize, SocketAddrV4)> {
+        (0..self.count).map(|i| {
+            let start = i * RECV_SLOT;
+            (&self.buf[start..start + self.lens[i]], self.segments[i], self.senders[i])
+        })
+    }
+}
 
 pub struct Udp {
     fd: OwnedFd,
@@ -87,43 +128,56 @@ impl Udp {
         self.sendmsg(to, datagram, None)
     }
 
-    /// Receives one datagram, or a run of them the kernel coalesced; the
-    /// length, the size of each datagram in it, and the sender.
-    pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, usize, SocketAddrV4)> {
-        // SAFETY: every pointer in the msghdr refers to live locals sized as declared.
+    /// Takes the runs of datagrams already queued (up to [`RECV_RUNS`]);
+    /// with `wait`, waits for the first. Without, WouldBlock if none.
+    pub fn recv_batch(&self, into: &mut Received, wait: bool) -> std::io::Result<()> {
+        into.count = 0;
+        // SAFETY: every pointer in the headers refers to `into.buf` slots
+        // or to the locals below, all alive and sized as declared for the
+        // length of the call.
         unsafe {
-            let mut from: libc::sockaddr_in = zeroed();
-            let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-            let mut control = [0u64; 8];
-            let mut message: libc::msghdr = zeroed();
-            message.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
-            message.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
-            message.msg_iov = &mut iov;
-            message.msg_iovlen = 1;
-            message.msg_control = control.as_mut_ptr().cast();
-            message.msg_controllen = size_of::<[u64; 8]>();
-            let len = libc::recvmsg(self.fd.as_raw_fd(), &mut message, 0);
-            if len < 0 {
+            let mut from: [libc::sockaddr_in; RECV_RUNS] = zeroed();
+            let mut iovs: [libc::iovec; RECV_RUNS] = zeroed();
+            let mut control = [[0u64; 8]; RECV_RUNS];
+            let mut headers: [libc::mmsghdr; RECV_RUNS] = zeroed();
+            let base = into.buf.as_mut_ptr();
+            for i in 0..RECV_RUNS {
+                iovs[i] = libc::iovec { iov_base: base.add(i * RECV_SLOT).cast(), iov_len: RECV_SLOT };
+                let message = &mut headers[i].msg_hdr;
+                message.msg_name = (&mut from[i] as *mut libc::sockaddr_in).cast();
+                message.msg_namelen = size_of::<libc::sockaddr_in>() as u32;
+                message.msg_iov = &mut iovs[i];
+                message.msg_iovlen = 1;
+                message.msg_control = control[i].as_mut_ptr().cast();
+                message.msg_controllen = size_of::<[u64; 8]>();
+            }
+            let count = libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                headers.as_mut_ptr(),
+                RECV_RUNS as libc::c_uint,
+                if wait { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT },
+                std::ptr::null_mut(),
+            );
+            if count < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let len = len as usize;
-            let mut segment = len;
-            let mut cmsg = libc::CMSG_FIRSTHDR(&message);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
-                    if size > 0 {
-                        segment = size as usize;
-                    }
-                }
-                cmsg = libc::CMSG_NXTHDR(&message, cmsg);
+            for (i, header) in headers.iter().enumerate().take(count as usize) {
+                let len = (header.msg_len as usize).min(RECV_SLOT);
+                into.lens[i] = len;
+                into.segments[i] = gro_segment(&header.msg_hdr).unwrap_or(len);
+                into.senders[i] =
+                    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(from[i].sin_addr.s_addr)), u16::from_be(from[i].sin_port));
             }
-            let sender = SocketAddrV4::new(Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)), u16::from_be(from.sin_port));
-            Ok((len, segment, sender))
+            into.count = count as usize;
+            Ok(())
         }
     }
 
-    /// Wakes a thread blocked in [`Udp::recv`] (it then sees 0 bytes).
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Wakes a thread blocked in [`Udp::recv_batch`] (it then sees 0 bytes).
     pub fn shutdown(&self) {
         // SAFETY: shutdown(2) on our own socket.
         unsafe {
@@ -180,6 +234,28 @@ impl Udp {
             Ok(())
         }
     }
+}
+
+/// The datagram size of a GRO run, from a received message's control data.
+///
+/// # Safety
+/// `message` must be a msghdr that recvmsg filled, its control buffer alive.
+unsafe fn gro_segment(message: &libc::msghdr) -> Option<usize> {
+    let mut segment = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(message);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);
+                if size > 0 {
+                    segment = Some(size as usize);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(message, cmsg);
+        }
+    }
+    segment
 }
 
 fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
