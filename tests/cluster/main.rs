@@ -16,3 +16,5 @@ mod runtime;
 mod networks;
 mod services;
 mod local_networks;
+mod dns;
+mod routing_mesh;

@@ -193,6 +193,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn,hickory_server=warn,hickory_proto=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }

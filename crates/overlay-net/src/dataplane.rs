@@ -22,8 +22,10 @@ use tokio::sync::{watch, Mutex};
 
 use crate::bridge::{bridge_name, ensure_bridge, remove_bridge, BridgeConfig, BRIDGE_PREFIX};
 use crate::directory::Directory;
+use crate::dns::{DnsService, NetworkInfo};
 use crate::error::{NetError, Result};
 use crate::firewall::{Firewall, FirewallModel, NetworkRules, PublishedPort};
+use crate::load_balancer::{self, NodeView};
 use crate::netlink::{Netlink, Rtnl};
 use crate::netns::NetnsDir;
 use crate::routes::{sync_host_routes, HostRoute};
@@ -52,6 +54,8 @@ pub struct OverlayNetwork {
     /// `None`: the underlay's MTU less [`WIREGUARD_OVERHEAD`].
     pub mtu: Option<u32>,
     pub internal: bool,
+    /// The swarm's routing-mesh network.
+    pub ingress: bool,
 }
 
 /// Another node sharing networks with this one.
@@ -126,6 +130,8 @@ pub struct Dataplane {
     shoal_exe: PathBuf,
     state: Mutex<State>,
     ready: watch::Sender<BTreeMap<String, ReadyNetwork>>,
+    /// The embedded DNS: a server in each sandbox, answers from the directory.
+    dns: DnsService,
 }
 
 impl Dataplane {
@@ -145,7 +151,13 @@ impl Dataplane {
             shoal_exe: shoal_exe.to_path_buf(),
             state: Mutex::new(State::default()),
             ready: watch::channel(BTreeMap::new()).0,
+            dns: DnsService::new(state_dir.join("dns"), PathBuf::from("/etc/resolv.conf")),
         }))
+    }
+
+    /// The node's embedded DNS (a container's resolv.conf, local names).
+    pub fn dns(&self) -> &DnsService {
+        &self.dns
     }
 
     fn key_path(&self) -> PathBuf {
@@ -217,6 +229,7 @@ impl Dataplane {
         // Bridges of networks this node stopped serving, including those a
         // previous daemon left behind.
         let local_bridges: BTreeSet<String> = state_local_bridges(&state.local);
+        let routes = host_routes(&wanted, &peers, &state.directory);
         let overlay = state.overlay.as_mut().expect("checked above");
         let wanted_bridges: BTreeSet<String> = wanted.keys().map(|id| bridge_name(id)).collect();
         for link in self.node.links().await? {
@@ -230,15 +243,6 @@ impl Dataplane {
             .map(|p| PeerConfig { public_key: p.public_key, endpoint: p.endpoint, allowed_ips: p.allowed_ips.clone(), persistent_keepalive: None })
             .collect();
         overlay.device.set_peers(&peer_configs).await.map_err(|e| NetError::Wireguard(e.to_string()))?;
-        let routes: Vec<HostRoute> = peers
-            .iter()
-            .flat_map(|p| p.allowed_ips.iter())
-            .filter(|ip| ip.prefix_len() == 32)
-            .map(|ip| HostRoute {
-                address: ip.addr(),
-                source: wanted.values().find(|n| n.subnet.contains(&ip.addr())).and_then(|n| n.node_address),
-            })
-            .collect();
         sync_host_routes(&self.node, overlay.device.name(), &routes).await?;
         overlay.networks = wanted;
         overlay.peers = peers;
@@ -254,7 +258,16 @@ impl Dataplane {
         if state.directory == directory {
             return Ok(());
         }
-        state.directory = directory;
+        // Names first: the firewall below may take tens of milliseconds.
+        self.dns.set_directory(&directory);
+        let old = std::mem::replace(&mut state.directory, directory);
+        // New or removed VIPs need their routes (the bridges answer ARP for them).
+        if let Some(overlay) = &state.overlay {
+            if load_balancer::vip_routes(&overlay.networks, &old) != load_balancer::vip_routes(&overlay.networks, &state.directory) {
+                let routes = host_routes(&overlay.networks, &overlay.peers, &state.directory);
+                sync_host_routes(&self.node, overlay.device.name(), &routes).await?;
+            }
+        }
         self.apply_firewall(&mut state).await
     }
 
@@ -318,6 +331,9 @@ impl Dataplane {
             );
         }
         self.ready.send_replace(ready);
+        let overlay = state.overlay.iter().flat_map(|o| o.networks.values()).map(|n| NetworkInfo { id: n.id.clone(), subnet: n.subnet, internal: n.internal });
+        let local = state.local.networks.iter().map(|n| NetworkInfo { id: n.id.clone(), subnet: n.subnet, internal: n.internal });
+        self.dns.set_networks(overlay.chain(local).collect());
     }
 
     async fn apply_firewall(&self, state: &mut State) -> Result<()> {
@@ -338,15 +354,29 @@ impl Dataplane {
             overlay: false,
         }));
         model.published = state.local.published.clone();
+        if let Some(overlay) = &state.overlay {
+            let view = NodeView { networks: &overlay.networks, peers: &overlay.peers, local_published: &state.local.published };
+            let services = load_balancer::service_rules(&view, &state.directory);
+            (model.vips, model.service_ports, model.mesh_source) = (services.vips, services.service_ports, services.mesh_source);
+        }
         if state.firewall.as_ref() == Some(&model) {
             return Ok(());
         }
+        let stale = state.firewall.as_ref().map(|old| load_balancer::stale_entries(old, &model)).unwrap_or_default();
         let firewall = self.firewall.clone();
         let applied = model.clone();
-        tokio::task::spawn_blocking(move || firewall.apply(&applied))
-            .await
-            .map_err(|e| NetError::Firewall(format!("the firewall task failed: {e}")))?
-            .map_err(|e| NetError::Firewall(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            firewall.apply(&applied)?;
+            // After the new rules: no new connection can pick a gone
+            // backend any more, so what is deleted stays deleted.
+            if let Err(error) = crate::conntrack::delete_matching(&stale) {
+                tracing::warn!(%error, "deleting conntrack entries of backends that left");
+            }
+            Ok::<_, crate::firewall::FirewallError>(())
+        })
+        .await
+        .map_err(|e| NetError::Firewall(format!("the firewall task failed: {e}")))?
+        .map_err(|e| NetError::Firewall(e.to_string()))?;
         state.firewall = Some(model);
         Ok(())
     }
@@ -403,16 +433,21 @@ impl Dataplane {
                 self.sandboxes.detach(id, &endpoint.network_id).await?;
             }
         }
+        self.dns.serve(id, &path, wanted.iter().map(|id| id.to_string()).collect()).await?;
         Ok(path)
     }
 
     /// Removes one endpoint of sandbox `id` (`network disconnect`).
     pub async fn detach(&self, id: &str, network_id: &str) -> Result<()> {
-        self.sandboxes.detach(id, network_id).await
+        self.sandboxes.detach(id, network_id).await?;
+        // Its names go with the network.
+        let remaining = self.sandboxes.endpoints(id).await?.into_iter().map(|e| e.network_id).collect();
+        self.dns.serve(id, &self.sandboxes.path(id), remaining).await
     }
 
     /// Removes sandbox `id` and its endpoints; missing is fine.
     pub async fn release(&self, id: &str) -> Result<()> {
+        self.dns.stop(id).await?;
         self.sandboxes.destroy(id).await
     }
 
@@ -441,6 +476,22 @@ impl Dataplane {
     pub async fn public_key(&self) -> Option<PublicKey> {
         self.state.lock().await.overlay.as_ref().map(|o| o.device.public_key())
     }
+}
+
+/// /32 routes over the overlay device: every remote address the peers
+/// carry, and the VIPs of the node's networks.
+fn host_routes(networks: &BTreeMap<String, OverlayNetwork>, peers: &[OverlayPeer], directory: &Directory) -> Vec<HostRoute> {
+    let mut routes: Vec<HostRoute> = peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter())
+        .filter(|ip| ip.prefix_len() == 32)
+        .map(|ip| HostRoute {
+            address: ip.addr(),
+            source: networks.values().find(|n| n.subnet.contains(&ip.addr())).and_then(|n| n.node_address),
+        })
+        .collect();
+    routes.extend(load_balancer::vip_routes(networks, directory));
+    routes
 }
 
 fn state_local_bridges(local: &LocalNetworks) -> BTreeSet<String> {

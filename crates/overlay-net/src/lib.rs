@@ -11,3 +11,6 @@ pub mod firewall;
 pub mod dataplane;
 pub mod local;
 pub mod directory;
+pub mod load_balancer;
+pub mod conntrack;
+pub mod dns;

@@ -464,6 +464,28 @@ async fn named_volume_persists_and_bind_mount_shares() {
     fx.finish().await;
 }
 
+/// A file bind mount (the embedded DNS's resolv.conf) lands on a file the
+/// image has, on one it lacks (created, directories too) and on a
+/// read-only root, read-only where asked.
+#[tokio::test]
+async fn file_bind_mounts_land_on_present_and_missing_files() {
+    let fx = Fixture::new("filebind").await;
+    let resolv_conf = fx.dir.path().join("resolv.conf");
+    std::fs::write(&resolv_conf, "nameserver 127.0.0.11\n").unwrap();
+    let file = |target: &str| MountSpec::Bind { source: resolv_conf.clone(), target: target.into(), readonly: true };
+    let mounts = vec![file("/etc/resolv.conf"), file("/srv/from-layer"), file("/new/dir/file")];
+    let script = "cat /etc/resolv.conf /srv/from-layer /new/dir/file; echo x > /etc/resolv.conf || echo refused";
+    for read_only in [false, true] {
+        let request = CreateRequest { mounts: mounts.clone(), read_only, ..fx.request(&["sh", "-c", script]) };
+        let (exit, output) = fx.run(request).await;
+        assert_eq!(exit.code, 0, "{output}");
+        assert!(output.starts_with("nameserver 127.0.0.11\nnameserver 127.0.0.11\nnameserver 127.0.0.11\n"), "read_only={read_only}: {output}");
+        assert!(output.lines().any(|l| l == "refused"), "the file is read-only: {output}");
+    }
+    assert_eq!(std::fs::read_to_string(&resolv_conf).unwrap(), "nameserver 127.0.0.11\n");
+    fx.finish().await;
+}
+
 #[tokio::test]
 async fn isolation_capabilities_seccomp_and_loopback() {
     let fx = Fixture::new("isolation").await;

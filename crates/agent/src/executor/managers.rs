@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use shoal_proto::tls::{self, ClientTls};
 use tonic::transport::Channel;
 
@@ -13,43 +14,98 @@ use tonic::transport::Channel;
 /// it refuses a leader-only call (the manager crate's `LEADER_METADATA`;
 /// the agent does not depend on the manager crate).
 const LEADER_METADATA: &str = "shoal-leader";
+/// How long one connection attempt runs alone before the next starts.
+const STAGGER: Duration = Duration::from_millis(250);
+/// At most this many attempts pending at once.
+const MAX_PENDING: usize = 4;
+/// A [`ManagerDialer::persistent`] dialer reports failure after this long.
+const PERSISTENT_GIVE_UP: Duration = Duration::from_secs(10);
 
 pub struct ManagerDialer {
     tls: ClientTls,
     managers: Arc<Mutex<Vec<String>>>,
     /// Bounds connecting, and each call's wait for its response headers.
     timeout: Duration,
+    /// After this long without success, `connect` stops starting attempts.
+    give_up: Duration,
     next: usize,
     leader_hint: Option<String>,
 }
 
 impl ManagerDialer {
+    /// A dialer for one call: `connect` gives up after about `timeout`.
     pub fn new(tls: ClientTls, managers: Arc<Mutex<Vec<String>>>, timeout: Duration) -> Self {
-        ManagerDialer { tls, managers, timeout, next: 0, leader_hint: None }
+        ManagerDialer { tls, managers, timeout, give_up: timeout, next: 0, leader_hint: None }
     }
 
-    /// Connects to the next manager to try: the leader a follower named,
-    /// else each known manager once, in turn. Returns its address too.
+    /// For a stream the node follows forever: `connect` keeps trying for
+    /// longer, so there is no gap between calls in which nothing is tried.
+    pub fn persistent(mut self) -> Self {
+        self.give_up = PERSISTENT_GIVE_UP;
+        self
+    }
+
+    /// Connects to a manager: the leader a follower named first, then each
+    /// known manager in turn. Returns its address too.
+    ///
+    /// Attempts overlap: a new one starts every [`STAGGER`] while fewer
+    /// than [`MAX_PENDING`] are pending, cycling through the managers, and
+    /// the first to connect wins. A single attempt into a partition waits
+    /// on TCP's SYN retransmissions (1 s apart at first); overlapping ones
+    /// keep a fresh SYN going out every few hundred milliseconds, so a node
+    /// whose network heals is back in well under a second, and a manager
+    /// that is down costs one stagger, not a whole connect timeout. Gives
+    /// up with the last error once it has tried for `give_up` without success.
     pub async fn connect(&mut self) -> Result<(String, Channel), String> {
-        let mut candidates = self.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if candidates.is_empty() {
-            return Err("no manager is known yet".into());
-        }
-        let start = self.next % candidates.len();
-        candidates.rotate_left(start);
-        if let Some(leader) = self.leader_hint.take() {
-            candidates.retain(|m| *m != leader);
-            candidates.insert(0, leader);
-        }
+        let started = tokio::time::Instant::now();
+        let mut pending = FuturesUnordered::new();
+        let mut launch = tokio::time::interval(STAGGER);
+        launch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = String::new();
-        for addr in candidates {
-            self.next += 1;
-            match tls::connect(&addr, &self.tls, self.timeout).await {
-                Ok(channel) => return Ok((addr, channel)),
-                Err(e) => last_error = e.to_string(),
+        loop {
+            let launching = started.elapsed() < self.give_up && pending.len() < MAX_PENDING;
+            if !launching && pending.is_empty() {
+                return Err(last_error);
+            }
+            tokio::select! {
+                _ = launch.tick(), if launching => {
+                    let Some(addr) = self.next_candidate() else {
+                        last_error = "no manager is known yet".into();
+                        continue;
+                    };
+                    let tls = self.tls.clone();
+                    let timeout = self.timeout;
+                    pending.push(async move {
+                        let result = tls::connect(&addr, &tls, timeout).await;
+                        (addr, result)
+                    });
+                }
+                Some((addr, result)) = pending.next(), if !pending.is_empty() => match result {
+                    Ok(channel) => return Ok((addr, channel)),
+                    Err(e) => last_error = e.to_string(),
+                },
             }
         }
-        Err(last_error)
+    }
+
+    /// The manager to try next: the named leader once, else the next in
+    /// the (session-maintained) list.
+    fn next_candidate(&mut self) -> Option<String> {
+        if let Some(leader) = self.leader_hint.take() {
+            return Some(leader);
+        }
+        let managers = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if managers.is_empty() {
+            return None;
+        }
+        let addr = managers[self.next % managers.len()].clone();
+        self.next += 1;
+        Some(addr)
+    }
+
+    /// Whether a follower named the leader, who is tried next.
+    pub fn knows_the_leader(&self) -> bool {
+        self.leader_hint.is_some()
     }
 
     /// Remembers the leader a follower named in refusing a call.

@@ -83,6 +83,13 @@ pub struct Executor {
     task: JoinHandle<()>,
 }
 
+/// Why the assignments stream stopped.
+struct StreamFailure {
+    /// Whether a manager was reached at all.
+    connected: bool,
+    detail: String,
+}
+
 impl Executor {
     /// Starts the executor next to the node's session.
     pub fn spawn(config: ExecutorConfig) -> Executor {
@@ -150,7 +157,7 @@ impl Supervisor {
         let (overlay_updates, views) = watch::channel(OverlayView::default());
         let overlay_applier = config.runtime.networks.clone().map(|dataplane| tokio::spawn(task_network::apply_views(dataplane, views)));
         Supervisor {
-            dialer: ManagerDialer::new(config.tls.clone(), config.managers, CONNECT_TIMEOUT),
+            dialer: ManagerDialer::new(config.tls.clone(), config.managers, CONNECT_TIMEOUT).persistent(),
             ctx: Arc::new(WorkerContext {
                 node_id: config.node_id.clone(),
                 images: config.runtime.images,
@@ -175,15 +182,26 @@ impl Supervisor {
     /// growing delay.
     async fn run(&mut self) {
         let mut delay = RETRY_MIN;
+        let mut followed_hint = false;
         loop {
             let mut delivered = false;
-            match self.follow_assignments(&mut delivered).await {
+            let result = self.follow_assignments(&mut delivered).await;
+            match &result {
                 Ok(()) => tracing::info!("assignments stream ended; reconnecting"),
-                Err(error) => tracing::debug!(%error, "assignments stream failed; trying the next manager"),
+                Err(error) => tracing::debug!(error = %error.detail, "assignments stream failed; trying the next manager"),
+            }
+            // No manager reached: the dialer paces its own attempts, and a
+            // sleep here would only delay a node whose network just healed.
+            // Nor after a follower's refusal that named the leader, once
+            // (two managers naming each other during an election wait).
+            let hinted = self.dialer.knows_the_leader() && !followed_hint;
+            followed_hint = hinted;
+            if result.as_ref().is_err_and(|e| !e.connected) || hinted {
+                continue;
             }
             // A stream that worked for a while (e.g. until its manager
             // stopped leading) is followed by a quick retry; repeated
-            // failures back off.
+            // refusals back off.
             if delivered {
                 delay = RETRY_MIN;
             }
@@ -194,15 +212,15 @@ impl Supervisor {
 
     /// One stream, until it ends; `delivered` tells whether it brought
     /// any message.
-    async fn follow_assignments(&mut self, delivered: &mut bool) -> Result<(), String> {
-        let (addr, channel) = self.dialer.connect().await?;
+    async fn follow_assignments(&mut self, delivered: &mut bool) -> Result<(), StreamFailure> {
+        let (addr, channel) = self.dialer.connect().await.map_err(|detail| StreamFailure { connected: false, detail })?;
         let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
         let request = pb::AssignmentsRequest { node_id: self.node_id.clone() };
         let mut stream = match client.assignments(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 self.dialer.note_refusal(&status);
-                return Err(format!("{addr}: {}", status.message()));
+                return Err(StreamFailure { connected: true, detail: format!("{addr}: {}", status.message()) });
             }
         };
         tracing::info!(manager = %addr, "following task assignments");
@@ -215,7 +233,7 @@ impl Supervisor {
                 Ok(None) => return Ok(()),
                 Err(status) => {
                     self.dialer.note_refusal(&status);
-                    return Err(format!("{addr}: {}", status.message()));
+                    return Err(StreamFailure { connected: true, detail: format!("{addr}: {}", status.message()) });
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use shoal_overlay_net::dataplane::{Attachment, Dataplane, OverlayNetwork, OverlayPeer};
+use shoal_overlay_net::dns::DnsSettings;
 use shoal_overlay_net::directory::{
     ContainerEntry, Directory, EndpointMode, NetworkAddress, Protocol, PublishMode, ServiceEntry, ServicePort, TaskEntry,
 };
@@ -141,6 +142,7 @@ fn overlay_network(n: &pb::NodeNetwork) -> Result<OverlayNetwork, String> {
         node_address,
         mtu: (n.mtu > 0).then_some(n.mtu),
         internal: n.internal,
+        ingress: n.ingress,
     })
 }
 
@@ -243,9 +245,26 @@ pub async fn apply_views(dataplane: Arc<Dataplane>, mut views: watch::Receiver<O
     }
 }
 
-/// Gives the task its sandbox; `None` for a task on no network (its
-/// container gets a namespace of its own with loopback only).
-pub async fn prepare(dataplane: Option<&Arc<Dataplane>>, assignment: &pb::Assignment) -> Result<Option<PathBuf>, String> {
+/// A task's sandbox, ready for its container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedNetwork {
+    /// The namespace the container joins.
+    pub netns: PathBuf,
+    /// Its resolv.conf (the node's embedded DNS), to bind-mount read-only
+    /// at /etc/resolv.conf.
+    pub resolv_conf: PathBuf,
+}
+
+/// The task's `--dns`, `--dns-search` and `--dns-option`.
+pub fn dns_settings(assignment: &pb::Assignment) -> Result<DnsSettings, String> {
+    let dns = assignment.spec.as_ref().and_then(|s| s.dns.clone()).unwrap_or_default();
+    DnsSettings::parse(&dns.nameservers, &dns.search, &dns.options).map_err(|e| e.to_string())
+}
+
+/// Gives the task its sandbox and its resolv.conf; `None` for a task on
+/// no network (its container gets a namespace of its own with loopback
+/// only, and the image's resolv.conf).
+pub async fn prepare(dataplane: Option<&Arc<Dataplane>>, assignment: &pb::Assignment) -> Result<Option<PreparedNetwork>, String> {
     if assignment.networks.is_empty() {
         return Ok(None);
     }
@@ -253,11 +272,11 @@ pub async fn prepare(dataplane: Option<&Arc<Dataplane>>, assignment: &pb::Assign
         return Err("this node has no network data plane, so it cannot run tasks attached to networks".into());
     };
     let attachments = attachments(assignment)?;
-    dataplane
-        .attach(&sandbox_id(&assignment.task_id), &attachments)
-        .await
-        .map(Some)
-        .map_err(|e| format!("preparing the task's network failed: {e}"))
+    let settings = dns_settings(assignment)?;
+    let sandbox = sandbox_id(&assignment.task_id);
+    let netns = dataplane.attach(&sandbox, &attachments).await.map_err(|e| format!("preparing the task's network failed: {e}"))?;
+    let resolv_conf = dataplane.dns().configure(&sandbox, &settings).await.map_err(|e| format!("preparing the task's DNS failed: {e}"))?;
+    Ok(Some(PreparedNetwork { netns, resolv_conf }))
 }
 
 /// Removes the task's sandbox, giving its addresses back to the node;

@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::pb;
 use shoal_overlay_net::dataplane::Dataplane;
-use shoal_runtime::container::{ContainerManager, ImageInput};
+use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF as RESOLV_CONF;
+use shoal_runtime::container::{ContainerManager, ImageInput, MountSpec};
 use shoal_runtime::image::ImageStore;
 use tokio::sync::{mpsc, watch};
 
@@ -189,8 +190,15 @@ impl TaskWorker {
                 return Ok(());
             }
         };
-        request.network_namespace = match task_network::prepare(self.ctx.networks.as_ref(), assignment).await {
-            Ok(namespace) => namespace,
+        match task_network::prepare(self.ctx.networks.as_ref(), assignment).await {
+            Ok(Some(prepared)) => {
+                request.network_namespace = Some(prepared.netns);
+                // A mount of the task's own at /etc/resolv.conf wins, as in docker.
+                if !request.mounts.iter().any(|m| m.target() == RESOLV_CONF) {
+                    request.mounts.push(MountSpec::Bind { source: prepared.resolv_conf, target: RESOLV_CONF.into(), readonly: true });
+                }
+            }
+            Ok(None) => {}
             Err(error) => {
                 self.release_network().await;
                 self.report(Report::new(TaskState::Rejected, "preparing the network failed").error(error)).await;

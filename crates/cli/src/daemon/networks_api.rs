@@ -14,6 +14,7 @@ use std::sync::Arc;
 use shoal_manager::api::control::ControlService;
 use shoal_manager::api::{ManagerSlot, Transport};
 use shoal_overlay_net::dataplane::Dataplane;
+use shoal_overlay_net::dns::DnsSettings;
 use shoal_overlay_net::firewall::PortProtocol;
 use shoal_agent::overlay::ContainerAttacher;
 use shoal_overlay_net::local::{
@@ -237,7 +238,17 @@ impl ContainerNetworks {
                 }
             }
         }
-        let prepared = networks.prepare_container(&sandbox_id, &requested, &ports).await.map_err(status);
+        let dns = request.dns.clone().unwrap_or_default();
+        let dns = match DnsSettings::parse(&dns.nameservers, &dns.search, &dns.options) {
+            Ok(dns) => dns,
+            Err(error) => {
+                if on_swarm {
+                    self.swarm.give_back(sandbox_id);
+                }
+                return Err(Status::invalid_argument(error.to_string()));
+            }
+        };
+        let prepared = networks.prepare_container(&sandbox_id, &requested, &ports, &dns).await.map_err(status);
         if prepared.is_err() && on_swarm {
             self.swarm.give_back(sandbox_id);
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use shoal_proto::pb;
+use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF;
 use shoal_runtime::container::logs::{LogEntry, LogOptions};
 use shoal_runtime::container::{
     ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Status as ContainerStatus,
@@ -203,6 +204,13 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             None => None,
         };
         create.network_namespace = prepared.as_ref().map(|p| p.netns.clone());
+        // Names resolve through the node's embedded DNS; a mount of the
+        // user's own at /etc/resolv.conf wins, as in docker.
+        if let Some(prepared) = &prepared {
+            if !create.mounts.iter().any(|m| m.target() == CONTAINER_RESOLV_CONF) {
+                create.mounts.push(MountSpec::Bind { source: prepared.resolv_conf.clone(), target: CONTAINER_RESOLV_CONF.into(), readonly: true });
+            }
+        }
         let id = match self.containers.create(create, &input).await {
             Ok(id) => id,
             Err(e) => {

@@ -97,7 +97,7 @@ pub enum DevClusterCommand {
         #[command(flatten)]
         cluster: ClusterName,
     },
-    /// Cut a host off the network (its switch port goes down).
+    /// Cut a host off the network (its switch port leaves the bridge; its link stays up).
     Partition {
         host: String,
         #[command(flatten)]

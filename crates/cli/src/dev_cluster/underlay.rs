@@ -101,15 +101,21 @@ pub async fn create_host(state: &ClusterState, host: &HostState) -> anyhow::Resu
     Ok(())
 }
 
-/// Partition (`false`) or heal (`true`) a host: its switch port goes down or
-/// up, so it loses or regains every peer at once while its processes run on.
+/// Partition (`false`) or heal (`true`) a host: its switch port leaves or
+/// rejoins the switch's bridge, so it loses or regains every peer at once
+/// while its processes run on. The link itself stays up, as when a switch
+/// or router between the host and its peers fails: the host sees no carrier
+/// loss (which would flush its ARP cache and make it resolve its peers
+/// afresh after healing), only silence.
 pub async fn set_connected(
     state: &ClusterState,
     host: &HostState,
     connected: bool,
 ) -> anyhow::Result<()> {
     let switch = Rtnl::in_netns(&netns_path(&plan::switch_netns_name(&state.name)))?;
-    switch.set_up(&host.veth, connected).await?;
+    let master = connected.then_some(state.bridge.as_str());
+    switch.set_master(&host.veth, master).await?;
+    switch.set_up(&host.veth, true).await?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! that names the value at fault and says what to do.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 
@@ -51,6 +51,31 @@ pub enum FirewallError {
 
     #[error("published port {second} clashes with {first}; a host address and port can be published only once")]
     DuplicatePublishedPort { first: String, second: String },
+
+    #[error("{vip} is on bridge {bridge}, which is not a network of this node; balance VIPs only on the node's networks")]
+    UnknownVipBridge { vip: String, bridge: String },
+
+    #[error("{vip} uses address {address}, outside its network's subnet {subnet}; VIPs and their backends must be host addresses of the network")]
+    VipAddressOutsideSubnet {
+        vip: String,
+        address: Ipv4Addr,
+        subnet: Ipv4Net,
+    },
+
+    #[error("{vip} is listed twice; give each VIP one entry with all its backends")]
+    DuplicateVip { vip: String },
+
+    #[error("{port} has backend {backend}, which is on none of this node's non-internal networks; forward only to tasks on the node's networks")]
+    BackendOutsideNetworks { port: String, backend: Ipv4Addr },
+
+    #[error("{port} is listed twice; a node publishes a port for one service only")]
+    DuplicateServicePort { port: String },
+
+    #[error("{port} is taken on this node by the container port {local}; publish the service on another port or remove the container's")]
+    ServicePortTaken { port: String, local: String },
+
+    #[error("routing-mesh source {address} is not an address of an overlay network with subnet {subnet}; use the node's address on the ingress network")]
+    BadMeshSource { address: Ipv4Addr, subnet: Ipv4Net },
 
     /// The namespace could not be entered (missing, or not a namespace).
     #[error(transparent)]

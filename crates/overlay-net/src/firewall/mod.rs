@@ -15,6 +15,11 @@
 //!   other interfaces is left alone. Bridged frames count too: with
 //!   br_netfilter loaded they pass the forward hook with the bridge as both
 //!   input and output interface.
+//! - Swarm services (service_rules.rs): VIPs DNAT'd round robin to their
+//!   running tasks for connections from the VIP's own network, refused
+//!   when there is no backend; ports published through the routing mesh
+//!   (every node, to tasks anywhere, SNAT to the node's ingress address)
+//!   or in host mode (this node's tasks, client address kept).
 //! - `table ip shoal-nat` DNATs published ports (from outside in prerouting,
 //!   from the node itself to its non-loopback addresses in output),
 //!   masquerades hairpin traffic, and masquerades non-internal networks to
@@ -57,6 +62,8 @@ mod namespace;
 mod nft;
 pub mod port_proxy;
 mod ruleset;
+mod service_model;
+mod service_rules;
 
 #[cfg(test)]
 mod tests;
@@ -73,6 +80,7 @@ pub use error::FirewallError;
 pub use model::{FirewallModel, NetworkRules, PortProtocol, PublishedPort};
 pub use port_proxy::PortProxy;
 pub use ruleset::{from_chain, ruleset, FILTER_TABLE, NAT_TABLE};
+pub use service_model::{MeshSource, ServicePort, VirtualIp};
 
 /// Attempts at one apply. The only expected reason to retry: the rules we
 /// delete from `ip filter` by handle changed between listing and applying.
@@ -145,6 +153,8 @@ impl Firewall {
             netns = ?self.netns,
             networks = model.networks.len(),
             published = model.published.len(),
+            vips = model.vips.len(),
+            service_ports = model.service_ports.len(),
             forward_exception = applied.forward_exception.map(ExceptionChain::name),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "firewall applied"

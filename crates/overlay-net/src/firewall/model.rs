@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::error::FirewallError;
+use super::service_model::{self, MeshSource, ServicePort, VirtualIp};
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_NAME: usize = 15;
@@ -23,6 +24,12 @@ pub struct FirewallModel {
     pub overlay_device: Option<String>,
     /// `-p [IP:]HOST:CONTAINER[/PROTO]` of the containers on this node.
     pub published: Vec<PublishedPort>,
+    /// Swarm services' VIPs on this node's networks.
+    pub vips: Vec<VirtualIp>,
+    /// Ports swarm services publish on this node (routing mesh, host mode).
+    pub service_ports: Vec<ServicePort>,
+    /// The routing mesh's return path, once the node has an ingress address.
+    pub mesh_source: Option<MeshSource>,
 }
 
 /// One network as seen by the firewall: its bridge on this node and subnet.
@@ -157,7 +164,7 @@ impl FirewallModel {
                 });
             }
         }
-        Ok(())
+        service_model::validate(self, &by_bridge)
     }
 
     /// Bridges and the overlay device: the interfaces whose forwarded
@@ -249,6 +256,7 @@ mod tests {
             ],
             overlay_device: None,
             published,
+            ..FirewallModel::default()
         }
     }
 

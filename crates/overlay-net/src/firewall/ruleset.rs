@@ -48,6 +48,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::error::FirewallError;
 use super::model::{FirewallModel, NetworkRules, PublishedPort};
+use super::service_rules;
 
 /// `table inet shoal`: isolation and egress filtering.
 pub const FILTER_TABLE: &str = "shoal";
@@ -122,6 +123,8 @@ fn filter_table(model: &FirewallModel) -> Vec<NfListObject<'static>> {
         ],
         None,
     ));
+    objects.extend(service_rules::filter_forward_rules(&t, model));
+    objects.extend(service_rules::filter_output_chain(&t, model));
     if ours.is_empty() {
         return objects;
     }
@@ -296,6 +299,8 @@ fn nat_table(model: &FirewallModel) -> Vec<NfListObject<'static>> {
         })),
         word("local"),
     );
+    // VIPs and service ports first: their matches are narrower.
+    objects.extend(service_rules::nat_entry_rules(&t, model));
     objects.push(t.rule(
         "prerouting",
         vec![is_local.clone(), jump(PUBLISHED_CHAIN)],
@@ -318,8 +323,11 @@ fn nat_table(model: &FirewallModel) -> Vec<NfListObject<'static>> {
         }
         objects.push(t.rule(PUBLISHED_CHAIN, dnat_rule(port), Some(&port.to_string())));
     }
-    for network in model.networks.iter().filter(|n| !n.internal) {
+    objects.extend(service_rules::nat_exit_rules(&t, model));
+    for network in &model.networks {
         let subnet = network.subnet.trunc();
+        // Internal networks too: a VIP may send a container to a neighbour
+        // on its own bridge, whose reply would otherwise skip the node.
         objects.push(t.rule(
             "postrouting",
             vec![
@@ -329,8 +337,11 @@ fn nat_table(model: &FirewallModel) -> Vec<NfListObject<'static>> {
                 is(ip("daddr"), prefix(subnet)),
                 Statement::Masquerade(None),
             ],
-            Some("hairpin to a published port"),
+            Some("hairpin to a published port or VIP"),
         ));
+        if network.internal {
+            continue;
+        }
         objects.push(t.rule(
             "postrouting",
             vec![
@@ -369,17 +380,17 @@ fn dnat_rule(port: &PublishedPort) -> Vec<Statement<'static>> {
 }
 
 /// Family and name of one of our tables, to stamp on its chains and rules.
-struct Scope {
+pub(super) struct Scope {
     family: NfFamily,
     table: &'static str,
 }
 
 impl Scope {
-    fn new(family: NfFamily, table: &'static str) -> Scope {
+    pub(super) fn new(family: NfFamily, table: &'static str) -> Scope {
         Scope { family, table }
     }
 
-    fn chain(&self, name: &str) -> NfListObject<'static> {
+    pub(super) fn chain(&self, name: &str) -> NfListObject<'static> {
         NfListObject::Chain(Chain {
             family: self.family,
             table: self.table.into(),
@@ -388,7 +399,7 @@ impl Scope {
         })
     }
 
-    fn base_chain(
+    pub(super) fn base_chain(
         &self,
         name: &str,
         kind: NfChainType,
@@ -407,7 +418,7 @@ impl Scope {
         })
     }
 
-    fn rule(
+    pub(super) fn rule(
         &self,
         chain: &str,
         expr: Vec<Statement<'static>>,
@@ -424,7 +435,7 @@ impl Scope {
     }
 }
 
-fn table(family: NfFamily, name: &'static str) -> NfListObject<'static> {
+pub(super) fn table(family: NfFamily, name: &'static str) -> NfListObject<'static> {
     NfListObject::Table(Table {
         family,
         name: name.into(),
@@ -432,20 +443,20 @@ fn table(family: NfFamily, name: &'static str) -> NfListObject<'static> {
     })
 }
 
-fn loopback() -> Ipv4Net {
+pub(super) fn loopback() -> Ipv4Net {
     Ipv4Net::new(std::net::Ipv4Addr::new(127, 0, 0, 0), 8).expect("8 is a valid IPv4 prefix length")
 }
 
-fn word(value: &str) -> Expression<'static> {
+pub(super) fn word(value: &str) -> Expression<'static> {
     Expression::String(value.to_string().into())
 }
 
-fn list(values: &[&str]) -> Expression<'static> {
+pub(super) fn list(values: &[&str]) -> Expression<'static> {
     Expression::List(values.iter().map(|v| word(v)).collect())
 }
 
 /// One name as itself, several as an anonymous set (one lookup per packet).
-fn names(values: &[String]) -> Expression<'static> {
+pub(super) fn names(values: &[String]) -> Expression<'static> {
     match values {
         [one] => word(one),
         _ => Expression::Named(NamedExpression::Set(
@@ -454,14 +465,14 @@ fn names(values: &[String]) -> Expression<'static> {
     }
 }
 
-fn prefix(net: Ipv4Net) -> Expression<'static> {
+pub(super) fn prefix(net: Ipv4Net) -> Expression<'static> {
     Expression::Named(NamedExpression::Prefix(Prefix {
         addr: Box::new(word(&net.network().to_string())),
         len: net.prefix_len().into(),
     }))
 }
 
-fn subnet_set(nets: &[Ipv4Net]) -> Expression<'static> {
+pub(super) fn subnet_set(nets: &[Ipv4Net]) -> Expression<'static> {
     Expression::Named(NamedExpression::Set(
         nets.iter()
             .map(|net| SetItem::Element(prefix(*net)))
@@ -469,11 +480,11 @@ fn subnet_set(nets: &[Ipv4Net]) -> Expression<'static> {
     ))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn ip(field: &'static str) -> Expression<'static> {
+pub(super) fn ip(field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: "ip".into(),
@@ -482,7 +493,7 @@ fn ip(field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn ct(key: &'static str) -> Expression<'static> {
+pub(super) fn ct(key: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::CT(CT {
         key: key.into(),
         family: None,
@@ -490,7 +501,7 @@ fn ct(key: &'static str) -> Expression<'static> {
     }))
 }
 
-fn matching(
+pub(super) fn matching(
     left: Expression<'static>,
     op: Operator,
     right: Expression<'static>,
@@ -498,32 +509,32 @@ fn matching(
     Statement::Match(Match { left, right, op })
 }
 
-fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(super) fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     matching(left, Operator::EQ, right)
 }
 
-fn is_not(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(super) fn is_not(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     matching(left, Operator::NEQ, right)
 }
 
 /// Flag tests (`ct state`, `ct status`) use `in`: any of the bits is set.
-fn has(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+pub(super) fn has(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     matching(left, Operator::IN, right)
 }
 
-fn accept() -> Statement<'static> {
+pub(super) fn accept() -> Statement<'static> {
     Statement::Accept(None)
 }
 
-fn drop() -> Statement<'static> {
+pub(super) fn drop() -> Statement<'static> {
     Statement::Drop(None)
 }
 
-fn counter() -> Statement<'static> {
+pub(super) fn counter() -> Statement<'static> {
     Statement::Counter(Counter::Anonymous(None))
 }
 
-fn jump(chain: &str) -> Statement<'static> {
+pub(super) fn jump(chain: &str) -> Statement<'static> {
     Statement::Jump(JumpTarget {
         target: chain.to_string().into(),
     })

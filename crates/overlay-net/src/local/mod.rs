@@ -32,6 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::bridge::remove_bridge;
 use crate::dataplane::{Attachment, Dataplane};
+use crate::dns::DnsSettings;
 use crate::firewall::PortProxy;
 use crate::netlink::{Netlink, Rtnl};
 pub use error::{ErrorKind, LocalNetError, Result};
@@ -68,6 +69,9 @@ pub struct PreparedSandbox {
     pub sandbox_id: String,
     /// The namespace the container joins.
     pub netns: PathBuf,
+    /// Its resolv.conf (the node's embedded DNS), to bind-mount read-only
+    /// at /etc/resolv.conf.
+    pub resolv_conf: PathBuf,
 }
 
 /// A container's endpoint, for `container inspect`.
@@ -222,6 +226,7 @@ impl BridgeNetworks {
             }
             inner.proxies.insert(sandbox.id.clone(), proxies);
         }
+        self.publish_names(&inner);
         let known: BTreeSet<String> = kept.iter().map(|s| s.id.clone()).collect();
         for sandbox in self.dataplane.sandbox_ids().await? {
             if sandbox.starts_with(CONTAINER_SANDBOX_PREFIX) && !known.contains(&sandbox) {
@@ -230,6 +235,11 @@ impl BridgeNetworks {
             }
         }
         Ok(Restored { running: kept.into_iter().map(|s| s.container_id).collect(), swarm_released })
+    }
+
+    /// Tells the embedded DNS which named containers are on which network.
+    fn publish_names(&self, inner: &Inner) {
+        self.dataplane.dns().set_local_containers(inner.state.named_containers());
     }
 
     /// Makes bridges and firewall match the record.
@@ -351,6 +361,7 @@ impl BridgeNetworks {
         sandbox_id: &str,
         requested: &[Requested],
         ports: &[PortMapping],
+        dns: &DnsSettings,
     ) -> Result<PreparedSandbox> {
         let networks: Vec<NetworkChoice> = requested
             .iter()
@@ -454,14 +465,21 @@ impl BridgeNetworks {
                 position,
             });
         }
-        let attached = self
+        let attached = match self
             .commit_and_attach(&mut inner, &sandbox_id, !ports.is_empty())
-            .await;
+            .await
+        {
+            Ok(netns) => match self.dataplane.dns().configure(&sandbox_id, dns).await {
+                Ok(resolv_conf) => Ok((netns, resolv_conf)),
+                Err(error) => Err(error.into()),
+            },
+            Err(error) => Err(error),
+        };
         match attached {
-            Ok(netns) => {
+            Ok((netns, resolv_conf)) => {
                 inner.proxies.insert(sandbox_id.clone(), proxies);
                 tracing::info!(sandbox = %sandbox_id, ?addresses, ports = ports.len(), "container networks prepared");
-                Ok(PreparedSandbox { sandbox_id, netns })
+                Ok(PreparedSandbox { sandbox_id, netns, resolv_conf })
             }
             Err(error) => {
                 self.forget_sandbox(&mut inner, &sandbox_id).await;
@@ -512,6 +530,7 @@ impl BridgeNetworks {
                 tracing::warn!(sandbox = sandbox_id, %error, "saving the local network state");
             }
         }
+        self.publish_names(inner);
         if let Err(error) = self.dataplane.release(sandbox_id).await {
             tracing::warn!(sandbox = sandbox_id, %error, "removing a container's network sandbox");
         }
@@ -551,6 +570,7 @@ impl BridgeNetworks {
             sandbox.container_id = container_id.to_string();
             sandbox.container_name = container_name.to_string();
         }
+        self.publish_names(&inner);
         inner.state.save(&self.state_path)
     }
 
@@ -628,6 +648,7 @@ impl BridgeNetworks {
             let _ = inner.state.save(&self.state_path);
             return Err(error);
         }
+        self.publish_names(&inner);
         tracing::info!(container = container_id, network = %inner.state.networks[index].name, %address, "container connected");
         Ok(())
     }
@@ -670,6 +691,7 @@ impl BridgeNetworks {
             self.apply(&mut inner).await?;
         }
         inner.state.save(&self.state_path)?;
+        self.publish_names(&inner);
         self.dataplane.detach(&sandbox_id, &network_id).await?;
         tracing::info!(container = container_id, network = %network_name, "container disconnected");
         Ok(())

@@ -454,6 +454,25 @@ impl LocalState {
         removed
     }
 
+    /// The containers with a name on each network, with their aliases:
+    /// what the embedded DNS answers on bridge networks.
+    pub fn named_containers(&self) -> Vec<crate::directory::ContainerEntry> {
+        self.networks
+            .iter()
+            .flat_map(|network| {
+                network.endpoints.iter().filter_map(move |endpoint| {
+                    let sandbox = self.sandbox(&endpoint.sandbox_id)?;
+                    (!sandbox.container_name.is_empty()).then(|| crate::directory::ContainerEntry {
+                        network_id: network.id.clone(),
+                        name: sandbox.container_name.clone(),
+                        address: endpoint.address,
+                        aliases: endpoint.aliases.clone(),
+                    })
+                })
+            })
+            .collect()
+    }
+
     /// The data plane's view: every network and every published port.
     pub fn dataplane(&self) -> crate::dataplane::LocalNetworks {
         crate::dataplane::LocalNetworks {

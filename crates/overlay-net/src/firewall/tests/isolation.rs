@@ -202,7 +202,7 @@ impl TwoNodes {
                 network("bb", "100.67.2.0/24", true),
             ],
             overlay_device: Some("ovl".into()),
-            published: vec![],
+            ..FirewallModel::default()
         }
     }
 }

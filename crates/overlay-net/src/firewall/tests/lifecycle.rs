@@ -48,6 +48,7 @@ fn apply_is_idempotent_parseable_and_removable() {
             container_port: 53,
             bridge: "shl-a".into(),
         }],
+        ..FirewallModel::default()
     };
     // A table of someone else's, which must survive everything we do.
     lab.exec_ok(&node, &["nft", "add", "table", "inet", "users-own"]);

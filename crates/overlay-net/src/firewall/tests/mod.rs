@@ -3,6 +3,7 @@
 
 mod render;
 mod ruleset_rules;
+mod service_rules;
 
 // Root tests with network namespaces and real traffic.
 mod egress;
@@ -10,4 +11,5 @@ mod isolation;
 mod lab;
 mod lifecycle;
 mod published;
+mod services;
 mod traffic;

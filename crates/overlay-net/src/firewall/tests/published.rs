@@ -117,6 +117,7 @@ fn published_ports_reach_the_container_from_everywhere_they_should() {
             ],
             overlay_device: None,
             published,
+            ..FirewallModel::default()
         })
         .unwrap();
 

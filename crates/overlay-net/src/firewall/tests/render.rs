@@ -77,7 +77,11 @@ fn statement(stmt: &Value) -> String {
             expression(&body["key"]),
             expression(&body["data"])
         ),
-        "dnat" => format!("dnat to {}:{}", text(&body["addr"]), body["port"]),
+        "reject" => "reject".to_string(),
+        "dnat" | "snat" => match body.get("port") {
+            Some(port) => format!("{key} to {}:{port}", expression(&body["addr"])),
+            None => format!("{key} to {}", expression(&body["addr"])),
+        },
         other => panic!("render does not know statement {other}: {stmt}"),
     }
 }
@@ -111,6 +115,8 @@ fn expression(expr: &Value) -> String {
                     format!("{{ {} }}", items.join(", "))
                 }
                 "jump" => format!("jump {}", text(&body["target"])),
+                "map" => format!("{} map {}", expression(&body["key"]), expression(&body["data"])),
+                "numgen" => format!("numgen {} mod {}", text(&body["mode"]), body["mod"]),
                 other => panic!("render does not know expression {other}: {expr}"),
             }
         }

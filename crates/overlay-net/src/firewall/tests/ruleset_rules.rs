@@ -62,6 +62,7 @@ fn node() -> FirewallModel {
                 "shl-o",
             ),
         ],
+        ..FirewallModel::default()
     }
 }
 
@@ -206,15 +207,14 @@ fn published_ports_are_dnated_for_local_destinations_except_loopback() {
 }
 
 #[test]
-fn non_internal_networks_are_masqueraded_out_and_on_hairpin() {
+fn every_network_is_masqueraded_on_hairpin_and_non_internal_ones_out() {
     let rules = chain_rules(&ruleset(&node()).unwrap(), "shoal-nat", "postrouting");
-    let expected: Vec<String> = [("shl-a", "100.64.1.0/24"), ("shl-o", "100.64.3.0/24")]
+    let expected: Vec<String> = [("shl-a", "100.64.1.0/24", false), ("shl-b", "100.64.2.0/24", true), ("shl-o", "100.64.3.0/24", false), ("shl-p", "100.64.4.0/24", true)]
         .iter()
-        .flat_map(|(bridge, subnet)| {
-            [
-                format!("ct status dnat oifname {bridge} ip saddr {subnet} ip daddr {subnet} masquerade"),
-                format!("ip saddr {subnet} oifname != {OURS} ip daddr != {SUBNETS} masquerade"),
-            ]
+        .flat_map(|(bridge, subnet, internal)| {
+            let hairpin = format!("ct status dnat oifname {bridge} ip saddr {subnet} ip daddr {subnet} masquerade");
+            let outside = format!("ip saddr {subnet} oifname != {OURS} ip daddr != {SUBNETS} masquerade");
+            if *internal { vec![hairpin] } else { vec![hairpin, outside] }
         })
         .collect();
     assert_eq!(rules, expected);
