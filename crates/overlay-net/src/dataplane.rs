@@ -194,6 +194,17 @@ impl Dataplane {
         FALLBACK_UNDERLAY_MTU
     }
 
+    /// Applies one view from the managers: the overlay ([`Self::set_overlay`])
+    /// and the directory ([`Self::set_directory`]). The names go to the DNS
+    /// before a newly served network is announced ready, so a container
+    /// that was waiting for the network to start resolves its services
+    /// from its first query.
+    pub async fn set_view(&self, networks: Vec<OverlayNetwork>, peers: Vec<OverlayPeer>, directory: Directory) -> Result<()> {
+        self.dns.set_directory(&directory);
+        self.set_overlay(networks, peers).await?;
+        self.set_directory(directory).await
+    }
+
     /// Makes the overlay match the managers' view: a bridge per network,
     /// the device's peers, /32 routes to every remote address, and the
     /// firewall. Bridges of overlay networks no longer served go.

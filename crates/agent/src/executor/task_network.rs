@@ -221,10 +221,7 @@ pub async fn apply_views(dataplane: Arc<Dataplane>, mut views: watch::Receiver<O
             (view.desired(), view.directory())
         };
         let count = (networks.len(), peers.len());
-        let applied = match dataplane.set_overlay(networks, peers).await {
-            Ok(()) => dataplane.set_directory(directory).await,
-            Err(error) => Err(error),
-        };
+        let applied = dataplane.set_view(networks, peers, directory).await;
         match applied {
             Ok(()) => {
                 tracing::debug!(networks = count.0, peers = count.1, "overlay applied");
