@@ -250,6 +250,7 @@ fn published_ports_answer_on_every_node_and_host_mode_only_where_tasks_run() {
         (vec!["service", "create", "--detach", "--name", "bad2", "-p", "8080:80", &swarm.image], "web"),
         (vec!["service", "create", "--detach", "--name", "bad3", "-p", "8085:80/sctp", &swarm.image], "sctp"),
         (vec!["service", "create", "--detach", "--name", "bad4", "--endpoint-mode", "dnsrr", "-p", "8086:80", &swarm.image], "dnsrr"),
+        (vec!["service", "create", "--detach", "--name", "bad5", "--network", "name=hostnet,alias=no!label", &swarm.image], "no!label"),
     ];
     for (args, named) in &cases {
         let out = swarm.shoal(args);

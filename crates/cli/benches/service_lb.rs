@@ -11,8 +11,8 @@
 //!    overlay to the task on worker1), against wrk from worker2 itself
 //!    straight to the task's ingress address over the same overlay.
 //! 3. VIP convergence: from a task leaving running to the VIP no longer
-//!    routing to it on every node (each node's `vip-*` chain polled from
-//!    its own thread): a task killed with SIGKILL (from the kill), and a
+//!    routing to it on every node (each node's `vip-*` chain watched with
+//!    `nft monitor`): a task killed with SIGKILL (from the kill), and a
 //!    scale down (from the `service scale` call). Target: < 100 ms.
 //!
 //! Everything it makes lives in the dev cluster, removed at the end, on a
@@ -188,34 +188,70 @@ fn converge(cluster: &Cluster, vip: Ipv4Addr, backend: Ipv4Addr, act: impl FnOnc
 }
 
 /// As [`converge`], until any one of `backends` is gone on every node.
+///
+/// Each node is watched with `nft monitor rules` in its namespace, started
+/// before `act`: the time is when the node's kernel reported a rule of the
+/// VIP's chain without the backend. Polling `nft list` instead kept both
+/// cores busy with nft processes and slowed the very daemons it timed.
 fn converge_any(cluster: &Cluster, vip: Ipv4Addr, backends: &[Ipv4Addr], act: impl FnOnce()) -> (f64, Vec<f64>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
     let chain = format!("vip-{}", vip.to_string().replace('.', "-"));
     let namespaces: Vec<String> = HOSTS.iter().map(|h| format!("--net=/run/netns/{}", cluster.host(h).netns)).collect();
     // Every address in the chain (its backends, and the VIP in the comment).
-    let listed = |ns: &str| -> std::collections::BTreeSet<Ipv4Addr> {
-        let text = run("nsenter", &[ns, "nft", "list", "chain", "ip", "shoal-nat", &chain], Duration::from_secs(5)).stdout;
+    let addresses = |text: &str| -> std::collections::BTreeSet<Ipv4Addr> {
         text.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|word| word.parse().ok()).collect()
     };
     for ns in &namespaces {
-        let rules = listed(ns);
+        let rules = addresses(&run("nsenter", &[ns, "nft", "list", "chain", "ip", "shoal-nat", &chain], Duration::from_secs(5)).stdout);
         assert!(backends.iter().all(|b| rules.contains(b)), "{chain} lacks a backend before the run: {rules:?}");
     }
+    let mut monitors: Vec<std::process::Child> = namespaces
+        .iter()
+        .map(|ns| {
+            Command::new("nsenter")
+                .args([ns.as_str(), "nft", "monitor", "rules"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nft monitor")
+        })
+        .collect();
+    // nft monitor gives no sign that it listens; it does well within this.
+    std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
-    let times = std::thread::scope(|scope| {
-        let pollers: Vec<_> = namespaces
-            .iter()
-            .map(|ns| {
-                scope.spawn(move || {
-                    poll(Duration::from_secs(20), "a backend to leave the VIP", || {
-                        let rules = listed(ns);
-                        backends.iter().any(|b| !rules.contains(b)).then(|| started.elapsed())
-                    })
-                })
-            })
-            .collect();
-        act();
-        pollers.into_iter().map(|p| p.join().expect("a poller panicked").as_secs_f64() * 1e3).collect::<Vec<f64>>()
-    });
+    let (sender, receiver) = std::sync::mpsc::channel();
+    for (node, monitor) in monitors.iter_mut().enumerate() {
+        let stdout = monitor.stdout.take().expect("piped");
+        let (sender, chain) = (sender.clone(), chain.clone());
+        let backends = backends.to_vec();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let rule_of_chain = line.starts_with("add rule ip shoal-nat ") && line.contains(&format!(" {chain} ")) && line.contains("dnat");
+                if rule_of_chain && backends.iter().any(|b| !addresses(&line).contains(b)) {
+                    let _ = sender.send((node, started.elapsed()));
+                    return;
+                }
+            }
+        });
+    }
+    drop(sender);
+    act();
+    let mut times = vec![f64::NAN; namespaces.len()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for _ in 0..namespaces.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(left) {
+            Ok((node, took)) => times[node] = took.as_secs_f64() * 1e3,
+            Err(_) => break,
+        }
+    }
+    for monitor in &mut monitors {
+        let _ = monitor.kill();
+        let _ = monitor.wait();
+    }
+    assert!(times.iter().all(|t| t.is_finite()), "a node never dropped the backend from {chain}: {times:?}");
     let last = times.iter().copied().fold(0.0, f64::max);
     (last, times)
 }

@@ -256,12 +256,16 @@ impl TaskWorker {
         let exit = exit_of(&self.ctx.containers, container_id)
             .ok_or_else(|| format!("container {container_id} has not exited yet"))?;
         let (state, error) = exit_outcome(&exit);
-        // The task's addresses go back with its end; its stopped container
-        // stays for its logs.
-        self.release_network().await;
         let message = if state == TaskState::Complete { "finished" } else { "container exited with an error" };
         let report = Report::new(state, message).error(error).container(container_id).exit_code(Some(exit.code));
+        // The end goes out first: every node drops the task from its VIPs
+        // and names once the managers know, and tearing the sandbox down
+        // takes tens of milliseconds. The addresses go back with the end;
+        // one handed out again meets a sandbox already gone, as a new
+        // task needs an allocation, a placement and its own preparation
+        // first. The stopped container stays for its logs.
         self.report(report.at(Some(&exit.finished_at))).await;
+        self.release_network().await;
         Ok(())
     }
 
