@@ -22,9 +22,12 @@
 mod support;
 #[path = "overlay/interrupt.rs"]
 mod interrupt;
+#[path = "service_lb/dns_watch.rs"]
+mod dns_watch;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use shoal_runtime::testing::{TestImages, TestRegistry};
@@ -68,6 +71,9 @@ struct Report {
     /// Per run: (the last node's time, each node's) in ms.
     killed: Vec<(f64, Vec<f64>)>,
     scaled: Vec<(f64, Vec<f64>)>,
+    /// Per run: the last node's DNS dropping the task, in ms.
+    killed_dns: Vec<f64>,
+    scaled_dns: Vec<f64>,
     /// How long each node's firewall apply took during the convergence
     /// runs (from the daemons' logs): the data plane's share.
     apply_ms: Vec<f64>,
@@ -94,6 +100,17 @@ impl Report {
                 last.get(last.len() / 2).copied().unwrap_or(f64::NAN),
                 last.last().copied().unwrap_or(f64::NAN),
                 runs.iter().map(|r| r.1.iter().map(|ms| ms.round()).collect::<Vec<_>>()).collect::<Vec<_>>()
+            );
+        }
+        for (what, runs) in [("task killed (SIGKILL)", &self.killed_dns), ("scale down (service scale)", &self.scaled_dns)] {
+            let mut last = runs.clone();
+            last.sort_by(f64::total_cmp);
+            println!(
+                "DNS convergence (tasks.conv), {what}, last of 3 nodes, {} runs: median {:.0} ms, max {:.0} ms (target < {CONVERGENCE_TARGET_MS} ms); runs {:?}",
+                runs.len(),
+                last.get(last.len() / 2).copied().unwrap_or(f64::NAN),
+                last.last().copied().unwrap_or(f64::NAN),
+                runs.iter().map(|ms| ms.round()).collect::<Vec<_>>()
             );
         }
         let mut apply = self.apply_ms.clone();
@@ -145,10 +162,12 @@ fn measure() -> Report {
     let mesh_direct = wrk(&worker2_ns, &ingress_url, WRK_SECONDS);
     eprintln!("mesh {mesh:.0} req/s, direct from worker2 {mesh_direct:.0} req/s");
 
-    // 3. Convergence on every node.
+    // 3. Convergence on every node. DNS is asked from the client's and
+    // web's sandboxes: one on each node, and none of them goes away.
     b.service("conv", &["--replicas", "3", "--replicas-max-per-node", "1", "--network", "front"], SLEEPER);
-    let mut killed = Vec::new();
-    let mut scaled = Vec::new();
+    let vantage: Vec<PathBuf> = std::iter::once(&client).chain(web.iter()).map(|t| PathBuf::from(b.sandbox(t))).collect();
+    let (mut killed, mut killed_dns) = (Vec::new(), Vec::new());
+    let (mut scaled, mut scaled_dns) = (Vec::new(), Vec::new());
     let convergence_started = std::time::SystemTime::now();
     for run_index in 0..CONVERGENCE_RUNS {
         let tasks = b.tasks("conv", 3);
@@ -156,11 +175,13 @@ fn measure() -> Report {
         let victim = &tasks[run_index % tasks.len()];
         let backend = victim.address_on("front");
         let pid = b.pid(victim);
-        let result = converge(cluster, vip, backend, || {
+        let all: Vec<Ipv4Addr> = tasks.iter().map(|t| t.address_on("front")).collect();
+        let (result, dns) = converge(cluster, vip, &[backend], &vantage, &all, || {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("killing the task");
         });
-        eprintln!("kill run {run_index}: {result:?}");
+        eprintln!("kill run {run_index}: VIP {result:?}, DNS {dns:.0} ms");
         killed.push(result);
+        killed_dns.push(dns);
         b.tasks("conv", 3);
     }
     for run_index in 0..CONVERGENCE_RUNS {
@@ -169,31 +190,50 @@ fn measure() -> Report {
         let backends: Vec<Ipv4Addr> = tasks.iter().map(|t| t.address_on("front")).collect();
         // Which of the three goes is the orchestrator's choice: wait for
         // any backend to leave on every node.
-        let result = converge_any(cluster, vip, &backends, || {
+        let (result, dns) = converge(cluster, vip, &backends, &vantage, &backends, || {
             b.shoal(&["service", "scale", "--detach", "conv=2"]);
         });
-        eprintln!("scale run {run_index}: {result:?}");
+        eprintln!("scale run {run_index}: VIP {result:?}, DNS {dns:.0} ms");
         scaled.push(result);
+        scaled_dns.push(dns);
         b.shoal(&["service", "scale", "--detach", "conv=3"]);
     }
     let apply_ms = firewall_apply_ms(cluster, convergence_started);
     drop(registry);
-    Report { vip: vip_rate, direct, mesh, mesh_direct, killed, scaled, apply_ms }
+    Report { vip: vip_rate, direct, mesh, mesh_direct, killed, scaled, killed_dns, scaled_dns, apply_ms }
 }
 
-/// Runs `act`, then polls each node's chain for `vip` (one thread per node)
-/// until `backend` is gone from it: ms per node, and the last.
-fn converge(cluster: &Cluster, vip: Ipv4Addr, backend: Ipv4Addr, act: impl FnOnce()) -> (f64, Vec<f64>) {
-    converge_any(cluster, vip, &[backend], act)
+/// Runs `act` and times, on every node, the VIP no longer routing to one
+/// of `backends` ([`vip_converge`]: the last node's ms and each node's) and
+/// `tasks.conv` from the `dns` sandboxes no longer giving one of `tasks`
+/// (the last sandbox's ms).
+fn converge(cluster: &Cluster, vip: Ipv4Addr, backends: &[Ipv4Addr], dns: &[PathBuf], tasks: &[Ipv4Addr], act: impl FnOnce()) -> ((f64, Vec<f64>), f64) {
+    const NAME: &str = "tasks.conv";
+    for sandbox in dns {
+        dns_watch::wait_for_all(sandbox, NAME, tasks, Duration::from_secs(10));
+    }
+    let started = Arc::new(OnceLock::new());
+    let watches: Vec<_> = dns
+        .iter()
+        .map(|sandbox| dns_watch::until_one_leaves(sandbox.clone(), NAME.to_string(), tasks.to_vec(), started.clone(), Duration::from_secs(20)))
+        .collect();
+    let vip = vip_converge(cluster, vip, backends, &started, act);
+    let dns_last = watches
+        .into_iter()
+        .map(|w| w.join().expect("a DNS watch").expect("a node's DNS never dropped the task").as_secs_f64() * 1e3)
+        .fold(0.0, f64::max);
+    (vip, dns_last)
 }
 
-/// As [`converge`], until any one of `backends` is gone on every node.
+/// Runs `act`, then times each node until its chain for `vip` lost any
+/// one of `backends` (ms since `act`, whose start goes into `started`),
+/// and the last node.
 ///
 /// Each node is watched with `nft monitor rules` in its namespace, started
 /// before `act`: the time is when the node's kernel reported a rule of the
 /// VIP's chain without the backend. Polling `nft list` instead kept both
 /// cores busy with nft processes and slowed the very daemons it timed.
-fn converge_any(cluster: &Cluster, vip: Ipv4Addr, backends: &[Ipv4Addr], act: impl FnOnce()) -> (f64, Vec<f64>) {
+fn vip_converge(cluster: &Cluster, vip: Ipv4Addr, backends: &[Ipv4Addr], started: &Arc<OnceLock<Instant>>, act: impl FnOnce()) -> (f64, Vec<f64>) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
@@ -220,7 +260,7 @@ fn converge_any(cluster: &Cluster, vip: Ipv4Addr, backends: &[Ipv4Addr], act: im
         .collect();
     // nft monitor gives no sign that it listens; it does well within this.
     std::thread::sleep(Duration::from_millis(200));
-    let started = Instant::now();
+    let started = *started.get_or_init(Instant::now);
     let (sender, receiver) = std::sync::mpsc::channel();
     for (node, monitor) in monitors.iter_mut().enumerate() {
         let stdout = monitor.stdout.take().expect("piped");
