@@ -104,6 +104,14 @@ impl Endpoint {
         self.run(&["ping", "-c", "1", "-W", "2", &target], Duration::from_secs(5)).success()
     }
 
+    /// Whether any of four pings 0.2 s apart gets a reply (within about
+    /// 1.6 s): one lost packet on a loaded machine does not fail a check
+    /// that has little time.
+    fn pings_any(&self, address: Ipv4Addr) -> bool {
+        let target = address.to_string();
+        self.run(&["ping", "-c", "4", "-i", "0.2", "-W", "1", &target], Duration::from_secs(5)).success()
+    }
+
     /// The page the server at `address` serves (HTTP status checked), if
     /// the TCP exchange works.
     fn fetch(&self, address: Ipv4Addr, path: &str) -> Option<String> {
@@ -486,7 +494,7 @@ fn the_mesh_follows_nodes_and_survives_a_daemon_restart() {
     swarm.cluster.stop(&victim, true);
     // Well inside the 3 missed heartbeats after which the managers would
     // call the node down and move its task.
-    wait_until(Duration::from_secs(2), &format!("traffic while {victim}'s daemon is down"), || on_victim.pings(peer).then_some(()));
+    wait_until(Duration::from_secs(2), &format!("traffic while {victim}'s daemon is down"), || on_victim.pings_any(peer).then_some(()));
     let restarted = Instant::now();
     swarm.cluster.start(&victim);
     let resumed = wait_until(Duration::from_secs(10), "traffic after the restart", || on_victim.pings(peer).then(|| restarted.elapsed()));

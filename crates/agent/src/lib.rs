@@ -7,6 +7,7 @@
 
 pub mod description;
 pub mod executor;
+pub mod managers;
 pub mod overlay;
 pub mod renewal;
 pub mod session;

@@ -11,7 +11,7 @@ use shoal_overlay_net::dataplane::Dataplane;
 use shoal_proto::pb;
 use shoal_proto::tls::ClientTls;
 
-use crate::executor::managers::ManagerDialer;
+use crate::managers::ManagerDialer;
 
 /// Bounds each call to a manager.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);

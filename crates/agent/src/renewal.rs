@@ -1,11 +1,14 @@
 //! Certificate renewal: a fresh key and a certificate for whatever role the
 //! swarm wants this node to have, from any reachable manager.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::identity::generate_key_and_csr;
 use shoal_proto::pb;
-use shoal_proto::tls::{self, ClientTls, Credentials};
+use shoal_proto::tls::{ClientTls, Credentials};
+
+use crate::managers::ManagerDialer;
 
 const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -26,23 +29,26 @@ pub async fn renew_certificate(
 ) -> Result<RenewedCertificate, String> {
     let key_and_csr = generate_key_and_csr(node_id).map_err(|e| e.to_string())?;
     let mut last_error = String::from("no managers are known");
-    for addr in managers {
-        let attempt = async {
-            let channel = tls::connect(addr, tls, RENEW_TIMEOUT).await.map_err(|e| e.to_string())?;
-            let mut client = pb::ca_client::CaClient::new(channel);
-            client
-                .issue_node_certificate(pb::IssueNodeCertificateRequest {
-                    csr_pem: key_and_csr.csr_pem.clone(),
-                    token: String::new(),
-                    hostname: String::new(),
-                    advertise_addr: advertise.to_string(),
-                })
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| s.message().to_string())
+    let mut dialer = ManagerDialer::new(tls.clone(), Arc::new(Mutex::new(managers.to_vec())), RENEW_TIMEOUT);
+    // Each manager once, as the dialer takes them in turn.
+    for _ in 0..managers.len() {
+        let (addr, channel) = match dialer.connect().await {
+            Ok(connected) => connected,
+            Err(error) => {
+                last_error = error;
+                continue;
+            }
         };
-        match tokio::time::timeout(RENEW_TIMEOUT * 2, attempt).await {
+        let mut client = pb::ca_client::CaClient::new(channel);
+        let call = client.issue_node_certificate(pb::IssueNodeCertificateRequest {
+            csr_pem: key_and_csr.csr_pem.clone(),
+            token: String::new(),
+            hostname: String::new(),
+            advertise_addr: advertise.to_string(),
+        });
+        match tokio::time::timeout(RENEW_TIMEOUT, call).await {
             Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
                 return Ok(RenewedCertificate {
                     credentials: Credentials {
                         ca_pem: reply.ca_pem,
@@ -51,9 +57,9 @@ pub async fn renew_certificate(
                     },
                     role: reply.role,
                     managers: reply.managers,
-                })
+                });
             }
-            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
+            Ok(Err(status)) => last_error = format!("{addr}: {}", status.message()),
             Err(_) => last_error = format!("{addr}: timed out"),
         }
     }

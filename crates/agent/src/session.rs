@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::pb;
-use shoal_proto::tls::{self, ClientTls};
+use shoal_proto::tls::ClientTls;
+use tonic::transport::Channel;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
+
+use crate::managers::ManagerDialer;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -41,32 +44,30 @@ pub struct SessionConfig {
 
 /// Runs until the task is aborted: connect, heartbeat, fail over, repeat.
 pub async fn run_session(config: SessionConfig) {
-    let mut attempt: usize = 0;
+    let mut dialer = ManagerDialer::new(config.tls.clone(), config.managers.clone(), CONNECT_TIMEOUT)
+        .persistent()
+        .preferring(config.local_manager.clone());
     loop {
-        let candidates = {
-            let mut list = config.managers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(local) = &config.local_manager {
-                list.retain(|m| m != local);
-                list.insert(0, local.clone());
+        let (addr, channel) = match dialer.connect().await {
+            Ok(connected) => connected,
+            // The dialer paces its own attempts: no sleep here.
+            Err(error) => {
+                tracing::debug!(%error, "no manager reachable for the session");
+                continue;
             }
-            list
         };
-        if candidates.is_empty() {
-            tokio::time::sleep(RETRY_DELAY).await;
-            continue;
-        }
-        let addr = candidates[attempt % candidates.len()].clone();
-        attempt += 1;
-        match session_with(&config, &addr).await {
+        match session_with(&config, &addr, channel).await {
             Ok(()) => tracing::info!(manager = %addr, "session ended; reconnecting"),
-            Err(e) => tracing::debug!(manager = %addr, error = %e, "session failed; trying the next manager"),
+            Err(e) => {
+                tracing::debug!(manager = %addr, error = %e, "session failed; trying the next manager");
+                dialer.note_failure(&addr);
+            }
         }
         tokio::time::sleep(RETRY_DELAY).await;
     }
 }
 
-async fn session_with(config: &SessionConfig, addr: &str) -> Result<(), String> {
-    let channel = tls::connect(addr, &config.tls, CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
+async fn session_with(config: &SessionConfig, addr: &str, channel: Channel) -> Result<(), String> {
     let mut client = pb::dispatcher_client::DispatcherClient::new(channel);
     let mut stream = client
         .session(pb::SessionRequest { node_id: config.node_id.clone(), description: Some(config.description.clone()) })

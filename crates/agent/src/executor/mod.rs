@@ -15,7 +15,6 @@
 #[cfg(test)]
 mod container_tests;
 mod logs;
-pub(crate) mod managers;
 mod reconcile;
 mod reporter;
 mod runtime_ops;
@@ -40,7 +39,7 @@ pub use runtime_ops::remove_all_task_containers;
 pub use task_container::{LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME};
 pub use task_state::TaskState;
 
-use managers::ManagerDialer;
+use crate::managers::ManagerDialer;
 use reconcile::{plan_assignments, SetAction};
 use runtime_ops::{containers_of, stop_and_remove_all, task_containers};
 use task_container::stop_plan;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use shoal_proto::pb;
 use tokio::sync::mpsc;
 
-use super::managers::ManagerDialer;
+use crate::managers::ManagerDialer;
 use super::task_state::TaskState;
 
 /// The most updates one call carries.

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use shoal_agent::managers::ManagerDialer;
 use shoal_agent::{
     describe_node, remove_all_task_containers, renew_certificate, run_session, Executor, ExecutorConfig, SessionConfig, SessionEvent,
     TaskRuntime,
@@ -264,30 +265,30 @@ impl RunningNode {
         let managers: Vec<String> =
             self.managers.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|m| **m != state.advertise).cloned().collect();
         let mut last_error = String::from("no other manager is known");
-        for _ in 0..3 {
-            for addr in &managers {
-                let attempt = async {
-                    let channel = shoal_proto::tls::connect(addr, &self.client_tls, Duration::from_secs(3)).await?;
-                    pb::raft_client::RaftClient::new(channel)
-                        .join_raft(pb::JoinRaftRequest { node_id: state.node_id.clone(), addr: state.advertise.clone() })
-                        .await
-                        .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-                    anyhow::Ok(())
-                };
-                match tokio::time::timeout(Duration::from_secs(30), attempt).await {
-                    Ok(Ok(())) => {
-                        // Wait until our own Raft knows it is a voter.
-                        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                        while !manager.voters().contains(&manager.raft_id) && tokio::time::Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        return Ok(());
-                    }
-                    Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-                    Err(_) => last_error = format!("{addr}: timed out"),
+        let attempts = 3 * managers.len();
+        let mut dialer = ManagerDialer::new(self.client_tls.clone(), Arc::new(Mutex::new(managers)), Duration::from_secs(3));
+        for _ in 0..attempts {
+            let (addr, channel) = match dialer.connect().await {
+                Ok(connected) => connected,
+                Err(error) => {
+                    last_error = error;
+                    continue;
                 }
+            };
+            let request = pb::JoinRaftRequest { node_id: state.node_id.clone(), addr: state.advertise.clone() };
+            match tokio::time::timeout(Duration::from_secs(30), pb::raft_client::RaftClient::new(channel).join_raft(request)).await {
+                Ok(Ok(_)) => {
+                    // Wait until our own Raft knows it is a voter.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while !manager.voters().contains(&manager.raft_id) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    return Ok(());
+                }
+                Ok(Err(status)) => last_error = format!("{addr}: {}", status.message()),
+                Err(_) => last_error = format!("{addr}: timed out"),
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::bail!("could not join the managers' Raft group: {last_error}")
     }

@@ -1,7 +1,9 @@
-//! Which manager the executor talks to. Like the session, it goes through
-//! the managers' list in turn (the session keeps the list current); a
-//! follower refusing a leader-only call names the leader, which is tried
-//! next.
+//! Reaching a manager: the one way the node's session, executor, reporter,
+//! container attachments, certificate renewal and a joining manager pick
+//! and connect to one. It goes through the managers' list in turn (the
+//! session keeps the list current), optionally starting with a preferred
+//! one (the node's own manager); a follower refusing a leader-only call
+//! names the leader, which is tried next.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,12 +32,22 @@ pub struct ManagerDialer {
     give_up: Duration,
     next: usize,
     leader_hint: Option<String>,
+    /// Tried first by every `connect` (e.g. the manager on this node)...
+    preferred: Option<String>,
+    /// ...unless the last one it gave failed the caller.
+    skip_preferred: bool,
 }
 
 impl ManagerDialer {
     /// A dialer for one call: `connect` gives up after about `timeout`.
     pub fn new(tls: ClientTls, managers: Arc<Mutex<Vec<String>>>, timeout: Duration) -> Self {
-        ManagerDialer { tls, managers, timeout, give_up: timeout, next: 0, leader_hint: None }
+        ManagerDialer { tls, managers, timeout, give_up: timeout, next: 0, leader_hint: None, preferred: None, skip_preferred: false }
+    }
+
+    /// Every `connect` starts with `manager` (when given), then the rest.
+    pub fn preferring(mut self, manager: Option<String>) -> Self {
+        self.preferred = manager;
+        self
     }
 
     /// For a stream the node follows forever: `connect` keeps trying for
@@ -62,6 +74,7 @@ impl ManagerDialer {
         let mut launch = tokio::time::interval(STAGGER);
         launch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_error = String::new();
+        let mut launched = 0usize;
         loop {
             let launching = started.elapsed() < self.give_up && pending.len() < MAX_PENDING;
             if !launching && pending.is_empty() {
@@ -69,10 +82,11 @@ impl ManagerDialer {
             }
             tokio::select! {
                 _ = launch.tick(), if launching => {
-                    let Some(addr) = self.next_candidate() else {
+                    let Some(addr) = self.next_candidate(launched == 0) else {
                         last_error = "no manager is known yet".into();
                         continue;
                     };
+                    launched += 1;
                     let tls = self.tls.clone();
                     let timeout = self.timeout;
                     pending.push(async move {
@@ -88,19 +102,33 @@ impl ManagerDialer {
         }
     }
 
-    /// The manager to try next: the named leader once, else the next in
-    /// the (session-maintained) list.
-    fn next_candidate(&mut self) -> Option<String> {
+    /// The manager to try next: the named leader once, the preferred one
+    /// first in each `connect`, else the next in the list.
+    fn next_candidate(&mut self, first: bool) -> Option<String> {
         if let Some(leader) = self.leader_hint.take() {
             return Some(leader);
         }
-        let managers = self.managers.lock().unwrap_or_else(|p| p.into_inner());
-        if managers.is_empty() {
-            return None;
+        if first && !std::mem::take(&mut self.skip_preferred) {
+            if let Some(preferred) = &self.preferred {
+                return Some(preferred.clone());
+            }
         }
-        let addr = managers[self.next % managers.len()].clone();
+        let managers = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        let others: Vec<&String> = managers.iter().filter(|m| Some(*m) != self.preferred.as_ref()).collect();
+        if others.is_empty() {
+            return self.preferred.clone();
+        }
+        let addr = others[self.next % others.len()].clone();
         self.next += 1;
         Some(addr)
+    }
+
+    /// The caller could not use `addr` (e.g. its session failed): if it is
+    /// the preferred manager, the next `connect` starts with another.
+    pub fn note_failure(&mut self, addr: &str) {
+        if self.preferred.as_deref() == Some(addr) {
+            self.skip_preferred = true;
+        }
     }
 
     /// Whether a follower named the leader, who is tried next.
