@@ -5,9 +5,10 @@
 //! [`BridgeNetworks`] owns the decisions and their record ([`store`]);
 //! what concerns one container (its sandbox, addresses, ports, `network
 //! connect`) is in `containers.rs`. It makes the kernel match through the
-//! node's [`Dataplane`]: bridges and the firewall via `set_local`, a sandbox namespace per container
-//! (`ctr-...`; task sandboxes `task-...` are the agent's and never touched
-//! here) via `attach` / `detach` / `release`. Each published port also
+//! node's [`Dataplane`]: bridges and the firewall via `set_local`, a
+//! sandbox namespace per container (`ctr-...`; task sandboxes `task-...`
+//! are the agent's and never touched here) via `attach` / `detach` /
+//! `release`. Each published port also
 //! gets a [`PortProxy`] bound on the host port, started before anything
 //! else: binding it is how a port already in use is found, and it serves
 //! 127.0.0.1, which DNAT cannot.
