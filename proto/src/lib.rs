@@ -15,5 +15,7 @@ pub mod pb {
 
 pub mod identity;
 pub mod join_token;
+pub mod redacted;
+pub mod task_files;
 pub mod task_state;
 pub mod tls;

@@ -1,10 +1,12 @@
 //! A swarm forms, every manager agrees on it, and workers stay out of the
 //! control API.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::{wait_until, Cluster};
-use crate::swarm_helpers::{node_ls, wait_all_ready};
+use crate::swarm_helpers::{config_names, create_config, node_ls, wait_all_ready};
 
 #[test]
 fn three_managers_and_two_workers_form_and_agree_on_node_ls() {
@@ -76,6 +78,10 @@ fn promote_and_demote_change_raft_membership() {
             nodes.iter().any(|n| n.hostname == "worker1" && n.role == "manager" && n.manager_status.as_deref() == Some("reachable"))
         })
     });
+    // A manager's Raft data key appears with the role and goes with it
+    // (deleting it crypto-erases whatever Raft data is left).
+    let dek = raft_dek_file(&cluster, "worker1");
+    assert!(dek.exists(), "{} missing on a manager", dek.display());
     cluster.shoal("manager1", &["node", "demote", "worker1"]).ok();
     wait_until(Duration::from_secs(20), "worker1 to be a worker again", || {
         node_ls(&cluster, "manager1").filter(|nodes| {
@@ -84,4 +90,73 @@ fn promote_and_demote_change_raft_membership() {
     });
     let refused = cluster.shoal("worker1", &["node", "ls"]);
     assert!(!refused.success());
+    wait_until(Duration::from_secs(10), "the demoted node to delete its Raft data key", || (!dek.exists()).then_some(()));
+}
+
+/// A host's daemon data root (`dev-cluster` keeps it beside the daemon log).
+fn data_root(cluster: &Cluster, host: &str) -> PathBuf {
+    cluster.host(host).log.with_file_name("data")
+}
+
+fn raft_dek_file(cluster: &Cluster, host: &str) -> PathBuf {
+    data_root(cluster, host).join("swarm/certs/raft-dek")
+}
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Every manager encrypts its Raft files with its own data key, kept beside
+/// its TLS key: a distinctive config value is nowhere in them, yet every
+/// manager has it back after all of them restart.
+#[test]
+fn managers_keep_their_raft_files_encrypted_at_rest() {
+    const MANAGERS: [&str; 3] = ["manager1", "manager2", "manager3"];
+    let cluster = Cluster::up("atrest", 3, 0);
+    wait_all_ready(&cluster, "manager1", 3);
+    // create_config stores the name as the value too.
+    let needle = "atrest-zq7f3a-distinctive";
+    create_config(&cluster, "manager1", needle).ok();
+    for host in MANAGERS {
+        wait_until(Duration::from_secs(10), "every manager to apply the config", || {
+            config_names(&cluster, host).filter(|names| names.iter().any(|n| n == needle))
+        });
+    }
+    // Stopped, so what they hold is on disk and no daemon writes meanwhile.
+    for host in MANAGERS {
+        cluster.stop(host, false);
+    }
+    let mut keys = Vec::new();
+    for host in MANAGERS {
+        let raft = data_root(&cluster, host).join("swarm/manager/raft");
+        let db_len = std::fs::metadata(raft.join("db")).map(|m| m.len()).unwrap_or(0);
+        assert!(db_len > 0, "{host} has no Raft database at {}", raft.display());
+        assert_eq!(files_containing(&raft, needle.as_bytes()), Vec::<PathBuf>::new(), "{host} stores the value in plaintext");
+        let dek = raft_dek_file(&cluster, host);
+        let mode = std::fs::metadata(&dek).unwrap_or_else(|e| panic!("{}: {e}", dek.display())).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{} is not private", dek.display());
+        keys.push(std::fs::read(&dek).expect("reading the key file"));
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "managers share a data key");
+
+    for host in MANAGERS {
+        cluster.start(host);
+    }
+    for host in MANAGERS {
+        wait_until(Duration::from_secs(20), "the restarted managers to read the config back", || {
+            config_names(&cluster, host).filter(|names| names.iter().any(|n| n == needle))
+        });
+    }
 }

@@ -9,6 +9,7 @@ use support::swarm_helpers;
 
 mod bad_input;
 mod control_plane;
+mod autolock;
 mod failover;
 mod security;
 mod renewal;
@@ -18,3 +19,4 @@ mod services;
 mod local_networks;
 mod dns;
 mod routing_mesh;
+mod secrets;

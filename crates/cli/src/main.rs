@@ -31,6 +31,9 @@ enum Command {
         /// Where the node keeps its state
         #[arg(long, default_value = "/var/lib/shoal")]
         data_root: PathBuf,
+        /// Where the node keeps what must stay off disk, e.g. tasks' secrets on tmpfs (default: the socket's directory, /run/shoal)
+        #[arg(long, value_name = "DIR")]
+        exec_root: Option<PathBuf>,
         /// Name of this node in the swarm (default: the host name)
         #[arg(long)]
         node_name: Option<String>,
@@ -62,6 +65,9 @@ enum Command {
     /// Manage configs
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
+    /// Manage secrets
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCommand),
     /// Manage networks
     #[command(subcommand)]
     Network(commands::network::NetworkCommand),
@@ -126,7 +132,7 @@ fn validate_registry(value: &str) -> Result<(), CliError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon { data_root, node_name, insecure_registries, cgroup_parent, labels, default_address_pool, bridge } => {
+        Command::Daemon { data_root, exec_root, node_name, insecure_registries, cgroup_parent, labels, default_address_pool, bridge } => {
             init_logging();
             for registry in &insecure_registries {
                 validate_registry(registry)?;
@@ -159,8 +165,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     return Err(CliError::msg(format!("--bridge {other:?} is not supported; use shoal0 (the default) or none")).into())
                 }
             };
+            let exec_root = exec_root.unwrap_or_else(|| socket.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/shoal")));
+            if exec_root.starts_with(&data_root) {
+                return Err(CliError::msg(format!(
+                    "exec root {} is inside the data root {}; give a directory on tmpfs such as /run/shoal with --exec-root",
+                    exec_root.display(),
+                    data_root.display()
+                ))
+                .into());
+            }
             daemon::run(daemon::DaemonOptions {
                 data_root,
+                exec_root,
                 socket,
                 node_name,
                 insecure_registries,
@@ -175,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
+        Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),
         Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
         Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),

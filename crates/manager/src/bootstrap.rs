@@ -39,6 +39,8 @@ pub struct NewSwarmOptions<'a> {
     /// Where networks get their subnets, and the prefix length of each.
     pub address_pool: ipnet::Ipv4Net,
     pub pool_mask_length: u8,
+    /// `swarm init --autolock`: the swarm's unlock key.
+    pub autolock_key: Option<crate::autolock::UnlockKey>,
 }
 
 /// Docker's default: five ended tasks per slot stay visible in `service ps`.
@@ -128,6 +130,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         removed_nodes: Vec::new(),
         default_address_pool: options.address_pool,
         default_pool_mask_length: options.pool_mask_length,
+        autolock_key: options.autolock_key,
     };
     let node = Node {
         meta: Meta { id: options.node_id.to_string(), ..Default::default() },

@@ -60,6 +60,7 @@ impl From<ManagerError> for Status {
             }
             ManagerError::Txn(TxnError::VersionConflict { .. } | TxnError::AddressInUse { .. }) => Status::aborted(message),
             ManagerError::Txn(TxnError::SubnetOverlap { .. }) => Status::invalid_argument(message),
+            ManagerError::Txn(TxnError::InUse { .. }) => Status::failed_precondition(message),
             ManagerError::InvalidArgument(_) => Status::invalid_argument(message),
             ManagerError::FailedPrecondition(_) | ManagerError::LastManager | ManagerError::WouldLoseQuorum { .. } => {
                 Status::failed_precondition(message)

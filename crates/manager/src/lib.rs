@@ -15,9 +15,11 @@
 //!   leaves `New` once it has them).
 //! - [`scheduler`]: the pure placement of pending tasks onto nodes.
 //! - [`bootstrap`]: creating a new swarm's first objects.
+//! - [`autolock`]: the swarm's unlock key and what it protects on disk.
 
 pub mod allocator;
 pub mod api;
+pub mod autolock;
 pub mod bootstrap;
 pub mod ca;
 pub mod control_loop;

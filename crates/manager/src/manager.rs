@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use crate::errors::ManagerError;
 use crate::raft::network::{Network, PeerContacts};
 use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::at_rest::{open_database, AtRest};
 use crate::raft::{open_storage, NodeId, Raft};
 use crate::store::{Object, Store, Transaction, TxnOutcome};
 
@@ -33,6 +34,9 @@ pub struct ManagerConfig<'a> {
     pub advertise: String,
     pub data_dir: &'a Path,
     pub tls: ClientTls,
+    /// How the Raft data under `data_dir` is kept on disk: encrypted with
+    /// a data key (the key file beside the node's TLS key).
+    pub at_rest: AtRest,
 }
 
 pub struct Manager {
@@ -84,12 +88,18 @@ impl Manager {
     pub async fn start(config: ManagerConfig<'_>) -> Result<Arc<Self>, ManagerError> {
         std::fs::create_dir_all(config.data_dir)
             .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", config.data_dir.display())))?;
-        let db = sled::Config::new()
-            .path(config.data_dir.join("raft"))
-            .open()
-            .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
+        let raft_dir = config.data_dir.join("raft");
+        // Blocking, and a one-time migration can take a while: off the runtime.
+        // Its errors are sentences for the operator (wrong key file, ...).
+        let (db, sealer) = {
+            let (dir, at_rest) = (raft_dir.clone(), config.at_rest.clone());
+            tokio::task::spawn_blocking(move || open_database(&dir, &at_rest))
+                .await
+                .map_err(|e| ManagerError::Internal(format!("opening raft storage: {e}")))?
+                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?
+        };
         let store = Store::new();
-        let (log_store, state_machine) = open_storage(&db, &config.data_dir.join("raft"), store.clone())
+        let (log_store, state_machine) = open_storage(&db, &raft_dir, store.clone(), sealer)
             .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let contacts = PeerContacts::default();
         let network = Network::new(config.tls.clone(), contacts.clone());

@@ -18,6 +18,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose
 use shoal_manager::raft::network::{Network, PeerContacts};
 use shoal_manager::raft::rpc::RaftRpcHandler;
 use shoal_manager::raft::{open_storage, NodeId, Raft};
+use shoal_manager::raft::sealed::{Dek, Sealer};
 use shoal_manager::store::{Kind, Meta, Object, Op, Store, Transaction};
 use shoal_proto::pb;
 use shoal_proto::tls::{ClientTls, Credentials, ServerTls, MANAGER_SERVER_NAME};
@@ -118,7 +119,7 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path().join("raft")).open().expect("sled");
         let store = Store::new();
-        let (log_store, state_machine) = open_storage(&db, &dir.path().join("raft"), store.clone()).expect("storage");
+        let (log_store, state_machine) = open_storage(&db, &dir.path().join("raft"), store.clone(), Sealer::new(&Dek::generate())).expect("storage");
         let contacts = PeerContacts::default();
         let network = Network::new(ClientTls::new(&credentials).expect("client tls"), contacts.clone());
         let raft = Raft::new(id, config, network, log_store, state_machine).await.expect("raft");

@@ -11,6 +11,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership, Vote,
 };
 use shoal_manager::raft::log_store::LogStore;
+use shoal_manager::raft::sealed::{Dek, Sealer};
 use shoal_manager::raft::state_machine::StateMachine;
 use shoal_manager::raft::{open_storage, NodeId, TypeConfig};
 use shoal_manager::store::{Config, Kind, Meta, Object, Op, Store, Transaction};
@@ -33,6 +34,11 @@ fn open_db(path: &Path) -> sled::Db {
     }
 }
 
+/// Every store here encrypts, as a manager's does; each test with its own key.
+fn sealer() -> Sealer {
+    Sealer::new(&Dek::generate())
+}
+
 /// Each suite case gets a fresh database in its own temporary directory,
 /// removed when the case ends.
 struct SledStoreBuilder;
@@ -41,7 +47,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         let db = sled::Config::new().path(dir.path()).open().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, sm) = open_storage(&db, dir.path(), Store::new())?;
+        let (log, sm) = open_storage(&db, dir.path(), Store::new(), sealer())?;
         Ok((dir, log, sm))
     }
 }
@@ -90,6 +96,7 @@ fn config_names(store: &Store) -> Vec<String> {
 #[tokio::test]
 async fn log_vote_and_committed_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     let entries = vec![
         blank(1, 1),
         membership(1, 2),
@@ -99,7 +106,7 @@ async fn log_vote_and_committed_survive_restart() {
     ];
     {
         let db = open_db(dir.path());
-        let mut log = LogStore::new(&db).unwrap();
+        let mut log = LogStore::new(&db, sealer.clone()).unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
         log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         log.save_committed(Some(log_id(2, 4))).await.unwrap();
@@ -110,7 +117,7 @@ async fn log_vote_and_committed_survive_restart() {
     }
 
     let db = open_db(dir.path());
-    let mut log = LogStore::new(&db).unwrap();
+    let mut log = LogStore::new(&db, sealer.clone()).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 4)));
     let state = log.get_log_state().await.unwrap();
@@ -123,19 +130,22 @@ async fn log_vote_and_committed_survive_restart() {
 #[tokio::test]
 async fn an_interrupted_purge_is_finished_on_open() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     {
         let db = open_db(dir.path());
-        let mut log = LogStore::new(&db).unwrap();
+        let mut log = LogStore::new(&db, sealer.clone()).unwrap();
         log.blocking_append([blank(1, 1), blank(1, 2), blank(1, 3)]).await.unwrap();
         log.purge(log_id(1, 2)).await.unwrap();
         // As if the crash came after the purge point was recorded but before
         // the entries were deleted.
         let tree = db.open_tree("raft_log").unwrap();
-        tree.insert(2u64.to_be_bytes(), bincode::serialize(&blank(1, 2)).unwrap()).unwrap();
+        let key = 2u64.to_be_bytes();
+        let value = sealer.seal("raft_log", &key, &bincode::serialize(&blank(1, 2)).unwrap()).unwrap();
+        tree.insert(key, value).unwrap();
         db.flush().unwrap();
     }
     let db = open_db(dir.path());
-    let mut log = LogStore::new(&db).unwrap();
+    let mut log = LogStore::new(&db, sealer.clone()).unwrap();
     let got = log.try_get_log_entries(0..100).await.unwrap();
     assert_eq!(got, vec![blank(1, 3)]);
 }
@@ -143,10 +153,11 @@ async fn an_interrupted_purge_is_finished_on_open() {
 #[tokio::test]
 async fn state_machine_reloads_objects_and_position_after_restart() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     {
         let db = open_db(dir.path());
         let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        let mut sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
         let replies = sm
             .apply([
                 membership(1, 1),
@@ -165,7 +176,7 @@ async fn state_machine_reloads_objects_and_position_after_restart() {
 
     let db = open_db(dir.path());
     let store = Store::new();
-    let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+    let mut sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
     assert_eq!(config_names(&store), vec!["two".to_string()]);
     let b = store.view(|s| s.get(Kind::Config, "b").cloned()).unwrap();
     assert_eq!(b.meta().version, 2);
@@ -179,16 +190,17 @@ async fn state_machine_reloads_objects_and_position_after_restart() {
 #[tokio::test]
 async fn restore_rewrites_the_whole_persisted_store() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     {
         let db = open_db(dir.path());
-        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+        let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
         sm.apply([normal(1, 1, vec![Op::Create(config("a", "one"))])]).await.unwrap();
         sm.apply([normal(1, 2, vec![Op::Restore(vec![config("z", "last")])])]).await.unwrap();
         db.flush().unwrap();
     }
     let db = open_db(dir.path());
     let store = Store::new();
-    let _sm = StateMachine::new(&db, store.clone()).unwrap();
+    let _sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
     assert_eq!(config_names(&store), vec!["last".to_string()]);
 }
 
@@ -196,10 +208,13 @@ async fn restore_rewrites_the_whole_persisted_store() {
 async fn snapshots_survive_restart_and_install_elsewhere() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
+    // Each manager has its own key: the snapshot travels in the clear
+    // (over mTLS) and each side seals it with its own.
+    let (sealer, follower_sealer) = (sealer(), sealer());
 
     let built = {
         let db = open_db(leader_dir.path());
-        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+        let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
         sm.apply([membership(1, 1), normal(1, 2, vec![Op::Create(config("a", "one"))])]).await.unwrap();
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap()
     };
@@ -207,7 +222,7 @@ async fn snapshots_survive_restart_and_install_elsewhere() {
     // The leader's snapshot is still there after a restart.
     let snapshot = {
         let db = open_db(leader_dir.path());
-        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+        let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
         let current = sm.get_current_snapshot().await.unwrap().expect("snapshot after restart");
         assert_eq!(current.meta, built.meta);
         assert_eq!(current.snapshot.get_ref(), built.snapshot.get_ref());
@@ -218,7 +233,7 @@ async fn snapshots_survive_restart_and_install_elsewhere() {
     {
         let db = open_db(follower_dir.path());
         let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+        let mut sm = StateMachine::new(&db, store.clone(), follower_sealer.clone()).unwrap();
         sm.apply([normal(1, 1, vec![Op::Create(config("stale", "gone"))])]).await.unwrap();
         let mut receiving = sm.begin_receiving_snapshot().await.unwrap();
         *receiving = *snapshot.snapshot;
@@ -227,7 +242,7 @@ async fn snapshots_survive_restart_and_install_elsewhere() {
     }
     let db = open_db(follower_dir.path());
     let store = Store::new();
-    let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+    let mut sm = StateMachine::new(&db, store.clone(), follower_sealer.clone()).unwrap();
     assert_eq!(config_names(&store), vec!["one".to_string()]);
     assert_eq!(
         sm.applied_state().await.unwrap(),
@@ -249,9 +264,10 @@ async fn snapshots_survive_restart_and_install_elsewhere() {
 #[tokio::test]
 async fn a_snapshot_newer_than_the_state_machine_wins_at_startup() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     {
         let db = open_db(dir.path());
-        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
+        let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
         sm.apply([normal(1, 1, vec![Op::Create(config("a", "one"))])]).await.unwrap();
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         // As if a crash during a snapshot install lost the state machine's
@@ -262,7 +278,7 @@ async fn a_snapshot_newer_than_the_state_machine_wins_at_startup() {
     }
     let db = open_db(dir.path());
     let store = Store::new();
-    let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+    let mut sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
     assert_eq!(config_names(&store), vec!["one".to_string()]);
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1)));
     drop(sm);
@@ -278,9 +294,10 @@ async fn a_snapshot_newer_than_the_state_machine_wins_at_startup() {
 #[tokio::test]
 async fn batched_transactions_apply_independently() {
     let dir = tempfile::tempdir().unwrap();
+    let sealer = sealer();
     let db = open_db(dir.path());
     let store = Store::new();
-    let mut sm = StateMachine::new(&db, store.clone()).unwrap();
+    let mut sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
     let batch = shoal_manager::raft::Proposal {
         txns: vec![
             Transaction { ops: vec![Op::Create(config("a", "one"))], timestamp_ms: 1_000 },

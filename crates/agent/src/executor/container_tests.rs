@@ -64,7 +64,15 @@ async fn node(name: &str) -> Node {
     .await
     .unwrap();
     let (reports, receiver) = mpsc::channel(64);
-    let ctx = Arc::new(WorkerContext { node_id: "node1".into(), images, containers, networks: None, reports });
+    let ctx = Arc::new(WorkerContext {
+        node_id: "node1".into(),
+        images,
+        containers,
+        networks: None,
+        reports,
+        files: Default::default(),
+        task_files: super::task_files::TaskFilesRoot(dir.join("task-files")),
+    });
     Node { dir, cgroup_parent, ctx, reports: receiver }
 }
 

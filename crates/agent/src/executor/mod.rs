@@ -19,11 +19,13 @@ mod reconcile;
 mod reporter;
 mod runtime_ops;
 mod task_container;
+mod task_files;
 pub(crate) mod task_network;
 mod task_state;
 mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use runtime_ops::remove_all_task_containers;
+pub use task_files::remove_all_task_files;
 pub use task_container::{LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME};
 pub use task_state::TaskState;
 
@@ -43,6 +46,7 @@ use crate::managers::ManagerDialer;
 use reconcile::{plan_assignments, SetAction};
 use runtime_ops::{containers_of, stop_and_remove_all, task_containers};
 use task_container::stop_plan;
+use task_files::{HeldFiles, TaskFilesRoot};
 use task_network::OverlayView;
 use worker::{run_task, WorkerContext};
 
@@ -66,6 +70,9 @@ pub struct TaskRuntime {
     /// Bridges, sandboxes and the overlay; `None` where the node has no
     /// network data plane (tasks on networks are then rejected).
     pub networks: Option<Arc<Dataplane>>,
+    /// Where each task's secrets and configs get a tmpfs: under the
+    /// daemon's run directory, never its data root.
+    pub task_files: PathBuf,
 }
 
 pub struct ExecutorConfig {
@@ -80,6 +87,7 @@ pub struct ExecutorConfig {
 pub struct Executor {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    files: HeldFiles,
 }
 
 /// Why the assignments stream stopped.
@@ -93,15 +101,23 @@ impl Executor {
     /// Starts the executor next to the node's session.
     pub fn spawn(config: ExecutorConfig) -> Executor {
         let (stop, stopped) = oneshot::channel();
+        let files = HeldFiles::default();
+        let supervisor_files = files.clone();
         let task = tokio::spawn(async move {
-            let mut supervisor = Supervisor::new(config);
+            let mut supervisor = Supervisor::new(config, supervisor_files);
             tokio::select! {
                 _ = supervisor.run() => {}
                 _ = stopped => {}
             }
             supervisor.shutdown().await;
         });
-        Executor { stop: Some(stop), task }
+        Executor { stop: Some(stop), task, files }
+    }
+
+    /// The secrets and configs held in memory for this node's tasks, by
+    /// kind and id: what `shoal info` shows, never the values.
+    pub fn files_held(&self) -> Vec<pb::FileKey> {
+        self.files.held()
     }
 
     /// Stops following the managers and ends every worker. Task containers
@@ -149,7 +165,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(config: ExecutorConfig) -> Self {
+    fn new(config: ExecutorConfig, files: HeldFiles) -> Self {
         let (reports, updates) = mpsc::channel(1024);
         let report_dialer = ManagerDialer::new(config.tls.clone(), config.managers.clone(), REPORT_TIMEOUT);
         let reporter = tokio::spawn(reporter::run_reporter(config.node_id.clone(), report_dialer, updates));
@@ -163,6 +179,8 @@ impl Supervisor {
                 containers: config.runtime.containers,
                 networks: config.runtime.networks,
                 reports,
+                files,
+                task_files: TaskFilesRoot(config.runtime.task_files),
             }),
             node_id: config.node_id,
             tls: config.tls,
@@ -253,6 +271,8 @@ impl Supervisor {
         // before its worker asks for it.
         let before = self.overlay.clone();
         self.overlay.apply(&message);
+        // So are the secrets and configs its tasks use.
+        self.ctx.files.apply(&message);
         if self.overlay != before || message.full {
             self.overlay_updates.send_replace(self.overlay.clone());
         }
@@ -278,10 +298,12 @@ impl Supervisor {
                     tracing::info!(container = %container_id, task = ?task, "removing the container of a task no longer assigned here");
                     let containers = self.ctx.containers.clone();
                     let networks = self.ctx.networks.clone();
+                    let task_files = self.ctx.task_files.clone();
                     self.background.spawn(async move {
                         stop_and_remove_all(&containers, vec![container_id], &stop_plan(None)).await;
                         if let Some(task) = task {
                             task_network::release(networks.as_ref(), &task).await;
+                            task_files.release(&task).await;
                         }
                     });
                 }
@@ -312,6 +334,7 @@ impl Supervisor {
         drop(assignment);
         let containers = self.ctx.containers.clone();
         let networks = self.ctx.networks.clone();
+        let task_files = self.ctx.task_files.clone();
         self.background.spawn(async move {
             let _ = task.await;
             let ids: Vec<String> = containers_of(&containers, &task_id).into_iter().map(|c| c.container_id).collect();
@@ -320,15 +343,19 @@ impl Supervisor {
                 stop_and_remove_all(&containers, ids, &plan).await;
             }
             task_network::release(networks.as_ref(), &task_id).await;
+            task_files.release(&task_id).await;
         });
     }
 
-    /// Removes the sandboxes of tasks that are not this node's any more
-    /// (they ended or moved while the daemon was down). Those of assigned
-    /// tasks are their workers' to keep or release.
+    /// Removes the sandboxes and secrets tmpfs of tasks that are not this
+    /// node's any more (they ended or moved while the daemon was down).
+    /// Those of assigned tasks are their workers' to keep or release.
     fn sweep_sandboxes(&mut self, message: &pb::AssignmentsMessage) {
-        let Some(networks) = self.ctx.networks.clone() else { return };
         let assigned: HashSet<String> = message.changed.iter().map(|a| a.task_id.clone()).collect();
+        let task_files = self.ctx.task_files.clone();
+        let keep = assigned.clone();
+        self.background.spawn(async move { task_files.sweep(&keep).await });
+        let Some(networks) = self.ctx.networks.clone() else { return };
         self.background.spawn(async move {
             let sandboxes = match networks.sandbox_ids().await {
                 Ok(sandboxes) => sandboxes,

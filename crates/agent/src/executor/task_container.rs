@@ -207,6 +207,8 @@ mod tests {
             resources: Some(pb::Resources { limit_memory: 64 << 20, limit_nano_cpus: 500_000_000, pids_limit: 100, ..Default::default() }),
             networks: Vec::new(),
             dns: None,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         };
         let request = create_request(&assignment(spec), "n1").unwrap();
         assert_eq!(request.name.as_deref(), Some("web.2.t1abc"));

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use super::reconcile::{exit_outcome, next_step, TaskStep};
 use super::runtime_ops::{containers_of, ensure_image, exit_of, remove_container, stop_container};
 use super::task_container::{create_request, stop_plan};
+use super::task_files::{HeldFiles, TaskFilesRoot};
 use super::task_network;
 use super::task_state::{ReportGuard, TaskState};
 
@@ -33,6 +34,10 @@ pub struct WorkerContext {
     pub containers: Arc<ContainerManager>,
     pub networks: Option<Arc<Dataplane>>,
     pub reports: mpsc::Sender<pb::TaskStatusUpdate>,
+    /// The secrets' and configs' values the managers sent, in memory.
+    pub files: HeldFiles,
+    /// Where each task's secrets tmpfs goes.
+    pub task_files: TaskFilesRoot,
 }
 
 /// A report, before the guard and the timestamp.
@@ -98,8 +103,10 @@ pub async fn run_task(ctx: Arc<WorkerContext>, assignment: watch::Receiver<pb::A
     let mut guard = ReportGuard::default();
     if let Some(ended) = observed.filter(|s| s.is_terminal()) {
         guard.advance(ended);
-        // Its network went with its container, unless a restart cut that short.
+        // Its network and secrets went with its container, unless a
+        // restart cut that short.
         task_network::release(ctx.networks.as_ref(), &task_id).await;
+        ctx.task_files.release(&task_id).await;
     }
     let mut worker = TaskWorker { ctx, task_id, assignment, guard, network_checked: false };
     worker.run().await;
@@ -126,7 +133,7 @@ impl TaskWorker {
                 TaskStep::ReportExit { container_id } => self.report_exit(&container_id).await,
                 TaskStep::Stop { container_id } => self.stop(&assignment, &container_id).await,
                 TaskStep::Report { state, error } => {
-                    self.release_network().await;
+                    self.release_resources().await;
                     let message = if state == TaskState::Shutdown { "shut down before it started" } else { "container gone" };
                     self.report(Report::new(state, message).error(error)).await;
                     Ok(())
@@ -190,6 +197,14 @@ impl TaskWorker {
                 return Ok(());
             }
         };
+        let spec = assignment.spec.clone().unwrap_or_default();
+        match self.ctx.task_files.prepare(&self.task_id, &spec, &self.ctx.files).await {
+            Ok(mounts) => request.mounts.extend(mounts),
+            Err(error) => {
+                self.report(Report::new(TaskState::Rejected, "placing the secrets and configs failed").error(error)).await;
+                return Ok(());
+            }
+        }
         match task_network::prepare(self.ctx.networks.as_ref(), assignment).await {
             Ok(Some(prepared)) => {
                 request.network_namespace = Some(prepared.netns);
@@ -200,7 +215,7 @@ impl TaskWorker {
             }
             Ok(None) => {}
             Err(error) => {
-                self.release_network().await;
+                self.release_resources().await;
                 self.report(Report::new(TaskState::Rejected, "preparing the network failed").error(error)).await;
                 return Ok(());
             }
@@ -209,13 +224,13 @@ impl TaskWorker {
         let container_id = match self.ctx.containers.create(request, &input).await {
             Ok(id) => id,
             Err(error) => {
-                self.release_network().await;
+                self.release_resources().await;
                 self.report(Report::new(TaskState::Rejected, "creating the container failed").error(error.to_string())).await;
                 return Ok(());
             }
         };
         if let Err(error) = self.ctx.containers.start(&container_id).await {
-            self.release_network().await;
+            self.release_resources().await;
             let exit_code = exit_of(&self.ctx.containers, &container_id).map(|e| e.code);
             let report = Report::new(TaskState::Failed, "starting the container failed")
                 .error(error.to_string())
@@ -265,14 +280,14 @@ impl TaskWorker {
         // task needs an allocation, a placement and its own preparation
         // first. The stopped container stays for its logs.
         self.report(report.at(Some(&exit.finished_at))).await;
-        self.release_network().await;
+        self.release_resources().await;
         Ok(())
     }
 
     async fn stop(&mut self, assignment: &pb::Assignment, container_id: &str) -> Result<(), String> {
         let plan = stop_plan(assignment.spec.as_ref());
         stop_container(&self.ctx.containers, container_id, &plan).await?;
-        self.release_network().await;
+        self.release_resources().await;
         let exit_code = exit_of(&self.ctx.containers, container_id).map(|e| e.code);
         self.report(Report::new(TaskState::Shutdown, "shutdown").container(container_id).exit_code(exit_code)).await;
         Ok(())
@@ -285,8 +300,10 @@ impl TaskWorker {
         Ok(())
     }
 
-    async fn release_network(&self) {
+    /// The task's addresses and its secrets' tmpfs go with its container.
+    async fn release_resources(&self) {
         task_network::release(self.ctx.networks.as_ref(), &self.task_id).await;
+        self.ctx.task_files.release(&self.task_id).await;
     }
 
     /// Sends the report if it moves the task forward, and only while the

@@ -1,13 +1,15 @@
-//! `shoal config ...`: small named blobs kept in the replicated store.
+//! `shoal config ...`: small named blobs kept in the replicated store,
+//! which tasks get as files (`service create --config`).
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use serde::Serialize;
 use shoal_proto::pb;
 
 use crate::client::ConnectArgs;
-use crate::error::{CliError, CliResult};
+use crate::commands::flags;
+use crate::commands::secret::{ago, read_value};
+use crate::error::CliResult;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -31,7 +33,7 @@ pub enum ConfigCommand {
         #[arg(required = true)]
         configs: Vec<String>,
     },
-    /// Remove configs
+    /// Remove configs (refused while a service uses them)
     Rm {
         #[arg(required = true)]
         configs: Vec<String>,
@@ -47,6 +49,7 @@ struct ConfigJson<'a> {
     version: u64,
     created_at: &'a str,
     updated_at: &'a str,
+    services: &'a [String],
 }
 
 fn to_json(config: &pb::Config) -> ConfigJson<'_> {
@@ -58,27 +61,20 @@ fn to_json(config: &pb::Config) -> ConfigJson<'_> {
         version: config.version,
         created_at: &config.created_at,
         updated_at: &config.updated_at,
+        services: &config.services,
     }
 }
 
 pub async fn run(command: ConfigCommand, connect: &ConnectArgs) -> CliResult {
+    // The value and labels are checked before dialling.
+    let create = match &command {
+        ConfigCommand::Create { labels, file, .. } => Some((flags::parse_labels("--label", labels)?, read_value("config", file)?)),
+        _ => None,
+    };
     let mut control = pb::control_client::ControlClient::new(connect.connect().await?);
     match command {
-        ConfigCommand::Create { labels, name, file } => {
-            let data = if file.as_os_str() == "-" {
-                let mut buf = Vec::new();
-                std::io::stdin().read_to_end(&mut buf)?;
-                buf
-            } else {
-                std::fs::read(&file).map_err(|e| CliError::msg(format!("cannot read {}: {e}", file.display())))?
-            };
-            let labels = labels
-                .iter()
-                .map(|l| match l.split_once('=') {
-                    Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                    _ => Err(CliError::msg(format!("label {l:?} is invalid; use KEY=VALUE"))),
-                })
-                .collect::<CliResult<_>>()?;
+        ConfigCommand::Create { name, .. } => {
+            let (labels, data) = create.unwrap_or_default();
             let config = control.create_config(pb::CreateConfigRequest { name, data, labels }).await?.into_inner();
             println!("{}", config.id);
         }
@@ -89,8 +85,11 @@ pub async fn run(command: ConfigCommand, connect: &ConnectArgs) -> CliResult {
             } else if format == Format::Json {
                 print_json(&configs.iter().map(to_json).collect::<Vec<_>>())?;
             } else {
-                let rows = configs.iter().map(|c| vec![c.id.clone(), c.name.clone(), c.created_at.clone()]).collect();
-                print_table(&["ID", "NAME", "CREATED"], rows);
+                let rows = configs
+                    .iter()
+                    .map(|c| vec![c.id.clone(), c.name.clone(), ago(&c.created_at), ago(&c.updated_at), c.services.join(", ")])
+                    .collect();
+                print_table(&["ID", "NAME", "CREATED", "UPDATED", "SERVICES"], rows);
             }
         }
         ConfigCommand::Inspect { configs } => {

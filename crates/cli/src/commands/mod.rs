@@ -6,5 +6,6 @@ pub mod flags;
 pub mod image;
 pub mod network;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod swarm;

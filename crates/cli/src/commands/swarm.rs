@@ -43,6 +43,26 @@ pub enum SwarmCommand {
         /// UDP port of this node's encrypted data path (WireGuard; default 51820)
         #[arg(long, value_name = "PORT")]
         data_path_port: Option<u16>,
+        /// Lock restarted managers until `shoal swarm unlock` is given the unlock key
+        #[arg(long)]
+        autolock: bool,
+    },
+    /// Change swarm-wide settings
+    Update {
+        /// Lock restarted managers until `shoal swarm unlock` is given the unlock key
+        #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+        autolock: Option<bool>,
+    },
+    /// Unlock a manager that autolock locked after a restart (reads the key from a prompt or stdin)
+    Unlock,
+    /// Show (or rotate) the unlock key of an autolocked swarm
+    UnlockKey {
+        /// Print only the key
+        #[arg(short, long)]
+        quiet: bool,
+        /// Replace the key; running managers switch to the new one at once
+        #[arg(long)]
+        rotate: bool,
     },
     /// Join a swarm as the token's role
     Join {
@@ -102,6 +122,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
             default_addr_pool,
             default_addr_pool_mask_length,
             data_path_port,
+            autolock,
         } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
             let reply = daemon
@@ -116,6 +137,7 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                     default_addr_pool: default_addr_pool.unwrap_or_default(),
                     default_addr_pool_mask_length: default_addr_pool_mask_length.unwrap_or(0),
                     data_path_port: data_path_port.map(u32::from).unwrap_or(0),
+                    autolock,
                 })
                 .await?
                 .into_inner();
@@ -125,6 +147,42 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
             println!("To add a worker to this swarm, run the following command:\n");
             println!("    shoal swarm join --token {} {manager}\n", reply.worker_token);
             println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+            if !reply.unlock_key.is_empty() {
+                println!();
+                print_unlock_key(&reply.unlock_key);
+            }
+        }
+        SwarmCommand::Update { autolock } => {
+            let reply = pb::daemon_client::DaemonClient::new(channel)
+                .swarm_update(pb::SwarmUpdateRequest { autolock })
+                .await?
+                .into_inner();
+            println!("Swarm updated.");
+            if !reply.unlock_key.is_empty() {
+                print_unlock_key(&reply.unlock_key);
+            }
+        }
+        SwarmCommand::Unlock => {
+            let key = read_unlock_key()?;
+            pb::daemon_client::DaemonClient::new(channel).swarm_unlock(pb::SwarmUnlockRequest { unlock_key: key }).await?;
+            println!("Swarm unlocked.");
+        }
+        SwarmCommand::UnlockKey { quiet, rotate } => {
+            let reply = pb::daemon_client::DaemonClient::new(channel)
+                .get_unlock_key(pb::UnlockKeyRequest { rotate })
+                .await?
+                .into_inner();
+            if quiet {
+                println!("{}", reply.unlock_key);
+            } else {
+                if rotate {
+                    println!("Successfully rotated manager unlock key.\n");
+                }
+                print_unlock_key(&reply.unlock_key);
+                if rotate {
+                    println!("\nKeep the previous key for a while: a manager that was down during this rotation still needs it to unlock.");
+                }
+            }
         }
         SwarmCommand::Join { token, advertise_addr, listen_addr, data_path_port, remote_addr } => {
             let mut daemon = pb::daemon_client::DaemonClient::new(channel);
@@ -177,6 +235,66 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
     Ok(())
 }
 
+fn print_unlock_key(key: &str) {
+    println!("To unlock a swarm manager after it restarts, run `shoal swarm unlock` and provide the following key:\n");
+    println!("    {key}\n");
+    println!("Please remember to store this key in a password manager, since without it you will not be able to restart the manager.");
+}
+
+/// The unlock key from a prompt that does not echo (a terminal), or the
+/// first line of stdin (a pipe).
+fn read_unlock_key() -> CliResult<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        eprint!("Enter unlock key: ");
+        std::io::stderr().flush()?;
+        let _echo_off = EchoOff::new();
+        stdin.lock().read_line(&mut line)?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    let key = line.trim().to_string();
+    if key.is_empty() {
+        return Err(CliError::msg("no unlock key was given; type or pipe the SHLKEY-1-... key that `shoal swarm unlock-key` printed"));
+    }
+    Ok(key)
+}
+
+/// Turns terminal echo off on stdin until dropped.
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return EchoOff(None);
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            quiet.c_lflag |= libc::ECHONL;
+            if libc::tcsetattr(0, libc::TCSANOW, &quiet) != 0 {
+                return EchoOff(None);
+            }
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &saved);
+            }
+        }
+    }
+}
+
 fn write_bundle(out: &std::path::Path, ca: &str, cert: &str, key: &str) -> CliResult {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -204,6 +322,9 @@ pub struct InfoArgs {
 pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
     let channel = connect.connect().await?;
     let info = pb::daemon_client::DaemonClient::new(channel).info(pb::Empty {}).await?.into_inner();
+    // What the agent holds in memory for its tasks, by id.
+    let held = |kind: pb::FileKind| info.files_held.iter().filter(|f| f.kind() == kind).map(|f| f.id.clone()).collect::<Vec<_>>();
+    let (secrets, configs) = (held(pb::FileKind::Secret), held(pb::FileKind::Config));
     if args.format == Format::Json {
         return print_json(&serde_json::json!({
             "node_id": info.node_id,
@@ -214,10 +335,16 @@ pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
             "managers": info.managers,
             "advertise_addr": info.advertise_addr,
             "is_leader": info.is_leader,
+            "secrets_held": secrets,
+            "configs_held": configs,
         }));
     }
     println!("Hostname: {}", info.hostname);
     println!("Swarm: {}", info.swarm_state);
+    if info.swarm_state == "locked" {
+        println!(" NodeID: {}", info.node_id);
+        println!(" This manager is locked (autolock); run `shoal swarm unlock` with the swarm's unlock key.");
+    }
     if info.swarm_state == "active" {
         println!(" NodeID: {}", info.node_id);
         println!(" Role: {}", info.role);
@@ -225,6 +352,8 @@ pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
         println!(" ClusterID: {}", info.cluster_id);
         println!(" Advertise Address: {}", info.advertise_addr);
         println!(" Managers: {}", info.managers.join(", "));
+        println!(" Secrets Held: {}", secrets.len());
+        println!(" Configs Held: {}", configs.len());
     }
     Ok(())
 }

@@ -128,7 +128,7 @@ impl LocalApi {
             .map_err(|e| Status::internal(format!("{e:#}")))?;
         let manager = node.manager().ok_or_else(|| Status::internal("manager did not restart"))?;
         let (worker_token, manager_token) = tokens(&manager).await?;
-        Ok(pb::SwarmInitResponse { node_id: me, worker_token, manager_token })
+        Ok(pb::SwarmInitResponse { node_id: me, worker_token, manager_token, unlock_key: String::new() })
     }
 }
 
@@ -178,6 +178,7 @@ impl pb::daemon_server::Daemon for LocalApi {
                 "this node is already part of a swarm; use `shoal swarm leave` to leave it first",
             ));
         }
+        refuse_if_locked(&self.data_root)?;
         if req.force_new_cluster {
             return Err(Status::failed_precondition(
                 "--force-new-cluster needs a node that was a manager of a swarm; this node is in no swarm",
@@ -234,6 +235,7 @@ impl pb::daemon_server::Daemon for LocalApi {
         }
         let data_path_port = data_path_port(req.data_path_port)?;
         let (_, node_id) = new_node_id();
+        let unlock_key = req.autolock.then(shoal_manager::autolock::UnlockKey::generate);
         let swarm = new_swarm(NewSwarmOptions {
             node_id: &node_id,
             hostname: &self.hostname,
@@ -244,6 +246,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             orphan_grace_ms,
             address_pool,
             pool_mask_length,
+            autolock_key: unlock_key.clone(),
         })?;
         let state = SwarmState {
             node_id: node_id.clone(),
@@ -262,7 +265,8 @@ impl pb::daemon_server::Daemon for LocalApi {
         let (worker_token, manager_token) = tokens(&manager).await?;
         *slot = Some(node);
         tracing::info!(node = %node_id, %advertise, "swarm initialised");
-        Ok(Response::new(pb::SwarmInitResponse { node_id, worker_token, manager_token }))
+        let unlock_key = unlock_key.map(|k| k.to_text().as_str().to_owned()).unwrap_or_default();
+        Ok(Response::new(pb::SwarmInitResponse { node_id, worker_token, manager_token, unlock_key }))
     }
 
     async fn swarm_join(&self, request: Request<pb::SwarmJoinRequest>) -> Result<Response<pb::SwarmJoinResponse>, Status> {
@@ -273,6 +277,7 @@ impl pb::daemon_server::Daemon for LocalApi {
                 "this node is already part of a swarm; use `shoal swarm leave` to leave it first",
             ));
         }
+        refuse_if_locked(&self.data_root)?;
         let token = JoinToken::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let remote = parse_remote(&req.remote_addr)?;
         let advertise = if req.advertise_addr.is_empty() {
@@ -334,6 +339,15 @@ impl pb::daemon_server::Daemon for LocalApi {
     async fn swarm_leave(&self, request: Request<pb::SwarmLeaveRequest>) -> Result<Response<pb::Empty>, Status> {
         let force = request.into_inner().force;
         let mut slot = self.node.lock().await;
+        if slot.is_none() && SwarmDir::new(&self.data_root).is_locked() {
+            if !force {
+                return Err(Status::failed_precondition(
+                    "this node is a locked manager: leaving drops its copy of the swarm state; unlock it with `shoal swarm unlock`, or use --force",
+                ));
+            }
+            SwarmDir::new(&self.data_root).remove().map_err(internal)?;
+            return Ok(Response::new(pb::Empty {}));
+        }
         let node = slot.clone().ok_or_else(|| Status::failed_precondition("this node is not part of a swarm"))?;
         if let Some(manager) = node.manager() {
             if !force {
@@ -355,6 +369,9 @@ impl pb::daemon_server::Daemon for LocalApi {
     async fn info(&self, _request: Request<pb::Empty>) -> Result<Response<pb::InfoResponse>, Status> {
         let slot = self.node.lock().await;
         let Some(node) = slot.as_ref() else {
+            if let Some(locked) = super::autolock::locked_info(self) {
+                return Ok(Response::new(locked));
+            }
             return Ok(Response::new(pb::InfoResponse {
                 hostname: self.hostname.clone(),
                 swarm_state: "inactive".into(),
@@ -372,6 +389,29 @@ impl pb::daemon_server::Daemon for LocalApi {
             managers: state.managers.clone(),
             advertise_addr: state.advertise.clone(),
             is_leader: manager.as_ref().is_some_and(|m| m.is_leader()),
+            files_held: node.files_held(),
         }))
     }
+
+    async fn swarm_update(&self, request: Request<pb::SwarmUpdateRequest>) -> Result<Response<pb::SwarmUpdateResponse>, Status> {
+        super::autolock::swarm_update(self, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn swarm_unlock(&self, request: Request<pb::SwarmUnlockRequest>) -> Result<Response<pb::Empty>, Status> {
+        super::autolock::unlock(self, request.into_inner()).await.map(|()| Response::new(pb::Empty {}))
+    }
+
+    async fn get_unlock_key(&self, request: Request<pb::UnlockKeyRequest>) -> Result<Response<pb::UnlockKeyResponse>, Status> {
+        super::autolock::unlock_key(self, request.into_inner()).await.map(Response::new)
+    }
+}
+
+/// A locked manager keeps its swarm: it may not start or join another.
+fn refuse_if_locked(data_root: &std::path::Path) -> Result<(), Status> {
+    if SwarmDir::new(data_root).is_locked() {
+        return Err(Status::failed_precondition(
+            "this node is a locked manager of a swarm; unlock it with `shoal swarm unlock`, or leave that swarm with `shoal swarm leave --force`",
+        ));
+    }
+    Ok(())
 }

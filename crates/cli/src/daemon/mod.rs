@@ -2,6 +2,7 @@
 //! socket, runs the agent when the node is in a swarm, and runs a manager
 //! when the node is one.
 
+mod autolock;
 mod image_pinning;
 mod local_api;
 mod networks_api;
@@ -29,6 +30,9 @@ use state::SwarmDir;
 pub struct DaemonOptions {
     pub data_root: PathBuf,
     pub socket: PathBuf,
+    /// The run directory (docker's exec root): state that must never reach
+    /// a disk, such as the tmpfs of each task's secrets.
+    pub exec_root: PathBuf,
     pub node_name: Option<String>,
     /// Registries reached over plain HTTP; handed to the runtime.
     pub insecure_registries: Vec<String>,
@@ -50,7 +54,9 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         Some(name) => name.clone(),
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
-    tracing::info!(data_root = %options.data_root.display(), %hostname, insecure_registries = ?options.insecure_registries, "starting");
+    std::fs::create_dir_all(&options.exec_root)
+        .with_context(|| format!("cannot create exec root {}", options.exec_root.display()))?;
+    tracing::info!(data_root = %options.data_root.display(), exec_root = %options.exec_root.display(), %hostname, insecure_registries = ?options.insecure_registries, "starting");
 
     let slot = ManagerSlot::default();
     let node_cell: Arc<Mutex<Option<Arc<RunningNode>>>> = Arc::new(Mutex::new(None));
@@ -100,7 +106,12 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     .await;
     runtime.networks = Some(container_networks.clone());
     let node_runtime = Arc::new(NodeRuntime {
-        tasks: shoal_agent::TaskRuntime { images: runtime.images.clone(), containers: runtime.containers.clone(), networks },
+        tasks: shoal_agent::TaskRuntime {
+            images: runtime.images.clone(),
+            containers: runtime.containers.clone(),
+            networks,
+            task_files: options.exec_root.join("task-files"),
+        },
         engine_labels: options.engine_labels.clone(),
         swarm_attachments,
     });

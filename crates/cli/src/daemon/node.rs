@@ -11,14 +11,15 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_agent::managers::ManagerDialer;
 use shoal_agent::{
-    describe_node, remove_all_task_containers, renew_certificate, run_session, Executor, ExecutorConfig, SessionConfig, SessionEvent,
-    TaskRuntime,
+    describe_node, remove_all_task_containers, remove_all_task_files, renew_certificate, run_session, Executor, ExecutorConfig,
+    SessionConfig, SessionEvent, TaskRuntime,
 };
 use shoal_manager::api::certificates::CaService;
 use shoal_manager::api::control::ControlService;
 use shoal_manager::api::dispatcher::DispatcherService;
 use shoal_manager::api::raft_transport::RaftService;
 use shoal_manager::api::{ManagerSlot, Transport};
+use shoal_manager::raft::at_rest::AtRest;
 use shoal_manager::store::{now_ms, raft_id_of, Transaction};
 use shoal_manager::{Manager, ManagerConfig};
 use shoal_proto::identity::identity_from_pem;
@@ -28,6 +29,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::state::{SwarmDir, SwarmState};
+
+/// Set (to anything) only by the control-plane benchmark, to measure what
+/// encrypting the Raft data costs: the managers it starts then keep their
+/// Raft data unencrypted. Never for a real swarm; the manager logs a
+/// warning, and data written so is encrypted when started without it.
+const BENCH_UNENCRYPTED_RAFT_ENV: &str = "SHOAL_BENCH_UNENCRYPTED_RAFT";
+
+/// The manager's Raft data is encrypted with the key file beside the node's
+/// TLS key, except in the benchmark's comparison run.
+fn raft_at_rest(dir: &SwarmDir) -> AtRest {
+    if std::env::var_os(BENCH_UNENCRYPTED_RAFT_ENV).is_some() {
+        return AtRest::PlaintextForBenchmark;
+    }
+    AtRest::Encrypted { dek_file: dir.raft_dek_file(), unlock_key: dir.unlock_key() }
+}
 
 /// What the daemon lends every swarm node it runs: its images and
 /// containers (the executor runs tasks with them) and how the node
@@ -84,10 +100,24 @@ impl RunningNode {
         removed: mpsc::Sender<()>,
         runtime: Arc<NodeRuntime>,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::start_in(SwarmDir::new(&data_root), state, credentials, slot, manager_start, removed, runtime).await
+    }
+
+    /// As [`RunningNode::start`], with a swarm directory that already knows
+    /// its unlock key (`swarm unlock`).
+    pub async fn start_in(
+        dir: SwarmDir,
+        state: SwarmState,
+        credentials: Credentials,
+        slot: ManagerSlot,
+        manager_start: Option<ManagerStart>,
+        removed: mpsc::Sender<()>,
+        runtime: Arc<NodeRuntime>,
+    ) -> anyhow::Result<Arc<Self>> {
         let client_tls = ClientTls::new(&credentials)?;
         let server_tls = ServerTls::new(&credentials)?;
         let node = Arc::new(RunningNode {
-            dir: SwarmDir::new(&data_root),
+            dir,
             managers: Arc::new(Mutex::new(state.managers.clone())),
             state: Mutex::new(state),
             client_tls,
@@ -111,6 +141,11 @@ impl RunningNode {
 
     pub fn state(&self) -> SwarmState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The node's current certificate and key (in memory, never sealed).
+    pub fn credentials(&self) -> Credentials {
+        self.credentials.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn manager(&self) -> Option<Arc<Manager>> {
@@ -198,6 +233,14 @@ impl RunningNode {
             }
             self.renew().await?;
             self.stop_manager().await;
+            // Workers are never locked: the node key goes back in clear
+            // before the data key that may seal it is erased.
+            if let Err(e) = self.dir.protect_keys(&self.credentials().key_pem, None) {
+                tracing::error!(error = %format!("{e:#}"), "cannot write this node's key in clear after demotion");
+            }
+            // The key first: once it is gone, whatever of the Raft data the
+            // removal below misses is unreadable.
+            let _ = std::fs::remove_file(self.dir.raft_dek_file());
             let _ = std::fs::remove_dir_all(self.dir.raft_dir());
         } else {
             self.renew().await?;
@@ -220,6 +263,7 @@ impl RunningNode {
             advertise: state.advertise.clone(),
             data_dir: &self.dir.raft_dir(),
             tls: self.client_tls.clone(),
+            at_rest: raft_at_rest(&self.dir),
         })
         .await?;
         // Services' images are pinned to digests by this node's image store,
@@ -255,6 +299,12 @@ impl RunningNode {
             ManagerStart::Resume => {}
         }
         self.slot.set(Some(manager.clone()));
+        // Autolock: a new swarm's (or a resumed manager's) key files are
+        // protected before this returns; later changes follow the store.
+        if let Err(e) = super::autolock::apply_autolock(self, &manager) {
+            tracing::error!(error = %format!("{e:#}"), "cannot apply the swarm's autolock setting to this manager's key files");
+        }
+        self.spawn(super::autolock::keep_keys_protected(Arc::downgrade(self), manager.clone()));
         *role = Some(ManagerRole { manager, server, stop_server });
         self.update_state(|s| s.role = "manager".into());
         Ok(())
@@ -356,6 +406,7 @@ impl RunningNode {
     pub async fn shutdown(&self) {
         self.stop_executor().await;
         remove_all_task_containers(&self.runtime.tasks.containers).await;
+        remove_all_task_files(&self.runtime.tasks.task_files).await;
         shoal_agent::overlay::leave(self.runtime.tasks.networks.as_ref()).await;
         self.runtime.swarm_attachments.set(None);
         self.stop_keeping_containers().await;
@@ -369,6 +420,12 @@ impl RunningNode {
             task.abort();
         }
         self.stop_manager_keep_role().await;
+    }
+
+    /// The secrets and configs the executor holds for this node's tasks
+    /// (kind and id; never values).
+    pub fn files_held(&self) -> Vec<pb::FileKey> {
+        self.executor.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Executor::files_held).unwrap_or_default()
     }
 
     async fn stop_executor(&self) {

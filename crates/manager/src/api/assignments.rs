@@ -1,5 +1,6 @@
 //! A node's assignments stream: the tasks it must run (or stop), sent whole
-//! once and then as changes, plus the log subscriptions that concern it.
+//! once and then as changes, plus the log subscriptions that concern it,
+//! its view of the overlay and the secrets and configs its tasks use.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::file_delivery::DeliveredFiles;
 use super::overlay_view::{diff, overlay_view, OverlayView};
 use super::service_pb::{task_addresses, task_spec_to_pb};
 use crate::manager::Manager;
@@ -72,6 +74,7 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
     let mut sent: HashMap<String, u64> = HashMap::new();
     let mut sent_subscriptions: HashSet<String> = HashSet::new();
     let mut sent_overlay = OverlayView::default();
+    let mut sent_files = DeliveredFiles::default();
     let mut first = true;
     let mut dirty = true;
     loop {
@@ -81,7 +84,12 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
         }
         let mut message = pb::AssignmentsMessage { full: first, ..Default::default() };
         if dirty {
-            let current = manager.store.view(|s| node_assignments(s, &node_id));
+            // Files from the same view as the tasks: a task never arrives
+            // without the values it uses.
+            let current = manager.store.view(|s| {
+                sent_files.update(s, &node_id, &mut message);
+                node_assignments(s, &node_id)
+            });
             message.removed = sent.keys().filter(|id| !current.contains_key(*id)).cloned().collect();
             for (id, assignment) in current {
                 if first || sent.get(&id) != Some(&assignment.version) {
@@ -109,7 +117,9 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             || !message.peers_changed.is_empty()
             || !message.peers_removed.is_empty()
             || !message.services_changed.is_empty()
-            || !message.services_removed.is_empty();
+            || !message.services_removed.is_empty()
+            || !message.files_changed.is_empty()
+            || !message.files_removed.is_empty();
         if has_news && tx.send(Ok(message)).await.is_err() {
             return;
         }

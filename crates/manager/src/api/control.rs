@@ -1,6 +1,8 @@
-//! The control API: what `shoal node ...`, `swarm join-token`, `config ...`
-//! and remote clients use. Reads go through the Raft read-index so they see
-//! every acknowledged write; writes go through [`Manager::write`].
+//! The control API: what `shoal node ...`, `swarm join-token`, `config ...`,
+//! `secret ...` and remote clients use (secrets and configs are served by
+//! [`super::secrets`], services by [`super::services`]). Reads go through
+//! the Raft read-index so they see every acknowledged write; writes go
+//! through [`Manager::write`].
 
 use std::sync::Arc;
 
@@ -10,15 +12,12 @@ use shoal_proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, Transport};
-use super::{networks, services};
+use super::{networks, secrets, services};
 use super::slot::ManagerSlot;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
 use crate::manager::{Manager, RaftView};
-use crate::store::{
-    new_object_id, raft_id_of, Availability, Cluster, Config, Kind, Meta, Node, NodeRole, Object, Op, StoreState,
-    Transaction,
-};
+use crate::store::{raft_id_of, Availability, Cluster, Kind, Node, NodeRole, Object, Op, StoreState, Transaction};
 
 const CONTROL_ROLES: &[Role] = &[Role::Manager, Role::Client];
 
@@ -111,30 +110,6 @@ pub fn rfc3339(unix_ms: u64) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
-}
-
-fn config_to_pb(config: &Config) -> pb::Config {
-    pb::Config {
-        id: config.meta.id.clone(),
-        name: config.name.clone(),
-        data: config.data.clone(),
-        labels: config.labels.clone().into_iter().collect(),
-        version: config.meta.version,
-        created_at: rfc3339(config.meta.created_at),
-        updated_at: rfc3339(config.meta.updated_at),
-    }
-}
-
-fn resolve_config<'a>(state: &'a StoreState, reference: &str) -> Result<&'a Config, ManagerError> {
-    if let Some(Object::Config(config)) = state.get(Kind::Config, reference).or_else(|| state.find_by_name(Kind::Config, reference)) {
-        return Ok(config);
-    }
-    let by_prefix: Vec<&Config> = state.list_typed::<Config>().filter(|c| c.meta.id.starts_with(reference)).collect();
-    match by_prefix.as_slice() {
-        [one] if !reference.is_empty() => Ok(one),
-        [] | [_] => Err(ManagerError::NotFound(format!("config {reference:?} not found; list configs with `shoal config ls`"))),
-        _ => Err(ManagerError::InvalidArgument(format!("config {reference:?} is ambiguous; use more characters of its id"))),
-    }
 }
 
 pub fn managers_of(state: &StoreState) -> Vec<String> {
@@ -402,58 +377,43 @@ impl pb::control_server::Control for ControlService {
 
     async fn create_config(&self, request: Request<pb::CreateConfigRequest>) -> Result<Response<pb::Config>, Status> {
         let manager = self.manager(&request)?;
-        let req = request.into_inner();
-        if req.name.is_empty() || req.name.len() > 64 || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(ManagerError::InvalidArgument(format!(
-                "config name {:?} is invalid; use 1 to 64 letters, digits, '-', '_' or '.'",
-                req.name
-            ))
-            .into());
-        }
-        if req.data.len() > 500 * 1024 {
-            return Err(ManagerError::InvalidArgument(format!(
-                "config {:?} is {} bytes; configs are limited to 500 KiB",
-                req.name,
-                req.data.len()
-            ))
-            .into());
-        }
-        let config = Config {
-            meta: Meta { id: new_object_id(), ..Default::default() },
-            name: req.name,
-            labels: req.labels.into_iter().collect(),
-            data: req.data,
-        };
-        let written = manager.write(Transaction::single(Op::Create(Object::Config(config)))).await?;
-        match written.into_iter().next() {
-            Some(Object::Config(config)) => Ok(Response::new(config_to_pb(&config))),
-            _ => Err(Status::internal("creating the config wrote nothing")),
-        }
+        Ok(Response::new(secrets::create_config(&manager, request.into_inner()).await?))
     }
 
     async fn list_configs(&self, request: Request<pb::Empty>) -> Result<Response<pb::ListConfigsResponse>, Status> {
         let manager = self.manager(&request)?;
-        manager.read_barrier().await?;
-        let configs = manager.store.view(|s| {
-            let mut configs: Vec<pb::Config> = s.list_typed::<Config>().map(config_to_pb).collect();
-            configs.sort_by(|a, b| a.name.cmp(&b.name));
-            configs
-        });
-        Ok(Response::new(pb::ListConfigsResponse { configs }))
+        Ok(Response::new(secrets::list_configs(&manager).await?))
     }
 
     async fn inspect_config(&self, request: Request<pb::ConfigRef>) -> Result<Response<pb::Config>, Status> {
         let manager = self.manager(&request)?;
-        manager.read_barrier().await?;
-        let config = manager.store.view(|s| resolve_config(s, &request.get_ref().config).map(config_to_pb))?;
-        Ok(Response::new(config))
+        Ok(Response::new(secrets::inspect_config(&manager, &request.get_ref().config).await?))
     }
 
     async fn remove_config(&self, request: Request<pb::ConfigRef>) -> Result<Response<pb::Empty>, Status> {
         let manager = self.manager(&request)?;
-        manager.read_barrier().await?;
-        let id = manager.store.view(|s| resolve_config(s, &request.get_ref().config).map(|c| c.meta.id.clone()))?;
-        manager.write(Transaction::single(Op::Delete { kind: Kind::Config, id })).await?;
+        secrets::remove_config(&manager, &request.get_ref().config).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn create_secret(&self, request: Request<pb::CreateSecretRequest>) -> Result<Response<pb::Secret>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(secrets::create_secret(&manager, request.into_inner()).await?))
+    }
+
+    async fn list_secrets(&self, request: Request<pb::Empty>) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(secrets::list_secrets(&manager).await?))
+    }
+
+    async fn inspect_secret(&self, request: Request<pb::SecretRef>) -> Result<Response<pb::Secret>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(secrets::inspect_secret(&manager, &request.get_ref().secret).await?))
+    }
+
+    async fn remove_secret(&self, request: Request<pb::SecretRef>) -> Result<Response<pb::Empty>, Status> {
+        let manager = self.manager(&request)?;
+        secrets::remove_secret(&manager, &request.get_ref().secret).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -6,6 +6,7 @@ use shoal_proto::pb;
 use super::control::rfc3339;
 use crate::errors::ManagerError;
 use super::endpoint_pb::{dns_from_pb, dns_to_pb, endpoint_from_pb, endpoint_to_pb};
+use super::file_refs::{references_from_pb, references_to_pb, FileKind};
 use super::networks::cidr;
 use crate::store::{
     decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, PublishMode, Resources,
@@ -101,6 +102,8 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
     let mounts = task.mounts.into_iter().map(mount_from_pb).collect::<Result<_, _>>()?;
     let networks = task.networks.into_iter().map(attachment_from_pb).collect::<Result<_, _>>()?;
     let dns = dns_from_pb(task.dns)?;
+    let secrets = references_from_pb(FileKind::Secret, task.secrets)?;
+    let configs = references_from_pb(FileKind::Config, task.configs)?;
     let r = task.resources.unwrap_or_default();
     if r.limit_memory > 0 && r.reserve_memory > r.limit_memory {
         return Err(invalid(format!(
@@ -130,6 +133,8 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
         },
         networks,
         dns,
+        secrets,
+        configs,
     })
 }
 
@@ -276,6 +281,8 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             .map(|n| pb::NetworkAttachmentConfig { target: n.network_id.clone(), aliases: n.aliases.clone(), name: String::new() })
             .collect(),
         dns: Some(dns_to_pb(&task.dns)),
+        secrets: references_to_pb(&task.secrets),
+        configs: references_to_pb(&task.configs),
     }
 }
 

@@ -8,6 +8,7 @@ use shoal_proto::pb;
 use tonic::Status;
 
 use super::control::resolve_node;
+use super::file_refs::resolve_references;
 use super::networks::{attach_ingress, check_published_ports, resolve_attachments};
 use super::service_pb::{check_reservations, resolve_service, service_to_pb, spec_from_pb, task_to_pb};
 use crate::errors::ManagerError;
@@ -45,6 +46,7 @@ pub async fn create(manager: &Manager, request: pb::CreateServiceRequest) -> Res
             return Err(ManagerError::Txn(crate::store::TxnError::NameInUse { kind: Kind::Service, name: spec.name.clone() }));
         }
         resolve_attachments(s, &mut spec.task.networks)?;
+        resolve_references(s, &mut spec.task)?;
         attach_ingress(s, &mut spec)?;
         check_published_ports(s, &spec, None)?;
         check_reservations(s, &spec)
@@ -84,6 +86,7 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
     let (current, network_checks) = manager.store.view(|s| {
         let current = resolve_service(s, &request.service)?.clone();
         resolve_attachments(s, &mut spec.task.networks)?;
+        resolve_references(s, &mut spec.task)?;
         attach_ingress(s, &mut spec)?;
         check_published_ports(s, &spec, Some(&current.meta.id))?;
         check_reservations(s, &spec)?;
@@ -123,16 +126,21 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
     Ok(manager.store.view(|s| service_to_pb(s, &service)))
 }
 
-/// Checks that commit the write only if every network the spec names still
-/// exists as read (a concurrent `network rm` makes the write fail instead of
-/// leaving a service on a removed network).
+/// Checks that commit the write only if every network, secret and config
+/// the spec names still exists as read (a concurrent `network rm` or
+/// `secret rm` makes the write fail instead of leaving a service naming
+/// something gone).
 fn networks_unchanged(state: &crate::store::StoreState, spec: &ServiceSpec) -> Vec<Op> {
-    spec.task
+    let networks = spec
+        .task
         .networks
         .iter()
         .filter_map(|n| state.get_typed::<crate::store::Network>(&n.network_id))
-        .map(|n| Op::Check { kind: Kind::Network, id: n.meta.id.clone(), version: n.meta.version })
-        .collect()
+        .map(|n| Op::Check { kind: Kind::Network, id: n.meta.id.clone(), version: n.meta.version });
+    let files = [(Kind::Secret, &spec.task.secrets), (Kind::Config, &spec.task.configs)].into_iter().flat_map(|(kind, references)| {
+        references.iter().filter_map(move |r| state.get(kind, &r.id)).map(|o| Op::Check { kind: o.kind(), id: o.id().to_string(), version: o.meta().version })
+    });
+    networks.chain(files).collect()
 }
 
 /// Deletes the service; the orchestrator then shuts its tasks down and the

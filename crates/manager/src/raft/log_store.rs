@@ -7,6 +7,9 @@
 //! - `raft_meta`: the vote, the committed log id and the last purged log id,
 //!   each bincode-encoded under its own key.
 //!
+//! Every value is sealed with the manager's data key ([`Sealer`]), bound
+//! to its tree and key; keys stay plaintext so sled keeps log order.
+//!
 //! Raft's safety rests on the vote and the appended entries surviving a
 //! crash once acknowledged, so both are flushed to disk before openraft is
 //! told they are stored.
@@ -26,6 +29,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::sealed::Sealer;
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 
 const LOG_TREE: &str = "raft_log";
@@ -50,6 +54,7 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    sealer: Sealer,
     group_commit: GroupCommit,
 }
 
@@ -119,8 +124,8 @@ fn index_of_key(key: &[u8]) -> Option<u64> {
 impl LogStore {
     /// Opens the log trees of `db`. Finishes a purge that a crash interrupted
     /// (see [`RaftLogStorage::purge`]) so the log never starts at or below the
-    /// recorded purge point.
-    pub fn new(db: &sled::Db) -> StorageResult<Self> {
+    /// recorded purge point. Values are sealed and opened with `sealer`.
+    pub fn new(db: &sled::Db, sealer: Sealer) -> StorageResult<Self> {
         let open = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
@@ -129,6 +134,7 @@ impl LogStore {
             db: db.clone(),
             log: open(LOG_TREE)?,
             meta: open(META_TREE)?,
+            sealer,
             group_commit: GroupCommit::start()
                 .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, &e))?,
         };
@@ -162,6 +168,10 @@ impl LogStore {
         else {
             return Ok(None);
         };
+        let bytes = self
+            .sealer
+            .open(META_TREE, key, &bytes)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
         bincode::deserialize(&bytes)
             .map(Some)
             .map_err(|e| io_error(subject, ErrorVerb::Read, &e))
@@ -174,6 +184,10 @@ impl LogStore {
         subject: ErrorSubject<NodeId>,
     ) -> StorageResult<()> {
         let bytes = bincode::serialize(value)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+        let bytes = self
+            .sealer
+            .seal(META_TREE, key, &bytes)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
         self.meta
             .insert(key, bytes)
@@ -192,12 +206,16 @@ impl LogStore {
         Ok(())
     }
 
-    fn decode_entry(key: &[u8], value: &[u8]) -> StorageResult<Entry<TypeConfig>> {
+    fn decode_entry(&self, key: &[u8], value: &[u8]) -> StorageResult<Entry<TypeConfig>> {
         let subject = match index_of_key(key) {
             Some(index) => ErrorSubject::LogIndex(index),
             None => ErrorSubject::Logs,
         };
-        bincode::deserialize(value).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
+        let value = self
+            .sealer
+            .open(LOG_TREE, key, value)
+            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
+        bincode::deserialize(&value).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
     }
 
     /// Removes every entry with an index in `range` in one atomic batch.
@@ -221,7 +239,7 @@ impl LogStore {
             .last()
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
         match last {
-            Some((key, value)) => Ok(Some(*Self::decode_entry(&key, &value)?.get_log_id())),
+            Some((key, value)) => Ok(Some(*self.decode_entry(&key, &value)?.get_log_id())),
             None => Ok(None),
         }
     }
@@ -261,7 +279,7 @@ impl LogStore {
             if !entries.is_empty() && bytes > byte_budget {
                 break;
             }
-            entries.push(Self::decode_entry(&key, &value)?);
+            entries.push(self.decode_entry(&key, &value)?);
         }
         Ok(entries)
     }
@@ -341,9 +359,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         for entry in entries {
             let log_id = *entry.get_log_id();
+            let key = index_key(log_id.index);
             let bytes = bincode::serialize(&entry)
                 .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
-            batch.insert(&index_key(log_id.index), bytes);
+            let bytes = self
+                .sealer
+                .seal(LOG_TREE, &key, &bytes)
+                .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
+            batch.insert(&key, bytes);
         }
         if let Err(e) = self.log.apply_batch(batch) {
             let err = io_error(ErrorSubject::Logs, ErrorVerb::Write, &e);

@@ -6,11 +6,17 @@
 //! - `network`: openraft's outbound RPCs over mutual TLS.
 //! - `rpc`: the receiving side of those RPCs and their payload format.
 //! - `proposer`: batches concurrent writes into one log entry.
+//! - `sealed`: encryption of every stored value with the manager's data key;
+//!   `dek_file`: where that key is kept; `at_rest`: opening the database
+//!   encrypted, and migrating a plaintext one.
 
+pub mod at_rest;
+pub mod dek_file;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod rpc;
+pub mod sealed;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -70,18 +76,20 @@ fn io_error(
 
 /// Opens a manager's Raft storage in its sled database `db`, opened at
 /// `db_dir`: the log store (fsyncing sled's data file on every flush), and
-/// the state machine with `store` loaded from disk. Pass both to
-/// [`Raft::new`]; on restart openraft re-applies committed entries after the
-/// state machine's last applied one.
+/// the state machine with `store` loaded from disk, both sealing what they
+/// store with `sealer` (see [`at_rest::open_database`], which gives both).
+/// Pass them to [`Raft::new`]; on restart openraft re-applies committed
+/// entries after the state machine's last applied one.
 #[allow(clippy::result_large_err)] // openraft's error type, as its traits return it
 pub fn open_storage(
     db: &sled::Db,
     db_dir: &std::path::Path,
     store: Store,
+    sealer: sealed::Sealer,
 ) -> Result<(log_store::LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>> {
-    let log_store = log_store::LogStore::new(db)?;
+    let log_store = log_store::LogStore::new(db, sealer.clone())?;
     log_store
         .fsync_after_flush(db_dir)
         .map_err(|e| io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, &e))?;
-    Ok((log_store, state_machine::StateMachine::new(db, store)?))
+    Ok((log_store, state_machine::StateMachine::new(db, store, sealer)?))
 }

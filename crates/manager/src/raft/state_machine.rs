@@ -22,6 +22,9 @@
 //!   leader) with its metadata, under a single key so it is replaced
 //!   atomically.
 //!
+//! Every value in both trees is sealed with the manager's data key
+//! ([`Sealer`]), bound to its tree and key; the keys stay plaintext.
+//!
 //! Applying does not flush: the log is durable, and after a crash openraft
 //! re-applies everything after the position that made it to disk.
 //!
@@ -45,6 +48,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::sealed::Sealer;
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 use crate::store::{Kind, Object, Op, Store, StoreState, TxnOutcome};
 
@@ -140,6 +144,7 @@ impl StoredSnapshot {
 struct SnapshotSlot {
     db: sled::Db,
     tree: sled::Tree,
+    sealer: Sealer,
     /// Makes "compare with the saved snapshot, then replace it" atomic, so a
     /// slow builder cannot overwrite a newer snapshot installed meanwhile.
     replace: Arc<Mutex<()>>,
@@ -158,6 +163,10 @@ impl SnapshotSlot {
         else {
             return Ok(None);
         };
+        let bytes = self
+            .sealer
+            .open(SNAPSHOT_TREE, CURRENT_SNAPSHOT_KEY, &bytes)
+            .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
         bincode::deserialize(&bytes)
             .map(Some)
             .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
@@ -169,6 +178,10 @@ impl SnapshotSlot {
         let subject = || ErrorSubject::Snapshot(Some(snapshot.meta.signature()));
         let bytes =
             bincode::serialize(snapshot).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        let bytes = self
+            .sealer
+            .seal(SNAPSHOT_TREE, CURRENT_SNAPSHOT_KEY, &bytes)
+            .map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
         let _guard = self.replace.lock().unwrap_or_else(|p| p.into_inner());
         if !force {
             if let Some(current) = self.load()? {
@@ -207,6 +220,7 @@ impl SnapshotSlot {
 pub struct StateMachine {
     store: Store,
     sm: sled::Tree,
+    sealer: Sealer,
     snapshots: SnapshotSlot,
     last_applied: Option<LogId<NodeId>>,
     last_membership: Membership,
@@ -221,8 +235,9 @@ pub struct StateMachine {
 impl StateMachine {
     /// Opens the state machine's trees in `db` and loads what they hold into
     /// `store`: the `sm` tree, or the saved snapshot when that is newer (a
-    /// crash cut an install short).
-    pub fn new(db: &sled::Db, store: Store) -> StorageResult<Self> {
+    /// crash cut an install short). Values are sealed and opened with
+    /// `sealer`.
+    pub fn new(db: &sled::Db, store: Store, sealer: Sealer) -> StorageResult<Self> {
         let open = |name: &str| {
             db.open_tree(name)
                 .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
@@ -231,12 +246,14 @@ impl StateMachine {
         let snapshots = SnapshotSlot {
             db: db.clone(),
             tree: open(SNAPSHOT_TREE)?,
+            sealer: sealer.clone(),
             replace: Arc::new(Mutex::new(())),
             counter: Arc::new(AtomicU64::new(crate::store::now_ms())),
         };
         let mut machine = StateMachine {
             store,
             sm,
+            sealer,
             snapshots,
             last_applied: None,
             last_membership: Membership::default(),
@@ -274,7 +291,23 @@ impl StateMachine {
         else {
             return Ok(None);
         };
-        decode(&bytes).map(Some)
+        self.decode(key, &bytes).map(Some)
+    }
+
+    /// Opens the value stored under `key` of the `sm` tree and decodes it.
+    fn decode<T: for<'de> Deserialize<'de>>(&self, key: &[u8], stored: &[u8]) -> StorageResult<T> {
+        let bytes = self
+            .sealer
+            .open(SM_TREE, key, stored)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+        bincode::deserialize(&bytes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
+    }
+
+    /// Encodes `value` and seals it for `key` of the `sm` tree.
+    fn encode<T: Serialize>(&self, key: &[u8], value: &T) -> StorageResult<Vec<u8>> {
+        self.sealer
+            .seal(SM_TREE, key, &encode(value)?)
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))
     }
 
     /// Reads the base image and replays the journal over it: the objects
@@ -293,10 +326,10 @@ impl StateMachine {
             // `obj/<kind>/<id>` one object of the legacy layout.
             if key[BASE_PREFIX.len()..].contains(&b'/') {
                 legacy = true;
-                let object: Object = decode(&value)?;
+                let object: Object = self.decode(&key, &value)?;
                 objects.insert((object.kind(), object.id().to_string()), object);
             } else {
-                for object in decode::<Vec<Object>>(&value)? {
+                for object in self.decode::<Vec<Object>>(&key, &value)? {
                     objects.insert((object.kind(), object.id().to_string()), object);
                 }
             }
@@ -314,10 +347,10 @@ impl StateMachine {
         };
         self.journal_bytes = 0;
         for item in self.sm.scan_prefix(JOURNAL_PREFIX) {
-            let (_, value) =
+            let (key, value) =
                 item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
             self.journal_bytes += value.len() as u64;
-            let record: Record<Object> = decode(&value)?;
+            let record: Record<Object> = self.decode(&key, &value)?;
             // Records are removed together with the base image they were
             // folded into, so none is older than the base; skipping such a
             // record anyway keeps the position from going backwards.
@@ -381,12 +414,13 @@ impl StateMachine {
             }
             chunks.push(chunk);
             for (n, chunk) in chunks.iter().enumerate() {
-                let bytes = encode(chunk)?;
+                let key = base_key(kind, n);
+                let bytes = self.encode(key.as_bytes(), chunk)?;
                 base_bytes += bytes.len() as u64;
-                batch.insert(base_key(kind, n).as_bytes(), bytes);
+                batch.insert(key.as_bytes(), bytes);
             }
         }
-        batch.insert(BASE_POSITION_KEY, encode(&self.position())?);
+        batch.insert(BASE_POSITION_KEY, self.encode(BASE_POSITION_KEY, &self.position())?);
         self.sm
             .apply_batch(batch)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
@@ -411,10 +445,6 @@ impl StateMachine {
             .replace(state, meta.last_log_id.map_or(0, |id| id.index));
         Ok(())
     }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> StorageResult<T> {
-    bincode::deserialize(bytes).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
 }
 
 /// Remembers which objects an `apply()` call changed, so that only those
@@ -487,6 +517,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(replies);
         }
 
+        // Non-empty `replies` means something was applied, so this index is
+        // new and the key orders after every record before it.
+        let key = journal_key(self.last_applied.map_or(0, |id| id.index));
         // Journal the after-images as the store holds them now, once per key
         // however often the batch changed it; absent means deleted.
         let record = {
@@ -504,14 +537,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 Changes::Objects { upserts, deletes }
             };
-            encode(&Record { position: self.position(), changes })?
+            self.encode(&key, &Record { position: self.position(), changes })?
         };
-        // Non-empty `replies` means something was applied, so this index is
-        // new and the key orders after every record before it.
-        let index = self.last_applied.map_or(0, |id| id.index);
         self.journal_bytes += record.len() as u64;
         self.sm
-            .insert(journal_key(index), record)
+            .insert(key, record)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
         if self.journal_bytes > self.min_journal_bytes_to_fold.max(self.base_bytes) {
             let store = self.store.clone();
@@ -589,113 +619,5 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 #[cfg(test)]
-mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    use super::*;
-    use crate::store::Transaction;
-
-    fn log_id(index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
-    }
-
-    use crate::store::tests::config;
-
-    fn entry(index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
-        Entry {
-            log_id: log_id(index),
-            payload: EntryPayload::Normal(Transaction { ops, timestamp_ms: 1_000 }.into()),
-        }
-    }
-
-    fn names(store: &Store) -> Vec<String> {
-        let mut names: Vec<String> =
-            store.view(|s| s.list(Kind::Config).filter_map(|o| o.name().map(str::to_string)).collect());
-        names.sort();
-        names
-    }
-
-    fn keys_with_prefix(db: &sled::Db, prefix: &[u8]) -> usize {
-        db.open_tree(SM_TREE).unwrap().scan_prefix(prefix).count()
-    }
-
-    #[tokio::test]
-    async fn the_journal_folds_into_the_base_image_and_both_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let mut sm = StateMachine::new(&db, Store::new()).unwrap();
-            sm.min_journal_bytes_to_fold = 1;
-            sm.apply([entry(1, vec![Op::Create(config("a", "one"))])]).await.unwrap();
-            // Folded at once (the journal outgrew the empty base image).
-            assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 0);
-            sm.min_journal_bytes_to_fold = u64::MAX;
-            sm.apply([entry(2, vec![Op::Create(config("b", "two"))])]).await.unwrap();
-            sm.apply([entry(3, vec![Op::Delete { kind: Kind::Config, id: "a".into() }])]).await.unwrap();
-            assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 2);
-            db.flush().unwrap();
-        }
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
-        assert_eq!(names(&store), vec!["two".to_string()]);
-        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
-        // The next fold keeps exactly the current objects.
-        sm.min_journal_bytes_to_fold = 1;
-        sm.apply([entry(4, vec![Op::Create(config("c", "three"))])]).await.unwrap();
-        assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 0);
-        drop(sm);
-        let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
-        assert_eq!(names(&store), vec!["three".to_string(), "two".to_string()]);
-        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(4)));
-    }
-
-    #[tokio::test]
-    async fn a_large_base_image_is_chunked_and_reloads_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let mut sm = StateMachine::new(&db, Store::new()).unwrap();
-        let ops = (0..2_000).map(|i| Op::Create(config(&format!("id{i:05}"), &format!("name{i:05}")))).collect();
-        sm.min_journal_bytes_to_fold = 1;
-        sm.apply([entry(1, ops)]).await.unwrap();
-        let chunks = keys_with_prefix(&db, BASE_PREFIX.as_bytes());
-        assert!(chunks > 1, "{chunks} chunk(s)");
-        drop(sm);
-        let store = Store::new();
-        let _sm = StateMachine::new(&db, store.clone()).unwrap();
-        assert_eq!(names(&store).len(), 2_000);
-    }
-
-    #[tokio::test]
-    async fn a_tree_in_the_one_key_per_object_layout_is_read_and_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        {
-            let tree = db.open_tree(SM_TREE).unwrap();
-            let mut object = config("a", "one");
-            object.meta_mut().version = 7;
-            tree.insert("obj/config/a", bincode::serialize(&object).unwrap()).unwrap();
-            tree.insert(LEGACY_LAST_APPLIED_KEY, bincode::serialize(&Some(log_id(7))).unwrap()).unwrap();
-            tree.insert(LEGACY_LAST_MEMBERSHIP_KEY, bincode::serialize(&Membership::default()).unwrap())
-                .unwrap();
-        }
-        let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
-        assert_eq!(names(&store), vec!["one".to_string()]);
-        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(7)));
-        let tree = db.open_tree(SM_TREE).unwrap();
-        assert!(tree.get("obj/config/a").unwrap().is_none());
-        assert!(tree.get(LEGACY_LAST_APPLIED_KEY).unwrap().is_none());
-        assert!(tree.get(base_key(Kind::Config, 0)).unwrap().is_some());
-
-        sm.apply([entry(8, vec![Op::Create(config("b", "two"))])]).await.unwrap();
-        drop(sm);
-        let store = Store::new();
-        let mut sm = StateMachine::new(&db, store.clone()).unwrap();
-        assert_eq!(names(&store), vec!["one".to_string(), "two".to_string()]);
-        let a = store.view(|s| s.get(Kind::Config, "a").cloned()).unwrap();
-        assert_eq!(a.meta().version, 7);
-        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(8)));
-    }
-}
+#[path = "state_machine_tests.rs"]
+mod tests;

@@ -20,6 +20,7 @@ pub fn cluster() -> Cluster {
         removed_nodes: Vec::new(),
         default_address_pool: DEFAULT_ADDRESS_POOL.parse().expect("the default pool parses"),
         default_pool_mask_length: DEFAULT_POOL_MASK_LENGTH,
+        autolock_key: None,
     }
 }
 
@@ -81,5 +82,23 @@ pub fn network(id: &str, name: &str, subnet: &str) -> Network {
         },
         subnet,
         gateway: subnet.hosts().next().expect("a subnet with hosts"),
+    }
+}
+
+/// A replicated service of one task running the default task spec.
+pub fn service(name: &str) -> Service {
+    Service {
+        meta: Meta { id: name.into(), ..Default::default() },
+        spec: ServiceSpec {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            task: TaskSpec::default(),
+            restart: RestartPolicy::default(),
+            placement: Placement::default(),
+            endpoint: EndpointSpec::default(),
+        },
+        spec_version: 1,
+        vips: Vec::new(),
     }
 }

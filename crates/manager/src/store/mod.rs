@@ -240,6 +240,7 @@ impl StoreState {
                 Op::Delete { kind, id } => {
                     let current =
                         self.get(*kind, id).ok_or_else(|| TxnError::NotFound { kind: *kind, id: id.clone() })?;
+                    self.check_unused(current)?;
                     if let Some(name) = current.name() {
                         released.push((*kind, name.to_string()));
                     }
@@ -260,6 +261,26 @@ impl StoreState {
             }
         }
         Ok(())
+    }
+
+    /// A service never names a secret or config that is gone: the API
+    /// checks before deleting one, and this catches a service written
+    /// meanwhile.
+    fn check_unused(&self, object: &Object) -> Result<(), TxnError> {
+        let uses: fn(&TaskSpec) -> &[FileReference] = match object {
+            Object::Secret(_) => |t| &t.secrets,
+            Object::Config(_) => |t| &t.configs,
+            _ => return Ok(()),
+        };
+        let user = self.list_typed::<Service>().find(|s| uses(&s.spec.task).iter().any(|r| r.id == object.id()));
+        match user {
+            Some(service) => Err(TxnError::InUse {
+                kind: object.kind(),
+                name: object.name().unwrap_or_default().to_string(),
+                service: service.spec.name.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Refuses an address another object holds (or one claimed earlier in

@@ -76,6 +76,11 @@ pub struct Cluster {
     /// --default-addr-pool`), and the prefix length of each.
     pub default_address_pool: ipnet::Ipv4Net,
     pub default_pool_mask_length: u8,
+    /// Autolock's key encryption key, when autolock is on: every manager
+    /// seals its DEK file with it (see [`crate::autolock`]). Kept here so
+    /// every manager learns of a change or rotation through the store,
+    /// which is itself encrypted at rest.
+    pub autolock_key: Option<crate::autolock::UnlockKey>,
 }
 
 impl Cluster {
@@ -191,12 +196,24 @@ pub struct NodeDescription {
     pub data_path_port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its Debug form leaves the value out, so no log line can print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {
     pub meta: Meta,
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("meta", &self.meta)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("data", &shoal_proto::redacted::Redacted(self.data.len()))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,7 +71,31 @@ pub struct TaskSpec {
     /// its default route.
     pub networks: Vec<NetworkAttachmentSpec>,
     pub dns: DnsConfig,
+    /// Files the container gets from secrets and from configs.
+    pub secrets: Vec<FileReference>,
+    pub configs: Vec<FileReference>,
 }
+
+/// A secret or config as a file in a task's container (`--secret
+/// source=NAME,target=T,uid=U,gid=G,mode=0400`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReference {
+    /// The secret's or config's id: the task gets that very value, even
+    /// if the name is later given to another.
+    pub id: String,
+    /// Its name when the spec was written, for people.
+    pub name: String,
+    /// As the user gave it (the name by default): a secret's relative
+    /// target is under /run/secrets, a config's under /.
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// Docker's default for secret and config files: readable by everyone in
+/// the container, writable by none.
+pub const DEFAULT_FILE_MODE: u32 = 0o444;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {

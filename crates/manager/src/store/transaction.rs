@@ -65,6 +65,8 @@ pub enum TxnError {
     VersionConflict { kind: Kind, id: String, expected: u64, actual: u64 },
     #[error("address {address} on network {network_id} is already held by {holder}")]
     AddressInUse { network_id: String, address: std::net::Ipv4Addr, holder: String },
+    #[error("{kind} {name} is in use by service {service}; remove it from the service first")]
+    InUse { kind: Kind, name: String, service: String },
     #[error("subnet {subnet} overlaps subnet {other} of network {other_name:?}; choose a subnet that does not overlap")]
     SubnetOverlap { subnet: ipnet::Ipv4Net, other: ipnet::Ipv4Net, other_name: String },
 }

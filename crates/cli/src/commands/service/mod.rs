@@ -5,6 +5,7 @@
 
 mod converge;
 mod endpoint_flags;
+mod file_flags;
 mod logs;
 mod show;
 mod spec;

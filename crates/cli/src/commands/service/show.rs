@@ -92,6 +92,27 @@ struct TaskSpecJson {
     stop_signal: String,
     stop_grace_ms: u64,
     resources: ResourcesJson,
+    secrets: Vec<FileJson>,
+    configs: Vec<FileJson>,
+}
+
+/// A secret or config reference: which one and where; never a value.
+#[derive(Debug, Serialize)]
+struct FileJson {
+    id: String,
+    name: String,
+    target: String,
+    uid: u32,
+    gid: u32,
+    /// Octal, as given: "0444".
+    mode: String,
+}
+
+fn files_json(references: Vec<pb::FileReference>) -> Vec<FileJson> {
+    references
+        .into_iter()
+        .map(|r| FileJson { mode: format!("{:04o}", r.mode.unwrap_or(0o444)), id: r.id, name: r.name, target: r.target, uid: r.uid, gid: r.gid })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +204,8 @@ pub fn inspect_json(service: &pb::Service) -> ServiceJson {
                     limit_memory: r.limit_memory,
                     pids_limit: r.pids_limit,
                 },
+                secrets: files_json(task.secrets),
+                configs: files_json(task.configs),
             },
             restart: RestartJson {
                 condition: restart.condition,
@@ -302,6 +325,16 @@ pub fn pretty(service: &pb::Service) -> String {
             }
             line("  ReadOnly", &m.readonly.to_string());
             line("  Type", &m.r#type);
+        }
+    }
+    for (title, references) in [("Secrets:", &task.secrets), ("Configs:", &task.configs)] {
+        if !references.is_empty() {
+            line(title, "");
+            for r in references {
+                line(" Target", &r.target);
+                line("  Source", &r.name);
+                line("  Owner", &format!("{}:{} mode {:04o}", r.uid, r.gid, r.mode.unwrap_or(0o444)));
+            }
         }
     }
     if !task.networks.is_empty() {

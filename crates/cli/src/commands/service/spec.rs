@@ -7,6 +7,7 @@
 use shoal_proto::pb;
 
 use super::endpoint_flags::{EndpointChange, EndpointCreateFlags, EndpointUpdateFlags};
+use super::file_flags::{FileChange, FileCreateFlags, FileUpdateFlags};
 use crate::commands::flags;
 use crate::error::{CliError, CliResult};
 
@@ -80,6 +81,8 @@ pub struct CreateArgs {
     restart: RestartFlags,
     #[command(flatten)]
     endpoint: EndpointCreateFlags,
+    #[command(flatten)]
+    files: FileCreateFlags,
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
@@ -163,6 +166,8 @@ pub struct UpdateArgs {
     restart: RestartFlags,
     #[command(flatten)]
     endpoint: EndpointUpdateFlags,
+    #[command(flatten)]
+    files: FileUpdateFlags,
     /// Add or replace a mount (by target)
     #[arg(long = "mount-add", value_name = "SPEC")]
     mount_add: Vec<String>,
@@ -236,6 +241,7 @@ pub struct SpecChange {
     pub network_rm: Vec<String>,
     pub network_add: Vec<pb::NetworkAttachmentConfig>,
     pub endpoint: EndpointChange,
+    pub files: FileChange,
     pub stop_grace_ms: Option<u64>,
     pub stop_signal: Option<String>,
     pub hostname: Option<String>,
@@ -389,6 +395,7 @@ impl CreateArgs {
         self.resources.parse_into(&mut change)?;
         self.restart.parse_into(&mut change)?;
         change.endpoint = self.endpoint.change()?;
+        change.files = self.files.change()?;
         let mut spec = pb::ServiceSpec {
             name: self.name.clone().unwrap_or_else(random_name),
             mode: mode.into(),
@@ -463,6 +470,7 @@ impl UpdateArgs {
         self.resources.parse_into(&mut change)?;
         self.restart.parse_into(&mut change)?;
         change.endpoint = self.endpoint.change()?;
+        change.files = self.files.change()?;
         Ok(change)
     }
 }
@@ -541,6 +549,7 @@ impl SpecChange {
         if let Some(read_only) = self.read_only {
             task.read_only = read_only;
         }
+        self.files.apply(task)?;
         let resources = task.resources.get_or_insert_with(Default::default);
         for (field, value) in [
             (&mut resources.reserve_nano_cpus, self.reserve_nano_cpus),
