@@ -101,6 +101,9 @@ fn main() -> ExitCode {
         _ => {}
     }
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Daemon { .. }) {
+        accept_stop_signals();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -115,6 +118,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon stops cleanly on SIGINT, SIGTERM and SIGHUP even when it was
+/// started with them blocked (a blocked mask survives exec: a harness or a
+/// service manager may leave one). Unblocked before the runtime's threads
+/// start, so they all inherit it.
+fn accept_stop_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut stop = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        stop.add(signal);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stop), None);
 }
 
 /// `HOST:PORT`, or a bare `HOST` for every port on it.

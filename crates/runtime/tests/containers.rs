@@ -464,6 +464,33 @@ async fn named_volume_persists_and_bind_mount_shares() {
     fx.finish().await;
 }
 
+/// A container starts with no signal blocked or ignored, whatever the
+/// daemon inherited: here the process starting everything blocks SIGTERM
+/// and ignores SIGUSR1 and a real-time signal, as a harness or a service
+/// manager might. A blocked SIGTERM would make every stop wait out its
+/// grace period.
+#[tokio::test]
+async fn the_container_starts_with_no_signal_blocked_or_ignored() {
+    use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGTERM);
+    blocked.thread_block().expect("blocking SIGTERM");
+    // SAFETY: SIG_IGN runs no code.
+    unsafe {
+        signal(Signal::SIGUSR1, SigHandler::SigIgn).expect("ignoring SIGUSR1");
+        libc::signal(libc::SIGRTMIN() + 1, libc::SIG_IGN);
+    }
+    let fx = Fixture::new("signals").await;
+    let (exit, output) = fx.run(fx.request(&["cat", "/proc/self/status"])).await;
+    assert_eq!(exit.code, 0, "{output}");
+    for field in ["SigBlk:", "SigIgn:"] {
+        let line = output.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {output}"));
+        let mask = u64::from_str_radix(line[field.len()..].trim(), 16).expect("a hex mask");
+        assert_eq!(mask, 0, "{line}");
+    }
+    fx.finish().await;
+}
+
 /// A file bind mount (the embedded DNS's resolv.conf) lands on a file the
 /// image has, on one it lacks (created, directories too) and on a
 /// read-only root, read-only where asked.

@@ -26,8 +26,10 @@ pub fn install(cluster: &str) {
         signals.add(signal);
     }
     // Blocked before any other thread starts, so they all inherit it
-    // and only the waiting thread sees these signals. (Child processes
-    // start with an empty mask: std resets it.)
+    // and only the waiting thread sees these signals. Child processes
+    // inherit the mask too (exec keeps it): `shoal daemon` unblocks its
+    // stop signals itself, and the runtime starts every container with
+    // none blocked.
     signals.thread_block().expect("blocking the interrupt signals");
     std::thread::spawn(move || {
         let mut first = true;

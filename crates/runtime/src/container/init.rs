@@ -256,6 +256,7 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
     let args = c_strings(process.args());
     let program = args.first().ok_or("the container has no command")?;
     let path = find_program(program, &env);
+    reset_signals();
     // Last, so the setup above is not filtered.
     if let Some(seccomp) = linux.seccomp() {
         libcontainer::seccomp::initialize_seccomp(seccomp)
@@ -264,6 +265,39 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let Err(e) = nix::unistd::execve(&path, &args, &env);
     Err(format!("cannot run {}: {e}", program.to_string_lossy()))
+}
+
+/// The container's process starts as docker's do: no signal blocked and
+/// none ignored. Both survive exec, and whatever started the daemon (a
+/// shell script, a test harness, a service manager) may have left some
+/// blocked or ignored; a SIGTERM blocked here would make every `stop` wait
+/// out its grace period. Handlers need no reset: exec does that.
+fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: installing SIG_DFL runs no code of ours.
+        let _ = unsafe { sigaction(signal, &default) };
+    }
+    // The real-time signals, which nix's list leaves out. 32 and 33 are
+    // glibc's own: its wrappers refuse them, and a threaded parent may leave
+    // them ignored, so the kernel is asked directly.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for number in 32..=libc::SIGRTMAX() {
+        // SAFETY: the kernel reads a sigaction of the layout it defines
+        // (8-byte mask: the size passed); SIG_DFL runs no code.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, number, &default as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize);
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Strings as execve takes them (one with a NUL byte cannot be passed).
