@@ -98,7 +98,7 @@ struct Throughput {
 
 fn measure() -> Report {
     let images = TestImages::shared().expect("building the test images");
-    let cluster = ClusterGuard(Some(Cluster::up(TAG, 1, 1)));
+    let cluster = interrupt::ClusterGuard(Some(Cluster::up(TAG, 1, 1)));
     let cluster = cluster.get();
     let bridge = Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
     let port = TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
@@ -588,34 +588,6 @@ impl Drop for ChildGuard {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// The dev cluster; dropping it removes it, never at the same time as the
-/// interrupt handler's own removal.
-struct ClusterGuard(Option<Cluster>);
-
-impl ClusterGuard {
-    fn get(&self) -> &Cluster {
-        self.0.as_ref().expect("the cluster lives until the guard drops")
-    }
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        let _serial = interrupt::CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(cluster) = self.0.take() else { return };
-        if !interrupt::requested() {
-            // Its own removal, which shows the daemons' logs after a failure.
-            return drop(cluster);
-        }
-        // Interrupted: nothing failed, so no logs; removed all the same.
-        let name = cluster.name().to_string();
-        std::mem::forget(cluster);
-        let down = run(support::SHOAL, &["dev-cluster", "down", "--name", &name], Duration::from_secs(120));
-        if !down.success() {
-            eprintln!("could not remove dev cluster {name}: {}", down.stderr);
-        }
     }
 }
 

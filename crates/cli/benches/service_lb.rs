@@ -127,7 +127,7 @@ impl Report {
 
 fn measure() -> Report {
     let images = TestImages::shared().expect("building the test images");
-    let guard = ClusterGuard(Some(Cluster::up(TAG, 1, 2)));
+    let guard = interrupt::ClusterGuard(Some(Cluster::up(TAG, 1, 2)));
     let cluster = guard.get();
     let bridge = Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
     let port = TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
@@ -419,32 +419,6 @@ fn wrk(netns: &str, url: &str, duration: &str) -> f64 {
         eprintln!("wrk {url}: {errors}");
     }
     rate.unwrap_or_else(|| panic!("wrk to {url} printed no rate: {}{}", out.stdout, out.stderr))
-}
-
-/// The dev cluster; dropping it removes it, never at the same time as the
-/// interrupt handler's own removal.
-struct ClusterGuard(Option<Cluster>);
-
-impl ClusterGuard {
-    fn get(&self) -> &Cluster {
-        self.0.as_ref().expect("the cluster lives until the guard drops")
-    }
-}
-
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        let _serial = interrupt::CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(cluster) = self.0.take() else { return };
-        if !interrupt::requested() {
-            return drop(cluster);
-        }
-        let name = cluster.name().to_string();
-        std::mem::forget(cluster);
-        let down = run(support::SHOAL, &["dev-cluster", "down", "--name", &name], Duration::from_secs(120));
-        if !down.success() {
-            eprintln!("could not remove dev cluster {name}: {}", down.stderr);
-        }
-    }
 }
 
 /// Every 5 ms: the times measured here are tens of milliseconds.

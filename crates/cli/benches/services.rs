@@ -11,14 +11,15 @@
 
 #[path = "../../../tests/cluster/support/mod.rs"]
 mod support;
+#[path = "support/docker_swarm.rs"]
+mod docker_swarm;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use docker_swarm::DockerSwarm;
 use shoal_runtime::testing::{TestImages, TestRegistry};
-use support::{run, wait_until, Cluster, CLI_TIMEOUT};
+use support::{wait_until, Cluster};
 
 const ROUNDS: usize = 3;
 const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
@@ -129,44 +130,8 @@ fn ours(cluster: &Cluster, name: &str, image: &str, flags: &[&str]) -> Duration 
     took
 }
 
-/// A private dockerd in swarm mode: its own data root and socket, no
-/// iptables or bridge changes to this machine.
-struct DockerSwarm {
-    dir: tempfile::TempDir,
-    daemon: Child,
-}
-
+/// The yardstick side of the create figures.
 impl DockerSwarm {
-    fn start(images: &TestImages) -> Result<DockerSwarm, String> {
-        let dockerd = which("dockerd").ok_or("dockerd is not installed (apt-get install docker.io)")?;
-        let dir = tempfile::Builder::new().prefix("shoal-bench-docker-").tempdir().map_err(|e| e.to_string())?;
-        let root = dir.path();
-        let daemon = Command::new(dockerd)
-            .args(["--data-root", &root.join("data").display().to_string()])
-            .args(["--exec-root", &root.join("exec").display().to_string()])
-            .args(["--pidfile", &root.join("docker.pid").display().to_string()])
-            .args(["-H", &format!("unix://{}", root.join("docker.sock").display())])
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("dockerd.log")).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("starting dockerd: {e}"))?;
-        let swarm = DockerSwarm { dir, daemon };
-        wait_until(Duration::from_secs(60), "dockerd to answer", || swarm.docker(&["info"]).success().then_some(()));
-        swarm.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]).ok();
-        let archive = swarm.dir.path().join("busybox.tar");
-        images.docker_save_archive(TestImages::BUSYBOX, "busybox:1", &archive).map_err(|e| e.to_string())?;
-        swarm.docker(&["load", "-i", &archive.display().to_string()]).ok();
-        Ok(swarm)
-    }
-
-    fn docker(&self, args: &[&str]) -> support::Output {
-        let host = format!("unix://{}", self.dir.path().join("docker.sock").display());
-        let mut full = vec!["-H", host.as_str()];
-        full.extend_from_slice(args);
-        run("docker", &full, Duration::from_secs(300).max(CLI_TIMEOUT))
-    }
-
     /// From `docker service create --detach` until `service ls` shows
     /// every replica running, measured exactly as ours.
     fn create(&self, name: &str, replicas: u32) -> Duration {
@@ -189,23 +154,3 @@ impl DockerSwarm {
     }
 }
 
-impl Drop for DockerSwarm {
-    fn drop(&mut self) {
-        let _ = self.docker(&["swarm", "leave", "--force"]);
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        // dockerd bind-mounts its data root onto itself; unmount it before
-        // the temporary directory is removed.
-        for dir in ["data", "exec"] {
-            let _ = Command::new("umount").arg("-R").arg(self.dir.path().join(dir)).stderr(Stdio::null()).status();
-        }
-    }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
-}

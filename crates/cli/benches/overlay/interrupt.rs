@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 
-use super::support::{run, SHOAL};
+use super::support::{run, Cluster, SHOAL};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static CLUSTER: OnceLock<String> = OnceLock::new();
@@ -117,4 +117,32 @@ fn kill_descendants(pick: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     registry_dirs
+}
+
+/// A bench's dev cluster; dropping it removes it, never at the same time
+/// as the interrupt handler's own removal.
+pub struct ClusterGuard(pub Option<Cluster>);
+
+impl ClusterGuard {
+    pub fn get(&self) -> &Cluster {
+        self.0.as_ref().expect("the cluster lives until the guard drops")
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        let _serial = CLEANUP.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(cluster) = self.0.take() else { return };
+        if !requested() {
+            // Its own removal, which shows the daemons' logs after a failure.
+            return drop(cluster);
+        }
+        // Interrupted: nothing failed, so no logs; removed all the same.
+        let name = cluster.name().to_string();
+        std::mem::forget(cluster);
+        let down = run(SHOAL, &["dev-cluster", "down", "--name", &name], Duration::from_secs(120));
+        if !down.success() {
+            eprintln!("could not remove dev cluster {name}: {}", down.stderr);
+        }
+    }
 }
