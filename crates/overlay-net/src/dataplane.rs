@@ -195,14 +195,18 @@ impl Dataplane {
     }
 
     /// Applies one view from the managers: the overlay ([`Self::set_overlay`])
-    /// and the directory ([`Self::set_directory`]). The names go to the DNS
-    /// before a newly served network is announced ready, so a container
-    /// that was waiting for the network to start resolves its services
-    /// from its first query.
+    /// and the directory ([`Self::set_directory`]), with one firewall run.
+    /// A newly served network is announced ready only once all of it is in
+    /// place (names, VIP routes and rules), so a container that was waiting
+    /// for the network to start resolves and reaches its services from its
+    /// first packet.
     pub async fn set_view(&self, networks: Vec<OverlayNetwork>, peers: Vec<OverlayPeer>, directory: Directory) -> Result<()> {
-        self.dns.set_directory(&directory);
-        self.set_overlay(networks, peers).await?;
-        self.set_directory(directory).await
+        let mut state = self.state.lock().await;
+        self.apply_overlay(&mut state, networks, peers).await?;
+        self.apply_directory(&mut state, directory).await?;
+        self.apply_firewall(&mut state).await?;
+        self.publish_ready(&state);
+        Ok(())
     }
 
     /// Makes the overlay match the managers' view: a bridge per network,
@@ -210,6 +214,13 @@ impl Dataplane {
     /// firewall. Bridges of overlay networks no longer served go.
     pub async fn set_overlay(&self, networks: Vec<OverlayNetwork>, peers: Vec<OverlayPeer>) -> Result<()> {
         let mut state = self.state.lock().await;
+        self.apply_overlay(&mut state, networks, peers).await?;
+        self.publish_ready(&state);
+        self.apply_firewall(&mut state).await
+    }
+
+    /// The kernel part of [`Self::set_overlay`]: bridges, peers, routes.
+    async fn apply_overlay(&self, state: &mut State, networks: Vec<OverlayNetwork>, peers: Vec<OverlayPeer>) -> Result<()> {
         let Some(overlay) = state.overlay.as_mut() else {
             if networks.is_empty() && peers.is_empty() {
                 return Ok(());
@@ -257,8 +268,7 @@ impl Dataplane {
         sync_host_routes(&self.node, overlay.device.name(), &routes).await?;
         overlay.networks = wanted;
         overlay.peers = peers;
-        self.publish_ready(&state);
-        self.apply_firewall(&mut state).await
+        Ok(())
     }
 
     /// Takes the managers' latest directory of services and named
@@ -269,7 +279,17 @@ impl Dataplane {
         if state.directory == directory {
             return Ok(());
         }
-        // Names first: the firewall below may take tens of milliseconds.
+        self.apply_directory(&mut state, directory).await?;
+        self.apply_firewall(&mut state).await
+    }
+
+    /// The names and VIP routes of [`Self::set_directory`] (the firewall
+    /// is the caller's).
+    async fn apply_directory(&self, state: &mut State, directory: Directory) -> Result<()> {
+        if state.directory == directory {
+            return Ok(());
+        }
+        // Names first: the firewall after may take tens of milliseconds.
         self.dns.set_directory(&directory);
         let old = std::mem::replace(&mut state.directory, directory);
         // New or removed VIPs need their routes (the bridges answer ARP for them).
@@ -279,7 +299,7 @@ impl Dataplane {
                 sync_host_routes(&self.node, overlay.device.name(), &routes).await?;
             }
         }
-        self.apply_firewall(&mut state).await
+        Ok(())
     }
 
     /// Stops serving the overlay: the device, the overlay bridges, their
