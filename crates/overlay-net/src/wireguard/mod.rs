@@ -236,7 +236,22 @@ impl WireguardDevice {
         let result = match self.backend {
             // Kernel calls are netlink in this thread's namespace: stay here.
             Backend::Kernel => Device::get(&interface, backend),
-            Backend::Userspace => blocking(move || Device::get(&interface, backend)).await,
+            Backend::Userspace => {
+                // The device serves its socket one connection at a time; a
+                // connection it dropped while busy (seen just after another
+                // process configured it) is worth a second try, not an error.
+                let mut attempt = 1;
+                loop {
+                    match blocking(move || Device::get(&interface, backend)).await {
+                        Err(e) if attempt < GET_ATTEMPTS && transient(&e) => {
+                            tracing::debug!(interface = %self.name, error = %e, "asking the WireGuard device again");
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        result => break result,
+                    }
+                }
+            }
         };
         result.map_err(|source| WireguardError::Control { name: self.name.clone(), socket: socket_path(&self.name), source })
     }
@@ -312,6 +327,18 @@ async fn locate_or_create(
     }
     let pid = process::start(name, listen_port, shoal_exe).await?;
     Ok((Backend::Userspace, Some(pid)))
+}
+
+/// Tries of one read of a userspace device's state.
+const GET_ATTEMPTS: u32 = 3;
+
+/// A control socket error that says the exchange was cut, not that the
+/// device is gone.
+fn transient(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 fn interface_name(name: &str) -> Result<InterfaceName> {
