@@ -14,47 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 
-use crate::support::swarm::{Swarm, CONVERGE, HOSTS, SLEEPER};
+use crate::support::swarm::{Swarm, TaskRow, HOSTS, SLEEPER};
 use crate::support::{in_netns, run, wait_until, Output};
-
-#[derive(Debug, Clone, Deserialize)]
-struct TaskJson {
-    id: String,
-    name: String,
-    node: String,
-    desired_state: String,
-    current_state: String,
-    networks: Vec<AddressJson>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AddressJson {
-    network: String,
-    address: String,
-}
-
-impl TaskJson {
-    fn address_on(&self, network: &str) -> Ipv4Addr {
-        let cidr = &self.networks.iter().find(|n| n.network == network).unwrap_or_else(|| panic!("{} is not on {network}", self.name)).address;
-        cidr.split('/').next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("bad address {cidr}"))
-    }
-}
-
-fn running(swarm: &Swarm, service: &str) -> Vec<TaskJson> {
-    let tasks: Vec<TaskJson> = swarm.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json();
-    tasks.into_iter().filter(|t| t.desired_state == "running" && t.current_state.starts_with("running")).collect()
-}
-
-fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<TaskJson> {
-    wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
-        let tasks: Vec<TaskJson> = swarm.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json();
-        let wanted = tasks.iter().filter(|t| t.desired_state == "running").count();
-        let running = running(swarm, service);
-        (running.len() == n && wanted == n).then_some(running)
-    })
-}
 
 /// A network namespace to ask from: a task's or a container's.
 #[derive(Debug, Clone)]
@@ -81,7 +43,7 @@ impl Asker {
         Asker { what: format!("{container} on {host}"), netns: format!("/proc/{pid}/ns/net"), pid }
     }
 
-    fn task(swarm: &Swarm, task: &TaskJson) -> Asker {
+    fn task(swarm: &Swarm, task: &TaskRow) -> Asker {
         let containers: Vec<serde_json::Value> = swarm.cluster.shoal(&task.node, &["container", "ls", "--format", "json"]).ok().stdout_json();
         let id = containers
             .iter()
@@ -164,11 +126,11 @@ fn service_names_resolve_per_network_and_follow_changes_on_every_node() {
     swarm.create("client", &["--detach", "--network", "front", "--constraint", "node.hostname==worker1"], SLEEPER).ok();
     // A prober on every node, for answers everywhere.
     swarm.create("probe", &["--detach", "--mode", "global", "--network", "front"], SLEEPER).ok();
-    let web = wait_running(&swarm, "web", 3);
-    let rr = wait_running(&swarm, "rr", 2);
-    wait_running(&swarm, "db", 1);
-    let client = Asker::task(&swarm, &wait_running(&swarm, "client", 1)[0]);
-    let probes: Vec<Asker> = wait_running(&swarm, "probe", HOSTS.len()).iter().map(|t| Asker::task(&swarm, t)).collect();
+    let web = swarm.wait_running("web", 3);
+    let rr = swarm.wait_running("rr", 2);
+    swarm.wait_running("db", 1);
+    let client = Asker::task(&swarm, &swarm.wait_running("client", 1)[0]);
+    let probes: Vec<Asker> = swarm.wait_running("probe", HOSTS.len()).iter().map(|t| Asker::task(&swarm, t)).collect();
 
     // The container's resolver is ours.
     let resolv_conf = client.resolv_conf();
@@ -218,7 +180,7 @@ fn service_names_resolve_per_network_and_follow_changes_on_every_node() {
     }
     eprintln!("tasks.web had one record on every node after: {converged:?}");
     assert!(converged.iter().all(|(_, took)| *took < Duration::from_secs(1)), "within 1 s on every node: {converged:?}");
-    let left = wait_running(&swarm, "web", 1);
+    let left = swarm.wait_running("web", 1);
     assert_eq!(client.addresses("tasks.web"), [left[0].address_on("front").to_string()]);
 
     // A partitioned worker: changes made meanwhile reach its answers within
@@ -233,7 +195,7 @@ fn service_names_resolve_per_network_and_follow_changes_on_every_node() {
         nodes.iter().any(|n| n["hostname"] == "worker2" && n["status"] == "down").then_some(())
     });
     swarm.shoal(&["service", "scale", "--detach", "web=3"]).ok();
-    let expected = sorted(wait_running(&swarm, "web", 3).iter().map(|t| t.address_on("front")));
+    let expected = sorted(swarm.wait_running("web", 3).iter().map(|t| t.address_on("front")));
     swarm.cluster.heal("worker2");
     let healed = Instant::now();
     let took = wait_until(Duration::from_secs(20), "worker2's answers to be right after healing", || {
@@ -323,7 +285,7 @@ fn names_outside_the_swarm_go_upstream_and_bridge_networks_have_names() {
             SLEEPER,
         )
         .ok();
-    let asker = Asker::task(&swarm, &wait_running(&swarm, "asker", 1)[0]);
+    let asker = Asker::task(&swarm, &swarm.wait_running("asker", 1)[0]);
     let resolv_conf = asker.resolv_conf();
     assert!(resolv_conf.lines().any(|l| l == "search example.test"), "{resolv_conf}");
     assert!(!resolv_conf.contains(&live), "the container asks us, not the upstream: {resolv_conf}");

@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 
-use crate::support::swarm::{Swarm, CONVERGE, MANAGERS};
+use crate::support::swarm::{Swarm, TaskRow, MANAGERS};
 use crate::support::{run, wait_until, Output};
 use crate::swarm_helpers::{leader, node_ls};
 
@@ -20,43 +19,8 @@ use crate::swarm_helpers::{leader, node_ls};
 const SERVER: &[&str] = &["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"];
 const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
 
-#[derive(Debug, Clone, Deserialize)]
-struct TaskJson {
-    id: String,
-    name: String,
-    node: String,
-    desired_state: String,
-    current_state: String,
-    networks: Vec<AddressJson>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AddressJson {
-    network: String,
-    address: String,
-}
-
-impl TaskJson {
-    fn address_on(&self, network: &str) -> Ipv4Addr {
-        let cidr = &self.networks.iter().find(|n| n.network == network).unwrap_or_else(|| panic!("{} is not on {network}", self.name)).address;
-        cidr.split('/').next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("bad address {cidr}"))
-    }
-}
-
-fn tasks(swarm: &Swarm, service: &str) -> Vec<TaskJson> {
-    swarm.shoal(&["service", "ps", service, "--format", "json"]).ok().stdout_json()
-}
-
-/// Waits until exactly `n` tasks are wanted and all of them run.
-fn wait_running(swarm: &Swarm, service: &str, n: usize) -> Vec<TaskJson> {
-    wait_until(CONVERGE, &format!("{n} running tasks of {service}"), || {
-        let wanted: Vec<TaskJson> = tasks(swarm, service).into_iter().filter(|t| t.desired_state == "running").collect();
-        (wanted.len() == n && wanted.iter().all(|t| t.current_state.starts_with("running"))).then_some(wanted)
-    })
-}
-
 /// The network namespace of `task`'s container, from its node's daemon.
-fn netns_of(swarm: &Swarm, task: &TaskJson) -> String {
+fn netns_of(swarm: &Swarm, task: &TaskRow) -> String {
     let containers: Vec<serde_json::Value> = swarm.cluster.shoal(&task.node, &["container", "ls", "--format", "json"]).ok().stdout_json();
     let id = containers
         .iter()
@@ -104,7 +68,7 @@ fn vip(swarm: &Swarm, network: &str, service: &str) -> Ipv4Addr {
 }
 
 /// Each task's page, fetched from its own address by `client`.
-fn pages(client: &str, tasks: &[TaskJson], network: &str) -> BTreeMap<String, String> {
+fn pages(client: &str, tasks: &[TaskRow], network: &str) -> BTreeMap<String, String> {
     tasks
         .iter()
         .map(|t| {
@@ -120,9 +84,9 @@ fn a_vip_balances_over_running_tasks_and_follows_scale_and_node_loss() {
     swarm.shoal(&["network", "create", "-d", "overlay", "front"]).ok();
     swarm.create("client", &["--network", "front", "--constraint", "node.hostname==worker2"], SLEEPER).ok();
     swarm.create("web", &["--replicas", "3", "--replicas-max-per-node", "1", "--network", "front", "--constraint", "node.hostname!=worker2"], SERVER).ok();
-    let client_task = wait_running(&swarm, "client", 1).remove(0);
+    let client_task = swarm.wait_running("client", 1).remove(0);
     let client = netns_of(&swarm, &client_task);
-    let web = wait_running(&swarm, "web", 3);
+    let web = swarm.wait_running("web", 3);
     let by_page = pages(&client, &web, "front");
     assert_eq!(by_page.len(), 3, "three tasks, three pages: {by_page:?}");
     let vip = vip(&swarm, "front", "web");
@@ -148,7 +112,7 @@ fn a_vip_balances_over_running_tasks_and_follows_scale_and_node_loss() {
     swarm.shoal(&["service", "scale", "--detach", "web=1"]).ok();
     let scaled = Instant::now();
     let survivor = wait_until(Duration::from_secs(5), "one wanted task of web", || {
-        let wanted: Vec<TaskJson> = tasks(&swarm, "web").into_iter().filter(|t| t.desired_state == "running").collect();
+        let wanted: Vec<TaskRow> = swarm.ps("web").into_iter().filter(|t| t.desired_state == "running").collect();
         (wanted.len() == 1).then(|| wanted[0].id.clone())
     });
     let mut last_removed = None;
@@ -169,7 +133,7 @@ fn a_vip_balances_over_running_tasks_and_follows_scale_and_node_loss() {
     // failover is measured here): once the managers call it down, within
     // 2 s connections succeed again and never reach its task.
     swarm.shoal(&["service", "scale", "--detach", "web=3"]).ok();
-    let web = wait_running(&swarm, "web", 3);
+    let web = swarm.wait_running("web", 3);
     let by_page = pages(&client, &web, "front");
     let leader = leader(&swarm.cluster, &MANAGERS);
     let lost = web.iter().find(|t| t.node != leader).expect("a task off the leader").clone();
@@ -191,7 +155,7 @@ fn a_vip_balances_over_running_tasks_and_follows_scale_and_node_loss() {
     let url = format!("http://{vip}/");
     while streak < 10 || down_at.is_none() || dns_dropped_at.is_none() {
         if dns_dropped_at.is_none() && down_at.is_some() {
-            let live: BTreeSet<String> = tasks(&swarm, "web")
+            let live: BTreeSet<String> = swarm.ps("web")
                 .iter()
                 .filter(|t| t.node != lost.node && t.desired_state == "running" && t.current_state.starts_with("running"))
                 .map(|t| t.address_on("front").to_string())
@@ -235,7 +199,7 @@ fn a_vip_balances_over_running_tasks_and_follows_scale_and_node_loss() {
 fn published_ports_answer_on_every_node_and_host_mode_only_where_tasks_run() {
     let swarm = Swarm::up("mesh");
     swarm.create("web", &["-p", "8080:80", "--constraint", "node.hostname==worker1"], SERVER).ok();
-    let task = wait_running(&swarm, "web", 1).remove(0);
+    let task = swarm.wait_running("web", 1).remove(0);
     assert_eq!(task.node, "worker1");
     let page = |host: &str, port: u16, timeout: &str| curl(None, &format!("http://{}:{port}/", swarm.cluster.addr(host)), timeout);
 
@@ -250,7 +214,7 @@ fn published_ports_answer_on_every_node_and_host_mode_only_where_tasks_run() {
     // Host mode: only the node running the task answers.
     swarm.shoal(&["network", "create", "-d", "overlay", "hostnet"]).ok();
     swarm.create("local", &["--network", "hostnet", "-p", "published=8090,target=80,mode=host", "--constraint", "node.hostname==worker1"], SERVER).ok();
-    let local = wait_running(&swarm, "local", 1).remove(0);
+    let local = swarm.wait_running("local", 1).remove(0);
     let expected = wait_until(Duration::from_secs(5), "worker1:8090 to answer", || page("worker1", 8090, "2"));
     assert_ne!(expected, worker2, "a different task");
     for host in ["worker2", "manager1"] {

@@ -135,7 +135,7 @@ fn a_port_a_local_container_publishes_is_left_to_it() {
         protocol: PortProtocol::Tcp,
         host_ip: None,
         host_port: 8080,
-        container_ip: "172.31.0.2".parse().unwrap(),
+        container_ip: "100.127.255.2".parse().unwrap(),
         container_port: 80,
         bridge: "shoal0".into(),
     }];

@@ -18,7 +18,7 @@ pub const CONVERGE: Duration = Duration::from_secs(60);
 /// Stops at once on SIGTERM (as PID 1, plain `sleep` would ignore it).
 pub const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct TaskRow {
     pub id: String,
     pub name: String,
@@ -28,6 +28,23 @@ pub struct TaskRow {
     pub error: String,
     #[serde(default)]
     pub state_changed_at: String,
+    #[serde(default)]
+    pub networks: Vec<AddressRow>,
+}
+
+/// A task's address on one network (`address` in CIDR form).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AddressRow {
+    pub network: String,
+    pub address: String,
+}
+
+impl TaskRow {
+    /// The task's address on `network`.
+    pub fn address_on(&self, network: &str) -> std::net::Ipv4Addr {
+        let cidr = &self.networks.iter().find(|n| n.network == network).unwrap_or_else(|| panic!("{} is not on {network}", self.name)).address;
+        cidr.split('/').next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("bad address {cidr}"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
