@@ -601,18 +601,8 @@ impl Drop for ValueFile {
 }
 
 #[track_caller]
-fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        interrupt::check();
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    interrupt::poll_every(Duration::from_millis(100), timeout, what, check)
 }
 
 fn loadavg() -> String {

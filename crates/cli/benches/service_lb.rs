@@ -423,18 +423,8 @@ fn wrk(netns: &str, url: &str, duration: &str) -> f64 {
 
 /// Every 5 ms: the times measured here are tens of milliseconds.
 #[track_caller]
-fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        interrupt::check();
-        if let Some(value) = check() {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn poll<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    interrupt::poll_every(Duration::from_millis(5), timeout, what, check)
 }
 
 fn loadavg() -> String {

@@ -146,3 +146,21 @@ impl Drop for ClusterGuard {
         }
     }
 }
+
+/// Calls `check` every `every` until it gives a value; panics after
+/// `timeout`, and unwinds at once when an interrupt came.
+#[track_caller]
+#[allow(dead_code)] // Included by every bench; the overlay bench polls its own way.
+pub fn poll_every<T>(every: Duration, timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        self::check();
+        if let Some(value) = check() {
+            return value;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
