@@ -148,7 +148,7 @@ fn measure(netns: &Path, queries: &Path) -> Figures {
         .lines()
         .find(|l| l.trim_start().starts_with("Queries lost:"))
         .and_then(|l| l.split('(').nth(1))
-        .and_then(|l| l.trim_end_matches(|c| c == ')' || c == '%').parse().ok())
+        .and_then(|l| l.trim_end_matches([')', '%']).parse().ok())
         .unwrap_or(100.0);
     let latency_seconds = LATENCY_SECONDS.to_string();
     let verbose = run_checked("nsenter", &[&net, "dnsperf", "-s", "127.0.0.11", "-d", &data, "-l", &latency_seconds, "-v"]);

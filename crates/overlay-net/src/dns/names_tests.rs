@@ -99,8 +99,13 @@ fn a(names: &Names, on: &[&str], text: &str) -> Vec<Ipv4Addr> {
     addresses(names.answer(&scope(on), &name(text), RecordType::A))
 }
 
+/// SRV answers as (port, target) sorted.
+type SrvTargets = Vec<(u16, String)>;
+/// The additional A records of an answer, as (name, address).
+type Additionals = Vec<(String, Ipv4Addr)>;
+
 /// SRV answers as (port, target) sorted, and the additional A records.
-fn srv(names: &Names, on: &[&str], text: &str) -> (Vec<(u16, String)>, Vec<(String, Ipv4Addr)>) {
+fn srv(names: &Names, on: &[&str], text: &str) -> (SrvTargets, Additionals) {
     let Answer::Records { answers, additionals } = names.answer(&scope(on), &name(text), RecordType::SRV) else { panic!("no SRV records for {text}") };
     let mut targets: Vec<(u16, String)> = answers
         .iter()

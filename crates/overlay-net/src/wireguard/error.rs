@@ -31,4 +31,12 @@ pub enum WireguardError {
     Stop { name: String, pid: u32, reason: String },
 }
 
+impl WireguardError {
+    /// Whether the device's control socket is there but nobody listens on
+    /// it any more: the device process has ended.
+    pub(crate) fn device_gone(&self) -> bool {
+        matches!(self, WireguardError::Control { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
 pub type Result<T, E = WireguardError> = std::result::Result<T, E>;

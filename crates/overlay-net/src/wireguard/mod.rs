@@ -103,16 +103,32 @@ impl WireguardDevice {
     ) -> Result<WireguardDevice> {
         let interface = interface_name(name)?;
         let key = NodeKey::load_or_generate(private_key_path)?;
-        let (backend, pid) = locate_or_create(name, &interface, listen_port, shoal_exe, backend).await?;
-        let device =
-            WireguardDevice { name: name.to_string(), interface, backend, public_key: key.public_key(), listen_port, pid };
-        let current = device.get().await?;
+        let (device, current) = {
+            let mut attempt = 1;
+            loop {
+                let (backend, pid) = locate_or_create(name, &interface, listen_port, shoal_exe, backend).await?;
+                let device = WireguardDevice { name: name.to_string(), interface, backend, public_key: key.public_key(), listen_port, pid };
+                match device.get().await {
+                    Ok(current) => break (device, current),
+                    // A device killed just now still answers a connect
+                    // while its threads wind down: adopted in that window,
+                    // it is gone by the first request. Its socket is
+                    // stale now, so looking again starts a new one.
+                    Err(e) if attempt < ADOPT_ATTEMPTS && backend == Backend::Userspace && e.device_gone() => {
+                        tracing::info!(interface = name, pid, "the WireGuard device ended as it was adopted; starting another");
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
         let private = Key(key.private_bytes());
         // Setting the same key again would be harmless for the kernel but
         // is skipped anyway: nothing to do is the common case on restart.
         if current.private_key.as_ref() != Some(&private) || current.listen_port != Some(listen_port) {
             device.apply(DeviceUpdate::new().set_private_key(private).set_listen_port(listen_port)).await?;
         }
+        let (backend, pid) = (device.backend, device.pid);
         if backend == Backend::Kernel && pid.is_none() {
             // A kernel link starts down, with the kernel's default MTU.
             let _ = userspace::set_mtu_and_up(name, DEFAULT_MTU);
@@ -328,6 +344,9 @@ async fn locate_or_create(
     let pid = process::start(name, listen_port, shoal_exe).await?;
     Ok((Backend::Userspace, Some(pid)))
 }
+
+/// Tries of finding (or starting) a device that answers.
+const ADOPT_ATTEMPTS: u32 = 2;
 
 /// Tries of one read of a userspace device's state.
 const GET_ATTEMPTS: u32 = 3;
