@@ -211,15 +211,19 @@ fn a_restarted_manager_stays_locked_until_unlocked_and_rotation_retires_the_old_
         join.stderr
     );
 
-    // The others carry on, and see the locked manager as down and unreachable.
+    // The others carry on, and see the locked manager as down and locked
+    // (not merely unreachable), on every manager.
     create_config(&cluster, "manager1", "alock-while-locked").ok();
-    wait_until(SETTLE, "the others to see manager3 unreachable", || {
-        node_ls(&cluster, "manager2")?.into_iter().find(|n| {
-            n.hostname == "manager3"
-                && n.manager_status.as_deref() == Some("unreachable")
-                && n.status == "down"
-        })
-    });
+    for viewer in ["manager1", "manager2"] {
+        wait_until(SETTLE, &format!("{viewer} to see manager3 locked"), || {
+            node_ls(&cluster, viewer)?.into_iter().find(|n| {
+                n.hostname == "manager3" && n.manager_status.as_deref() == Some("locked") && n.status == "down"
+            })
+        });
+    }
+    let table = cluster.shoal("manager1", &["node", "ls"]).ok();
+    let row = table.stdout.lines().find(|l| l.contains("manager3")).unwrap_or_default();
+    assert!(row.contains("Locked"), "node ls: {}", table.stdout);
 
     // Wrong or malformed keys change nothing.
     let wrong = unlock(
@@ -246,6 +250,11 @@ fn a_restarted_manager_stays_locked_until_unlocked_and_rotation_retires_the_old_
         config_names(&cluster, "manager3").filter(|n| n.iter().any(|c| c == "alock-while-locked"))
     });
     wait_all_ready(&cluster, "manager3", 4);
+    wait_until(SETTLE, "manager3 to show reachable again once unlocked", || {
+        node_ls(&cluster, "manager1")?
+            .into_iter()
+            .find(|n| n.hostname == "manager3" && n.manager_status.as_deref() == Some("reachable"))
+    });
     let again = unlock(&cluster, "manager3", &key);
     assert!(
         !again.success() && again.stderr.contains("this node is not locked"),

@@ -40,6 +40,7 @@ fn nodes() -> Vec<Node> {
                 manager_addr: String::new(),
                 status: if i.is_multiple_of(89) { NodeStatus::Down } else { NodeStatus::Ready },
                 manager_reachable: false,
+                manager_locked: false,
                 cert_expiry: 0,
                 description: NodeDescription {
                     nano_cpus: 16_000_000_000,

@@ -143,6 +143,7 @@ pub fn new_swarm(options: NewSwarmOptions<'_>) -> Result<NewSwarm, ManagerError>
         manager_addr: options.advertise.to_string(),
         status: NodeStatus::Ready,
         manager_reachable: true,
+        manager_locked: false,
         cert_expiry: now_ms() + options.cert_lifetime.as_millis() as u64,
         description: Default::default(),
         network_addresses: Default::default(),

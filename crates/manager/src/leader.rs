@@ -17,6 +17,7 @@ use crate::manager::Manager;
 fn leader_loops(manager: &Arc<Manager>) -> Vec<(&'static str, BoxFuture<'static, ()>)> {
     vec![
         ("node health", crate::node_health::run(manager.clone()).boxed()),
+        ("locked managers", crate::lock_beacon::run(manager.clone()).boxed()),
         ("orchestrator", crate::orchestrator::run(manager.clone()).boxed()),
         ("allocator", crate::allocator::run(manager.clone()).boxed()),
         ("scheduler", crate::orchestrator::scheduling::run(manager.clone()).boxed()),

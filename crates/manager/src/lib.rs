@@ -8,7 +8,8 @@
 //! - [`api`]: the gRPC services on the manager port and the local socket.
 //! - [`leader`]: the one list of leader-only loops, started and stopped
 //!   with leadership; [`control_loop`]: how each of them runs.
-//! - [`node_health`]: the leader's heartbeat -> node status loop.
+//! - [`node_health`]: the leader's heartbeat -> node status loop;
+//!   [`lock_beacon`]: how a locked manager shows as locked, not down.
 //! - [`orchestrator`]: services -> tasks (replicated, global, restarts),
 //!   and the loop that feeds the scheduler.
 //! - [`allocator`]: network addresses for tasks, nodes and VIPs (a task
@@ -26,6 +27,7 @@ pub mod control_loop;
 pub mod errors;
 pub mod image_pinning;
 pub mod leader;
+pub mod lock_beacon;
 pub mod log_broker;
 pub mod manager;
 pub mod node_health;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use shoal_manager::autolock::UnlockKey;
+use shoal_manager::lock_beacon::LockBeacon;
 use shoal_manager::raft::dek_file::DekFileError;
 use shoal_manager::store::{Object, Op, Transaction};
 use shoal_manager::Manager;
@@ -204,7 +205,9 @@ pub async fn unlock(api: &LocalApi, request: pb::SwarmUnlockRequest) -> Result<(
         }
         other => Status::internal(other.to_string()),
     })?;
-    let node = RunningNode::start_in(
+    // The manager needs its port back.
+    api.lock_beacon.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let started = RunningNode::start_in(
         dir,
         state,
         credentials,
@@ -213,15 +216,33 @@ pub async fn unlock(api: &LocalApi, request: pb::SwarmUnlockRequest) -> Result<(
         api.removed.clone(),
         api.runtime.clone(),
     )
-    .await
-    .map_err(|e| {
-        Status::internal(format!(
-            "the key is right, but the manager did not start: {e:#}"
-        ))
-    })?;
+    .await;
+    let node = match started {
+        Ok(node) => node,
+        Err(e) => {
+            announce_if_locked(&api.data_root, &api.lock_beacon).await;
+            return Err(Status::internal(format!("the key is right, but the manager did not start: {e:#}")));
+        }
+    };
     *slot = Some(node);
     tracing::info!("swarm unlocked");
     Ok(())
+}
+
+/// Where a locked manager keeps its [`LockBeacon`].
+pub type BeaconSlot = Arc<std::sync::Mutex<Option<LockBeacon>>>;
+
+/// Starts answering as a locked manager on the manager address, when this
+/// node is one; a port that cannot be had only costs the others the
+/// `locked` label (they show it unreachable).
+pub async fn announce_if_locked(data_root: &std::path::Path, slot: &BeaconSlot) {
+    let dir = SwarmDir::new(data_root);
+    let Some(state) = dir.read_state().filter(|_| dir.is_locked()) else { return };
+    let Ok(listen) = state.listen.parse::<std::net::SocketAddr>() else { return };
+    match LockBeacon::serve(listen, state.node_id).await {
+        Ok(beacon) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(beacon),
+        Err(e) => tracing::warn!(%listen, error = %e, "cannot tell the other managers this one is locked"),
+    }
 }
 
 /// What `shoal info` shows for a locked manager.

@@ -34,6 +34,9 @@ pub struct LocalApi {
     pub removed: mpsc::Sender<()>,
     /// What every swarm node this daemon starts runs its tasks with.
     pub runtime: Arc<NodeRuntime>,
+    /// While this manager is locked: its answer on the manager port, so
+    /// the others show it as locked (dropped when it unlocks or leaves).
+    pub lock_beacon: super::autolock::BeaconSlot,
 }
 
 /// `ip` or `ip:port` (port defaults to 4242). Names are refused: the
@@ -345,6 +348,7 @@ impl pb::daemon_server::Daemon for LocalApi {
                     "this node is a locked manager: leaving drops its copy of the swarm state; unlock it with `shoal swarm unlock`, or use --force",
                 ));
             }
+            self.lock_beacon.lock().unwrap_or_else(|p| p.into_inner()).take();
             SwarmDir::new(&self.data_root).remove().map_err(internal)?;
             return Ok(Response::new(pb::Empty {}));
         }

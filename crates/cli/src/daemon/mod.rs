@@ -132,6 +132,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             .context("resuming swarm membership")?;
         *node_cell.lock().await = Some(node);
     }
+    let lock_beacon = autolock::BeaconSlot::default();
+    autolock::announce_if_locked(&options.data_root, &lock_beacon).await;
 
     let listener = bind_socket(&options.socket)?;
     let local_api = LocalApi {
@@ -141,6 +143,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         node: node_cell.clone(),
         removed: removed_tx,
         runtime: node_runtime,
+        lock_beacon,
     };
     let server = tonic::transport::Server::builder()
         .add_service(pb::daemon_server::DaemonServer::new(local_api))

@@ -104,6 +104,7 @@ impl CaService {
                 manager_addr: if role == NodeRole::Manager { endpoint.to_string() } else { String::new() },
                 status: NodeStatus::Unknown,
                 manager_reachable: false,
+                manager_locked: false,
                 cert_expiry: now_ms() + lifetime.as_millis() as u64,
                 description: Default::default(),
                 network_addresses: Default::default(),

@@ -85,6 +85,8 @@ pub fn node_to_pb(node: &Node, raft: &RaftView) -> pb::Node {
         "leader"
     } else if node.manager_reachable {
         "reachable"
+    } else if node.manager_locked {
+        "locked"
     } else {
         "unreachable"
     };

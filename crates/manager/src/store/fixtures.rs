@@ -37,6 +37,7 @@ pub fn node(id: &str) -> Node {
         manager_addr: String::new(),
         status: NodeStatus::Ready,
         manager_reachable: false,
+        manager_locked: false,
         cert_expiry: 0,
         description: NodeDescription::default(),
         network_addresses: BTreeMap::new(),

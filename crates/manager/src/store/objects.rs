@@ -167,6 +167,10 @@ pub struct Node {
     /// Whether the leader hears from this manager over Raft; meaningless for
     /// workers. Kept in the store so every manager shows the same `node ls`.
     pub manager_reachable: bool,
+    /// Whether this manager, out of Raft, says it is locked (autolock)
+    /// and waits for `swarm unlock`; see [`crate::lock_beacon`].
+    #[serde(default)]
+    pub manager_locked: bool,
     /// Unix milliseconds.
     pub cert_expiry: u64,
     /// What the node reports about itself on its session; the scheduler's
