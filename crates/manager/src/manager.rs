@@ -16,6 +16,7 @@ use tonic::transport::Channel;
 
 use crate::errors::ManagerError;
 use crate::raft::network::{Network, PeerContacts};
+use crate::raft::forwarder::Forwarder;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::at_rest::{open_database, AtRest};
 use crate::raft::{open_storage, NodeId, Raft};
@@ -47,6 +48,8 @@ pub struct Manager {
     pub contacts: PeerContacts,
     /// Batches this manager's writes into log entries while it leads.
     proposer: Proposer,
+    /// Batches this manager's writes to the leader while it follows.
+    forwarder: Forwarder,
     tls: ClientTls,
     /// One channel per peer manager, for forwarding to whoever leads.
     peers: Mutex<HashMap<String, Channel>>,
@@ -106,7 +109,8 @@ impl Manager {
         let raft = Raft::new(config.raft_id, raft_config()?, network, log_store, state_machine)
             .await
             .map_err(|e| ManagerError::Internal(format!("starting raft: {e}")))?;
-        let manager = Arc::new(Manager {
+        let manager = Arc::new_cyclic(|this| Manager {
+            forwarder: Forwarder::start(this.clone()),
             raft_id: config.raft_id,
             advertise: config.advertise,
             proposer: Proposer::start(raft.clone()),
@@ -240,7 +244,7 @@ impl Manager {
                     Err(ProposeError::Raft(e)) => return Err(ManagerError::Internal(format!("raft write: {e}"))),
                 }
             }
-            match self.forward_write(&addr, &txn).await {
+            match self.forwarder.forward(&addr, txn.clone()).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(ManagerError::NotLeader) | Err(ManagerError::Unavailable(_)) => {
                     // The leader moved or died under us; retry within the deadline.
@@ -251,30 +255,25 @@ impl Manager {
         }
     }
 
-    async fn forward_write(&self, leader_addr: &str, txn: &Transaction) -> Result<TxnOutcome, ManagerError> {
-        let data = bincode::serialize(txn).map_err(|e| ManagerError::Internal(format!("encoding write: {e}")))?;
-        let mut client = pb::raft_client::RaftClient::new(self.peer_channel(leader_addr)?);
-        let reply = client
-            .forward_write(pb::RaftPayload { data })
-            .await
-            .map_err(|status| ManagerError::from_forwarded(leader_addr, status))?;
-        let forwarded: Result<TxnOutcome, ForwardedError> = bincode::deserialize(&reply.into_inner().data)
-            .map_err(|e| ManagerError::Internal(format!("decoding forwarded write: {e}")))?;
-        forwarded.map_err(ForwardedError::into_error)
-    }
-
-    /// Serves a write forwarded by a follower (leader side).
+    /// Serves a batch of writes forwarded by a follower (leader side):
+    /// proposed together, so the proposer usually puts them in one entry;
+    /// one outcome per write, in order.
     pub async fn handle_forwarded_write(&self, data: &[u8]) -> Vec<u8> {
-        let result: Result<TxnOutcome, ForwardedError> = match bincode::deserialize::<Transaction>(data) {
-            Err(e) => Err(ForwardedError::Internal(format!("undecodable forwarded write: {e}"))),
-            Ok(txn) if self.is_leader() => match self.proposer.propose(txn).await {
-                Ok(outcome) => Ok(outcome),
-                Err(ProposeError::NotLeader) => Err(ForwardedError::NotLeader),
-                Err(ProposeError::Raft(e)) => Err(ForwardedError::Internal(e)),
-            },
-            Ok(_) => Err(ForwardedError::NotLeader),
+        let outcomes: Vec<Result<TxnOutcome, ForwardedError>> = match bincode::deserialize::<Vec<Transaction>>(data) {
+            Err(e) => vec![Err(ForwardedError::Internal(format!("undecodable forwarded writes: {e}")))],
+            Ok(txns) if self.is_leader() => {
+                futures::future::join_all(txns.into_iter().map(|txn| async move {
+                    match self.proposer.propose(txn).await {
+                        Ok(outcome) => Ok(outcome),
+                        Err(ProposeError::NotLeader) => Err(ForwardedError::NotLeader),
+                        Err(ProposeError::Raft(e)) => Err(ForwardedError::Internal(e)),
+                    }
+                }))
+                .await
+            }
+            Ok(txns) => txns.iter().map(|_| Err(ForwardedError::NotLeader)).collect(),
         };
-        bincode::serialize(&result).unwrap_or_default()
+        bincode::serialize(&outcomes).unwrap_or_default()
     }
 
     /// Raft read-index: returns once this manager's store reflects every
@@ -425,13 +424,13 @@ pub struct RaftView {
 
 /// How a forwarded write failed, as sent back to the follower.
 #[derive(serde::Serialize, serde::Deserialize)]
-enum ForwardedError {
+pub(crate) enum ForwardedError {
     NotLeader,
     Internal(String),
 }
 
 impl ForwardedError {
-    fn into_error(self) -> ManagerError {
+    pub(crate) fn into_error(self) -> ManagerError {
         match self {
             ForwardedError::NotLeader => ManagerError::NotLeader,
             ForwardedError::Internal(message) => ManagerError::Internal(message),

@@ -20,7 +20,6 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -29,6 +28,7 @@ use openraft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::durable::DurableFlush;
 use super::sealed::Sealer;
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 
@@ -70,29 +70,14 @@ pub struct LogStore {
 #[derive(Clone)]
 struct GroupCommit {
     pending: std::sync::mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>,
-    data_file: DataFile,
-}
-
-/// sled's data file, when known (see [`LogStore::fsync_after_flush`]).
-type DataFile = Arc<OnceLock<std::fs::File>>;
-
-/// Flushes sled and, when its data file is known, fsyncs it: sled's flush
-/// ends with `sync_file_range`, which neither flushes the disk's write
-/// cache nor the file's metadata, so on its own it survives a process
-/// crash but not a power cut.
-fn flush_durably(db: &sled::Db, data_file: &DataFile) -> std::io::Result<()> {
-    db.flush().map_err(std::io::Error::other)?;
-    match data_file.get() {
-        Some(file) => file.sync_data(),
-        None => Ok(()),
-    }
+    durable: DurableFlush,
 }
 
 impl GroupCommit {
     fn start() -> std::io::Result<Self> {
         let (pending, waiting) = std::sync::mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>();
-        let data_file = DataFile::default();
-        let file = data_file.clone();
+        let durable = DurableFlush::default();
+        let flusher = durable.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || {
@@ -102,14 +87,14 @@ impl GroupCommit {
                     batch.extend(waiting.try_iter().map(|(_, callback)| callback));
                     // Every entry in `batch` was written before its callback
                     // was queued, so this flush covers all of them.
-                    let result = flush_durably(&db, &file).map_err(|e| e.to_string());
+                    let result = flusher.flush(&db).map_err(|e| e.to_string());
                     drop(db);
                     for callback in batch {
                         callback.log_io_completed(result.clone().map_err(std::io::Error::other));
                     }
                 }
             })?;
-        Ok(GroupCommit { pending, data_file })
+        Ok(GroupCommit { pending, durable })
     }
 }
 
@@ -146,14 +131,18 @@ impl LogStore {
         Ok(store)
     }
 
-    /// Makes every flush of the log and vote also fsync sled's data file,
-    /// `db` under the directory the database was opened at (sled does not
-    /// say where its file is). Without this, flushed means handed to the
-    /// disk, which survives a crash of the manager but not of the machine.
+    /// Makes every flush of the log and vote durable across a power cut
+    /// (see [`DurableFlush`]): `sled_dir` is the directory the database
+    /// was opened at, which sled does not say. Without this, flushed means
+    /// handed to the disk, which survives a crash of the manager but not
+    /// of the machine.
     pub fn fsync_after_flush(&self, sled_dir: &Path) -> std::io::Result<()> {
-        let file = std::fs::File::open(sled_dir.join("db"))?;
-        let _ = self.group_commit.data_file.set(file);
-        Ok(())
+        self.group_commit.durable.attach(sled_dir)
+    }
+
+    /// The flush the log uses, for the state machine's snapshots to share.
+    pub fn durable_flush(&self) -> DurableFlush {
+        self.group_commit.durable.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -196,9 +185,9 @@ impl LogStore {
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
-        let (db, file) = (self.db.clone(), self.group_commit.data_file.clone());
+        let (db, durable) = (self.db.clone(), self.group_commit.durable.clone());
         // Blocking I/O, and rare (votes, truncations): off the runtime.
-        tokio::task::spawn_blocking(move || flush_durably(&db, &file))
+        tokio::task::spawn_blocking(move || durable.flush(&db))
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r)

@@ -5,13 +5,18 @@
 //!   persists it and its snapshots in sled.
 //! - `network`: openraft's outbound RPCs over mutual TLS.
 //! - `rpc`: the receiving side of those RPCs and their payload format.
-//! - `proposer`: batches concurrent writes into one log entry.
+//! - `proposer`: batches concurrent writes into one log entry;
+//!   `forwarder`: batches a follower's writes to the leader the same way.
 //! - `sealed`: encryption of every stored value with the manager's data key;
 //!   `dek_file`: where that key is kept; `at_rest`: opening the database
 //!   encrypted, and migrating a plaintext one.
+//! - `durable`: what a flush must sync, beyond sled's own, for an
+//!   acknowledged write to survive a power cut.
 
 pub mod at_rest;
 pub mod dek_file;
+pub mod durable;
+pub mod forwarder;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -75,7 +80,8 @@ fn io_error(
 }
 
 /// Opens a manager's Raft storage in its sled database `db`, opened at
-/// `db_dir`: the log store (fsyncing sled's data file on every flush), and
+/// `db_dir`: the log store (making sled's files durable on every flush, see
+/// [`durable::DurableFlush`]), and
 /// the state machine with `store` loaded from disk, both sealing what they
 /// store with `sealer` (see [`at_rest::open_database`], which gives both).
 /// Pass them to [`Raft::new`]; on restart openraft re-applies committed
@@ -91,5 +97,7 @@ pub fn open_storage(
     log_store
         .fsync_after_flush(db_dir)
         .map_err(|e| io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, &e))?;
-    Ok((log_store, state_machine::StateMachine::new(db, store, sealer)?))
+    let mut state_machine = state_machine::StateMachine::new(db, store, sealer)?;
+    state_machine.flush_snapshots_with(log_store.durable_flush());
+    Ok((log_store, state_machine))
 }

@@ -48,6 +48,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::durable::DurableFlush;
 use super::sealed::Sealer;
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 use crate::store::{Kind, Object, Op, Store, StoreState, TxnOutcome};
@@ -75,9 +76,10 @@ type Meta = SnapshotMeta<NodeId, BasicNode>;
 /// reflects.
 type SnapshotPayload = (StoreState, Option<LogId<NodeId>>, Membership);
 
-/// Most encoded bytes per base image chunk. sled moves values that make a
-/// tree node larger than a quarter segment (128 KiB) into separate blob
-/// files, which its flush does not sync; chunks this size stay in its log.
+/// Most encoded bytes per base image chunk, so that rewriting one object
+/// kind rewrites a bounded part of the image. (Chunks do not keep sled
+/// from writing blob files: a tree node of several chunks can pass its
+/// 128 KiB limit; [`DurableFlush`] syncs those.)
 const MAX_CHUNK_BYTES: u64 = 32 * 1024;
 
 /// `obj/<kind>#<n>`: never a `/` after the prefix, unlike the legacy keys.
@@ -151,6 +153,8 @@ struct SnapshotSlot {
     /// Distinguishes snapshots built at the same log id; seeded from the
     /// clock so ids stay distinct across restarts.
     counter: Arc<AtomicU64>,
+    /// How a saved snapshot is made durable: shared with the log store.
+    durable: DurableFlush,
 }
 
 impl SnapshotSlot {
@@ -196,15 +200,15 @@ impl SnapshotSlot {
         Ok(())
     }
 
+    /// Makes the saved snapshot durable across a power cut (it is the
+    /// whole store, so always in a blob file of sled's; see [`DurableFlush`]).
     async fn flush(&self, meta: &Meta) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(|e| {
-            io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                &e,
-            )
-        })?;
-        Ok(())
+        let (db, durable) = (self.db.clone(), self.durable.clone());
+        tokio::task::spawn_blocking(move || durable.flush(&db))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, &e))
     }
 
     fn next_id(&self, last_log_id: Option<LogId<NodeId>>) -> String {
@@ -237,6 +241,12 @@ impl StateMachine {
     /// `store`: the `sm` tree, or the saved snapshot when that is newer (a
     /// crash cut an install short). Values are sealed and opened with
     /// `sealer`.
+    /// Saved snapshots are flushed with `durable` (the log store's), so
+    /// they too survive a power cut.
+    pub fn flush_snapshots_with(&mut self, durable: DurableFlush) {
+        self.snapshots.durable = durable;
+    }
+
     pub fn new(db: &sled::Db, store: Store, sealer: Sealer) -> StorageResult<Self> {
         let open = |name: &str| {
             db.open_tree(name)
@@ -249,6 +259,7 @@ impl StateMachine {
             sealer: sealer.clone(),
             replace: Arc::new(Mutex::new(())),
             counter: Arc::new(AtomicU64::new(crate::store::now_ms())),
+            durable: DurableFlush::default(),
         };
         let mut machine = StateMachine {
             store,
