@@ -13,6 +13,12 @@ pub mod pb {
     tonic::include_proto!("shoal.v1");
 }
 
+/// etcd's `KV/Put`, client side only: the control-plane benchmark writes
+/// to an etcd cluster with it, in the same run as to Shoal's managers.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 pub mod identity;
 pub mod join_token;
 pub mod redacted;

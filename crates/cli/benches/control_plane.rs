@@ -1,13 +1,17 @@
-//! Control-plane benchmark on a real local cluster (3 managers in network
-//! namespaces, release build recommended: `cargo bench -p shoal-cli --bench
-//! control_plane`). Prints ours against the targets from the design brief:
+//! Control-plane benchmark on real local clusters in network namespaces
+//! (release build recommended: `cargo bench -p shoal-cli --bench
+//! control_plane`; needs `apt-get install etcd-server etcd-client`).
 //!
-//! - committed, durable store writes/s with concurrent clients (target 5,000),
-//!   with the Raft data encrypted at rest (as every manager runs) and, for
-//!   comparison, on a second cluster whose managers keep it unencrypted
-//!   (target: encryption costs at most 15%)
-//! - leader failover, kill -9 to first successful write, median of 5 (target < 2 s;
-//!   Docker Swarm's default election takes ~10 s)
+//! - Shoal's 3 managers against a 3-member etcd cluster, the yardstick,
+//!   on namespace hosts made alike, data on the same filesystem, in the
+//!   same run: committed durable writes/s and p50/p99 commit latency with
+//!   1, 16 and 64 clients (target: at least 1.0x etcd's writes/s at 64
+//!   clients, a p99 no worse than etcd's at 1 client)
+//! - leader failover, 20 kill -9s each, kill to first acknowledged write:
+//!   median and max against etcd's (target: every one under 1 s)
+//! - encryption at rest: the same write load on a second Shoal cluster
+//!   whose managers keep Raft data unencrypted (target: costs at most 15%,
+//!   and at least 5,000 writes/s with it on)
 //! - idle manager daemon RSS (target < 40 MiB)
 //!
 //! Not a test: it never runs in CI.
@@ -15,24 +19,35 @@
 #[path = "../../../tests/cluster/support/mod.rs"]
 mod support;
 
+#[path = "control_plane/etcd.rs"]
+mod etcd;
+#[path = "control_plane/load.rs"]
+mod load;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etcd::{EtcdCluster, EtcdWriter};
+use load::{Load, Target};
 use shoal_proto::pb;
 use support::{wait_until, Cluster};
 
+/// Clients of the encryption-at-rest comparison.
 const CLIENTS: usize = 64;
-/// Write throughput is measured in rounds alternating between the two
-/// clusters (off-on, on-off, ...), so drift in the machine's load and the
+/// Client counts of the comparison with etcd.
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Throughput is measured in rounds alternating between the stores
+/// compared (A-B, B-A, ...), so drift in the machine's load and the
 /// stores' growth weigh on both alike. Each round starts after a pause, so
-/// background work the previous round left (snapshots, log purges, sled's
-/// own flushing) does not land on the next one.
+/// background work the previous round left (snapshots, log purges,
+/// compaction) does not land on the next one.
 const WRITE_ROUNDS: usize = 6;
-const ROUND_SECONDS: u64 = 5;
+/// Rounds per client count against etcd: 2 x 5 s = 10 s each.
+const ETCD_ROUNDS: usize = 2;
+const ROUND: Duration = Duration::from_secs(5);
 const PAUSE_BEFORE_ROUND: Duration = Duration::from_secs(2);
-const KILLS: usize = 5;
+const KILLS: usize = 20;
 
 /// Makes the daemons started while it is set keep their Raft data
 /// unencrypted. The daemon honours it only for this comparison; see
@@ -47,98 +62,199 @@ fn main() {
     let plaintext = Cluster::up("benchp", 3, 0);
     std::env::remove_var(UNENCRYPTED_RAFT_ENV);
     let cluster = Cluster::up("bench", 3, 0);
+    let mut etcd = EtcdCluster::up("benche");
     let managers = ["manager1", "manager2", "manager3"];
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     wait_for_quorum(&plaintext, &runtime, "manager1");
     wait_for_quorum(&cluster, &runtime, "manager1");
+    runtime.block_on(etcd.wait_for_writes(0, Duration::from_secs(30)));
 
     // Idle RSS first, before the write load grows the caches.
     std::thread::sleep(Duration::from_secs(5));
     let rss: Vec<u64> = managers.iter().filter_map(|m| cluster.host(m).pid.and_then(rss_kib)).collect();
     let max_rss = rss.iter().copied().max().unwrap_or(0);
 
-    let (plaintext_socket, encrypted_socket) = (plaintext.host("manager1").socket, cluster.host("manager1").socket);
+    // Encryption at rest on and off, through manager1.
     let pids = |c: &Cluster| -> Vec<u32> { managers.iter().filter_map(|m| c.host(m).pid).collect() };
     let (plaintext_pids, encrypted_pids) = (pids(&plaintext), pids(&cluster));
-    let (mut plaintext_total, mut encrypted_total) = (Rate::default(), Rate::default());
+    let (plaintext_target, encrypted_target) =
+        (Target::Shoal(vec![plaintext.host("manager1").socket]), Target::Shoal(vec![cluster.host("manager1").socket]));
+    let (mut plaintext_total, mut encrypted_total) = (Load::default(), Load::default());
+    let (mut plaintext_cpu, mut encrypted_cpu) = (0.0, 0.0);
     for round in 0..WRITE_ROUNDS {
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for encrypted in order {
-            let (socket, pids, total) = if encrypted {
-                (&encrypted_socket, &encrypted_pids, &mut encrypted_total)
+            let (target, pids, total, cpu) = if encrypted {
+                (&encrypted_target, &encrypted_pids, &mut encrypted_total, &mut encrypted_cpu)
             } else {
-                (&plaintext_socket, &plaintext_pids, &mut plaintext_total)
+                (&plaintext_target, &plaintext_pids, &mut plaintext_total, &mut plaintext_cpu)
             };
             std::thread::sleep(PAUSE_BEFORE_ROUND);
             let cpu_before = cpu_seconds(pids);
-            let mut rate = runtime.block_on(write_throughput(socket, round));
-            rate.cpu_seconds = cpu_seconds(pids) - cpu_before;
+            let load = runtime.block_on(load::run(target, CLIENTS, ROUND, &format!("enc{round}")));
+            let spent = cpu_seconds(pids) - cpu_before;
             eprintln!(
                 "round {round}: encryption {}: {:.0} writes/s, {:.1} manager CPU us/write",
                 if encrypted { "on" } else { "off" },
-                rate.per_sec(),
-                rate.cpu_us_per_write()
+                load.per_sec(),
+                spent * 1e6 / load.writes as f64
             );
-            total.add(rate);
+            *cpu += spent;
+            total.add(load);
         }
     }
-    // Out of the way of the failover timings.
+    // Out of the way of what follows.
     plaintext.down();
     let (writes_per_sec, plaintext_writes_per_sec) = (encrypted_total.per_sec(), plaintext_total.per_sec());
     let encryption_cost = 100.0 * (1.0 - writes_per_sec / plaintext_writes_per_sec);
+    let cpu_us = |cpu: f64, load: &Load| cpu * 1e6 / load.writes as f64;
+    let (encrypted_cpu_us, plaintext_cpu_us) = (cpu_us(encrypted_cpu, &encrypted_total), cpu_us(plaintext_cpu, &plaintext_total));
 
-    let mut failovers = Vec::new();
-    for round in 0..KILLS {
-        let leader = leader(&cluster, &runtime, &managers);
-        let survivor = managers.iter().find(|m| **m != leader).expect("a survivor");
-        let socket = cluster.host(survivor).socket;
-        cluster.stop(&leader, true);
-        let killed = Instant::now();
-        eprintln!("round {round}: killed {leader} at {:?}", std::time::SystemTime::now());
-        let elapsed = runtime.block_on(async {
-            let mut n = 0;
-            loop {
-                n += 1;
-                if create(&socket, &format!("failover-{round}-{n}")).await.is_ok() {
-                    return killed.elapsed();
-                }
-                assert!(killed.elapsed() < Duration::from_secs(30), "no write succeeded within 30 s of the kill");
+    // Shoal against etcd, clients spread over all three members.
+    let shoal_target = Target::Shoal(managers.iter().map(|m| cluster.host(m).socket).collect());
+    let etcd_target = Target::Etcd(etcd.endpoints());
+    let mut side_by_side = Vec::new();
+    for clients in CONCURRENCY {
+        let (mut ours, mut theirs) = (Load::default(), Load::default());
+        for round in 0..ETCD_ROUNDS {
+            let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+            for shoal in order {
+                std::thread::sleep(PAUSE_BEFORE_ROUND);
+                let (target, total) = if shoal { (&shoal_target, &mut ours) } else { (&etcd_target, &mut theirs) };
+                let load = runtime.block_on(load::run(target, clients, ROUND, &format!("vs{clients}r{round}")));
+                eprintln!(
+                    "{clients} clients, round {round}: {} {:.0} writes/s, p99 {:.2} ms",
+                    if shoal { "shoal" } else { "etcd" },
+                    load.per_sec(),
+                    load.percentile_ms(99.0)
+                );
+                total.add(load);
             }
-        });
-        eprintln!("round {round}: first write after {} ms", elapsed.as_millis());
-        failovers.push(elapsed);
-        cluster.start(&leader);
-        wait_for_quorum(&cluster, &runtime, &leader);
+        }
+        side_by_side.push((clients, ours, theirs));
     }
+
+    let shoal_failovers = shoal_failovers(&cluster, &runtime, &managers);
+    let etcd_failovers = etcd_failovers(&mut etcd, &runtime);
     if let Some(dir) = std::env::var_os("SHOAL_BENCH_LOGS") {
         keep_logs(&cluster, &managers, Path::new(&dir));
     }
-    failovers.sort();
-    let median = failovers[failovers.len() / 2];
 
     println!();
-    println!("{:<46} {:>14} {:>16}", "control plane (3 managers, local netns)", "ours", "target");
-    println!("{:<46} {:>14.0} {:>16}", format!("store writes/s ({CLIENTS} clients, committed)"), writes_per_sec, ">= 5000");
-    println!("{:<46} {:>14}", "  Raft data encrypted at rest", "yes");
+    println!("{:<46} {:>14} {:>14} {:>8} {:>22}", "Shoal vs etcd (3 members, local netns)", "Shoal", "etcd 3.4", "ratio", "target");
+    for (clients, ours, theirs) in &side_by_side {
+        let target = if *clients == 64 { ">= 1.0x etcd" } else { "" };
+        println!(
+            "{:<46} {:>14.0} {:>14.0} {:>7.2}x {:>22}",
+            format!("writes/s, {clients} client(s), committed durable"),
+            ours.per_sec(),
+            theirs.per_sec(),
+            ours.per_sec() / theirs.per_sec(),
+            target
+        );
+        for (label, percent) in [("p50", 50.0), ("p99", 99.0)] {
+            let target = if *clients == 1 && label == "p99" { "<= etcd's" } else { "" };
+            println!(
+                "{:<46} {:>11.2} ms {:>11.2} ms {:>7.2}x {:>22}",
+                format!("  commit latency {label}"),
+                ours.percentile_ms(percent),
+                theirs.percentile_ms(percent),
+                ours.percentile_ms(percent) / theirs.percentile_ms(percent),
+                target
+            );
+        }
+    }
+    let (ours_median, ours_max) = median_and_max(&shoal_failovers);
+    let (theirs_median, theirs_max) = median_and_max(&etcd_failovers);
+    println!(
+        "{:<46} {:>11.0} ms {:>11.0} ms {:>7.2}x {:>22}",
+        format!("leader failover, median of {KILLS} (kill -> write)"),
+        ours_median,
+        theirs_median,
+        ours_median / theirs_median,
+        ""
+    );
+    println!(
+        "{:<46} {:>11.0} ms {:>11.0} ms {:>7.2}x {:>22}",
+        format!("leader failover, max of {KILLS}"),
+        ours_max,
+        theirs_max,
+        ours_max / theirs_max,
+        "every one < 1000 ms"
+    );
+    println!("{:<46} {}", "  Shoal, each (ms)", join_ms(&shoal_failovers));
+    println!("{:<46} {}", "  etcd, each (ms)", join_ms(&etcd_failovers));
+
+    println!();
+    println!("{:<46} {:>14} {:>16}", "encryption at rest (Shoal, 3 managers)", "ours", "target");
+    println!("{:<46} {:>14.0} {:>16}", format!("store writes/s ({CLIENTS} clients, encrypted)"), writes_per_sec, ">= 5000");
     println!("{:<46} {:>14.0}", "  same, encryption at rest off (comparison)", plaintext_writes_per_sec);
-    println!("{:<46} {:>14}", format!("  ({WRITE_ROUNDS} alternating rounds of {ROUND_SECONDS} s each)"), "");
+    println!("{:<46} {:>14}", format!("  ({WRITE_ROUNDS} alternating rounds of {} s each)", ROUND.as_secs()), "");
     // CPU per write is what encryption adds; on a shared machine it moves
     // far less than writes/s with whatever else runs meanwhile.
     println!(
         "{:<46} {:>14}",
         "  manager CPU per write, encryption on / off",
-        format!("{:.1} / {:.1} us", encrypted_total.cpu_us_per_write(), plaintext_total.cpu_us_per_write())
+        format!("{encrypted_cpu_us:.1} / {plaintext_cpu_us:.1} us")
     );
     println!("{:<46} {:>14} {:>16}", "  cost of encryption at rest", format!("{encryption_cost:.1} %"), "<= 15 %");
-    println!(
-        "{:<46} {:>14} {:>16}",
-        "leader failover, median of 5 (kill -> write)",
-        format!("{:.0} ms", median.as_secs_f64() * 1000.0),
-        "< 2000 ms"
-    );
-    println!("{:<46} {:>14}", "  all failovers", failovers.iter().map(|d| format!("{}", d.as_millis())).collect::<Vec<_>>().join(","));
-    println!("{:<46} {:>14} {:>16}", "  yardstick: Docker Swarm default election", "", "~10000 ms");
     println!("{:<46} {:>14} {:>16}", "idle manager daemon RSS (max of 3)", format!("{:.1} MiB", max_rss as f64 / 1024.0), "< 40 MiB");
+}
+
+/// kill -9 of the leader, then writes through a survivor until one is
+/// acknowledged, [`KILLS`] times; each in milliseconds.
+fn shoal_failovers(cluster: &Cluster, runtime: &tokio::runtime::Runtime, managers: &[&str]) -> Vec<f64> {
+    let mut failovers = Vec::new();
+    for round in 0..KILLS {
+        let leader = leader(cluster, runtime, managers);
+        let survivor = managers.iter().find(|m| **m != leader).expect("a survivor");
+        let socket = cluster.host(survivor).socket;
+        cluster.stop(&leader, true);
+        let killed = Instant::now();
+        let elapsed = runtime.block_on(load::first_acknowledged(killed, |n| {
+            let socket = socket.clone();
+            async move { create(&socket, &format!("failover-{round}-{n}")).await.is_ok() }
+        }));
+        eprintln!("shoal round {round}: killed {leader}, first write after {} ms", elapsed.as_millis());
+        failovers.push(elapsed.as_secs_f64() * 1000.0);
+        cluster.start(&leader);
+        wait_for_quorum(cluster, runtime, &leader);
+    }
+    failovers
+}
+
+/// The same for etcd: kill -9 of its leader, writes through a survivor.
+fn etcd_failovers(etcd: &mut EtcdCluster, runtime: &tokio::runtime::Runtime) -> Vec<f64> {
+    let mut failovers = Vec::new();
+    for round in 0..KILLS {
+        let leader = wait_until(Duration::from_secs(10), "an etcd leader", || etcd.leader());
+        let survivor = (leader + 1) % 3;
+        let elapsed = runtime.block_on(async {
+            let writer = EtcdWriter::connect(&etcd.endpoints()[survivor]).await.expect("connecting to etcd");
+            etcd.kill(leader);
+            let killed = Instant::now();
+            load::first_acknowledged(killed, |n| {
+                let mut writer = writer.clone();
+                async move { writer.put(&format!("failover-{round}-{n}")).await }
+            })
+            .await
+        });
+        eprintln!("etcd round {round}: killed member {}, first write after {} ms", leader + 1, elapsed.as_millis());
+        failovers.push(elapsed.as_secs_f64() * 1000.0);
+        etcd.start(leader);
+        runtime.block_on(etcd.wait_for_writes(leader, Duration::from_secs(30)));
+    }
+    failovers
+}
+
+fn median_and_max(values: &[f64]) -> (f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (sorted[sorted.len() / 2], sorted[sorted.len() - 1])
+}
+
+fn join_ms(values: &[f64]) -> String {
+    values.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(",")
 }
 
 /// Copies each manager's daemon log into `dir` (set SHOAL_BENCH_LOGS, and
@@ -172,76 +288,6 @@ async fn create(socket: &Path, name: &str) -> Result<(), String> {
         .map_err(|s| s.message().to_string())
 }
 
-/// Committed writes over the time they took, and the CPU time the three
-/// managers spent meanwhile.
-#[derive(Default, Clone, Copy)]
-struct Rate {
-    writes: u64,
-    seconds: f64,
-    cpu_seconds: f64,
-}
-
-impl Rate {
-    fn add(&mut self, other: Rate) {
-        self.writes += other.writes;
-        self.seconds += other.seconds;
-        self.cpu_seconds += other.cpu_seconds;
-    }
-
-    fn per_sec(&self) -> f64 {
-        self.writes as f64 / self.seconds
-    }
-
-    fn cpu_us_per_write(&self) -> f64 {
-        self.cpu_seconds * 1e6 / self.writes as f64
-    }
-}
-
-/// User + system CPU seconds the processes have used so far, from
-/// /proc/PID/stat (utime and stime, fields 14 and 15, in USER_HZ ticks,
-/// which Linux fixes at 100 per second).
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name (field 2) may hold spaces; fields after it do not.
-            let after_name = &stat[stat.rfind(')')? + 1..];
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum();
-    ticks as f64 / 100.0
-}
-
-/// One round of writes from [`CLIENTS`] concurrent clients for
-/// [`ROUND_SECONDS`]; names are unique per round.
-async fn write_throughput(socket: &Path, round: usize) -> Rate {
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(ROUND_SECONDS);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
-        let done = done.clone();
-        let mut control = client(socket).await.expect("connecting to manager1");
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while Instant::now() < deadline {
-                i += 1;
-                let request =
-                    pb::CreateConfigRequest { name: format!("r{round}-c{c}-{i}"), data: b"x".to_vec(), labels: Default::default() };
-                if control.create_config(request).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-    Rate { writes: done.load(Ordering::Relaxed), seconds: started.elapsed().as_secs_f64(), cpu_seconds: 0.0 }
-}
-
 fn leader(cluster: &Cluster, runtime: &tokio::runtime::Runtime, managers: &[&str]) -> String {
     wait_until(Duration::from_secs(10), "a leader", || {
         managers.iter().find_map(|m| {
@@ -262,4 +308,20 @@ fn wait_for_quorum(cluster: &Cluster, runtime: &tokio::runtime::Runtime, host: &
         let n = PROBES.fetch_add(1, Ordering::Relaxed);
         runtime.block_on(create(&socket, &format!("probe-{n}"))).ok()
     });
+}
+/// User + system CPU seconds the processes have used so far, from
+/// /proc/PID/stat (utime and stime, fields 14 and 15, in USER_HZ ticks,
+/// which Linux fixes at 100 per second).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name (field 2) may hold spaces; fields after it do not.
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    ticks as f64 / 100.0
 }
