@@ -16,7 +16,7 @@ use std::time::Duration;
 use shoal_manager::autolock::UnlockKey;
 use shoal_manager::lock_beacon::LockBeacon;
 use shoal_manager::raft::dek_file::DekFileError;
-use shoal_manager::store::{Object, Op, Transaction};
+use shoal_manager::store::{Change, Object, Op, Transaction};
 use shoal_manager::Manager;
 use shoal_proto::pb;
 use tokio::sync::broadcast::error::RecvError;
@@ -54,7 +54,10 @@ pub fn apply_autolock(node: &RunningNode, manager: &Manager) -> anyhow::Result<O
 }
 
 /// Runs while `manager` is this node's manager: re-applies the autolock
-/// setting on every store change.
+/// setting when the cluster object changes (and once a second, which also
+/// retries a failure). Other changes are skipped without touching the key
+/// files: reading them on every write cost the managers ~4% of their CPU
+/// under write load.
 pub async fn keep_keys_protected(node: Weak<RunningNode>, manager: Arc<Manager>) {
     let mut changes = manager.store.watch();
     let mut last_error = None;
@@ -79,12 +82,29 @@ pub async fn keep_keys_protected(node: Weak<RunningNode>, manager: Arc<Manager>)
                 }
             }
         }
-        tokio::select! {
-            changed = changes.recv() => if let Err(RecvError::Closed) = changed {
-                tokio::time::sleep(RECHECK).await;
-            },
-            _ = tokio::time::sleep(RECHECK) => {}
+        let recheck = tokio::time::sleep(RECHECK);
+        tokio::pin!(recheck);
+        loop {
+            tokio::select! {
+                changed = changes.recv() => match changed {
+                    Ok(event) if !event.changes.iter().any(touches_cluster) => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => {
+                        tokio::time::sleep(RECHECK).await;
+                        break;
+                    }
+                },
+                _ = &mut recheck => break,
+            }
         }
+    }
+}
+
+/// Whether a store change is to the cluster object, where the unlock key lives.
+fn touches_cluster(change: &Change) -> bool {
+    match change {
+        Change::Created(object) | Change::Deleted(object) => matches!(object, Object::Cluster(_)),
+        Change::Updated { old, new } => matches!(old, Object::Cluster(_)) || matches!(new, Object::Cluster(_)),
     }
 }
 
