@@ -54,7 +54,13 @@ const KILLS: usize = 20;
 /// `crates/cli/src/daemon/node.rs`.
 const UNENCRYPTED_RAFT_ENV: &str = "SHOAL_BENCH_UNENCRYPTED_RAFT";
 
+/// Set, the bench measures only Shoal against etcd's writes/s and
+/// latency (no encryption rounds, no failovers): a quick check while
+/// working on the write path.
+const QUICK_ENV: &str = "SHOAL_BENCH_QUICK";
+
 fn main() {
+    let quick = std::env::var_os(QUICK_ENV).is_some();
     // The daemons inherit the variable through `dev-cluster up`; it is
     // unset again before the encrypted cluster (and its restarts below)
     // start. Set while no other thread of ours runs.
@@ -81,7 +87,7 @@ fn main() {
         (Target::Shoal(vec![plaintext.host("manager1").socket]), Target::Shoal(vec![cluster.host("manager1").socket]));
     let (mut plaintext_total, mut encrypted_total) = (Load::default(), Load::default());
     let (mut plaintext_cpu, mut encrypted_cpu) = (0.0, 0.0);
-    for round in 0..WRITE_ROUNDS {
+    for round in 0..if quick { 0 } else { WRITE_ROUNDS } {
         let order = if round % 2 == 0 { [false, true] } else { [true, false] };
         for encrypted in order {
             let (target, pids, total, cpu) = if encrypted {
@@ -114,14 +120,22 @@ fn main() {
     let shoal_target = Target::Shoal(managers.iter().map(|m| cluster.host(m).socket).collect());
     let etcd_target = Target::Etcd(etcd.endpoints());
     let mut side_by_side = Vec::new();
+    let (shoal_pids, etcd_pids) = (pids(&cluster), etcd.pids());
     for clients in CONCURRENCY {
         let (mut ours, mut theirs) = (Load::default(), Load::default());
+        let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
         for round in 0..ETCD_ROUNDS {
             let order = if round % 2 == 0 { [true, false] } else { [false, true] };
             for shoal in order {
                 std::thread::sleep(PAUSE_BEFORE_ROUND);
-                let (target, total) = if shoal { (&shoal_target, &mut ours) } else { (&etcd_target, &mut theirs) };
+                let (target, total, pids, cpu) = if shoal {
+                    (&shoal_target, &mut ours, &shoal_pids, &mut ours_cpu)
+                } else {
+                    (&etcd_target, &mut theirs, &etcd_pids, &mut theirs_cpu)
+                };
+                let cpu_before = cpu_seconds(pids);
                 let load = runtime.block_on(load::run(target, clients, ROUND, &format!("vs{clients}r{round}")));
+                *cpu += cpu_seconds(pids) - cpu_before;
                 eprintln!(
                     "{clients} clients, round {round}: {} {:.0} writes/s, p99 {:.2} ms",
                     if shoal { "shoal" } else { "etcd" },
@@ -131,18 +145,22 @@ fn main() {
                 total.add(load);
             }
         }
-        side_by_side.push((clients, ours, theirs));
+        let (ours_cpu_us, theirs_cpu_us) = (cpu_us(ours_cpu, &ours), cpu_us(theirs_cpu, &theirs));
+        side_by_side.push((clients, ours, theirs, ours_cpu_us, theirs_cpu_us));
     }
 
-    let shoal_failovers = shoal_failovers(&cluster, &runtime, &managers);
-    let etcd_failovers = etcd_failovers(&mut etcd, &runtime);
+    let (shoal_failovers, etcd_failovers) = if quick {
+        (Vec::new(), Vec::new())
+    } else {
+        (shoal_failovers(&cluster, &runtime, &managers), etcd_failovers(&mut etcd, &runtime))
+    };
     if let Some(dir) = std::env::var_os("SHOAL_BENCH_LOGS") {
         keep_logs(&cluster, &managers, Path::new(&dir));
     }
 
     println!();
     println!("{:<46} {:>14} {:>14} {:>8} {:>22}", "Shoal vs etcd (3 members, local netns)", "Shoal", "etcd 3.4", "ratio", "target");
-    for (clients, ours, theirs) in &side_by_side {
+    for (clients, ours, theirs, ours_cpu_us, theirs_cpu_us) in &side_by_side {
         let target = if *clients == 64 { ">= 1.0x etcd" } else { "" };
         println!(
             "{:<46} {:>14.0} {:>14.0} {:>7.2}x {:>22}",
@@ -151,6 +169,13 @@ fn main() {
             theirs.per_sec(),
             ours.per_sec() / theirs.per_sec(),
             target
+        );
+        println!(
+            "{:<46} {:>11.0} us {:>11.0} us {:>7.2}x",
+            "  CPU per write (all 3 members)",
+            ours_cpu_us,
+            theirs_cpu_us,
+            ours_cpu_us / theirs_cpu_us
         );
         for (label, percent) in [("p50", 50.0), ("p99", 99.0)] {
             let target = if *clients == 1 && label == "p99" { "<= etcd's" } else { "" };
@@ -248,6 +273,9 @@ fn etcd_failovers(etcd: &mut EtcdCluster, runtime: &tokio::runtime::Runtime) -> 
 }
 
 fn median_and_max(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     (sorted[sorted.len() / 2], sorted[sorted.len() - 1])

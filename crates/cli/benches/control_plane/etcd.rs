@@ -95,6 +95,11 @@ impl EtcdCluster {
         member.process = Some(child);
     }
 
+    /// The running members' process ids (nsenter execs etcd in place).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(|m| m.process.as_ref().map(Child::id)).collect()
+    }
+
     /// kill -9 of member `i`, as the Shoal leader is killed.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].process.take() {

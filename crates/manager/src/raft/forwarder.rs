@@ -21,6 +21,8 @@ use crate::store::{Transaction, TxnOutcome};
 /// Most writes per forwarded batch; the leader's proposer takes up to 256
 /// per entry.
 const MAX_BATCH: usize = 256;
+/// Batches sent but not yet answered.
+const MAX_IN_FLIGHT: usize = 2;
 
 struct Pending {
     leader_addr: String,
@@ -55,7 +57,10 @@ async fn batch_loop(manager: Weak<Manager>, mut waiting: mpsc::UnboundedReceiver
     // Writes for another leader than the batch's, kept for the next one
     // (the leader changed while they queued).
     let mut held: VecDeque<Pending> = VecDeque::new();
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
+        // Wait for room first, so writes that arrive meanwhile join this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let first = match held.pop_front() {
             Some(first) => first,
             None => match waiting.recv().await {
@@ -80,34 +85,42 @@ async fn batch_loop(manager: Weak<Manager>, mut waiting: mpsc::UnboundedReceiver
             }
         }
         let Some(manager) = manager.upgrade() else { return };
-        let leader_addr = batch[0].leader_addr.clone();
-        let (txns, replies): (Vec<Transaction>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
-        match send(&manager, &leader_addr, &txns).await {
-            Ok(outcomes) if outcomes.len() == replies.len() => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome.map_err(ForwardedError::into_error));
-                }
+        tokio::spawn(async move {
+            forward_batch(&manager, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Sends one batch and hands each writer its outcome.
+async fn forward_batch(manager: &Manager, batch: Vec<Pending>) {
+    let leader_addr = batch[0].leader_addr.clone();
+    let (txns, replies): (Vec<Transaction>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+    match send(manager, &leader_addr, &txns).await {
+        Ok(outcomes) if outcomes.len() == replies.len() => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome.map_err(ForwardedError::into_error));
             }
-            Ok(outcomes) => {
-                let error = format!("the leader answered {} forwarded writes with {} outcomes", replies.len(), outcomes.len());
-                for reply in replies {
-                    let _ = reply.send(Err(ManagerError::Internal(error.clone())));
-                }
+        }
+        Ok(outcomes) => {
+            let error = format!("the leader answered {} forwarded writes with {} outcomes", replies.len(), outcomes.len());
+            for reply in replies {
+                let _ = reply.send(Err(ManagerError::Internal(error.clone())));
             }
-            Err(SendError::Call(status)) => {
-                for reply in replies {
-                    let _ = reply.send(Err(ManagerError::from_forwarded(&leader_addr, status.clone())));
-                }
+        }
+        Err(SendError::Call(status)) => {
+            for reply in replies {
+                let _ = reply.send(Err(ManagerError::from_forwarded(&leader_addr, status.clone())));
             }
-            Err(SendError::Local(error)) => {
-                let message = error.to_string();
-                let mut replies = replies.into_iter();
-                if let Some(first) = replies.next() {
-                    let _ = first.send(Err(error));
-                }
-                for reply in replies {
-                    let _ = reply.send(Err(ManagerError::Unavailable(message.clone())));
-                }
+        }
+        Err(SendError::Local(error)) => {
+            let message = error.to_string();
+            let mut replies = replies.into_iter();
+            if let Some(first) = replies.next() {
+                let _ = first.send(Err(error));
+            }
+            for reply in replies {
+                let _ = reply.send(Err(ManagerError::Unavailable(message.clone())));
             }
         }
     }
