@@ -106,7 +106,7 @@ async fn log_vote_and_committed_survive_restart() {
     ];
     {
         let db = open_db(dir.path());
-        let mut log = LogStore::new(&db, sealer.clone()).unwrap();
+        let mut log = LogStore::open(&db, &dir.path().join("wal"), sealer.clone()).unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
         log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         log.save_committed(Some(log_id(2, 4))).await.unwrap();
@@ -117,7 +117,7 @@ async fn log_vote_and_committed_survive_restart() {
     }
 
     let db = open_db(dir.path());
-    let mut log = LogStore::new(&db, sealer.clone()).unwrap();
+    let mut log = LogStore::open(&db, &dir.path().join("wal"), sealer.clone()).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 4)));
     let state = log.get_log_state().await.unwrap();
@@ -133,7 +133,7 @@ async fn an_interrupted_purge_is_finished_on_open() {
     let sealer = sealer();
     {
         let db = open_db(dir.path());
-        let mut log = LogStore::new(&db, sealer.clone()).unwrap();
+        let mut log = LogStore::open(&db, &dir.path().join("wal"), sealer.clone()).unwrap();
         log.blocking_append([blank(1, 1), blank(1, 2), blank(1, 3)]).await.unwrap();
         log.purge(log_id(1, 2)).await.unwrap();
         // As if the crash came after the purge point was recorded but before
@@ -145,7 +145,7 @@ async fn an_interrupted_purge_is_finished_on_open() {
         db.flush().unwrap();
     }
     let db = open_db(dir.path());
-    let mut log = LogStore::new(&db, sealer.clone()).unwrap();
+    let mut log = LogStore::open(&db, &dir.path().join("wal"), sealer.clone()).unwrap();
     let got = log.try_get_log_entries(0..100).await.unwrap();
     assert_eq!(got, vec![blank(1, 3)]);
 }

@@ -116,6 +116,15 @@ pub fn open_database(raft_dir: &Path, at_rest: &AtRest) -> Result<(sled::Db, Sea
         (None, None) => dek_file.create()?,
     };
     let sealer = Sealer::new(&dek);
+    if marker.is_none() {
+        // The copy below takes sled's trees only: put the log's entries
+        // back in sled first, where the sealed store moves them out again.
+        fold_wal_into_sled(&db, raft_dir).map_err(|source| AtRestError::Io {
+            dir: raft_dir.into(),
+            action: "move the plaintext Raft log into the copy",
+            source,
+        })?;
+    }
     let wrong_key = || AtRestError::WrongDek {
         dir: raft_dir.into(),
         dek_file: dek_file.path().into(),
@@ -330,6 +339,27 @@ fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Copies a plaintext write-ahead log's entries into sled's `raft_log`
+/// tree (where managers before it kept them), durably; the log store moves
+/// them into a new, sealed write-ahead log when it opens. Repeating it
+/// after a crash writes the same keys again.
+fn fold_wal_into_sled(db: &sled::Db, raft_dir: &Path) -> std::io::Result<()> {
+    let dir = raft_dir.join("wal");
+    if !dir.exists() {
+        return Ok(());
+    }
+    let wal = super::wal::Wal::open(&dir, Sealer::plaintext())?;
+    let (Some(first), Some(last)) = (wal.first_index(), wal.last_index()) else { return Ok(()) };
+    let tree = db.open_tree("raft_log").map_err(std::io::Error::other)?;
+    for index in first..=last {
+        if let Some(bytes) = wal.read(index)? {
+            tree.insert(index.to_be_bytes(), bytes).map_err(std::io::Error::other)?;
+        }
+    }
+    db.flush().map_err(std::io::Error::other)?;
+    Ok(())
 }
 
 /// fsyncs every file under `dir`, then the directories: sled's own flush

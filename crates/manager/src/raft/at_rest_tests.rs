@@ -181,6 +181,31 @@ async fn observe(raft_dir: &Path, at_rest: &AtRest) -> Result<Observed, String> 
     })
 }
 
+/// Rewrites the write-ahead log in `wal_dir` with entry `from`'s sealed
+/// bytes (and a matching checksum) in the place of entry `to`.
+fn copy_wal_record(wal_dir: &Path, from: u64, to: u64) {
+    let segment = std::fs::read_dir(wal_dir).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(&segment).unwrap();
+    let mut records = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        let index = u64::from_le_bytes(bytes[offset + 4..offset + 12].try_into().unwrap());
+        records.push((index, bytes[offset + 16..offset + 16 + length].to_vec()));
+        offset += 16 + length;
+    }
+    let payload = records.iter().find(|(i, _)| *i == from).unwrap().1.clone();
+    let mut out = Vec::new();
+    for (index, sealed) in records {
+        let sealed = if index == to { payload.clone() } else { sealed };
+        out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        out.extend_from_slice(&index.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&sealed).to_le_bytes());
+        out.extend_from_slice(&sealed);
+    }
+    std::fs::write(&segment, out).unwrap();
+}
+
 /// Files under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -302,6 +327,10 @@ async fn a_migration_cut_short_is_redone_or_finished_at_the_next_start() {
             .await
             .unwrap();
         let sealer = Sealer::new(&DekFile::new(&dirs.dek).create().unwrap());
+        // As open_database does before copying.
+        let db = open_sled(&dirs.raft).unwrap();
+        fold_wal_into_sled(&db, &dirs.raft).unwrap();
+        drop(db);
         let built = build_sealed_copy(&dirs.raft, &sealer).unwrap();
         let (building, _, plaintext) = migration_dirs(&dirs.raft);
         match crash {
@@ -367,14 +396,9 @@ async fn a_wrong_or_missing_key_is_refused_naming_the_key_file() {
 async fn a_value_altered_or_moved_on_disk_is_refused() {
     let dirs = Dirs::new();
     write_workload(&dirs.raft, &dirs.encrypted()).await;
-    {
-        let db = open_sled(&dirs.raft).unwrap();
-        let log = db.open_tree("raft_log").unwrap();
-        // Entry 3 copied over entry 4: each decrypts, but not at the other's index.
-        let three = log.get(3u64.to_be_bytes()).unwrap().unwrap();
-        log.insert(4u64.to_be_bytes(), three).unwrap();
-        db.flush().unwrap();
-    }
+    // Entry 3 copied over entry 4 in the write-ahead log, checksum and all:
+    // it decrypts, but not at the other's index.
+    copy_wal_record(&dirs.raft.join("wal"), 3, 4);
     let err = observe(&dirs.raft, &dirs.encrypted()).await.unwrap_err();
     assert!(err.contains("does not decrypt"), "{err}");
 

@@ -1,14 +1,13 @@
-//! The Raft log, the vote and the committed log id, persisted in sled.
+//! The Raft log, the vote and the committed log id.
 //!
-//! Two trees of the manager's one sled database:
-//!
-//! - `raft_log`: key = log index as big-endian u64 (so sled's byte order is
-//!   log order), value = bincode of the openraft [`Entry`].
-//! - `raft_meta`: the vote, the committed log id and the last purged log id,
-//!   each bincode-encoded under its own key.
-//!
-//! Every value is sealed with the manager's data key ([`Sealer`]), bound
-//! to its tree and key; keys stay plaintext so sled keeps log order.
+//! - The entries live in the write-ahead log of [`super::wal`] (files of
+//!   their own beside sled's, one `fdatasync` per flush), each a bincode
+//!   openraft [`Entry`] sealed to its index.
+//! - `raft_meta`, a tree of the manager's sled database: the vote, the
+//!   committed log id and the last purged log id, each bincode-encoded
+//!   under its own key and sealed to its tree and key.
+//! - `raft_log`, the tree that held the entries before: read once, moved
+//!   into the write-ahead log, and emptied.
 //!
 //! Raft's safety rests on the vote and the appended entries surviving a
 //! crash once acknowledged, so both are flushed to disk before openraft is
@@ -20,6 +19,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use super::durable::DurableFlush;
 use super::sealed::Sealer;
+use super::wal::{Wal, WalSync};
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 
 const LOG_TREE: &str = "raft_log";
@@ -47,59 +48,50 @@ const LAST_PURGED_KEY: &[u8] = b"last_purged_log_id";
 /// sent whole, so transactions must stay well below this.
 const MAX_REPLICATION_BYTES: usize = 512 * 1024;
 
-/// The Raft log storage of one manager. Cloning is cheap (sled trees are
-/// shared handles); the clone doubles as openraft's log reader.
+/// The Raft log storage of one manager. Cloning is cheap (shared
+/// handles); the clone doubles as openraft's log reader.
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    log: sled::Tree,
     meta: sled::Tree,
+    wal: Arc<Mutex<Wal>>,
     sealer: Sealer,
     group_commit: GroupCommit,
+    /// Flushes of the meta tree (votes, purges) and the state machine's
+    /// snapshots: sled's, made durable.
+    durable: DurableFlush,
 }
 
 /// Group commit for appended entries. openraft's core waits for nothing
 /// while an append is flushed (it gets a callback), so appends that arrive
-/// during one fsync share the next: with many concurrent writers the fsync
-/// count stays near one per disk round trip instead of one per entry.
+/// during one fdatasync share the next: with many concurrent writers the
+/// sync count stays near one per disk round trip instead of one per entry.
 /// A dedicated thread, not a task, so the store works outside a runtime.
-///
-/// The database handle travels with each request rather than living in the
-/// thread, so the database closes as soon as the last LogStore is dropped
-/// (a manager restarted in-process reopens it at once).
+/// It ends when the last LogStore (and so every sender) is gone.
 #[derive(Clone)]
 struct GroupCommit {
-    pending: std::sync::mpsc::Sender<(sled::Db, LogFlushed<TypeConfig>)>,
-    durable: DurableFlush,
+    pending: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl GroupCommit {
-    fn start() -> std::io::Result<Self> {
-        let (pending, waiting) = std::sync::mpsc::channel::<(sled::Db, LogFlushed<TypeConfig>)>();
-        let durable = DurableFlush::default();
-        let flusher = durable.clone();
+    fn start(wal: WalSync) -> std::io::Result<Self> {
+        let (pending, waiting) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || {
-                // Ends when every LogStore clone (and so every sender) is gone.
-                while let Ok((db, first)) = waiting.recv() {
+                while let Ok(first) = waiting.recv() {
                     let mut batch = vec![first];
-                    batch.extend(waiting.try_iter().map(|(_, callback)| callback));
+                    batch.extend(waiting.try_iter());
                     // Every entry in `batch` was written before its callback
-                    // was queued, so this flush covers all of them.
-                    let result = flusher.flush(&db).map_err(|e| e.to_string());
-                    drop(db);
+                    // was queued, so this sync covers all of them.
+                    let result = wal.sync().map_err(|e| e.to_string());
                     for callback in batch {
                         callback.log_io_completed(result.clone().map_err(std::io::Error::other));
                     }
                 }
             })?;
-        Ok(GroupCommit { pending, durable })
+        Ok(GroupCommit { pending })
     }
-}
-
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
 }
 
 fn index_of_key(key: &[u8]) -> Option<u64> {
@@ -107,28 +99,60 @@ fn index_of_key(key: &[u8]) -> Option<u64> {
 }
 
 impl LogStore {
-    /// Opens the log trees of `db`. Finishes a purge that a crash interrupted
-    /// (see [`RaftLogStorage::purge`]) so the log never starts at or below the
+    /// Opens the log: the write-ahead log in `wal_dir` (moving in the
+    /// entries an older manager kept in sled) and the meta tree of `db`.
+    /// Finishes a purge that a crash interrupted (see
+    /// [`RaftLogStorage::purge`]) so the log never starts at or below the
     /// recorded purge point. Values are sealed and opened with `sealer`.
-    pub fn new(db: &sled::Db, sealer: Sealer) -> StorageResult<Self> {
-        let open = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
-        };
+    pub fn open(db: &sled::Db, wal_dir: &Path, sealer: Sealer) -> StorageResult<Self> {
+        let meta = db.open_tree(META_TREE).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))?;
+        let wal = Wal::open(wal_dir, sealer.clone()).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        let group_commit =
+            GroupCommit::start(wal.sync_handle()).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         let store = LogStore {
             db: db.clone(),
-            log: open(LOG_TREE)?,
-            meta: open(META_TREE)?,
+            meta,
+            wal: Arc::new(Mutex::new(wal)),
             sealer,
-            group_commit: GroupCommit::start()
-                .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, &e))?,
+            group_commit,
+            durable: DurableFlush::default(),
         };
-        if let Some(purged) =
-            store.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)?
-        {
-            store.remove_up_to(purged.index)?;
+        store.move_sled_log_in()?;
+        if let Some(purged) = store.read_meta::<LogId<NodeId>>(LAST_PURGED_KEY, ErrorSubject::Logs)? {
+            store.wal().purge_up_to(purged.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
         }
         Ok(store)
+    }
+
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the entries of the `raft_log` tree (older managers) into the
+    /// write-ahead log: synced there first, then removed from sled, so a
+    /// crash in between only repeats the removal.
+    fn move_sled_log_in(&self) -> StorageResult<()> {
+        let subject = || ErrorSubject::Logs;
+        let old = self.db.open_tree(LOG_TREE).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        if self.wal().is_empty() {
+            let mut entries = Vec::new();
+            for item in old.iter() {
+                let (key, value) = item.map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+                let index = index_of_key(&key).ok_or_else(|| io_error(subject(), ErrorVerb::Read, &std::io::Error::other("a malformed key in the old Raft log")))?;
+                let plain = self.sealer.open(LOG_TREE, &key, &value).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+                entries.push((index, plain.into_owned()));
+            }
+            let mut wal = self.wal();
+            wal.append(&entries).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+            wal.sync_handle().sync().map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+            tracing::info!(entries = entries.len(), "moved the Raft log out of sled into its own files");
+        }
+        old.clear().map_err(|e| io_error(subject(), ErrorVerb::Delete, &e))?;
+        self.db.flush().map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        Ok(())
     }
 
     /// Makes every flush of the log and vote durable across a power cut
@@ -137,12 +161,12 @@ impl LogStore {
     /// handed to the disk, which survives a crash of the manager but not
     /// of the machine.
     pub fn fsync_after_flush(&self, sled_dir: &Path) -> std::io::Result<()> {
-        self.group_commit.durable.attach(sled_dir)
+        self.durable.attach(sled_dir)
     }
 
-    /// The flush the log uses, for the state machine's snapshots to share.
+    /// The flush the votes use, for the state machine's snapshots to share.
     pub fn durable_flush(&self) -> DurableFlush {
-        self.group_commit.durable.clone()
+        self.durable.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -185,7 +209,7 @@ impl LogStore {
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
-        let (db, durable) = (self.db.clone(), self.group_commit.durable.clone());
+        let (db, durable) = (self.db.clone(), self.durable.clone());
         // Blocking I/O, and rare (votes, truncations): off the runtime.
         tokio::task::spawn_blocking(move || durable.flush(&db))
             .await
@@ -195,80 +219,56 @@ impl LogStore {
         Ok(())
     }
 
-    fn decode_entry(&self, key: &[u8], value: &[u8]) -> StorageResult<Entry<TypeConfig>> {
-        let subject = match index_of_key(key) {
-            Some(index) => ErrorSubject::LogIndex(index),
-            None => ErrorSubject::Logs,
+    fn read_entry(&self, wal: &Wal, index: u64) -> StorageResult<Option<Entry<TypeConfig>>> {
+        let subject = || ErrorSubject::LogIndex(index);
+        let Some(bytes) = wal.read(index).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))? else {
+            return Ok(None);
         };
-        let value = self
-            .sealer
-            .open(LOG_TREE, key, value)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
-        bincode::deserialize(&value).map_err(|e| io_error(subject, ErrorVerb::Read, &e))
-    }
-
-    /// Removes every entry with an index in `range` in one atomic batch.
-    fn remove_range(&self, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(range).keys() {
-            batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
-    }
-
-    fn remove_up_to(&self, index: u64) -> StorageResult<()> {
-        self.remove_range((Bound::Unbounded, Bound::Included(index_key(index))))
+        bincode::deserialize(&bytes).map(Some).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
     }
 
     fn last_entry_log_id(&self) -> StorageResult<Option<LogId<NodeId>>> {
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-        match last {
-            Some((key, value)) => Ok(Some(*self.decode_entry(&key, &value)?.get_log_id())),
-            None => Ok(None),
-        }
+        let wal = self.wal();
+        let Some(last) = wal.last_index() else { return Ok(None) };
+        Ok(self.read_entry(&wal, last)?.map(|entry| *entry.get_log_id()))
     }
 
     /// Reads entries in `range`, stopping early (but never before the first
-    /// entry) once `byte_budget` encoded bytes have been read.
+    /// entry) once `byte_budget` stored bytes have been read.
     fn read_entries(
         &self,
         range: impl RangeBounds<u64>,
         byte_budget: usize,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let wal = self.wal();
+        let (Some(first), Some(last)) = (wal.first_index(), wal.last_index()) else {
+            return Ok(Vec::new());
+        };
         let start = match range.start_bound() {
             Bound::Included(i) => Some(*i),
             Bound::Excluded(i) => i.checked_add(1),
-            Bound::Unbounded => Some(0),
+            Bound::Unbounded => Some(first),
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => i.checked_add(1),
-            Bound::Excluded(i) => Some(*i),
-            Bound::Unbounded => None,
+            Bound::Included(i) => Some(*i),
+            Bound::Excluded(i) => i.checked_sub(1),
+            Bound::Unbounded => Some(last),
         };
-        // An empty or inverted range reads nothing; sled would otherwise walk
-        // the tree for it.
-        let Some(start) = start else {
+        let (Some(start), Some(end)) = (start, end) else {
             return Ok(Vec::new());
         };
-        if end.is_some_and(|end| end <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, |end| Bound::Excluded(index_key(end)));
+        let (start, end) = (start.max(first), end.min(last));
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        for item in self.log.range((Bound::Included(index_key(start)), upper)) {
-            let (key, value) =
-                item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-            bytes = bytes.saturating_add(value.len());
+        for index in start..=end {
+            bytes = bytes.saturating_add(wal.stored_len(index).unwrap_or(0));
             if !entries.is_empty() && bytes > byte_budget {
                 break;
             }
-            entries.push(self.decode_entry(&key, &value)?);
+            // Gaps read as nothing, as missing keys did in sled.
+            if let Some(entry) = self.read_entry(&wal, index)? {
+                entries.push(entry);
+            }
         }
         Ok(entries)
     }
@@ -343,28 +343,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // One batch: a crash leaves either all of these entries or none, so
-        // the log never has a hole.
-        let mut batch = sled::Batch::default();
+        let mut encoded = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let key = index_key(log_id.index);
-            let bytes = bincode::serialize(&entry)
-                .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
-            let bytes = self
-                .sealer
-                .seal(LOG_TREE, &key, &bytes)
-                .map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
-            batch.insert(&key, bytes);
+            let bytes = bincode::serialize(&entry).map_err(|e| io_error(ErrorSubject::Log(log_id), ErrorVerb::Write, &e))?;
+            encoded.push((log_id.index, bytes));
         }
-        if let Err(e) = self.log.apply_batch(batch) {
+        if let Err(e) = self.wal().append(&encoded) {
             let err = io_error(ErrorSubject::Logs, ErrorVerb::Write, &e);
-            callback.log_io_completed(Err(std::io::Error::other(e)));
+            callback.log_io_completed(Err(e));
             return Err(err);
         }
         // The callback tells openraft the entries are durable (it may then
-        // acknowledge them to the leader), so it is called after the flush.
-        if let Err(std::sync::mpsc::SendError((_, callback))) = self.group_commit.pending.send((self.db.clone(), callback)) {
+        // acknowledge them to the leader), so it is called after the sync.
+        if let Err(std::sync::mpsc::SendError(callback)) = self.group_commit.pending.send(callback) {
             let err = std::io::Error::other("the raft log flush thread has stopped");
             callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
             return Err(io_error(ErrorSubject::Logs, ErrorVerb::Write, &err));
@@ -373,11 +365,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.remove_range((Bound::Included(index_key(log_id.index)), Bound::Unbounded))?;
-        // Durable before returning: conflicting entries that came back after
-        // a crash would make this node's log claim entries the leader
-        // overwrote.
-        self.flush(ErrorSubject::Logs).await
+        // Durable before returning (the WAL syncs it): conflicting entries
+        // that came back after a crash would make this node's log claim
+        // entries the leader overwrote.
+        self.wal().truncate_from(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
@@ -389,9 +380,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         self.write_meta(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
-        self.remove_up_to(log_id.index)?;
-        // No flush: purged entries are covered by a durable snapshot, so
-        // losing the deletion in a crash only means purging again later.
-        Ok(())
+        // Durable before any segment goes: a log that starts past a purge
+        // point nobody recorded would have a hole.
+        self.flush(ErrorSubject::Logs).await?;
+        self.wal().purge_up_to(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }

@@ -1,6 +1,7 @@
 //! Raft replication of the cluster store (openraft 0.9).
 //!
-//! - `log_store`: the Raft log, vote and committed index in sled.
+//! - `log_store`: the Raft log (in `wal`, files of its own), vote and
+//!   committed index (in sled).
 //! - `state_machine`: applies committed transactions to the [`Store`] and
 //!   persists it and its snapshots in sled.
 //! - `network`: openraft's outbound RPCs over mutual TLS.
@@ -23,6 +24,7 @@ pub mod proposer;
 pub mod rpc;
 pub mod sealed;
 pub mod state_machine;
+pub mod wal;
 
 use std::io::Cursor;
 
@@ -93,7 +95,7 @@ pub fn open_storage(
     store: Store,
     sealer: sealed::Sealer,
 ) -> Result<(log_store::LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>> {
-    let log_store = log_store::LogStore::new(db, sealer.clone())?;
+    let log_store = log_store::LogStore::open(db, &db_dir.join("wal"), sealer.clone())?;
     log_store
         .fsync_after_flush(db_dir)
         .map_err(|e| io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, &e))?;

@@ -31,6 +31,22 @@ fn names(store: &Store) -> Vec<String> {
     names
 }
 
+/// Opens the database at `path`. A reopen right after the previous handle
+/// was dropped may find sled's background flusher still holding the file
+/// lock for a moment (longer on a loaded machine): wait for it, bounded.
+fn open_db(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled: {e:?}"),
+        }
+    }
+}
+
 fn keys_with_prefix(db: &sled::Db, prefix: &[u8]) -> usize {
     db.open_tree(SM_TREE).unwrap().scan_prefix(prefix).count()
 }
@@ -40,7 +56,7 @@ async fn the_journal_folds_into_the_base_image_and_both_reload() {
     let dir = tempfile::tempdir().unwrap();
     let sealer = sealer();
     {
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_db(dir.path());
         let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
         sm.min_journal_bytes_to_fold = 1;
         sm.apply([entry(1, vec![Op::Create(config("a", "one"))])]).await.unwrap();
@@ -52,7 +68,7 @@ async fn the_journal_folds_into_the_base_image_and_both_reload() {
         assert_eq!(keys_with_prefix(&db, JOURNAL_PREFIX), 2);
         db.flush().unwrap();
     }
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = open_db(dir.path());
     let store = Store::new();
     let mut sm = StateMachine::new(&db, store.clone(), sealer.clone()).unwrap();
     assert_eq!(names(&store), vec!["two".to_string()]);
@@ -72,7 +88,7 @@ async fn the_journal_folds_into_the_base_image_and_both_reload() {
 async fn a_large_base_image_is_chunked_and_reloads_whole() {
     let dir = tempfile::tempdir().unwrap();
     let sealer = sealer();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = open_db(dir.path());
     let mut sm = StateMachine::new(&db, Store::new(), sealer.clone()).unwrap();
     let ops = (0..2_000).map(|i| Op::Create(config(&format!("id{i:05}"), &format!("name{i:05}")))).collect();
     sm.min_journal_bytes_to_fold = 1;
@@ -89,7 +105,7 @@ async fn a_large_base_image_is_chunked_and_reloads_whole() {
 async fn a_tree_in_the_one_key_per_object_layout_is_read_and_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let sealer = sealer();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let db = open_db(dir.path());
     {
         let tree = db.open_tree(SM_TREE).unwrap();
         let mut object = config("a", "one");
