@@ -8,34 +8,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::support::swarm::{Swarm, TaskRow, CONVERGE, HOSTS, SLEEPER};
-use crate::support::{wait_until, Host};
+use crate::support::{wait_until, Host, ValueFile};
 
 /// A value no byte search could find by chance.
 fn distinctive(what: &str) -> String {
     let random: u64 = rand::random();
     format!("shoal-{what}-{random:016x}-{}", std::process::id())
-}
-
-/// A file holding `bytes`, on tmpfs (/run) and removed on drop, for
-/// `secret create NAME FILE`.
-struct ValueFile(PathBuf);
-
-impl ValueFile {
-    fn new(name: &str, bytes: &[u8]) -> ValueFile {
-        let path = PathBuf::from(format!("/run/shoal-test-value-{}-{name}", std::process::id()));
-        std::fs::write(&path, bytes).expect("writing a value file");
-        ValueFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 path")
-    }
-}
-
-impl Drop for ValueFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 fn create_secret(swarm: &Swarm, name: &str, value: &[u8]) -> String {

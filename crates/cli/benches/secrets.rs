@@ -29,12 +29,11 @@ mod docker_swarm;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use docker_swarm::DockerSwarm;
 use shoal_runtime::testing::{TestImages, TestRegistry};
-use support::{run, Cluster, Output, CLI_TIMEOUT, SHOAL};
+use support::{run, Cluster, Output, ValueFile, CLI_TIMEOUT, SHOAL};
 
 const TAG: &str = "bsec";
 const HOSTS: [&str; 5] = ["manager1", "manager2", "manager3", "worker1", "worker2"];
@@ -260,7 +259,7 @@ struct Rotation<S: Side> {
 impl<S: Side> Rotation<S> {
     fn start(side: S, who: &'static str) -> Self {
         let value = fresh_value(who, 0);
-        let file = ValueFile::new(who, "s1", &value);
+        let file = ValueFile::new(&format!("{who}-s1"), value.as_bytes());
         side.create_secret("s1", file.path());
         side.create_service("s1");
         let outcome = converge(&side, &[], value.as_bytes(), Instant::now(), SETUP_TIMEOUT);
@@ -273,7 +272,7 @@ impl<S: Side> Rotation<S> {
         // is removed and created again with a new one.
         poll(Duration::from_secs(30), &format!("{} to remove secret {next}", self.who), || self.side.remove_secret(next).then_some(()));
         let value = fresh_value(self.who, index);
-        let file = ValueFile::new(self.who, next, &value);
+        let file = ValueFile::new(&format!("{}-{next}", self.who), value.as_bytes());
         self.side.create_secret(next, file.path());
         drop(file);
         self.side.settle();
@@ -577,27 +576,6 @@ impl Side for Docker<'_> {
 /// A distinct value per side and run, so a stale file never matches.
 fn fresh_value(who: &str, run_index: usize) -> String {
     format!("{who}-run{run_index}-{:016x}", rand::random::<u64>())
-}
-
-/// A value for `secret create NAME FILE`, on tmpfs, removed on drop.
-struct ValueFile(PathBuf);
-
-impl ValueFile {
-    fn new(who: &str, name: &str, value: &str) -> ValueFile {
-        let path = PathBuf::from(format!("/run/shoal-bench-secret-{}-{who}-{name}", std::process::id()));
-        std::fs::write(&path, value).expect("writing a secret value file");
-        ValueFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 path")
-    }
-}
-
-impl Drop for ValueFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 #[track_caller]

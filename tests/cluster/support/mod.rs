@@ -361,6 +361,28 @@ impl Drop for Cluster {
     }
 }
 
+/// A file holding `bytes`, on tmpfs (/run) and removed on drop, for
+/// `secret create NAME FILE` (tests and benches alike).
+pub struct ValueFile(PathBuf);
+
+impl ValueFile {
+    pub fn new(name: &str, bytes: &[u8]) -> ValueFile {
+        let path = PathBuf::from(format!("/run/shoal-test-value-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).expect("writing a value file");
+        ValueFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for ValueFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `<tag>-<pid in base 36>`: unique across test processes running at once
 /// (nextest runs each test in its own process), and within a process as long
 /// as each test uses its own tag. Fits the 12-character limit.

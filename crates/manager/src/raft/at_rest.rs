@@ -346,13 +346,13 @@ fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
 /// them into a new, sealed write-ahead log when it opens. Repeating it
 /// after a crash writes the same keys again.
 fn fold_wal_into_sled(db: &sled::Db, raft_dir: &Path) -> std::io::Result<()> {
-    let dir = raft_dir.join("wal");
+    let dir = raft_dir.join(super::wal::DIR_NAME);
     if !dir.exists() {
         return Ok(());
     }
     let wal = super::wal::Wal::open(&dir, Sealer::plaintext())?;
     let (Some(first), Some(last)) = (wal.first_index(), wal.last_index()) else { return Ok(()) };
-    let tree = db.open_tree("raft_log").map_err(std::io::Error::other)?;
+    let tree = db.open_tree(super::log_store::LEGACY_LOG_TREE).map_err(std::io::Error::other)?;
     for index in first..=last {
         if let Some(bytes) = wal.read(index)? {
             tree.insert(index.to_be_bytes(), bytes).map_err(std::io::Error::other)?;

@@ -18,8 +18,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Shared by the log store (appends, votes) and the state machine
-/// (snapshots). Until [`DurableFlush::attach`] it only flushes sled (unit
+/// Shared by the log store (votes, purge points) and the state machine
+/// (snapshots); the log's entries are in [`super::wal`], synced there. Until [`DurableFlush::attach`] it only flushes sled (unit
 /// tests that do not care about power cuts).
 #[derive(Clone, Default)]
 pub struct DurableFlush {

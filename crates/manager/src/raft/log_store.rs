@@ -33,7 +33,8 @@ use super::sealed::Sealer;
 use super::wal::{Wal, WalSync};
 use super::{io_error, NodeId, StorageResult, TypeConfig};
 
-const LOG_TREE: &str = "raft_log";
+/// Where managers before the write-ahead log kept the entries (read once).
+pub(crate) const LEGACY_LOG_TREE: &str = "raft_log";
 const META_TREE: &str = "raft_meta";
 
 const VOTE_KEY: &[u8] = b"vote";
@@ -133,7 +134,7 @@ impl LogStore {
     /// crash in between only repeats the removal.
     fn move_sled_log_in(&self) -> StorageResult<()> {
         let subject = || ErrorSubject::Logs;
-        let old = self.db.open_tree(LOG_TREE).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+        let old = self.db.open_tree(LEGACY_LOG_TREE).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
         if old.is_empty() {
             return Ok(());
         }
@@ -142,7 +143,7 @@ impl LogStore {
             for item in old.iter() {
                 let (key, value) = item.map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
                 let index = index_of_key(&key).ok_or_else(|| io_error(subject(), ErrorVerb::Read, &std::io::Error::other("a malformed key in the old Raft log")))?;
-                let plain = self.sealer.open(LOG_TREE, &key, &value).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+                let plain = self.sealer.open(LEGACY_LOG_TREE, &key, &value).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
                 entries.push((index, plain.into_owned()));
             }
             let mut wal = self.wal();

@@ -95,7 +95,7 @@ pub fn open_storage(
     store: Store,
     sealer: sealed::Sealer,
 ) -> Result<(log_store::LogStore, state_machine::StateMachine), openraft::StorageError<NodeId>> {
-    let log_store = log_store::LogStore::open(db, &db_dir.join("wal"), sealer.clone())?;
+    let log_store = log_store::LogStore::open(db, &db_dir.join(wal::DIR_NAME), sealer.clone())?;
     log_store
         .fsync_after_flush(db_dir)
         .map_err(|e| io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Read, &e))?;

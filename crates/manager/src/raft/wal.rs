@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex};
 
 use super::sealed::Sealer;
 
+/// The log's directory, under the Raft directory (beside sled's files).
+pub const DIR_NAME: &str = "wal";
 /// The tree name the seal binds WAL records to.
 const SEAL_DOMAIN: &str = "raft_wal";
 /// A new segment starts once the active one passes this size.
