@@ -60,19 +60,7 @@ fn main() {
         eprintln!("overlay bench: skipped (needs root and {missing:?} on PATH)");
         return;
     }
-    interrupt::install(&support::unique_name(TAG));
-    let load_before = loadavg();
-    let outcome = std::panic::catch_unwind(measure);
-    // Every guard has run by now: the cluster and all it held are gone.
-    let code = match outcome {
-        Ok(report) => {
-            report.print(&load_before, &loadavg());
-            0
-        }
-        Err(_) if interrupt::requested() => 130,
-        Err(_) => 101,
-    };
-    interrupt::exit(code);
+    interrupt::run_measured(TAG, measure, Report::print);
 }
 
 /// Every figure, gathered before the cluster goes so the table is the last
@@ -653,10 +641,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("process {pid} is gone (no VmRSS)"))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
 }
 
 fn on_path(program: &str) -> bool {

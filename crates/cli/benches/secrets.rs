@@ -62,18 +62,7 @@ fn main() {
         eprintln!("secrets bench: skipped (needs root)");
         return;
     }
-    interrupt::install(&support::unique_name(TAG));
-    let load_before = loadavg();
-    let outcome = std::panic::catch_unwind(measure);
-    let code = match outcome {
-        Ok(report) => {
-            report.print(&load_before, &loadavg());
-            0
-        }
-        Err(_) if interrupt::requested() => 130,
-        Err(_) => 101,
-    };
-    interrupt::exit(code);
+    interrupt::run_measured(TAG, measure, Report::print);
 }
 
 fn measure() -> Report {
@@ -583,6 +572,3 @@ fn poll<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T
     interrupt::poll_every(Duration::from_millis(100), timeout, what, check)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
-}

@@ -49,18 +49,7 @@ fn main() {
         eprintln!("service_lb bench: skipped (needs root and {missing:?} on PATH)");
         return;
     }
-    interrupt::install(&support::unique_name(TAG));
-    let load_before = loadavg();
-    let outcome = std::panic::catch_unwind(measure);
-    let code = match outcome {
-        Ok(report) => {
-            report.print(&load_before, &loadavg());
-            0
-        }
-        Err(_) if interrupt::requested() => 130,
-        Err(_) => 101,
-    };
-    interrupt::exit(code);
+    interrupt::run_measured(TAG, measure, Report::print);
 }
 
 struct Report {
@@ -425,10 +414,6 @@ fn wrk(netns: &str, url: &str, duration: &str) -> f64 {
 #[track_caller]
 fn poll<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
     interrupt::poll_every(Duration::from_millis(5), timeout, what, check)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
 }
 
 fn on_path(program: &str) -> bool {

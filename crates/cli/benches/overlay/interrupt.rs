@@ -164,3 +164,25 @@ pub fn poll_every<T>(every: Duration, timeout: Duration, what: &str, mut check: 
         std::thread::sleep(every);
     }
 }
+
+/// A bench's whole run: installs the signal handling for the cluster
+/// `tag` makes, runs `measure`, prints its report with the load average
+/// before and after (so a busy machine shows), and exits with 0, 130
+/// (interrupted) or 101 (failed) once every guard has removed what it held.
+pub fn run_measured<R>(tag: &str, measure: fn() -> R, print: fn(&R, &str, &str)) -> ! {
+    install(&super::support::unique_name(tag));
+    let load_before = loadavg();
+    let code = match std::panic::catch_unwind(measure) {
+        Ok(report) => {
+            print(&report, &load_before, &loadavg());
+            0
+        }
+        Err(_) if requested() => 130,
+        Err(_) => 101,
+    };
+    exit(code)
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
+}
