@@ -139,7 +139,11 @@ pub fn identity_from_pem(pem: &str) -> Result<PeerIdentity, IdentityError> {
 /// chain in the request extensions and `peer_certs()` returns it. The chain
 /// has already been verified against the CA during the handshake.
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<PeerIdentity> {
-    let certs = req.peer_certs()?;
+    identity_of_chain(&req.peer_certs()?)
+}
+
+/// The identity in a verified peer chain's leaf (see [`peer_identity`]).
+pub fn identity_of_chain(certs: &[rustls::pki_types::CertificateDer<'_>]) -> Option<PeerIdentity> {
     let leaf = certs.first()?;
     match identity_from_der(leaf) {
         Ok(identity) => Some(identity),

@@ -1,10 +1,11 @@
-//! Three Raft nodes in one process, talking over real gRPC servers with
-//! mutual TLS on loopback: they replicate store transactions, and after the
-//! leader stops the other two elect a new one that still commits.
+//! Three Raft nodes in one process, talking over real manager-port servers
+//! with mutual TLS on loopback (the Raft frames of `raft::framed`): they
+//! replicate store transactions, and after the leader stops the other two
+//! elect a new one that still commits.
 //!
-//! The servers expose only the three Raft RPCs, through the transport-free
-//! handler in `raft::rpc`; the manager's real service adds role checks and
-//! forwarding on top of the same handler.
+//! The servers answer Raft frames only, admitting every certificate of the
+//! test CA; the manager's real server adds role checks and gRPC on the same
+//! port.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,16 +17,16 @@ use openraft::raft::VoteRequest;
 use openraft::{BasicNode, Config, Vote};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use shoal_manager::raft::network::{Network, PeerContacts};
+use shoal_manager::raft::framed;
 use shoal_manager::raft::rpc::RaftRpcHandler;
 use shoal_manager::raft::{open_storage, NodeId, Raft};
 use shoal_manager::raft::sealed::{Dek, Sealer};
 use shoal_manager::store::{Kind, Meta, Object, Op, Store, Transaction};
-use shoal_proto::pb;
 use shoal_proto::tls::{ClientTls, Credentials, ServerTls, MANAGER_SERVER_NAME};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::{Request, Response, Status};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -58,46 +59,6 @@ impl TestPki {
     }
 }
 
-/// The Raft service with only openraft's three RPCs.
-struct RaftOnly {
-    rpc: RaftRpcHandler,
-}
-
-fn payload(data: Vec<u8>) -> Response<pb::RaftPayload> {
-    Response::new(pb::RaftPayload { data })
-}
-
-#[tonic::async_trait]
-impl pb::raft_server::Raft for RaftOnly {
-    async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        Ok(payload(self.rpc.append_entries(&request.get_ref().data).await))
-    }
-
-    async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        Ok(payload(self.rpc.vote(&request.get_ref().data).await))
-    }
-
-    async fn install_snapshot(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        Ok(payload(self.rpc.install_snapshot(&request.get_ref().data).await))
-    }
-
-    async fn forward_write(&self, _: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn join_raft(&self, _: Request<pb::JoinRaftRequest>) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn read_index(&self, _: Request<pb::Empty>) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn leave_raft(&self, _: Request<pb::LeaveRaftRequest>) -> Result<Response<pb::Empty>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
-
 struct TestNode {
     id: NodeId,
     addr: String,
@@ -124,18 +85,24 @@ impl TestNode {
         let network = Network::new(ClientTls::new(&credentials).expect("client tls"), contacts.clone());
         let raft = Raft::new(id, config, network, log_store, state_machine).await.expect("raft");
 
-        let incoming = ServerTls::new(&credentials).expect("server tls").incoming(listener);
-        let service = pb::raft_server::RaftServer::new(RaftOnly { rpc: RaftRpcHandler::new(raft.clone()) });
-        let (stop_server, stopped) = oneshot::channel::<()>();
+        let mut incoming = ServerTls::new(&credentials).expect("server tls").incoming(listener);
+        let mut connections = incoming.raft_connections();
+        let rpc = RaftRpcHandler::new(raft.clone());
+        let (stop_server, mut stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = result {
-                eprintln!("raft test server stopped with {e}");
+            // Dropped on return, which closes every connection still open.
+            let mut serving = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    // Polling the stream accepts and hands Raft connections
+                    // over; a gRPC one (none expected) is dropped.
+                    _ = incoming.next() => {}
+                    Some(stream) = connections.recv() => {
+                        serving.spawn(framed::serve(stream, rpc.clone(), || None));
+                    }
+                    Some(_) = serving.join_next() => {}
+                }
             }
         });
 
@@ -159,8 +126,6 @@ impl TestNode {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            // Graceful shutdown waits for open connections; don't let a
-            // peer's idle keepalive connection hold the test up.
             if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
                 eprintln!("server of node {} did not stop gracefully", self.id);
             }
@@ -301,8 +266,14 @@ async fn peer_failures_reach_openraft_as_the_right_errors() {
     }
     assert!(contacts.last_contact(1).is_some(), "an answer counts as contact");
 
-    // Down: unreachable, so that openraft backs off.
+    // Down: unreachable, so that openraft backs off; first the peer whose
+    // connection just closed, then one that never listened.
     node.stop().await;
+    let mut client = network.new_client(1, &BasicNode { addr: node.addr.clone() }).await;
+    match client.vote(vote(), option.clone()).await {
+        Err(RPCError::Unreachable(_)) => {}
+        other => panic!("expected unreachable after the peer stopped, got {other:?}"),
+    }
     let dead_addr = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").to_string()

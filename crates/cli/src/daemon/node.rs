@@ -274,7 +274,9 @@ impl RunningNode {
             .await
             .with_context(|| format!("cannot listen on {}", state.listen))?;
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let incoming = self.server_tls.incoming(listener);
+        let mut incoming = self.server_tls.incoming(listener);
+        // Raft between managers leaves gRPC at the handshake (its own ALPN).
+        tokio::spawn(shoal_manager::api::raft_frames::serve_raft_connections(manager.clone(), incoming.raft_connections()));
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(1)))
             .http2_keepalive_timeout(Some(Duration::from_secs(2)))

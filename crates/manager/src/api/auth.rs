@@ -44,9 +44,18 @@ pub fn require_identity<T>(request: &Request<T>, manager: &Manager) -> Result<Pe
     let identity = peer_identity(request).ok_or_else(|| {
         Status::unauthenticated("this API needs a client certificate signed by the swarm's CA; pass --tlscert and --tlskey (see `shoal swarm client-bundle`)")
     })?;
-    // Runs on every RPC, Raft's included: decide under the read lock
-    // rather than cloning the cluster object (CA material and all).
-    let refusal = manager.store.view(|s| {
+    if let Some(message) = refusal(&identity, manager) {
+        return Err(Status::permission_denied(message));
+    }
+    Ok(identity)
+}
+
+/// Why a certificate-holder may not use this swarm (another swarm's
+/// certificate, a removed node), if it may not. Runs on every RPC, Raft's
+/// included: it decides under the read lock rather than cloning the
+/// cluster object (CA material and all).
+pub fn refusal(identity: &PeerIdentity, manager: &Manager) -> Option<String> {
+    manager.store.view(|s| {
         let cluster = s.cluster()?;
         if identity.cluster_id != cluster.id() {
             return Some(format!(
@@ -60,9 +69,5 @@ pub fn require_identity<T>(request: &Request<T>, manager: &Manager) -> Result<Pe
             .removed_nodes
             .contains(&identity.id)
             .then(|| format!("node {} was removed from the swarm; join it again with a join token", identity.id))
-    });
-    if let Some(message) = refusal {
-        return Err(Status::permission_denied(message));
-    }
-    Ok(identity)
+    })
 }

@@ -11,6 +11,7 @@ pub mod file_delivery;
 pub mod file_refs;
 pub mod networks;
 pub mod overlay_view;
+pub mod raft_frames;
 pub mod raft_transport;
 pub mod secrets;
 pub mod service_directory;

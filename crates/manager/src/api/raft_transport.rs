@@ -1,6 +1,7 @@
-//! The Raft service on the manager port: openraft's messages between
-//! managers, plus the leader-side halves of forwarding (writes, read-index,
-//! membership). Only manager certificates get in.
+//! The Raft gRPC service on the manager port: the leader-side halves of
+//! forwarding (writes, read-index, membership), and openraft's messages as
+//! managers of earlier versions send them (this version sends those as
+//! frames, see `raft_frames.rs`). Only manager certificates get in.
 
 use std::sync::Arc;
 

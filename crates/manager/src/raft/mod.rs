@@ -18,6 +18,7 @@ pub mod at_rest;
 pub mod dek_file;
 pub mod durable;
 pub mod forwarder;
+pub mod framed;
 pub mod log_store;
 pub mod network;
 pub mod proposer;

@@ -1,5 +1,6 @@
-//! Outbound Raft RPCs to the other managers, over the manager port's mutual
-//! TLS gRPC `Raft` service.
+//! Outbound Raft RPCs to the other managers, as frames over a mutual-TLS
+//! connection per peer on the manager port (see `framed.rs` for why not
+//! gRPC).
 //!
 //! Payloads are bincode openraft requests; replies are [`rpc::Reply`]s (see
 //! `rpc.rs` for the receiving side). Failures are classified the way openraft
@@ -23,21 +24,17 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode, RPCTypes, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use shoal_proto::pb;
-use shoal_proto::pb::raft_client::RaftClient;
-use shoal_proto::tls::ClientTls;
-use tonic::transport::Channel;
-use tonic::Code;
+use shoal_proto::tls::{ClientTls, RaftClientStream};
+use tokio::sync::watch;
 
+use super::framed::{CallError, FramedClient, Kind};
 use super::rpc::Reply;
 use super::{NodeId, TypeConfig};
 
-/// Bounds connecting to a peer (TCP + TLS) and, as the channel's own
-/// ceiling, any single call. Each RPC gets its real deadline from openraft
-/// (`RPCOption`), which is much shorter except for snapshot chunks, so this
-/// must stay above `Config::install_snapshot_timeout`. A lazy channel keeps
-/// connecting in the background when the RPC that started it gives up, so a
-/// slow handshake is not retried from scratch at every heartbeat.
+/// Bounds connecting to a peer (TCP + TLS). Each RPC gets its own, much
+/// shorter deadline from openraft (`RPCOption`); a connection keeps being
+/// made in the background when the RPC that started it gives up, so a slow
+/// handshake is not retried from scratch at every heartbeat.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pauses between replication attempts to a peer that refused or dropped
@@ -79,7 +76,7 @@ impl PeerContacts {
 
 /// openraft's factory of per-peer clients.
 ///
-/// Channels are cached here rather than in each client because openraft
+/// Connections are cached here rather than in each client because openraft
 /// creates a fresh client for every election round; caching per client would
 /// mean a new TLS handshake inside each vote's short deadline.
 #[derive(Clone)]
@@ -90,17 +87,49 @@ pub struct Network {
 struct Shared {
     tls: ClientTls,
     contacts: PeerContacts,
-    channels: Mutex<HashMap<NodeId, CachedChannel>>,
-    /// Tags each channel created, so that a client only discards the channel
-    /// it saw fail, not one a concurrent client has already replaced.
+    links: Mutex<HashMap<NodeId, Link>>,
+    /// Tags each link created, so that a client only discards the link it
+    /// saw fail, not one a concurrent client has already replaced.
     next_generation: std::sync::atomic::AtomicU64,
 }
 
+/// The connection to one peer, or its making.
 #[derive(Clone)]
-struct CachedChannel {
+struct Link {
     addr: String,
     generation: u64,
-    channel: Channel,
+    state: watch::Receiver<LinkState>,
+}
+
+#[derive(Clone)]
+enum LinkState {
+    Connecting,
+    Ready(Arc<FramedClient<RaftClientStream>>),
+    Failed(String),
+}
+
+impl Link {
+    /// The connected client, waiting for the connection if it is being made.
+    async fn ready(&self) -> Result<Arc<FramedClient<RaftClientStream>>, String> {
+        let mut state = self.state.clone();
+        let state = state
+            .wait_for(|s| !matches!(s, LinkState::Connecting))
+            .await
+            .map_err(|_| "the connection attempt was abandoned".to_string())?;
+        match &*state {
+            LinkState::Ready(client) => Ok(client.clone()),
+            LinkState::Failed(reason) => Err(reason.clone()),
+            LinkState::Connecting => unreachable!("waited for a settled state"),
+        }
+    }
+
+    fn is_usable(&self) -> bool {
+        match &*self.state.borrow() {
+            LinkState::Connecting => true,
+            LinkState::Ready(client) => !client.is_broken(),
+            LinkState::Failed(_) => false,
+        }
+    }
 }
 
 impl Network {
@@ -109,7 +138,7 @@ impl Network {
             shared: Arc::new(Shared {
                 tls,
                 contacts,
-                channels: Mutex::new(HashMap::new()),
+                links: Mutex::new(HashMap::new()),
                 next_generation: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -117,42 +146,36 @@ impl Network {
 }
 
 impl Shared {
-    /// The cached channel to `target`, or a new lazily connecting one when
-    /// there is none or the peer's address changed.
-    fn channel(&self, target: NodeId, addr: &str) -> Result<CachedChannel, Unreachable> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(cached) = channels.get(&target) {
-            if cached.addr == addr {
-                return Ok(cached.clone());
+    /// The link to `target`: the cached one while it works and the peer's
+    /// address is unchanged, else a new one, connecting in the background.
+    fn link(&self, target: NodeId, addr: &str) -> Link {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = links.get(&target) {
+            if cached.addr == addr && cached.is_usable() {
+                return cached.clone();
             }
         }
-        let channel =
-            shoal_proto::tls::connect_lazy(addr, &self.tls, CONNECT_TIMEOUT).map_err(|e| {
-                Unreachable::new(&AnyError::error(format!(
-                    "cannot connect to manager {target} at {addr}: {e}"
-                )))
-            })?;
-        let generation = self
-            .next_generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cached = CachedChannel {
-            addr: addr.to_string(),
-            generation,
-            channel,
-        };
-        channels.insert(target, cached.clone());
-        Ok(cached)
+        let (settle, state) = watch::channel(LinkState::Connecting);
+        let (tls, peer) = (self.tls.clone(), addr.to_string());
+        tokio::spawn(async move {
+            let settled = match shoal_proto::tls::connect_raft(&peer, &tls, CONNECT_TIMEOUT).await {
+                Ok(stream) => LinkState::Ready(Arc::new(FramedClient::new(stream))),
+                Err(e) => LinkState::Failed(format!("cannot connect to manager {target} at {peer}: {e}")),
+            };
+            let _ = settle.send(settled);
+        });
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let link = Link { addr: addr.to_string(), generation, state };
+        links.insert(target, link.clone());
+        link
     }
 
-    /// Drops a channel after a transport failure so the next RPC reconnects
-    /// from scratch (new TCP connection and TLS session).
+    /// Drops a link after a failure so the next RPC reconnects from scratch
+    /// (new TCP connection and TLS session).
     fn forget(&self, target: NodeId, generation: u64) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if channels
-            .get(&target)
-            .is_some_and(|c| c.generation == generation)
-        {
-            channels.remove(&target);
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if links.get(&target).is_some_and(|l| l.generation == generation) {
+            links.remove(&target);
         }
     }
 }
@@ -198,20 +221,11 @@ impl PeerClient {
                 "encoding {action}: {e}"
             ))))
         })?;
-        let cached = self.shared.channel(self.target, &self.node.addr)?;
-        let mut client = RaftClient::new(cached.channel.clone());
-        let mut grpc_request = tonic::Request::new(pb::RaftPayload { data });
-        // The peer stops working on the request at the soft deadline and
-        // says so, which reaches us before openraft abandons the RPC at the
-        // hard deadline; a follower thus never acts on requests its leader
-        // has already given up on.
-        grpc_request.set_timeout(option.soft_ttl());
-        let send = async {
-            match action {
-                RPCTypes::Vote => client.vote(grpc_request).await,
-                RPCTypes::AppendEntries => client.append_entries(grpc_request).await,
-                RPCTypes::InstallSnapshot => client.install_snapshot(grpc_request).await,
-            }
+        let link = self.shared.link(self.target, &self.node.addr);
+        let kind = match action {
+            RPCTypes::Vote => Kind::Vote,
+            RPCTypes::AppendEntries => Kind::AppendEntries,
+            RPCTypes::InstallSnapshot => Kind::InstallSnapshot,
         };
         let timeout = || Timeout {
             action,
@@ -219,10 +233,26 @@ impl PeerClient {
             target: self.target,
             timeout: option.hard_ttl(),
         };
-        let payload = match tokio::time::timeout(option.hard_ttl(), send).await {
-            Err(_elapsed) => return Err(RPCError::Timeout(timeout())),
-            Ok(Err(status)) => return Err(self.failed(action, cached.generation, status, timeout)),
-            Ok(Ok(response)) => response.into_inner().data,
+        // The peer stops working on the request at the soft deadline and
+        // says so, which reaches us before openraft abandons the RPC at the
+        // hard deadline; a follower thus never acts on requests its leader
+        // has already given up on.
+        let exchange = async {
+            let client = link.ready().await.map_err(Failure::Connect)?;
+            client.call(kind, option.soft_ttl(), &data).await.map_err(Failure::Call)
+        };
+        let payload = match tokio::time::timeout(option.hard_ttl(), exchange).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(failure)) => return Err(self.failed(action, link.generation, failure, timeout)),
+            Err(_elapsed) => {
+                // A connected peer that does not answer in time may be gone
+                // without a word (powered off, cut off): start over with a
+                // new connection. One still being made is left to finish.
+                if matches!(&*link.state.borrow(), LinkState::Ready(_)) {
+                    self.shared.forget(self.target, link.generation);
+                }
+                return Err(RPCError::Timeout(timeout()));
+            }
         };
 
         let reply: Reply<Resp, E> = bincode::deserialize(&payload).map_err(|e| {
@@ -246,38 +276,40 @@ impl PeerClient {
         }
     }
 
-    /// Classifies a gRPC failure for openraft.
+    /// Classifies a failed exchange for openraft.
     fn failed<E: Error>(
         &self,
         action: RPCTypes,
         generation: u64,
-        status: tonic::Status,
+        failure: Failure,
         timeout: impl Fn() -> Timeout<NodeId>,
     ) -> RPCError<NodeId, BasicNode, E> {
-        let describe = || {
-            AnyError::error(format!(
-                "{action} to manager {} at {}: {}: {}",
-                self.target,
-                self.node.addr,
-                status.code(),
-                status.message()
-            ))
+        let describe = |what: &str| {
+            AnyError::error(format!("{action} to manager {} at {}: {what}", self.target, self.node.addr))
         };
-        match status.code() {
-            Code::DeadlineExceeded => RPCError::Timeout(timeout()),
-            // Connection refused or reset, TLS failure, peer shutting down:
-            // start over with a fresh connection, after openraft's backoff.
-            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+        match failure {
+            // Refused or reset, TLS failure, peer shutting down: start over
+            // with a fresh connection, after openraft's backoff.
+            Failure::Connect(reason) | Failure::Call(CallError::Broken(reason)) => {
                 self.shared.forget(self.target, generation);
-                RPCError::Unreachable(Unreachable::new(&describe()))
+                RPCError::Unreachable(Unreachable::new(&describe(&reason)))
             }
-            // Refused by the peer's service itself (a certificate without the
-            // manager role, a peer without the Raft service, an oversized
-            // message): retrying at once would fail the same way, so back
-            // off. openraft logs the error; `describe` makes it say why.
-            _ => RPCError::Unreachable(Unreachable::new(&describe())),
+            Failure::Call(CallError::DeadlineExceeded) => RPCError::Timeout(timeout()),
+            // Refused by the peer itself (a certificate without the manager
+            // role, another swarm, an oversized message): retrying at once
+            // would fail the same way, so back off. openraft logs the error;
+            // `describe` makes it say why.
+            Failure::Call(CallError::Refused(reason)) => {
+                RPCError::Unreachable(Unreachable::new(&describe(&format!("refused: {reason}"))))
+            }
         }
     }
+}
+
+/// How an exchange with a peer failed.
+enum Failure {
+    Connect(String),
+    Call(CallError),
 }
 
 fn sender_of(vote: &Vote<NodeId>) -> NodeId {
