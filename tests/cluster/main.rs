@@ -14,6 +14,7 @@ mod failover;
 mod security;
 mod renewal;
 mod runtime;
+mod exec;
 mod networks;
 mod services;
 mod local_networks;

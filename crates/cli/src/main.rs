@@ -79,6 +79,8 @@ enum Command {
     Container(commands::container::ContainerCommand),
     /// Create and start a container (short for `container run`)
     Run(commands::container::RunArgs),
+    /// Run a command in a running container (short for `container exec`)
+    Exec(commands::exec::ExecArgs),
     /// Show what this node knows about itself and its swarm
     Info(commands::swarm::InfoArgs),
     /// A local multi-node cluster on network namespaces
@@ -212,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
         Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),
         Command::Run(args) => Ok(commands::container::run(commands::container::ContainerCommand::Run(args), &cli.connect).await?),
+        Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {
             let exe = std::env::current_exe()?;

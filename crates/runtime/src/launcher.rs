@@ -6,9 +6,14 @@
 //! already-started process takes a tenth of that.
 //!
 //! The daemon and the launcher talk over a SOCK_SEQPACKET socket pair (the
-//! launcher's stdin): the daemon sends a container's state directory with
-//! the shim's ready pipe attached (SCM_RIGHTS); the launcher answers with
-//! the new shim's pid, or a negative errno. The shims are the launcher's
+//! launcher's stdin), one request per message, tagged by its first byte:
+//! - `S` + a container's state directory, with the shim's ready pipe
+//!   attached (SCM_RIGHTS): forks a shim;
+//! - `E` + an [`ExecRequest`] (JSON), with the process's stdin, stdout,
+//!   stderr and the status pipe attached: forks an exec supervisor (see
+//!   [`crate::container::exec`]).
+//!
+//! The launcher answers with the new process's pid, or a negative errno. The shims are the launcher's
 //! children and it lets the kernel reap them (the daemon watches them
 //! through pidfds and reads how they ended from their state directories).
 //! When the daemon goes away its end of the socket closes and the launcher
@@ -21,10 +26,14 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::container::exec::{self, ExecRequest};
 use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
 
-/// Longest state directory path a request may carry.
-const MAX_REQUEST: usize = 4096;
+/// Longest request: a state directory path, or an exec's command line and
+/// environment.
+const MAX_REQUEST: usize = 256 * 1024;
+const FORK_SHIM: u8 = b'S';
+const FORK_EXEC: u8 = b'E';
 
 /// The daemon's side: a running launcher.
 pub struct Launcher {
@@ -55,10 +64,25 @@ impl Launcher {
     /// Forks a shim for the container in `state_dir`, handing it `ready`
     /// as its ready pipe; returns the shim's pid.
     pub fn start_shim(&mut self, state_dir: &Path, ready: &OwnedFd) -> std::io::Result<i32> {
+        self.request(FORK_SHIM, state_dir.as_os_str().as_bytes(), &[ready.as_raw_fd()])
+    }
+
+    /// Forks the supervisor of an exec; returns its pid. `stdio` and
+    /// `status` as [`crate::container::exec::supervise`] takes them.
+    pub fn start_exec(&mut self, request: &ExecRequest, stdio: [&OwnedFd; 3], status: &OwnedFd) -> std::io::Result<i32> {
+        let body = exec::encode(request);
+        if body.len() + 1 > MAX_REQUEST {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command line and environment are over 256 KiB"));
+        }
+        let fds = [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd(), status.as_raw_fd()];
+        self.request(FORK_EXEC, &body, &fds)
+    }
+
+    fn request(&mut self, tag: u8, body: &[u8], fds: &[RawFd]) -> std::io::Result<i32> {
         let socket = &self.socket;
-        let path = state_dir.as_os_str().as_bytes();
-        let fds = [ready.as_raw_fd()];
-        sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(path)], &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)?;
+        let tag = [tag];
+        let parts = [IoSlice::new(&tag), IoSlice::new(body)];
+        sendmsg::<()>(socket.as_raw_fd(), &parts, &[ControlMessage::ScmRights(fds)], MsgFlags::MSG_NOSIGNAL, None)?;
         let mut answer = [0u8; 4];
         let n = nix::sys::socket::recv(socket.as_raw_fd(), &mut answer, MsgFlags::empty())?;
         if n != answer.len() {
@@ -91,36 +115,39 @@ pub fn serve() -> i32 {
     // Every shim starts as a copy of this process: keep it lean.
     crate::shim::shed_startup_memory();
     let socket: RawFd = 0;
-    let mut path = vec![0u8; MAX_REQUEST];
+    let mut message = vec![0u8; MAX_REQUEST];
     loop {
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (len, ready) = {
-            let mut iov = [IoSliceMut::new(&mut path)];
-            let message = match recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-                Ok(message) => message,
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let (len, mut fds) = {
+            let mut iov = [IoSliceMut::new(&mut message)];
+            let received = match recvmsg::<()>(socket, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(received) => received,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return 1,
             };
-            let mut ready = None;
-            if let Ok(cmsgs) = message.cmsgs() {
+            let mut fds = Vec::new();
+            if let Ok(cmsgs) = received.cmsgs() {
                 for cmsg in cmsgs {
-                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                        for fd in fds {
-                            // SAFETY: the kernel just installed this fd for us.
-                            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                            ready.get_or_insert(fd);
-                        }
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: the kernel just installed these fds for us.
+                        fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
                     }
                 }
             }
-            (message.bytes, ready)
+            (received.bytes, fds)
         };
         if len == 0 {
             return 0; // The daemon is gone.
         }
-        let answer = match ready {
-            Some(ready) => fork_shim(PathBuf::from(OsString::from_vec(path[..len].to_vec())), ready),
-            None => -libc::EINVAL,
+        let answer = match (message[0], &message[1..len]) {
+            (FORK_SHIM, path) if fds.len() == 1 => {
+                fork_shim(PathBuf::from(OsString::from_vec(path.to_vec())), fds.pop().expect("one fd"))
+            }
+            (FORK_EXEC, body) if fds.len() == 4 => match exec::decode(body) {
+                Some(request) => fork_exec(&request, fds),
+                None => -libc::EINVAL,
+            },
+            _ => -libc::EINVAL,
         };
         if nix::sys::socket::send(socket, &answer.to_le_bytes(), MsgFlags::MSG_NOSIGNAL).is_err() {
             return 1;
@@ -142,6 +169,32 @@ fn fork_shim(state_dir: PathBuf, ready: OwnedFd) -> i32 {
                 Err(_) => 1,
             };
             // SAFETY: ends the forked shim without the launcher's destructors.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Forks one exec supervisor; its pid, or a negative errno. `fds` are the
+/// process's stdin, stdout, stderr and the status pipe.
+fn fork_exec(request: &ExecRequest, fds: Vec<OwnedFd>) -> i32 {
+    // SAFETY: as in `fork_shim`.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+        Err(e) => -(e as i32),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_name(c"shoal-exec");
+            // SAFETY: restoring a signal's default disposition: the
+            // supervisor waits for its process.
+            unsafe {
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+            }
+            let mut fds = fds.into_iter();
+            let (Some(stdin), Some(stdout), Some(stderr), Some(status)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
+                // SAFETY: ends the fork without the launcher's destructors.
+                unsafe { libc::_exit(1) }
+            };
+            let code = exec::supervise(request, [stdin, stdout, stderr], status);
+            // SAFETY: as above.
             unsafe { libc::_exit(code) }
         }
     }

@@ -8,6 +8,7 @@
 pub mod node;
 pub mod swarm;
 pub mod swarm_helpers;
+pub mod terminal;
 
 use std::fs::File;
 use std::io::Read;
@@ -80,14 +81,26 @@ impl Output {
 
 /// Runs `program args` and kills it after `timeout`.
 pub fn run(program: &str, args: &[&str], timeout: Duration) -> Output {
+    run_with_input(program, args, None, timeout)
+}
+
+/// [`run`] with `input` on the command's stdin (then its end).
+pub fn run_with_input(program: &str, args: &[&str], input: Option<&[u8]>, timeout: Duration) -> Output {
     let command = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("could not start `{command}`: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     // Drained on threads so a chatty command cannot block on a full pipe.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());

@@ -96,6 +96,19 @@ impl LocalNode {
         run(SHOAL, &full, timeout)
     }
 
+    /// `shoal ARGS` with `input` on its stdin.
+    pub fn shoal_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let host = format!("unix://{}", self.socket.display());
+        let mut full = vec!["-H", host.as_str()];
+        full.extend_from_slice(args);
+        super::run_with_input(SHOAL, &full, Some(input), CLI_TIMEOUT)
+    }
+
+    /// `-H` and this node's socket, for a command run another way.
+    pub fn host_args(&self) -> [String; 2] {
+        ["-H".into(), format!("unix://{}", self.socket.display())]
+    }
+
     /// kill -9 the daemon alone (its shims and containers live on).
     pub fn kill_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {

@@ -15,6 +15,8 @@ use crate::output::{print_json, print_table, Format};
 pub enum ContainerCommand {
     /// Create and start a container (pulls the image if it is missing)
     Run(RunArgs),
+    /// Run a command in a running container
+    Exec(crate::commands::exec::ExecArgs),
     /// List containers
     Ls {
         /// Show stopped containers too
@@ -209,6 +211,7 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             }
             Ok(())
         }
+        ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
         ContainerCommand::Ls { all, quiet, format } => {
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
             let containers = runtime.list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;

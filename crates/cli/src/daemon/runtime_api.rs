@@ -323,6 +323,16 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type ExecContainerStream = EventStream<pb::ExecOutput>;
+
+    async fn exec_container(
+        &self,
+        request: Request<tonic::Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecContainerStream>, Status> {
+        let replies = super::exec_api::exec(self.containers.clone(), request.into_inner()).await?;
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn wait_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerExit>, Status> {
         let exit = self.containers.wait(&request.into_inner().name).await.map_err(container_status)?;
         Ok(Response::new(pb::ContainerExit { code: exit.code, oom_killed: exit.oom_killed, error: exit.error.unwrap_or_default() }))
@@ -332,7 +342,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
 /// docker's default grace period for `stop`.
 const DEFAULT_STOP_TIMEOUT_SECS: u64 = 10;
 
-fn container_status(error: ContainerError) -> Status {
+pub(super) fn container_status(error: ContainerError) -> Status {
     let message = error.to_string();
     match error {
         ContainerError::NotFound(_) => Status::not_found(message),

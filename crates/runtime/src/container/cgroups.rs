@@ -161,6 +161,12 @@ impl Cgroup {
     /// How often the kernel's OOM killer struck in the cgroup: the
     /// `oom_kill` line of v1's memory.oom_control (kernel 4.13+) or of
     /// v2's memory.events.
+    /// The cgroup of a container that exists (for `exec` to join).
+    pub fn existing(path: &str) -> Result<Cgroup, String> {
+        let layout = Layout::detect().map_err(|e| format!("cannot read this host's cgroup mounts: {e}"))?;
+        Ok(Cgroup::at(path, layout))
+    }
+
     pub fn oom_kills(&self) -> u64 {
         let file = match &self.layout {
             Layout::Unified => Some(self.dirs[0].join("memory.events")),

@@ -218,6 +218,18 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
         .map_err(|e| format!("cannot make the root filesystem read-only: {e}"))?;
     }
 
+    become_process(process, linux.seccomp().as_ref())
+}
+
+/// The last steps of every process started in a container, its first and
+/// those `exec` adds: close what is not stdio, take the user, drop
+/// capabilities, no_new_privs, working directory, signals, seccomp (last,
+/// so the steps before are not filtered), exec. Returns only on failure.
+pub(crate) fn become_process(
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<Infallible, String> {
+    let syscall = LinuxSyscall;
     // Nothing of the shim's may leak into the command.
     syscall
         .close_range(0)
@@ -258,7 +270,7 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
     let path = find_program(program, &env);
     reset_signals();
     // Last, so the setup above is not filtered.
-    if let Some(seccomp) = linux.seccomp() {
+    if let Some(seccomp) = seccomp {
         libcontainer::seccomp::initialize_seccomp(seccomp)
             .map_err(|e| format!("cannot load the seccomp profile: {e}"))?;
     }

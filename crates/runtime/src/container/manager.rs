@@ -347,6 +347,47 @@ impl ContainerManager {
         None
     }
 
+    /// Where a running container is, for `exec`: its state directory and
+    /// its first process's host pid; an error naming it if it is not
+    /// running.
+    pub(crate) fn running(&self, name: &str) -> Result<(String, PathBuf, i32)> {
+        let entry = self.find(name)?;
+        let phase = entry.phase.borrow().clone();
+        match phase {
+            Phase::Running(started) => Ok((entry.record.name.clone(), entry.dir.clone(), started.pid)),
+            _ => Err(ContainerError::InvalidRequest(format!(
+                "container {} is not running; start it first (`shoal container start {}`)",
+                entry.record.name, entry.record.name
+            ))),
+        }
+    }
+
+    /// Forks an exec's supervisor through the launcher (see
+    /// [`super::exec`]); its pid.
+    pub(crate) fn launch_exec(&self, request: &super::exec::ExecRequest, stdio: [&OwnedFd; 3], status: &OwnedFd) -> Result<i32> {
+        let (program, leading) =
+            self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
+        let mut launcher = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_error = String::new();
+        for _ in 0..2 {
+            if launcher.is_none() {
+                *launcher = Some(Launcher::start(program, leading).map_err(|e| ContainerError::io("starting the shim launcher", e))?);
+            }
+            match launcher.as_mut().map(|l| l.start_exec(request, stdio, status)) {
+                Some(Ok(pid)) => return Ok(pid),
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    return Err(ContainerError::InvalidRequest(format!("{e}; shorten them")))
+                }
+                Some(Err(e)) => {
+                    last_error = e.to_string();
+                    *launcher = None;
+                }
+                None => {}
+            }
+        }
+        Err(ContainerError::Internal(format!("the shim launcher cannot start the exec: {last_error}")))
+    }
+
     /// The pid of the process forking the shims, once one runs.
     pub fn shim_launcher_pid(&self) -> Option<u32> {
         self.launcher.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Launcher::pid)
@@ -609,12 +650,23 @@ impl ContainerManager {
         if let Some(e) = containers.values().find(|e| e.record.name == name) {
             return Ok(e.clone());
         }
-        let mut matches = containers.values().filter(|e| !name.is_empty() && e.record.id.starts_with(name));
-        match (matches.next(), matches.next()) {
-            (Some(e), None) => Ok(e.clone()),
-            (Some(_), Some(_)) => Err(ContainerError::Ambiguous(name.to_string())),
-            _ => Err(ContainerError::NotFound(name.to_string())),
+        let unique = |mut matches: Box<dyn Iterator<Item = &Arc<Entry>> + '_>| match (matches.next(), matches.next()) {
+            (Some(e), None) => Some(Ok(e.clone())),
+            (Some(_), Some(_)) => Some(Err(ContainerError::Ambiguous(name.to_string()))),
+            _ => None,
+        };
+        if name.is_empty() {
+            return Err(ContainerError::NotFound(name.to_string()));
         }
+        let by_id = containers.values().filter(|e| e.record.id.starts_with(name));
+        // A swarm task's container is `service.slot.TASK_ID`: the task id
+        // (or its prefix, as `service ps` shows it) names it too.
+        let by_task = containers
+            .values()
+            .filter(|e| e.record.name.rsplit_once('.').is_some_and(|(_, task)| task.starts_with(name)));
+        unique(Box::new(by_id))
+            .or_else(|| unique(Box::new(by_task)))
+            .unwrap_or_else(|| Err(ContainerError::NotFound(name.to_string())))
     }
 }
 

@@ -5,6 +5,8 @@
 
 pub(crate) mod cgroups;
 mod error;
+pub(crate) mod exec;
+mod exec_session;
 pub(crate) mod init;
 mod log_watch;
 pub mod logs;
@@ -18,6 +20,7 @@ mod spec;
 pub mod state;
 
 pub use error::ContainerError;
+pub use exec_session::{is_end_of_terminal, ExecExit, ExecIo, ExecOptions, ExecProcess, Terminal, Window};
 pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};
 pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig};
 pub use model::{
