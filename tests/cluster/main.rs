@@ -15,6 +15,7 @@ mod security;
 mod renewal;
 mod runtime;
 mod exec;
+mod container_verbs;
 mod networks;
 mod services;
 mod local_networks;

@@ -447,6 +447,7 @@ mod tests {
             command: String::new(),
             created: "1".into(),
             status: Status::Running,
+            paused: false,
             exit_code: None,
             started_at: None,
             finished_at: None,

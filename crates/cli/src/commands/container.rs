@@ -72,6 +72,16 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Freeze every process of running containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resume paused containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -272,6 +282,22 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
                 docs.push(serde_json::from_str::<serde_json::Value>(&doc.json)?);
             }
             print_json(&docs)
+        }
+        ContainerCommand::Pause { containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime.pause_container(pb::ContainerRef { name: name.clone() }).await?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Unpause { containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime.unpause_container(pb::ContainerRef { name: name.clone() }).await?;
+                println!("{name}");
+            }
+            Ok(())
         }
         ContainerCommand::Wait { containers } => {
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);

@@ -266,7 +266,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             .into_iter()
             .map(|c| pb::ContainerSummary {
                 status: status_text(&c),
-                state: c.status.as_str().into(),
+                state: if c.paused { "paused".into() } else { c.status.as_str().into() },
                 created_unix: unix_secs(&c.created),
                 id: c.id,
                 name: c.name,
@@ -323,6 +323,16 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn pause_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
+        self.containers.pause(&request.into_inner().name).await.map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn unpause_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
+        self.containers.unpause(&request.into_inner().name).await.map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     type ExecContainerStream = EventStream<pb::ExecOutput>;
 
     async fn exec_container(
@@ -348,7 +358,9 @@ pub(super) fn container_status(error: ContainerError) -> Status {
         ContainerError::NotFound(_) => Status::not_found(message),
         ContainerError::NameInUse(_) => Status::already_exists(message),
         ContainerError::InvalidRequest(_) => Status::invalid_argument(message),
-        ContainerError::Running(_) | ContainerError::Ambiguous(_) => Status::failed_precondition(message),
+        ContainerError::Running(_) | ContainerError::NotRunning(_) | ContainerError::Ambiguous(_) => {
+            Status::failed_precondition(message)
+        }
         _ => Status::internal(message),
     }
 }
@@ -408,6 +420,7 @@ fn status_text(c: &ContainerSummary) -> String {
     let since = |t: &Option<String>| crate::output::human_duration(now.saturating_sub(t.as_deref().map(unix_secs).unwrap_or(now)).max(0) as u64);
     match c.status {
         ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Running if c.paused => format!("Up {} (Paused)", since(&c.started_at)),
         ContainerStatus::Running => format!("Up {}", since(&c.started_at)),
         ContainerStatus::Exited | ContainerStatus::Dead => {
             format!("Exited ({}) {} ago", c.exit_code.unwrap_or(-1), since(&c.finished_at))

@@ -39,6 +39,9 @@ const ALLOWED_DEVICES: [&str; 12] = [
 ];
 
 /// `<parent>/<id>` as the OCI spec's absolute `cgroupsPath`.
+/// How long freezing or thawing may take before `pause` gives up.
+const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn container_path(parent: &str, id: &str) -> String {
     format!("/{}/{id}", parent.trim_matches('/'))
 }
@@ -165,6 +168,61 @@ impl Cgroup {
     pub fn existing(path: &str) -> Result<Cgroup, String> {
         let layout = Layout::detect().map_err(|e| format!("cannot read this host's cgroup mounts: {e}"))?;
         Ok(Cgroup::at(path, layout))
+    }
+
+    /// Freezes (or thaws) every process in the cgroup, as `container
+    /// pause` / `unpause` do, and returns once the kernel reports it done.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), String> {
+        let (file, value, done) = match &self.layout {
+            Layout::Unified => {
+                (self.dirs[0].join("cgroup.freeze"), if frozen { "1" } else { "0" }, if frozen { "frozen 1" } else { "frozen 0" })
+            }
+            Layout::V1(_) => {
+                let dir = self.freezer_dir().ok_or("this host mounts no freezer cgroup controller, so containers cannot be paused")?;
+                (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }, if frozen { "FROZEN" } else { "THAWED" })
+            }
+        };
+        let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+        loop {
+            // v1 may stay FREEZING while a task is busy in the kernel;
+            // writing again retries, as runc does.
+            std::fs::write(&file, value).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            if self.freezer_reports(done) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("the container's processes did not {} within {FREEZE_TIMEOUT:?}", if frozen { "freeze" } else { "thaw" }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// True while the cgroup's processes are frozen (or being frozen).
+    pub fn is_frozen(&self) -> bool {
+        match &self.layout {
+            Layout::Unified => std::fs::read_to_string(self.dirs[0].join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1"),
+            Layout::V1(_) => self
+                .freezer_dir()
+                .and_then(|d| std::fs::read_to_string(d.join("freezer.state")).ok())
+                .is_some_and(|state| state.trim() != "THAWED"),
+        }
+    }
+
+    fn freezer_reports(&self, done: &str) -> bool {
+        match &self.layout {
+            Layout::Unified => {
+                std::fs::read_to_string(self.dirs[0].join("cgroup.events")).is_ok_and(|events| events.lines().any(|l| l == done))
+            }
+            Layout::V1(_) => self
+                .freezer_dir()
+                .and_then(|d| std::fs::read_to_string(d.join("freezer.state")).ok())
+                .is_some_and(|state| state.trim() == done),
+        }
+    }
+
+    fn freezer_dir(&self) -> Option<&PathBuf> {
+        let Layout::V1(hierarchies) = &self.layout else { return None };
+        hierarchies.iter().zip(&self.dirs).find(|(h, _)| h.has("freezer")).map(|(_, dir)| dir)
     }
 
     pub fn oom_kills(&self) -> u64 {

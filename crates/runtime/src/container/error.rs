@@ -12,7 +12,7 @@ pub enum ContainerError {
     Ambiguous(String),
     #[error("container {0} is running; stop it first or use --force")]
     Running(String),
-    #[error("container {0} is not running")]
+    #[error("container {0} is not running; see how it ended with `shoal container inspect {0}`")]
     NotRunning(String),
     #[error("mount source {} does not exist on this host; create it or fix the path", .0.display())]
     MountSourceMissing(PathBuf),

@@ -22,6 +22,11 @@ use super::state::{self, ShimConfig, EXIT_FILE, RECORD_FILE, SHIM_CONFIG_FILE, S
 use super::{cgroups, record, rootfs, spec, ContainerError};
 use crate::launcher::Launcher;
 
+mod pause;
+mod shims;
+use shims::{pidfd_open, read_answer, reap};
+mod views;
+
 type Result<T> = std::result::Result<T, ContainerError>;
 
 /// How long `start` waits for the shim to say whether the container runs.
@@ -83,6 +88,8 @@ pub struct ContainerSummary {
     pub command: String,
     pub created: String,
     pub status: Status,
+    /// Running, but frozen by `container pause`.
+    pub paused: bool,
     pub exit_code: Option<i32>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -314,165 +321,6 @@ impl ContainerManager {
         Err(ContainerError::StartFailed(message))
     }
 
-    fn spawn_shim(&self, entry: &Entry, ready_write: OwnedFd) -> Result<i32> {
-        if let Some(pid) = self.fork_shim(&entry.dir, &ready_write) {
-            return Ok(pid);
-        }
-        self.exec_shim(entry, ready_write)
-    }
-
-    /// A shim forked by the launcher (the fast way); None if no launcher
-    /// can be had, after one restart of a launcher that died.
-    fn fork_shim(&self, dir: &Path, ready_write: &OwnedFd) -> Option<i32> {
-        let (program, leading) = self.config.shim_command.split_first()?;
-        let mut launcher = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
-        for _ in 0..2 {
-            if launcher.is_none() {
-                match Launcher::start(program, leading) {
-                    Ok(started) => *launcher = Some(started),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot start the shim launcher; starting shims directly");
-                        return None;
-                    }
-                }
-            }
-            match launcher.as_mut()?.start_shim(dir, ready_write) {
-                Ok(pid) => return Some(pid),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the shim launcher failed; restarting it");
-                    *launcher = None;
-                }
-            }
-        }
-        None
-    }
-
-    /// Where a running container is, for `exec`: its state directory and
-    /// its first process's host pid; an error naming it if it is not
-    /// running.
-    pub(crate) fn running(&self, name: &str) -> Result<(String, PathBuf, i32)> {
-        let entry = self.find(name)?;
-        let phase = entry.phase.borrow().clone();
-        match phase {
-            Phase::Running(started) => Ok((entry.record.name.clone(), entry.dir.clone(), started.pid)),
-            _ => Err(ContainerError::InvalidRequest(format!(
-                "container {} is not running; start it first (`shoal container start {}`)",
-                entry.record.name, entry.record.name
-            ))),
-        }
-    }
-
-    /// Forks an exec's supervisor through the launcher (see
-    /// [`super::exec`]); its pid.
-    pub(crate) fn launch_exec(&self, request: &super::exec::ExecRequest, stdio: [&OwnedFd; 3], status: &OwnedFd) -> Result<i32> {
-        let (program, leading) =
-            self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
-        let mut launcher = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
-        let mut last_error = String::new();
-        for _ in 0..2 {
-            if launcher.is_none() {
-                *launcher = Some(Launcher::start(program, leading).map_err(|e| ContainerError::io("starting the shim launcher", e))?);
-            }
-            match launcher.as_mut().map(|l| l.start_exec(request, stdio, status)) {
-                Some(Ok(pid)) => return Ok(pid),
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    return Err(ContainerError::InvalidRequest(format!("{e}; shorten them")))
-                }
-                Some(Err(e)) => {
-                    last_error = e.to_string();
-                    *launcher = None;
-                }
-                None => {}
-            }
-        }
-        Err(ContainerError::Internal(format!("the shim launcher cannot start the exec: {last_error}")))
-    }
-
-    /// The pid of the process forking the shims, once one runs.
-    pub fn shim_launcher_pid(&self) -> Option<u32> {
-        self.launcher.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Launcher::pid)
-    }
-
-    /// A shim exec'd by the daemon itself.
-    fn exec_shim(&self, entry: &Entry, ready_write: OwnedFd) -> Result<i32> {
-        let shim_log =
-            std::fs::File::create(entry.dir.join(SHIM_LOG_FILE)).map_err(|e| ContainerError::io("creating the shim log", e))?;
-        let (program, leading) =
-            self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
-        let mut command = std::process::Command::new(program);
-        command
-            .args(leading)
-            .arg(&entry.dir)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(shim_log);
-        let ready_fd = ready_write.as_raw_fd();
-        // SAFETY: only async-signal-safe calls between fork and exec: dup2
-        // gives the shim the write end as READY_FD without CLOEXEC, setsid
-        // takes it out of the daemon's session and process group so that
-        // killing those leaves the shim (and its container) running.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 || libc::dup2(ready_fd, crate::shim::READY_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| ContainerError::io(format!("starting the shim {}", program.to_string_lossy()), e))?;
-        // Reaped in `watch_pidfd`, which also covers shims we did not start.
-        Ok(child.id() as i32)
-    }
-
-    /// Watches a shim the daemon did not start (after a restart).
-    fn watch_shim(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: i32) {
-        match pidfd_open(shim_pid) {
-            Ok(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
-            Err(_) => {
-                let exit = state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)).unwrap_or_else(shim_vanished);
-                entry.exited(exit);
-            }
-        }
-    }
-
-    /// Waits for the shim to end (it outlives the container by the time
-    /// it takes to clean up), then records the exit and honours `--rm`.
-    fn watch_pidfd(self: &Arc<Self>, entry: Arc<Entry>, shim_pid: i32, pidfd: OwnedFd) {
-        let manager = Arc::downgrade(self);
-        let mut shutdown = self.shutdown.subscribe();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = reap(pidfd) => {}
-                // The manager is gone (daemon shutting down): leave the
-                // shim running for the next one.
-                _ = shutdown.changed() => return,
-            }
-            // Ours to reap if we started it; ECHILD after a daemon restart.
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(shim_pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-            let exit = match state::read_json::<ExitInfo>(&entry.dir.join(EXIT_FILE)) {
-                Some(exit) => exit,
-                None => {
-                    if let Some(manager) = manager.upgrade() {
-                        manager.release_runtime_state(&entry.record.id);
-                    }
-                    shim_vanished()
-                }
-            };
-            entry.exited(exit);
-            if entry.record.auto_remove {
-                if let Some(manager) = Weak::upgrade(&manager) {
-                    if let Err(e) = manager.remove(&entry.record.id, true).await {
-                        tracing::warn!(container = %entry.record.id, error = %e, "auto-removing");
-                    }
-                }
-            }
-        });
-    }
-
     /// Waits until the container has exited; any number of callers may.
     pub async fn wait(&self, name: &str) -> Result<ExitInfo> {
         let entry = self.find(name)?;
@@ -537,6 +385,7 @@ impl ContainerManager {
     /// running.
     fn signal(&self, entry: &Entry, signal: Signal) -> Result<bool> {
         let Phase::Running(started) = entry.phase.borrow().clone() else { return Ok(false) };
+        self.thaw_for_signal(entry);
         match nix::sys::signal::kill(Pid::from_raw(started.pid), signal) {
             Ok(()) => Ok(true),
             Err(nix::errno::Errno::ESRCH) => Ok(false),
@@ -570,77 +419,6 @@ impl ContainerManager {
         Ok(())
     }
 
-    pub fn list(&self, all: bool) -> Vec<ContainerSummary> {
-        let mut rows: Vec<ContainerSummary> =
-            self.lock().values().map(|e| summary(e)).filter(|s| all || s.status == Status::Running).collect();
-        rows.sort_by(|a, b| b.created.cmp(&a.created));
-        rows
-    }
-
-    /// `container inspect` of a name, id or unique id prefix.
-    pub fn inspect(&self, name: &str) -> Result<ContainerDetails> {
-        let entry = self.find(name)?;
-        let state = match entry.phase.borrow().clone() {
-            Phase::Created => ContainerState {
-                status: Status::Created,
-                pid: None,
-                exit_code: None,
-                oom_killed: false,
-                started_at: None,
-                finished_at: None,
-                error: None,
-            },
-            Phase::Running(s) => ContainerState {
-                status: Status::Running,
-                pid: Some(s.pid),
-                exit_code: None,
-                oom_killed: false,
-                started_at: Some(s.started_at),
-                finished_at: None,
-                error: None,
-            },
-            Phase::Exited(x) => {
-                let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE));
-                ContainerState {
-                    status: if x.error.is_some() { Status::Dead } else { Status::Exited },
-                    pid: None,
-                    exit_code: Some(x.code),
-                    oom_killed: x.oom_killed,
-                    started_at: started.map(|s| s.started_at),
-                    finished_at: Some(x.finished_at),
-                    error: x.error,
-                }
-            }
-        };
-        let record = &entry.record;
-        Ok(ContainerDetails {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            image: record.image.clone(),
-            image_id: record.image_id.clone(),
-            created: record.created.clone(),
-            state,
-            mounts: record.mounts.clone(),
-            limits: (&record.limits).into(),
-            labels: record.labels.clone(),
-            config: record.clone(),
-            log_path: entry.dir.join(logs::LOG_FILE),
-        })
-    }
-
-    /// The container's output. With `follow`, new entries until the
-    /// container has exited and its output is drained.
-    pub fn logs(&self, name: &str, options: LogOptions) -> Result<LogEntries> {
-        let entry = self.find(name)?;
-        Ok(logs::read(entry.dir.clone(), options, entry.log_closed.subscribe()))
-    }
-
-    /// Ids of the images containers (running or not) were made from, so
-    /// the image store can refuse to remove them.
-    pub fn images_in_use(&self) -> HashSet<String> {
-        self.lock().values().map(|e| e.record.image_id.clone()).collect()
-    }
-
     /// The container `name` names: its name, its id, or a unique id prefix.
     fn find(&self, name: &str) -> Result<Arc<Entry>> {
         let containers = self.lock();
@@ -670,31 +448,6 @@ impl ContainerManager {
     }
 }
 
-fn summary(entry: &Entry) -> ContainerSummary {
-    let (status, exit_code, started_at, finished_at) = match entry.phase.borrow().clone() {
-        Phase::Created => (Status::Created, None, None, None),
-        Phase::Running(s) => (Status::Running, None, Some(s.started_at), None),
-        Phase::Exited(x) => {
-            let status = if x.error.is_some() { Status::Dead } else { Status::Exited };
-            let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE)).map(|s| s.started_at);
-            (status, Some(x.code), started, Some(x.finished_at))
-        }
-    };
-    ContainerSummary {
-        id: entry.record.id.clone(),
-        name: entry.record.name.clone(),
-        image: entry.record.image.clone(),
-        image_id: entry.record.image_id.clone(),
-        command: entry.record.args.join(" "),
-        created: entry.record.created.clone(),
-        status,
-        exit_code,
-        started_at,
-        finished_at,
-        labels: entry.record.labels.clone(),
-    }
-}
-
 /// What a container was when the daemon (re)started. A shim is only
 /// believed alive if its pid still names the process that started then.
 fn recover_phase(dir: &Path) -> Phase {
@@ -715,29 +468,6 @@ const SHIM_VANISHED: &str = "the container's shim died without recording an exit
 
 fn shim_vanished() -> ExitInfo {
     ExitInfo { code: 255, oom_killed: false, finished_at: state::now_rfc3339(), error: Some(SHIM_VANISHED.into()) }
-}
-
-/// Reads the shim's one-line answer from the ready pipe.
-async fn read_answer(ready: OwnedFd) -> std::io::Result<String> {
-    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = pipe.read(&mut buf).await?;
-        answer.extend_from_slice(&buf[..n]);
-        if n == 0 || answer.contains(&b'\n') {
-            return Ok(String::from_utf8_lossy(&answer).into_owned());
-        }
-    }
-}
-
-/// Resolves when the process behind `pidfd` has ended.
-async fn reap(pidfd: OwnedFd) {
-    // SAFETY: AsyncFd owns the pidfd while it is registered, so the fd
-    // cannot be closed (and its number reused) under the reactor.
-    if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
-        let _ = fd.readable().await;
-    }
 }
 
 /// `TERM`, `SIGTERM`, `15`.
@@ -761,16 +491,6 @@ fn random_name(id: &str) -> String {
     const NOUNS: [&str; 8] = ["herring", "mackerel", "sardine", "anchovy", "tuna", "sprat", "shad", "smelt"];
     let n = u32::from_str_radix(&id[..8], 16).unwrap_or(0) as usize;
     format!("{}_{}_{}", ADJECTIVES[n % 8], NOUNS[(n / 8) % 8], &id[..6])
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd, owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]

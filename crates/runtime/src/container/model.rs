@@ -190,6 +190,9 @@ impl From<&Limits> for LimitsView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerState {
     pub status: Status,
+    /// Running, but frozen by `container pause`.
+    #[serde(default)]
+    pub paused: bool,
     pub pid: Option<i32>,
     pub exit_code: Option<i32>,
     pub oom_killed: bool,

@@ -1,0 +1,89 @@
+//! The everyday container verbs beyond run/exec, through the real CLI and
+//! daemon: pause and unpause (the freezer cgroup really stops the
+//! processes, and `ls` / `inspect` say so).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use shoal_runtime::testing::{TestImages, TestRegistry};
+
+use crate::support::node::LocalNode;
+use crate::support::wait_until;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Deserialize)]
+struct Row {
+    name: String,
+    state: String,
+    status: String,
+}
+
+/// The counter the container's loop writes, read through its init's view
+/// of the root (this works while the container is frozen).
+fn count(pid: i64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/root/tmp/count")).ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The freezer's own word on the container's cgroup, from the host.
+fn freezer_state(pid: i64) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the container's cgroups");
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        if controllers.split(',').any(|c| c == "freezer") {
+            return std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state")).unwrap_or_default().trim().to_string();
+        }
+        if controllers.is_empty() && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let frozen = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.freeze")).unwrap_or_default();
+            return if frozen.trim() == "1" { "FROZEN".into() } else { "THAWED".into() };
+        }
+    }
+    panic!("no freezer cgroup for pid {pid}:\n{cgroups}");
+}
+
+#[test]
+fn pause_freezes_the_processes_and_unpause_resumes_them() {
+    let registry = TestRegistry::start().expect("starting docker-registry");
+    let images = TestImages::shared().expect("building the test images");
+    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let node = LocalNode::start("pause");
+    let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done";
+    node.shoal(&["run", "-d", "--name", "ticker", &busybox.reference, "sh", "-c", script]).ok();
+    let inspect = || -> serde_json::Value { node.shoal(&["container", "inspect", "ticker"]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0) };
+    let pid = inspect()["state"]["pid"].as_i64().expect("a running container's pid");
+    wait_until(WAIT, "the loop to count", || (count(pid) >= 3).then_some(()));
+
+    node.shoal(&["container", "pause", "ticker"]).ok();
+    assert_eq!(freezer_state(pid), "FROZEN");
+    let frozen_at = count(pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(pid), frozen_at, "a paused container's loop must not run");
+    assert_eq!(inspect()["state"]["paused"], true);
+    let rows: Vec<Row> = node.shoal(&["container", "ls", "--format", "json"]).ok().stdout_json();
+    let row = rows.iter().find(|r| r.name == "ticker").expect("ticker listed");
+    assert_eq!(row.state, "paused");
+    assert!(row.status.ends_with("(Paused)"), "{}", row.status);
+
+    // Refused while paused, with the way out named; pausing twice too.
+    let exec = node.shoal(&["exec", "ticker", "true"]);
+    assert!(!exec.success() && exec.stderr.contains("paused") && exec.stderr.contains("unpause"), "{}", exec.stderr);
+    let again = node.shoal(&["container", "pause", "ticker"]);
+    assert!(!again.success() && again.stderr.contains("already paused"), "{}", again.stderr);
+
+    node.shoal(&["container", "unpause", "ticker"]).ok();
+    assert_eq!(freezer_state(pid), "THAWED");
+    wait_until(WAIT, "the loop to count again", || (count(pid) > frozen_at + 2).then_some(()));
+    assert_eq!(inspect()["state"]["paused"], false);
+    let not_paused = node.shoal(&["container", "unpause", "ticker"]);
+    assert!(!not_paused.success() && not_paused.stderr.contains("not paused"), "{}", not_paused.stderr);
+
+    // A paused container still stops (thawed first, so the signal lands).
+    node.shoal(&["container", "pause", "ticker"]).ok();
+    let stop = node.shoal(&["container", "stop", "-t", "1", "ticker"]).ok();
+    assert!(stop.stdout.contains("ticker"));
+    let stopped = node.shoal(&["container", "pause", "ticker"]);
+    assert!(!stopped.success() && stopped.stderr.contains("not running"), "{}", stopped.stderr);
+    node.shoal(&["container", "rm", "ticker"]).ok();
+    node.assert_clean();
+}
