@@ -1,6 +1,6 @@
 //! The everyday container verbs beyond run/exec, through the real CLI and
 //! daemon: pause and unpause (the freezer cgroup really stops the
-//! processes, and `ls` / `inspect` say so).
+//! processes, and `ls` / `inspect` say so), and named volumes.
 
 use std::time::Duration;
 
@@ -85,5 +85,49 @@ fn pause_freezes_the_processes_and_unpause_resumes_them() {
     let stopped = node.shoal(&["container", "pause", "ticker"]);
     assert!(!stopped.success() && stopped.stderr.contains("not running"), "{}", stopped.stderr);
     node.shoal(&["container", "rm", "ticker"]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn volumes_keep_data_across_containers_and_are_refused_or_pruned_as_docker_does() {
+    let registry = TestRegistry::start().expect("starting docker-registry");
+    let images = TestImages::shared().expect("building the test images");
+    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let node = LocalNode::start("volumes");
+
+    let named = node.shoal(&["volume", "create", "--label", "team=web", "data"]).ok();
+    assert_eq!(named.stdout.trim(), "data");
+    let inspected: Vec<serde_json::Value> = node.shoal(&["volume", "inspect", "data"]).ok().stdout_json();
+    assert_eq!(inspected[0]["Labels"]["team"], "web");
+    assert_eq!(inspected[0]["Driver"], "local");
+
+    // Written by one container (-v), read by the next (--mount); a name
+    // used for the first time makes the volume, as in docker.
+    node.shoal(&["run", "--rm", "-v", "data:/data", &busybox.reference, "sh", "-c", "echo kept > /data/file"]).ok();
+    let read = node.shoal(&["run", "--rm", "--mount", "type=volume,source=data,target=/in,readonly", &busybox.reference, "cat", "/in/file"]).ok();
+    assert_eq!(read.stdout, "kept\n");
+    node.shoal(&["run", "-d", "--name", "user", "-v", "implicit:/x", &busybox.reference, "sleep", "1000"]).ok();
+    let listed = node.shoal(&["volume", "ls", "-q"]).ok().stdout;
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["data", "implicit"], "{listed}");
+
+    // In use (by a running or stopped container): refused, naming it.
+    let refused = node.shoal(&["volume", "rm", "implicit"]);
+    assert!(!refused.success() && refused.stderr.contains("user"), "{}", refused.stderr);
+    node.shoal(&["container", "stop", "-t", "1", "user"]).ok();
+    assert!(node.shoal(&["volume", "rm", "implicit"]).stderr.contains("user"));
+
+    // Prune removes only what nothing uses.
+    let pruned = node.shoal(&["volume", "prune", "-f"]).ok().stdout;
+    assert!(pruned.contains("data") && !pruned.contains("implicit"), "{pruned}");
+    assert_eq!(node.shoal(&["volume", "ls", "-q"]).ok().stdout.trim(), "implicit");
+    node.shoal(&["container", "rm", "user"]).ok();
+    node.shoal(&["volume", "rm", "implicit"]).ok();
+
+    // Bad input: one sentence each, nothing made.
+    let slash = node.shoal(&["volume", "create", "a/b"]);
+    assert!(!slash.success() && slash.stderr.contains("a/b") && slash.stderr.trim().lines().count() == 1, "{}", slash.stderr);
+    let missing = node.shoal(&["volume", "inspect", "nope"]);
+    assert!(!missing.success() && missing.stderr.contains("no such volume"), "{}", missing.stderr);
+    assert!(node.shoal(&["volume", "ls", "-q"]).ok().stdout.trim().is_empty());
     node.assert_clean();
 }

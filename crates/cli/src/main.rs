@@ -77,6 +77,9 @@ enum Command {
     /// Manage this node's containers
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// Manage this node's volumes
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// Create and start a container (short for `container run`)
     Run(commands::container::RunArgs),
     /// Run a command in a running container (short for `container exec`)
@@ -214,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(command) => Ok(commands::image::run(command, &cli.connect).await?),
         Command::Container(command) => Ok(commands::container::run(command, &cli.connect).await?),
         Command::Run(args) => Ok(commands::container::run(commands::container::ContainerCommand::Run(args), &cli.connect).await?),
+        Command::Volume(command) => Ok(commands::volume::run(command, &cli.connect).await?),
         Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {

@@ -5,5 +5,6 @@ pub mod container;
 pub mod image;
 pub mod launcher;
 pub mod shim;
+pub mod volume;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -104,6 +104,9 @@ pub struct RunArgs {
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
+    /// NAME:/path (named volume), /host:/path (bind) or /path, optionally :ro
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    volumes: Vec<String>,
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
@@ -177,7 +180,12 @@ impl RunArgs {
             workdir: self.workdir.unwrap_or_default(),
             labels: flags::parse_labels("--label", &self.labels)?,
             read_only: self.read_only,
-            mounts: self.mounts.iter().map(|m| flags::parse_mount(m)).collect::<CliResult<_>>()?,
+            mounts: self
+                .mounts
+                .iter()
+                .map(|m| flags::parse_mount(m))
+                .chain(self.volumes.iter().map(|v| flags::parse_volume(v)))
+                .collect::<CliResult<_>>()?,
             memory_bytes: self.memory.as_deref().map(|m| flags::parse_bytes("--memory", m)).transpose()?.unwrap_or(0),
             nano_cpus: self.cpus.as_deref().map(|c| flags::parse_cpus("--cpus", c)).transpose()?.unwrap_or(0),
             pids_limit: self.pids_limit.unwrap_or(0),

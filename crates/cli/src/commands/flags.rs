@@ -136,6 +136,34 @@ pub fn parse_mount(value: &str) -> CliResult<pb::Mount> {
     Ok(mount)
 }
 
+/// docker's `-v` short form: `NAME:/path` (a named volume, made if
+/// missing), `/host/path:/path` (a bind mount), `/path` (an anonymous
+/// volume), each optionally `:ro` or `:rw`.
+pub fn parse_volume(value: &str) -> CliResult<pb::Mount> {
+    let invalid = |why: &str| CliError::msg(format!("volume {value:?} is invalid: {why}"));
+    let parts: Vec<&str> = value.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [target] => ("", *target, None),
+        [source, target] if target.starts_with('/') => (*source, *target, None),
+        [target, mode] => ("", *target, Some(*mode)),
+        [source, target, mode] => (*source, *target, Some(*mode)),
+        _ => return Err(invalid("use SOURCE:TARGET[:ro], e.g. data:/var/lib/data or /srv/www:/www:ro")),
+    };
+    let readonly = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => return Err(invalid(&format!("mode {other:?} is unknown; use ro or rw"))),
+    };
+    if !target.starts_with('/') {
+        return Err(invalid("the target must be an absolute path inside the container"));
+    }
+    let r#type = if source.starts_with('/') { "bind" } else { "volume" };
+    if r#type == "volume" && source.contains('/') {
+        return Err(invalid("a volume name cannot contain '/'; give a host path starting with / to bind-mount it"));
+    }
+    Ok(pb::Mount { r#type: r#type.into(), source: source.into(), target: target.into(), readonly, ..Default::default() })
+}
+
 /// docker's durations, in Go's syntax: `5s`, `1m30s`, `500ms`, `1.5h`; a
 /// bare `0` is zero.
 pub fn parse_duration(flag: &str, value: &str) -> CliResult<std::time::Duration> {
@@ -249,6 +277,15 @@ mod tests {
         assert_eq!(parse_env(&["A=1".into()]).unwrap(), vec!["A=1"]);
         assert!(parse_env(&["=1".into()]).is_err());
         assert!(parse_labels("--label", &["=x".into()]).is_err());
+        let named = parse_volume("data:/var/lib/data").unwrap();
+        assert_eq!((named.r#type.as_str(), named.source.as_str(), named.target.as_str(), named.readonly), ("volume", "data", "/var/lib/data", false));
+        let bind = parse_volume("/srv/www:/www:ro").unwrap();
+        assert_eq!((bind.r#type.as_str(), bind.source.as_str(), bind.readonly), ("bind", "/srv/www", true));
+        let anonymous = parse_volume("/cache").unwrap();
+        assert_eq!((anonymous.r#type.as_str(), anonymous.source.as_str()), ("volume", ""));
+        for bad in ["a/b:/x", "data:x", "data:/x:rx", "a:b:c:d"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_labels("--label", &["k".into()]).unwrap()["k"], "");
     }
 

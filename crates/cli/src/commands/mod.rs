@@ -10,3 +10,4 @@ pub mod node;
 pub mod secret;
 pub mod service;
 pub mod swarm;
+pub mod volume;

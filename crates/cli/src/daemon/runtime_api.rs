@@ -333,6 +333,35 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn create_volume(&self, request: Request<pb::CreateVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+        let request = request.into_inner();
+        let labels = request.labels.into_iter().collect();
+        let volume = self.containers.volumes().create(Some(&request.name), labels).map_err(container_status)?;
+        Ok(Response::new(volume_pb(volume)))
+    }
+
+    async fn list_volumes(&self, _: Request<pb::Empty>) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self.containers.volumes().list().into_iter().map(volume_pb).collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn inspect_volume(&self, request: Request<pb::VolumeRef>) -> Result<Response<pb::Volume>, Status> {
+        let volume = self.containers.volumes().inspect(&request.into_inner().name).map_err(container_status)?;
+        Ok(Response::new(volume_pb(volume)))
+    }
+
+    async fn remove_volume(&self, request: Request<pb::VolumeRef>) -> Result<Response<pb::Empty>, Status> {
+        let name = request.into_inner().name;
+        let users = self.containers.volume_users().remove(&name).unwrap_or_default();
+        self.containers.volumes().remove(&name, &users).map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn prune_volumes(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneVolumesResponse>, Status> {
+        let (deleted, reclaimed_bytes) = self.containers.volumes().prune(&self.containers.volume_users());
+        Ok(Response::new(pb::PruneVolumesResponse { deleted, reclaimed_bytes }))
+    }
+
     type ExecContainerStream = EventStream<pb::ExecOutput>;
 
     async fn exec_container(
@@ -355,9 +384,9 @@ const DEFAULT_STOP_TIMEOUT_SECS: u64 = 10;
 pub(super) fn container_status(error: ContainerError) -> Status {
     let message = error.to_string();
     match error {
-        ContainerError::NotFound(_) => Status::not_found(message),
+        ContainerError::NotFound(_) | ContainerError::NoSuchVolume(_) => Status::not_found(message),
         ContainerError::NameInUse(_) => Status::already_exists(message),
-        ContainerError::InvalidRequest(_) => Status::invalid_argument(message),
+        ContainerError::InvalidRequest(_) | ContainerError::InvalidMount(_) => Status::invalid_argument(message),
         ContainerError::Running(_) | ContainerError::NotRunning(_) | ContainerError::Ambiguous(_) => {
             Status::failed_precondition(message)
         }
@@ -372,6 +401,8 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
         .iter()
         .map(|m| match m.r#type.as_str() {
             "bind" => Ok(MountSpec::Bind { source: m.source.clone().into(), target: m.target.clone(), readonly: m.readonly }),
+            // `-v /path` alone: an anonymous volume, named at random as docker does.
+            "volume" if m.source.is_empty() => Ok(MountSpec::Volume { name: anonymous_volume_name(), target: m.target.clone(), readonly: m.readonly }),
             "volume" => Ok(MountSpec::Volume { name: m.source.clone(), target: m.target.clone(), readonly: m.readonly }),
             "tmpfs" => Ok(MountSpec::Tmpfs {
                 target: m.target.clone(),
@@ -400,6 +431,22 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
         network_namespace: None,
         auto_remove: request.auto_remove,
     })
+}
+
+fn anonymous_volume_name() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn volume_pb(volume: shoal_runtime::volume::Volume) -> pb::Volume {
+    pb::Volume {
+        name: volume.name,
+        driver: volume.driver,
+        mountpoint: volume.mountpoint.display().to_string(),
+        created_at: volume.created_at,
+        labels: volume.labels.into_iter().collect(),
+        scope: volume.scope,
+    }
 }
 
 fn log_line(entry: LogEntry) -> pb::LogLine {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 pub enum ContainerError {
     #[error("no such container: {0}; `container ls -a` lists them")]
     NotFound(String),
+    #[error("no such volume: {0}; `shoal volume ls` lists them")]
+    NoSuchVolume(String),
     #[error("container name {0:?} is already in use; remove that container or choose another name")]
     NameInUse(String),
     #[error("container id prefix {0:?} matches more than one container; give more of the id")]

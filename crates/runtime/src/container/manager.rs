@@ -154,6 +154,24 @@ impl ContainerManager {
         Ok(manager)
     }
 
+    /// The node's named volumes.
+    pub fn volumes(&self) -> crate::volume::VolumeStore {
+        crate::volume::VolumeStore::new(&self.config.volumes)
+    }
+
+    /// Which containers (by name, stopped ones too) use each named volume.
+    pub fn volume_users(&self) -> HashMap<String, Vec<String>> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for entry in self.lock().values() {
+            for mount in &entry.record.mounts {
+                if let MountSpec::Volume { name, .. } = mount {
+                    users.entry(name.clone()).or_default().push(entry.record.name.clone());
+                }
+            }
+        }
+        users
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -207,11 +225,7 @@ impl ContainerManager {
         let mut volume_sources = Vec::new();
         for mount in &record.mounts {
             volume_sources.push(match mount {
-                MountSpec::Volume { name, .. } => {
-                    let data = self.config.volumes.join(name).join("_data");
-                    std::fs::create_dir_all(&data).map_err(|e| ContainerError::io(format!("creating volume {name}"), e))?;
-                    Some(data)
-                }
+                MountSpec::Volume { name, .. } => Some(self.volumes().ensure(name)?),
                 _ => None,
             });
         }

@@ -76,16 +76,7 @@ fn validate_mount(mount: &MountSpec) -> Result<(), ContainerError> {
         )));
     }
     match mount {
-        MountSpec::Volume { name, .. } => {
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-            if !valid {
-                return Err(ContainerError::InvalidMount(format!(
-                    "volume name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"
-                )));
-            }
-        }
+        MountSpec::Volume { name, .. } => crate::volume::validate_name(name)?,
         MountSpec::Bind { source, .. } => {
             if !source.is_absolute() {
                 return Err(ContainerError::InvalidMount(format!(
