@@ -131,3 +131,72 @@ fn volumes_keep_data_across_containers_and_are_refused_or_pruned_as_docker_does(
     assert!(node.shoal(&["volume", "ls", "-q"]).ok().stdout.trim().is_empty());
     node.assert_clean();
 }
+
+#[test]
+fn top_lists_the_processes_ls_filters_and_prune_removes_only_stopped_containers() {
+    let registry = TestRegistry::start().expect("starting docker-registry");
+    let images = TestImages::shared().expect("building the test images");
+    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let node = LocalNode::start("top");
+    node.shoal(&["run", "-d", "--name", "worker", "--label", "app=web", &busybox.reference, "sh", "-c", "sleep 1001 & exec sleep 1000"]).ok();
+    node.shoal(&["run", "--name", "finished", &busybox.reference, "true"]).ok();
+
+    // Both processes, with ps -ef's header, pids as the host sees them.
+    let top = wait_until(WAIT, "both processes", || {
+        let top = node.shoal(&["container", "top", "worker"]).ok().stdout;
+        (top.contains("sleep 1000") && top.contains("sleep 1001")).then_some(top)
+    });
+    let header: Vec<&str> = top.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], "{top}");
+    assert!(top.lines().skip(1).all(|l| l.split_whitespace().next() == Some("root")), "{top}");
+
+    let names = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["container", "ls", "--format", "json"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        let mut names: Vec<String> = node.shoal(&args).ok().stdout_json::<Vec<Row>>().into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&[]), ["worker"]);
+    assert_eq!(names(&["status=exited"]), ["finished"], "asking for exited ones lists stopped containers");
+    assert_eq!(names(&["label=app=web"]), ["worker"]);
+    assert_eq!(names(&["label=app=db"]), Vec::<String>::new());
+    assert_eq!(names(&["name=work", "status=running"]), ["worker"]);
+    let bad = node.shoal(&["container", "ls", "--filter", "colour=red"]);
+    assert!(!bad.success() && bad.stderr.contains("colour") && bad.stderr.trim().lines().count() == 1, "{}", bad.stderr);
+
+    let pruned = node.shoal(&["container", "prune", "-f"]).ok().stdout;
+    assert!(pruned.starts_with("Deleted Containers:") && pruned.contains("Total reclaimed space"), "{pruned}");
+    let left: Vec<Row> = node.shoal(&["container", "ls", "-a", "--format", "json"]).ok().stdout_json();
+    assert_eq!(left.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["worker"], "prune keeps the running one");
+    let stopped_top = node.shoal(&["container", "top", "finished"]);
+    assert!(!stopped_top.success(), "{stopped_top:?}");
+    node.shoal(&["container", "rm", "-f", "worker"]).ok();
+    node.assert_clean();
+}
+
+#[test]
+fn logs_since_and_until_cut_by_time() {
+    let registry = TestRegistry::start().expect("starting docker-registry");
+    let images = TestImages::shared().expect("building the test images");
+    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let node = LocalNode::start("since");
+    node.shoal(&["run", "--name", "stamps", &busybox.reference, "sh", "-c", "echo early; sleep 1.5; echo late"]).ok();
+    let stamped = node.shoal(&["container", "logs", "-t", "stamps"]).ok().stdout;
+    let times: Vec<std::time::SystemTime> = stamped
+        .lines()
+        .map(|l| humantime::parse_rfc3339_weak(l.split_whitespace().next().unwrap_or_default().trim_end_matches('Z')).expect("an RFC 3339 time"))
+        .collect();
+    assert_eq!(times.len(), 2, "{stamped}");
+    let cut = times[0] + times[1].duration_since(times[0]).expect("in order") / 2;
+    let cut = format!("{:.3}", cut.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64());
+    assert_eq!(node.shoal(&["container", "logs", "--since", &cut, "stamps"]).ok().stdout, "late\n");
+    assert_eq!(node.shoal(&["container", "logs", "--until", &cut, "stamps"]).ok().stdout, "early\n");
+    assert_eq!(node.shoal(&["container", "logs", "--since", "1h", "stamps"]).ok().stdout, "early\nlate\n");
+    let bad = node.shoal(&["container", "logs", "--since", "yesterday", "stamps"]);
+    assert!(!bad.success() && bad.stderr.contains("yesterday"), "{}", bad.stderr);
+    node.shoal(&["container", "rm", "stamps"]).ok();
+    node.assert_clean();
+}

@@ -171,7 +171,7 @@ fn modified_rfc3339(path: &Path) -> String {
 }
 
 /// Bytes under `dir`, not following symlinks.
-fn disk_usage(dir: &Path) -> u64 {
+pub fn disk_usage(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()

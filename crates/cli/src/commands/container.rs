@@ -22,6 +22,9 @@ pub enum ContainerCommand {
         /// Show stopped containers too
         #[arg(short, long)]
         all: bool,
+        /// name=SUBSTRING, id=PREFIX, status=created|running|paused|exited|dead, label=KEY[=VALUE]
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
         #[arg(short, long)]
         quiet: bool,
         #[arg(long, value_enum, default_value_t)]
@@ -37,6 +40,12 @@ pub enum ContainerCommand {
         /// Prefix each line with its time
         #[arg(short, long)]
         timestamps: bool,
+        /// Only lines since this time: RFC 3339, Unix seconds, or a duration ago (10m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before this time (same forms as --since)
+        #[arg(long)]
+        until: Option<String>,
         container: String,
     },
     /// Stop containers: the stop signal, then SIGKILL after the grace period
@@ -71,6 +80,14 @@ pub enum ContainerCommand {
     Wait {
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Show the processes of a running container
+    Top { container: String },
+    /// Remove every container that is not running
+    Prune {
+        /// Do not ask (there is no prompt; accepted for docker compatibility)
+        #[arg(short, long)]
+        force: bool,
     },
     /// Freeze every process of running containers
     Pause {
@@ -230,12 +247,18 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             Ok(())
         }
         ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
-        ContainerCommand::Ls { all, quiet, format } => {
+        ContainerCommand::Ls { all, filters, quiet, format } => {
+            let filters = filters.iter().map(|f| ListFilter::parse(f)).collect::<CliResult<Vec<_>>>()?;
+            // Asking for a status other than running means the stopped ones too, as in docker.
+            let all = all || filters.iter().any(|f| matches!(f, ListFilter::Status(s) if s != "running" && s != "paused"));
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
-            let containers = runtime.list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;
+            let mut containers = runtime.list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;
+            containers.retain(|c| filters.iter().all(|f| f.matches(c)));
             list(containers, quiet, format)
         }
-        ContainerCommand::Logs { follow, tail, timestamps, container } => {
+        ContainerCommand::Logs { follow, tail, timestamps, since, until, container } => {
+            let since = since.as_deref().map(|t| flags::parse_time("--since", t)).transpose()?;
+            let until = until.as_deref().map(|t| flags::parse_time("--until", t)).transpose()?;
             let tail = match tail.as_deref() {
                 None | Some("all") => None,
                 Some(n) => Some(n.parse::<u64>().map_err(|_| {
@@ -244,7 +267,7 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             };
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
             let mut lines = runtime
-                .container_logs(pb::ContainerLogsRequest { name: container, follow, tail })
+                .container_logs(pb::ContainerLogsRequest { name: container, follow, tail, since_unix_nanos: since, until_unix_nanos: until })
                 .await?
                 .into_inner();
             while let Some(line) = lines.message().await? {
@@ -291,6 +314,24 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             }
             print_json(&docs)
         }
+        ContainerCommand::Top { container } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let top = runtime.top_container(pb::ContainerRef { name: container }).await?.into_inner();
+            let titles: Vec<&str> = top.titles.iter().map(String::as_str).collect();
+            print_table(&titles, top.processes.into_iter().map(|p| p.fields).collect());
+            Ok(())
+        }
+        ContainerCommand::Prune { force: _ } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let pruned = runtime.prune_containers(pb::Empty {}).await?.into_inner();
+            if !pruned.deleted.is_empty() {
+                println!("Deleted Containers:");
+                pruned.deleted.iter().for_each(|id| println!("{id}"));
+                println!();
+            }
+            println!("Total reclaimed space: {}", crate::commands::image::human_size(pruned.reclaimed_bytes));
+            Ok(())
+        }
         ContainerCommand::Pause { containers } => {
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
             for name in containers {
@@ -314,6 +355,51 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
                 println!("{}", exit.code);
             }
             Ok(())
+        }
+    }
+}
+
+/// One `ls --filter`; several must all match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListFilter {
+    Name(String),
+    Id(String),
+    Status(String),
+    Label(String, Option<String>),
+}
+
+impl ListFilter {
+    fn parse(value: &str) -> CliResult<ListFilter> {
+        let (key, rest) = value.split_once('=').ok_or_else(|| {
+            CliError::msg(format!("filter {value:?} is invalid; use KEY=VALUE with name, id, status or label"))
+        })?;
+        match key {
+            "name" => Ok(ListFilter::Name(rest.to_string())),
+            "id" => Ok(ListFilter::Id(rest.to_string())),
+            "status" => match rest {
+                "created" | "running" | "paused" | "exited" | "dead" => Ok(ListFilter::Status(rest.to_string())),
+                other => Err(CliError::msg(format!(
+                    "status {other:?} is unknown; use created, running, paused, exited or dead"
+                ))),
+            },
+            "label" => Ok(match rest.split_once('=') {
+                Some((k, v)) => ListFilter::Label(k.to_string(), Some(v.to_string())),
+                None => ListFilter::Label(rest.to_string(), None),
+            }),
+            other => Err(CliError::msg(format!("filter key {other:?} is unknown; use name, id, status or label"))),
+        }
+    }
+
+    fn matches(&self, container: &pb::ContainerSummary) -> bool {
+        match self {
+            ListFilter::Name(part) => container.name.contains(part.as_str()),
+            ListFilter::Id(prefix) => container.id.starts_with(prefix.as_str()),
+            ListFilter::Status(status) => container.state == *status,
+            ListFilter::Label(key, value) => match (container.labels.get(key), value) {
+                (Some(found), Some(wanted)) => found == wanted,
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
         }
     }
 }

@@ -164,6 +164,26 @@ pub fn parse_volume(value: &str) -> CliResult<pb::Mount> {
     Ok(pb::Mount { r#type: r#type.into(), source: source.into(), target: target.into(), readonly, ..Default::default() })
 }
 
+/// docker's `--since` / `--until` times: RFC 3339 (`2026-12-06T10:00:00Z`),
+/// Unix seconds (`1765015200`, `1765015200.5`) or a duration ago (`10m`);
+/// in Unix nanoseconds.
+pub fn parse_time(flag: &str, value: &str) -> CliResult<i64> {
+    let now = std::time::SystemTime::now();
+    let nanos = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    if let Ok(time) = humantime::parse_rfc3339_weak(value.trim_end_matches('Z')) {
+        return Ok(nanos(time));
+    }
+    if let Ok(seconds) = value.parse::<f64>() {
+        if seconds >= 0.0 {
+            return Ok((seconds * 1e9) as i64);
+        }
+    }
+    let ago = parse_duration(flag, value).map_err(|_| {
+        CliError::msg(format!("{flag} {value:?} is not a time; use RFC 3339 (2026-12-06T10:00:00Z), Unix seconds, or a duration ago such as 10m"))
+    })?;
+    Ok(nanos(now.checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH)))
+}
+
 /// docker's durations, in Go's syntax: `5s`, `1m30s`, `500ms`, `1.5h`; a
 /// bare `0` is zero.
 pub fn parse_duration(flag: &str, value: &str) -> CliResult<std::time::Duration> {
@@ -277,6 +297,12 @@ mod tests {
         assert_eq!(parse_env(&["A=1".into()]).unwrap(), vec!["A=1"]);
         assert!(parse_env(&["=1".into()]).is_err());
         assert!(parse_labels("--label", &["=x".into()]).is_err());
+        assert_eq!(parse_time("--since", "1765015200").unwrap(), 1_765_015_200_000_000_000);
+        assert_eq!(parse_time("--since", "2025-12-06T10:00:00Z").unwrap(), 1_765_015_200_000_000_000);
+        let ten_minutes_ago = parse_time("--since", "10m").unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+        assert!((now - ten_minutes_ago - 600_000_000_000).abs() < 5_000_000_000);
+        assert!(parse_time("--until", "yesterday").is_err());
         let named = parse_volume("data:/var/lib/data").unwrap();
         assert_eq!((named.r#type.as_str(), named.source.as_str(), named.target.as_str(), named.readonly), ("volume", "data", "/var/lib/data", false));
         let bind = parse_volume("/srv/www:/www:ro").unwrap();

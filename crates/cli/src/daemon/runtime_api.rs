@@ -319,7 +319,11 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             .containers
             .logs(&request.name, LogOptions { follow: request.follow, tail: request.tail.map(|t| t as usize), timestamps: true })
             .map_err(container_status)?;
-        let stream = lines.map(|line| Ok(log_line(line)));
+        let (since, until) = (request.since_unix_nanos.unwrap_or(i64::MIN), request.until_unix_nanos.unwrap_or(i64::MAX));
+        let stream = lines
+            .take_while(move |line| std::future::ready(line.time_unix_nanos() < until))
+            .filter(move |line| std::future::ready(line.time_unix_nanos() >= since))
+            .map(|line| Ok(log_line(line)));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -331,6 +335,29 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     async fn unpause_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
         self.containers.unpause(&request.into_inner().name).await.map_err(container_status)?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn top_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::TopResponse>, Status> {
+        let processes = self.containers.top(&request.into_inner().name).map_err(container_status)?;
+        Ok(Response::new(pb::TopResponse {
+            titles: shoal_runtime::container::top::TITLES.iter().map(|t| t.to_string()).collect(),
+            processes: processes.iter().map(|p| pb::TopRow { fields: p.row() }).collect(),
+        }))
+    }
+
+    async fn prune_containers(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneContainersResponse>, Status> {
+        let mut deleted = Vec::new();
+        let mut reclaimed_bytes = 0;
+        for container in self.containers.list(true).into_iter().filter(|c| c.status != ContainerStatus::Running) {
+            let size = self.containers.writable_layer_size(&container.id).unwrap_or(0);
+            // One that started or went meanwhile is left alone.
+            if self.containers.remove(&container.id, false).await.is_ok() {
+                self.release_networks(&container.id).await;
+                reclaimed_bytes += size;
+                deleted.push(container.id);
+            }
+        }
+        Ok(Response::new(pb::PruneContainersResponse { deleted, reclaimed_bytes }))
     }
 
     async fn create_volume(&self, request: Request<pb::CreateVolumeRequest>) -> Result<Response<pb::Volume>, Status> {

@@ -197,6 +197,16 @@ impl Cgroup {
         }
     }
 
+    /// The host pids of every process in the cgroup.
+    pub fn processes(&self) -> Vec<i32> {
+        // Every v1 hierarchy holds the same processes; any one will do.
+        let Some(dir) = self.dirs.first() else { return Vec::new() };
+        let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        pids.sort_unstable();
+        pids
+    }
+
     /// True while the cgroup's processes are frozen (or being frozen).
     pub fn is_frozen(&self) -> bool {
         match &self.layout {

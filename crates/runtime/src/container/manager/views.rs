@@ -103,3 +103,23 @@ fn summary(entry: &Entry) -> ContainerSummary {
         labels: entry.record.labels.clone(),
     }
 }
+
+impl ContainerManager {
+    /// `container top`: the processes in a running container's cgroup.
+    pub fn top(&self, name: &str) -> Result<Vec<crate::container::top::Process>> {
+        let entry = self.find(name)?;
+        if !matches!(*entry.phase.borrow(), Phase::Running(_)) {
+            return Err(ContainerError::NotRunning(entry.record.name.clone()));
+        }
+        let config = state::read_json::<ShimConfig>(&entry.dir.join(SHIM_CONFIG_FILE))
+            .ok_or_else(|| ContainerError::Internal(format!("the state of container {} is unreadable", entry.record.name)))?;
+        let cgroup = crate::container::cgroups::Cgroup::existing(&config.cgroup_path).map_err(ContainerError::Internal)?;
+        Ok(cgroup.processes().into_iter().filter_map(crate::container::top::read).collect())
+    }
+
+    /// Bytes in a container's writable layer (what removing it frees).
+    pub fn writable_layer_size(&self, name: &str) -> Result<u64> {
+        let entry = self.find(name)?;
+        Ok(crate::volume::disk_usage(&entry.dir.join("upper")))
+    }
+}
