@@ -200,3 +200,32 @@ fn logs_since_and_until_cut_by_time() {
     node.shoal(&["container", "rm", "stamps"]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn create_then_start_runs_the_container_once() {
+    let registry = TestRegistry::start().expect("starting docker-registry");
+    let images = TestImages::shared().expect("building the test images");
+    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let node = LocalNode::start("create");
+    let id = node.shoal(&["container", "create", "--name", "later", &busybox.reference, "sh", "-c", "echo hello from $(hostname); exit 4"]).ok().stdout;
+    assert_eq!(id.trim().len(), 64, "create prints the id: {id}");
+    let state = |node: &LocalNode| -> String {
+        node.shoal(&["container", "ls", "-a", "--format", "json"]).ok().stdout_json::<Vec<Row>>().remove(0).state
+    };
+    assert_eq!(state(&node), "created");
+
+    // -a streams its output and ends with its exit code.
+    let started = node.shoal(&["container", "start", "-a", "later"]);
+    assert_eq!(started.status.and_then(|s| s.code()), Some(4), "{started:?}");
+    assert!(started.stdout.starts_with("hello from "), "{}", started.stdout);
+    assert_eq!(state(&node), "exited");
+    let again = node.shoal(&["container", "start", "later"]);
+    assert!(!again.success() && again.stderr.trim().lines().count() == 1, "{}", again.stderr);
+
+    // Without -a it returns at once, naming the container.
+    node.shoal(&["container", "create", "--name", "bg", &busybox.reference, "sleep", "1000"]).ok();
+    assert_eq!(node.shoal(&["container", "start", "bg"]).ok().stdout, "bg\n");
+    node.shoal(&["exec", "bg", "true"]).ok();
+    node.shoal(&["container", "rm", "-f", "bg", "later"]).ok();
+    node.assert_clean();
+}

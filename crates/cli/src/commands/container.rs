@@ -15,6 +15,16 @@ use crate::output::{print_json, print_table, Format};
 pub enum ContainerCommand {
     /// Create and start a container (pulls the image if it is missing)
     Run(RunArgs),
+    /// Create a container without starting it (pulls the image if it is missing)
+    Create(RunArgs),
+    /// Start created containers
+    Start {
+        /// Stream the container's output and end with its exit code (one container)
+        #[arg(short, long)]
+        attach: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Run a command in a running container
     Exec(crate::commands::exec::ExecArgs),
     /// List containers
@@ -208,6 +218,7 @@ impl RunArgs {
             pids_limit: self.pids_limit.unwrap_or(0),
             auto_remove: self.rm,
             detach: self.detach,
+            create_only: false,
             networks: self
                 .networks
                 .iter()
@@ -247,6 +258,38 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             Ok(())
         }
         ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
+        ContainerCommand::Create(args) => {
+            let mut request = args.request()?;
+            // The run path prints the id and returns, as a detached run does.
+            request.create_only = true;
+            request.detach = true;
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            run_container(&mut runtime, request).await?;
+            Ok(())
+        }
+        ContainerCommand::Start { attach, containers } => {
+            if attach && containers.len() > 1 {
+                return Err(CliError::msg("start --attach takes one container; start the others without it"));
+            }
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                runtime.start_container(pb::ContainerRef { name: name.clone() }).await?;
+                if !attach {
+                    println!("{name}");
+                    continue;
+                }
+                let request = pb::ContainerLogsRequest { name: name.clone(), follow: true, ..Default::default() };
+                let mut lines = runtime.container_logs(request).await?.into_inner();
+                while let Some(line) = lines.message().await? {
+                    print_log_line(&line, false)?;
+                }
+                let exit = runtime.wait_container(pb::ContainerRef { name }).await?.into_inner();
+                if exit.code != 0 {
+                    std::process::exit(exit.code);
+                }
+            }
+            Ok(())
+        }
         ContainerCommand::Ls { all, filters, quiet, format } => {
             let filters = filters.iter().map(|f| ListFilter::parse(f)).collect::<CliResult<Vec<_>>>()?;
             // Asking for a status other than running means the stopped ones too, as in docker.

@@ -223,6 +223,10 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
             networks.created(prepared, &id).await;
         }
+        if request.create_only {
+            let created = pb::RunEvent { event: Some(pb::run_event::Event::Created(id)) };
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(created)))));
+        }
         if let Err(e) = self.containers.start(&id).await {
             let _ = self.containers.remove(&id, true).await;
             if let Some(networks) = &self.networks {
@@ -325,6 +329,16 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             .filter(move |line| std::future::ready(line.time_unix_nanos() >= since))
             .map(|line| Ok(log_line(line)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn start_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
+        let id = self.containers.inspect(&request.into_inner().name).map(|d| d.id).map_err(container_status)?;
+        self.containers.start(&id).await.map_err(container_status)?;
+        // Its networks (set up at create) go back when it exits.
+        if let Some(networks) = &self.networks {
+            networks.watch(id);
+        }
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn pause_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
