@@ -275,6 +275,11 @@ fn published_ports_reach_the_container_and_go_with_it() {
         inspect[0]["network_settings"]["ports"][0], "0.0.0.0:18080->80/tcp",
         "{inspect}"
     );
+    // `container port`, all of them and one by its private port.
+    assert_eq!(node.shoal(&["container", "port", "web"]).ok().stdout, "80/tcp -> 0.0.0.0:18080\n");
+    assert_eq!(node.shoal(&["container", "port", "web", "80"]).ok().stdout, "0.0.0.0:18080\n");
+    let unpublished = node.shoal(&["container", "port", "web", "81/udp"]);
+    assert!(!unpublished.success() && unpublished.stderr.contains("81/udp"), "{}", unpublished.stderr);
 
     // The same port again: refused, and nothing of the second run is left.
     let sandboxes = node.sandboxes();

@@ -93,6 +93,12 @@ pub enum ContainerCommand {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// List a container's published ports, or the one for PRIVATE_PORT[/PROTO]
+    Port {
+        container: String,
+        #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+        private: Option<String>,
+    },
     /// Remove every container that is not running
     Prune {
         /// Do not ask (there is no prompt; accepted for docker compatibility)
@@ -364,6 +370,25 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             print_table(&titles, top.processes.into_iter().map(|p| p.fields).collect());
             Ok(())
         }
+        ContainerCommand::Port { container, private } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            let doc = runtime.inspect_container(pb::ContainerRef { name: container.clone() }).await?.into_inner();
+            let details: serde_json::Value = serde_json::from_str(&doc.json)?;
+            let published = published_ports(&details);
+            let wanted = private.as_deref().map(|p| if p.contains('/') { p.to_string() } else { format!("{p}/tcp") });
+            let shown: Vec<&(String, String)> = published.iter().filter(|(inside, _)| wanted.as_ref().is_none_or(|w| w == inside)).collect();
+            if let (Some(wanted), true) = (&wanted, shown.is_empty()) {
+                return Err(CliError::msg(format!("no public port {wanted} is published for container {container}")));
+            }
+            for (inside, outside) in shown {
+                if private.is_some() {
+                    println!("{outside}");
+                } else {
+                    println!("{inside} -> {outside}");
+                }
+            }
+            Ok(())
+        }
         ContainerCommand::Prune { force: _ } => {
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
             let pruned = runtime.prune_containers(pb::Empty {}).await?.into_inner();
@@ -400,6 +425,17 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             Ok(())
         }
     }
+}
+
+/// (`80/tcp`, `0.0.0.0:8080`) pairs from inspect's `HOST_IP:PORT->PORT/PROTO` list.
+fn published_ports(details: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(ports) = details["network_settings"]["ports"].as_array() else { return Vec::new() };
+    ports
+        .iter()
+        .filter_map(|p| p.as_str())
+        .filter_map(|p| p.split_once("->"))
+        .map(|(outside, inside)| (inside.to_string(), outside.to_string()))
+        .collect()
 }
 
 /// One `ls --filter`; several must all match.
