@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_runtime::testing::{TestImages, TestRegistry};
 
-use crate::support::node::LocalNode;
+use crate::support::node::{registry_with_busybox, LocalNode};
 use crate::support::wait_until;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -44,9 +43,7 @@ fn freezer_state(pid: i64) -> String {
 
 #[test]
 fn pause_freezes_the_processes_and_unpause_resumes_them() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("pause");
     let script = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done";
     node.shoal(&["run", "-d", "--name", "ticker", &busybox.reference, "sh", "-c", script]).ok();
@@ -90,9 +87,7 @@ fn pause_freezes_the_processes_and_unpause_resumes_them() {
 
 #[test]
 fn volumes_keep_data_across_containers_and_are_refused_or_pruned_as_docker_does() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("volumes");
 
     let named = node.shoal(&["volume", "create", "--label", "team=web", "data"]).ok();
@@ -134,9 +129,7 @@ fn volumes_keep_data_across_containers_and_are_refused_or_pruned_as_docker_does(
 
 #[test]
 fn top_lists_the_processes_ls_filters_and_prune_removes_only_stopped_containers() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("top");
     node.shoal(&["run", "-d", "--name", "worker", "--label", "app=web", &busybox.reference, "sh", "-c", "sleep 1001 & exec sleep 1000"]).ok();
     node.shoal(&["run", "--name", "finished", &busybox.reference, "true"]).ok();
@@ -179,9 +172,7 @@ fn top_lists_the_processes_ls_filters_and_prune_removes_only_stopped_containers(
 
 #[test]
 fn logs_since_and_until_cut_by_time() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("since");
     node.shoal(&["run", "--name", "stamps", &busybox.reference, "sh", "-c", "echo early; sleep 1.5; echo late"]).ok();
     let stamped = node.shoal(&["container", "logs", "-t", "stamps"]).ok().stdout;
@@ -203,9 +194,7 @@ fn logs_since_and_until_cut_by_time() {
 
 #[test]
 fn create_then_start_runs_the_container_once() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("create");
     let id = node.shoal(&["container", "create", "--name", "later", &busybox.reference, "sh", "-c", "echo hello from $(hostname); exit 4"]).ok().stdout;
     assert_eq!(id.trim().len(), 64, "create prints the id: {id}");

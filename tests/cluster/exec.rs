@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use shoal_runtime::testing::{TestImages, TestRegistry};
 
-use crate::support::node::LocalNode;
+use crate::support::node::{registry_with_busybox, LocalNode};
 use crate::support::terminal::Terminal;
 use crate::support::SHOAL;
 
@@ -15,9 +14,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn exec_joins_the_container_and_passes_io_and_exit_codes_through() {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let busybox = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("exec");
     node.shoal(&["run", "-d", "--name", "box", &busybox.reference, "sleep", "1000"]).ok();
 

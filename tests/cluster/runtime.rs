@@ -6,18 +6,11 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shoal_runtime::testing::{PushedImage, TestImages, TestRegistry};
+use shoal_runtime::testing::TestImages;
 
-use crate::support::node::LocalNode;
+use crate::support::node::{registry_with_busybox, LocalNode};
 use crate::support::wait_until;
 
-/// A registry on loopback holding the test busybox as `busybox:1`.
-fn registry_with_busybox() -> (TestRegistry, PushedImage) {
-    let registry = TestRegistry::start().expect("starting docker-registry");
-    let images = TestImages::shared().expect("building the test images");
-    let pushed = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
-    (registry, pushed)
-}
 
 #[derive(Deserialize)]
 struct ContainerRow {

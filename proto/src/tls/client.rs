@@ -22,13 +22,7 @@ impl ClientTls {
     /// asks the CA for its first certificate.
     pub fn anonymous(ca_pem: &str) -> Result<Self, TlsError> {
         let roots = root_store(&parse_certs(ca_pem, "CA certificate")?)?;
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(PROTOCOLS)
-            .map_err(|e| TlsError::BadCredentials {
-                reason: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config = tls13_client()?.with_root_certificates(roots).with_no_client_auth();
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(ClientTls {
             current: LiveConfig::new(Arc::new(config)),
@@ -47,15 +41,18 @@ impl ClientTls {
     }
 }
 
+/// A client config builder for TLS 1.3 with the ring provider.
+pub(super) fn tls13_client() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, TlsError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOLS)
+        .map_err(|e| TlsError::BadCredentials { reason: e.to_string() })
+}
+
 fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = root_store(&parse_certs(&credentials.ca_pem, "CA certificate")?)?;
     let chain = parse_certs(&credentials.cert_pem, "certificate")?;
     let key = parse_key(&credentials.key_pem)?;
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(PROTOCOLS)
-        .map_err(|e| TlsError::BadCredentials {
-            reason: e.to_string(),
-        })?
+    let mut config = tls13_client()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| TlsError::BadCredentials {
@@ -164,6 +161,24 @@ fn tls_connector(
     })
 }
 
+/// Runs a TCP connect and TLS handshake to `addr` within `timeout`, its
+/// failure sorted as [`classify`] does.
+pub(super) async fn handshake_within<T>(
+    addr: &str,
+    timeout: Duration,
+    handshake: impl Future<Output = io::Result<T>>,
+) -> Result<T, TlsError> {
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(classify(addr, timeout, &e)),
+        Err(_) => Err(TlsError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+            detail: "the TCP connection or TLS handshake did not finish".into(),
+        }),
+    }
+}
+
 /// A client connection to a manager's Raft frames ([`ALPN_RAFT`]).
 pub type RaftClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
@@ -179,17 +194,7 @@ pub async fn connect_raft(addr: &str, tls: &ClientTls, timeout: Duration) -> Res
         tcp.set_nodelay(true)?;
         TlsConnector::from(Arc::new(config)).connect(manager_server_name()?, tcp).await
     };
-    let stream = match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(classify(addr, timeout, &e)),
-        Err(_) => {
-            return Err(TlsError::Timeout {
-                addr: addr.to_string(),
-                timeout,
-                detail: "the TCP connection or TLS handshake did not finish".into(),
-            })
-        }
-    };
+    let stream = handshake_within(addr, timeout, connecting).await?;
     if stream.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
         return Err(TlsError::Handshake {
             addr: addr.to_string(),

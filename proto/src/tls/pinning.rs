@@ -2,7 +2,7 @@
 //! digest.
 
 use super::*;
-use super::client::{check_host_port, classify, manager_server_name};
+use super::client::{check_host_port, handshake_within, manager_server_name, tls13_client};
 
 /// Fetches the swarm's CA certificate from the manager at `addr`, trusting
 /// it only if its SHA-256 is `expected_digest` (from the join token) and the
@@ -28,11 +28,7 @@ pub async fn fetch_pinned_ca(
         provider: provider.clone(),
         chain: Mutex::new(None),
     });
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(PROTOCOLS)
-        .map_err(|e| TlsError::BadCredentials {
-            reason: e.to_string(),
-        })?
+    let mut config = tls13_client()?
         .dangerous()
         .with_custom_certificate_verifier(capture.clone())
         .with_no_client_auth();
@@ -49,17 +45,7 @@ pub async fn fetch_pinned_ca(
         let _ = stream.shutdown().await;
         Ok::<_, io::Error>(())
     };
-    match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(classify(addr, timeout, &e)),
-        Err(_) => {
-            return Err(TlsError::Timeout {
-                addr: addr.to_string(),
-                timeout,
-                detail: "the TCP connection or TLS handshake did not finish".into(),
-            })
-        }
-    }
+    handshake_within(addr, timeout, handshake).await?;
 
     let chain = capture
         .chain

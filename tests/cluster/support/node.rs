@@ -250,3 +250,11 @@ pub fn processes_using(dir: &Path, except: Option<u32>) -> Vec<u32> {
 pub fn sh(command: &str) -> Output {
     run("sh", &["-c", command], CLI_TIMEOUT)
 }
+
+/// A registry on loopback holding the test busybox as `busybox:1`.
+pub fn registry_with_busybox() -> (shoal_runtime::testing::TestRegistry, shoal_runtime::testing::PushedImage) {
+    let registry = shoal_runtime::testing::TestRegistry::start().expect("starting docker-registry");
+    let images = shoal_runtime::testing::TestImages::shared().expect("building the test images");
+    let pushed = registry.push(&images.layout, shoal_runtime::testing::TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
+    (registry, pushed)
+}
