@@ -218,3 +218,45 @@ fn create_then_start_runs_the_container_once() {
     node.shoal(&["container", "rm", "-f", "bg", "later"]).ok();
     node.assert_clean();
 }
+
+/// `12.5MiB` -> bytes.
+fn mebibytes(size: &str) -> f64 {
+    let units = [("KiB", 1.0 / 1024.0), ("MiB", 1.0), ("GiB", 1024.0), ("B", 1.0 / 1024.0 / 1024.0)];
+    let (number, scale) = units.iter().find_map(|(unit, scale)| size.strip_suffix(unit).map(|n| (n, *scale))).expect("a size with a unit");
+    number.parse::<f64>().expect("a number") * scale
+}
+
+#[test]
+fn stats_shows_memory_rising_under_the_limit_as_json() {
+    let (_registry, busybox) = registry_with_busybox();
+    let node = LocalNode::start("stats");
+    node.shoal(&["run", "-d", "--name", "hog", "--memory", "64m", &busybox.reference, "sleep", "1000"]).ok();
+    let reading = || -> serde_json::Value {
+        let out = node.shoal(&["container", "stats", "--no-stream", "--format", "json", "hog"]).ok().stdout;
+        serde_json::from_str(out.lines().next().expect("one line per container")).expect("a JSON line")
+    };
+    let usage = |r: &serde_json::Value| -> (f64, f64) {
+        let text = r["MemUsage"].as_str().expect("MemUsage");
+        let (used, limit) = text.split_once(" / ").expect("USED / LIMIT");
+        (mebibytes(used), mebibytes(limit))
+    };
+    let before = reading();
+    assert_eq!(before["Name"], "hog");
+    assert!(before["CPUPerc"].as_str().is_some_and(|c| c.ends_with('%')), "{before}");
+    assert!(before["PIDs"].as_str().is_some_and(|p| p.parse::<u32>().is_ok_and(|n| n >= 1)), "{before}");
+    let (used_before, limit) = usage(&before);
+    assert_eq!(limit, 64.0, "{before}");
+
+    // 24 MiB on the container's /dev/shm is charged to its memory.
+    node.shoal(&["exec", "hog", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=24"]).ok();
+    let after = reading();
+    let (used_after, _) = usage(&after);
+    assert!(used_after >= used_before + 20.0 && used_after < 64.0, "{before} -> {after}");
+    let percent: f64 = after["MemPerc"].as_str().and_then(|p| p.strip_suffix('%')).and_then(|p| p.parse().ok()).expect("MemPerc");
+    assert!((30.0..100.0).contains(&percent), "{after}");
+
+    let table = node.shoal(&["container", "stats", "--no-stream"]).ok().stdout;
+    assert!(table.starts_with("CONTAINER ID") && table.contains("hog"), "{table}");
+    node.shoal(&["container", "rm", "-f", "hog"]).ok();
+    node.assert_clean();
+}

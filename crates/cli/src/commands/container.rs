@@ -93,6 +93,16 @@ pub enum ContainerCommand {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// Live CPU, memory, network, block I/O and pids of running containers
+    Stats {
+        /// One reading, then exit
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// All running containers when none is named
+        containers: Vec<String>,
+    },
     /// List a container's published ports, or the one for PRIVATE_PORT[/PROTO]
     Port {
         container: String,
@@ -369,6 +379,10 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             let titles: Vec<&str> = top.titles.iter().map(String::as_str).collect();
             print_table(&titles, top.processes.into_iter().map(|p| p.fields).collect());
             Ok(())
+        }
+        ContainerCommand::Stats { no_stream, format, containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            crate::commands::stats::run(&mut runtime, containers, no_stream, format).await
         }
         ContainerCommand::Port { container, private } => {
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);

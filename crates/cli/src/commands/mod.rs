@@ -9,5 +9,6 @@ pub mod network;
 pub mod node;
 pub mod secret;
 pub mod service;
+pub mod stats;
 pub mod swarm;
 pub mod volume;

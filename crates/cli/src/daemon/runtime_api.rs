@@ -359,6 +359,22 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         }))
     }
 
+    async fn container_stats(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerUsage>, Status> {
+        let (id, name, usage) = self.containers.stats(&request.into_inner().name).map_err(container_status)?;
+        Ok(Response::new(pb::ContainerUsage {
+            id,
+            name,
+            cpu_nanos: usage.cpu_nanos,
+            memory_bytes: usage.memory_bytes,
+            memory_limit_bytes: usage.memory_limit_bytes,
+            pids: usage.pids,
+            net_rx_bytes: usage.net_rx_bytes,
+            net_tx_bytes: usage.net_tx_bytes,
+            block_read_bytes: usage.block_read_bytes,
+            block_write_bytes: usage.block_write_bytes,
+        }))
+    }
+
     async fn prune_containers(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneContainersResponse>, Status> {
         let mut deleted = Vec::new();
         let mut reclaimed_bytes = 0;

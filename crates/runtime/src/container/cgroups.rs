@@ -230,6 +230,17 @@ impl Cgroup {
         }
     }
 
+    /// The directory holding `controller`'s files: the one v2 directory,
+    /// or the v1 hierarchy that carries it.
+    pub fn controller_dir(&self, controller: &str) -> Option<&Path> {
+        match &self.layout {
+            Layout::Unified => self.dirs.first().map(PathBuf::as_path),
+            Layout::V1(hierarchies) => {
+                hierarchies.iter().zip(&self.dirs).find(|(h, _)| h.has(controller)).map(|(_, dir)| dir.as_path())
+            }
+        }
+    }
+
     fn freezer_dir(&self) -> Option<&PathBuf> {
         let Layout::V1(hierarchies) = &self.layout else { return None };
         hierarchies.iter().zip(&self.dirs).find(|(h, _)| h.has("freezer")).map(|(_, dir)| dir)

@@ -17,6 +17,7 @@ mod record;
 mod rootfs;
 mod seccomp;
 mod spec;
+pub mod stats;
 pub mod top;
 pub mod state;
 
