@@ -260,3 +260,19 @@ fn stats_shows_memory_rising_under_the_limit_as_json() {
     node.shoal(&["container", "rm", "-f", "hog"]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn image_tag_adds_a_name_that_runs_and_bad_tags_are_one_sentence() {
+    let (_registry, busybox) = registry_with_busybox();
+    let node = LocalNode::start("tag");
+    node.shoal(&["image", "pull", "-q", &busybox.reference]).ok();
+    node.shoal(&["image", "tag", &busybox.reference, "mybox:v2"]).ok();
+    let listed = node.shoal(&["image", "ls"]).ok().stdout;
+    assert!(listed.lines().any(|l| l.starts_with("mybox") && l.contains("v2")), "{listed}");
+    assert_eq!(node.shoal(&["run", "--rm", "mybox:v2", "echo", "tagged"]).ok().stdout, "tagged\n");
+    for (source, target, named) in [(busybox.reference.as_str(), "Not:Valid", "Not:Valid"), ("nosuch:1", "other:1", "nosuch")] {
+        let refused = node.shoal(&["image", "tag", source, target]);
+        assert!(!refused.success() && refused.stderr.contains(named) && refused.stderr.trim().lines().count() == 1, "{}", refused.stderr);
+    }
+    node.assert_clean();
+}

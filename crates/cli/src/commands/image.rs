@@ -54,6 +54,8 @@ pub enum ImageCommand {
         #[arg(long = "cmd", value_name = "ARG")]
         cmd: Vec<String>,
     },
+    /// Give an image another name: SOURCE (name or id) as TARGET (NAME[:TAG])
+    Tag { source: String, target: String },
     /// Remove images no tag or container refers to, and unused layers
     Prune {
         /// Accepted for docker compatibility; prune never asks
@@ -114,6 +116,9 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
                 .await?
                 .into_inner();
             println!("{}", image.name);
+        }
+        ImageCommand::Tag { source, target } => {
+            runtime.tag_image(pb::TagImageRequest { source, target }).await?;
         }
         ImageCommand::Prune { force: _ } => {
             let pruned = runtime.prune_images(pb::Empty {}).await?.into_inner();

@@ -185,6 +185,13 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         }))
     }
 
+    async fn tag_image(&self, request: Request<pb::TagImageRequest>) -> Result<Response<pb::ImageRef>, Status> {
+        let request = request.into_inner();
+        let target = Reference::parse(&request.target).map_err(image_status)?;
+        self.images.tag(&request.source, &target).await.map_err(image_status)?;
+        Ok(Response::new(pb::ImageRef { name: target.familiar() }))
+    }
+
     type RunContainerStream = EventStream<pb::RunEvent>;
 
     async fn run_container(&self, request: Request<pb::RunContainerRequest>) -> Result<Response<Self::RunContainerStream>, Status> {
