@@ -127,11 +127,11 @@ fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
         value /= base;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes}{}", units[0])
-    } else {
-        format!("{value:.3}{}", units[unit]).replace(".000", "")
-    }
+    // Four significant digits, as docker's sizes have them (23.54GiB).
+    let decimals = 4usize.saturating_sub(format!("{}", value.trunc() as u64).len());
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
+    format!("{text}{}", units[unit])
 }
 
 #[cfg(test)]
@@ -141,7 +141,9 @@ mod tests {
     #[test]
     fn sizes_and_percentages_read_as_docker_prints_them() {
         assert_eq!(binary(512), "512B");
-        assert_eq!(binary(3 * 1024 * 1024 / 2), "1.500MiB");
+        assert_eq!(binary(3 * 1024 * 1024 / 2), "1.5MiB");
+        assert_eq!(binary(25_275_000_000), "23.54GiB");
+        assert_eq!(decimal(3434), "3.434kB");
         assert_eq!(decimal(2_000_000), "2MB");
         let at = Instant::now();
         let old = pb::ContainerUsage { id: "a".repeat(64), cpu_nanos: 0, memory_limit_bytes: 100, ..Default::default() };
