@@ -276,3 +276,29 @@ fn image_tag_adds_a_name_that_runs_and_bad_tags_are_one_sentence() {
     }
     node.assert_clean();
 }
+
+#[test]
+fn rename_keeps_the_container_and_its_state() {
+    let (_registry, busybox) = registry_with_busybox();
+    let mut node = LocalNode::start("rename");
+    node.shoal(&["run", "-d", "--name", "before", &busybox.reference, "sleep", "1000"]).ok();
+    node.shoal(&["run", "-d", "--name", "taken", &busybox.reference, "sleep", "1000"]).ok();
+    node.shoal(&["container", "rename", "before", "after"]).ok();
+    node.shoal(&["exec", "after", "true"]).ok();
+    let inspect: Vec<serde_json::Value> = node.shoal(&["container", "inspect", "after"]).ok().stdout_json();
+    assert_eq!((inspect[0]["name"].as_str(), inspect[0]["state"]["status"].as_str()), (Some("after"), Some("running")));
+    assert!(!node.shoal(&["container", "inspect", "before"]).success());
+
+    // Refused: a name in use, an invalid one.
+    let taken = node.shoal(&["container", "rename", "after", "taken"]);
+    assert!(!taken.success() && taken.stderr.contains("taken") && taken.stderr.contains("in use"), "{}", taken.stderr);
+    let invalid = node.shoal(&["container", "rename", "after", "no/slash"]);
+    assert!(!invalid.success() && invalid.stderr.contains("no/slash"), "{}", invalid.stderr);
+
+    // The new name is on disk: it survives a daemon restart, and the
+    // container still stops and goes under it.
+    node.restart_daemon();
+    node.shoal(&["container", "stop", "-t", "1", "after"]).ok();
+    node.shoal(&["container", "rm", "-f", "after", "taken"]).ok();
+    node.assert_clean();
+}

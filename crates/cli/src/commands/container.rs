@@ -93,6 +93,8 @@ pub enum ContainerCommand {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// Give a container another name
+    Rename { container: String, new_name: String },
     /// Live CPU, memory, network, block I/O and pids of running containers
     Stats {
         /// One reading, then exit
@@ -378,6 +380,11 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             let top = runtime.top_container(pb::ContainerRef { name: container }).await?.into_inner();
             let titles: Vec<&str> = top.titles.iter().map(String::as_str).collect();
             print_table(&titles, top.processes.into_iter().map(|p| p.fields).collect());
+            Ok(())
+        }
+        ContainerCommand::Rename { container, new_name } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            runtime.rename_container(pb::RenameContainerRequest { name: container, new_name }).await?;
             Ok(())
         }
         ContainerCommand::Stats { no_stream, format, containers } => {

@@ -338,6 +338,12 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn rename_container(&self, request: Request<pb::RenameContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        self.containers.rename(&request.name, &request.new_name).map_err(container_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn start_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
         let id = self.containers.inspect(&request.into_inner().name).map(|d| d.id).map_err(container_status)?;
         self.containers.start(&id).await.map_err(container_status)?;

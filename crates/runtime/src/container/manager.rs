@@ -61,15 +61,28 @@ enum Phase {
 struct Entry {
     record: ContainerRecord,
     dir: PathBuf,
-    phase: watch::Sender<Phase>,
+    /// Shared with the entry a rename replaces this one by, so whoever
+    /// holds either (a shim's watcher, a waiter) sees the same container.
+    phase: Arc<watch::Sender<Phase>>,
     /// True once the shim has ended: the log is complete.
-    log_closed: watch::Sender<bool>,
+    log_closed: Arc<watch::Sender<bool>>,
 }
 
 impl Entry {
     fn new(record: ContainerRecord, dir: PathBuf, phase: Phase) -> Arc<Self> {
         let closed = matches!(phase, Phase::Exited(_));
-        Arc::new(Entry { record, dir, phase: watch::channel(phase).0, log_closed: watch::channel(closed).0 })
+        Arc::new(Entry {
+            record,
+            dir,
+            phase: Arc::new(watch::channel(phase).0),
+            log_closed: Arc::new(watch::channel(closed).0),
+        })
+    }
+
+    /// The same container under another name.
+    fn renamed(&self, name: &str) -> Arc<Self> {
+        let record = ContainerRecord { name: name.to_string(), ..self.record.clone() };
+        Arc::new(Entry { record, dir: self.dir.clone(), phase: self.phase.clone(), log_closed: self.log_closed.clone() })
     }
 
     fn exited(&self, exit: ExitInfo) {
@@ -152,6 +165,21 @@ impl ContainerManager {
             }
         }
         Ok(manager)
+    }
+
+    /// `container rename`: the record on disk first, then the name here.
+    pub fn rename(&self, name: &str, new_name: &str) -> Result<()> {
+        record::validate_name(new_name)?;
+        let entry = self.find(name)?;
+        let mut containers = self.lock();
+        if containers.values().any(|e| e.record.name == new_name && e.record.id != entry.record.id) {
+            return Err(ContainerError::NameInUse(new_name.to_string()));
+        }
+        let renamed = entry.renamed(new_name);
+        state::write_json(&entry.dir.join(RECORD_FILE), &renamed.record)
+            .map_err(|e| ContainerError::io(format!("recording the new name of container {}", entry.record.name), e))?;
+        containers.insert(entry.record.id.clone(), renamed);
+        Ok(())
     }
 
     /// The node's named volumes.
