@@ -74,7 +74,7 @@ impl VolumeStore {
     pub fn create(&self, name: Option<&str>, labels: BTreeMap<String, String>) -> Result<Volume, ContainerError> {
         let name = match name.filter(|n| !n.is_empty()) {
             Some(name) => name.to_string(),
-            None => random_name(),
+            None => anonymous_name(),
         };
         validate_name(&name)?;
         let dir = self.root.join(&name);
@@ -158,9 +158,9 @@ impl VolumeStore {
     }
 }
 
-fn random_name() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex::encode(bytes)
+/// A name for a volume made without one (`volume create`, `-v /path`).
+pub fn anonymous_name() -> String {
+    crate::container::record::random_id()
 }
 
 fn modified_rfc3339(path: &Path) -> String {

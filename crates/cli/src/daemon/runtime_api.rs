@@ -472,7 +472,7 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
         .map(|m| match m.r#type.as_str() {
             "bind" => Ok(MountSpec::Bind { source: m.source.clone().into(), target: m.target.clone(), readonly: m.readonly }),
             // `-v /path` alone: an anonymous volume, named at random as docker does.
-            "volume" if m.source.is_empty() => Ok(MountSpec::Volume { name: anonymous_volume_name(), target: m.target.clone(), readonly: m.readonly }),
+            "volume" if m.source.is_empty() => Ok(MountSpec::Volume { name: shoal_runtime::volume::anonymous_name(), target: m.target.clone(), readonly: m.readonly }),
             "volume" => Ok(MountSpec::Volume { name: m.source.clone(), target: m.target.clone(), readonly: m.readonly }),
             "tmpfs" => Ok(MountSpec::Tmpfs {
                 target: m.target.clone(),
@@ -501,11 +501,6 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
         network_namespace: None,
         auto_remove: request.auto_remove,
     })
-}
-
-fn anonymous_volume_name() -> String {
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn volume_pb(volume: shoal_runtime::volume::Volume) -> pb::Volume {

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use super::logs::{self, LogEntries, LogOptions, LogRotation};
 use super::model::*;
 use super::state::{self, ShimConfig, EXIT_FILE, RECORD_FILE, SHIM_CONFIG_FILE, SHIM_LOG_FILE, STARTED_FILE};
+use super::cgroups::Cgroup;
+use super::record::random_id;
 use super::{cgroups, record, rootfs, spec, ContainerError};
 use crate::launcher::Launcher;
 
@@ -77,6 +79,12 @@ impl Entry {
             phase: Arc::new(watch::channel(phase).0),
             log_closed: Arc::new(watch::channel(closed).0),
         })
+    }
+
+    /// The container's cgroup, from the shim's config.
+    fn cgroup(&self) -> Option<Cgroup> {
+        let config = state::read_json::<ShimConfig>(&self.dir.join(SHIM_CONFIG_FILE))?;
+        Cgroup::existing(&config.cgroup_path).ok()
     }
 
     /// The same container under another name.
@@ -165,6 +173,18 @@ impl ContainerManager {
             }
         }
         Ok(manager)
+    }
+
+    /// A running container's start record and cgroup (pause, top, stats);
+    /// an error naming it if it is not running.
+    fn running_cgroup(&self, entry: &Entry) -> Result<(Started, Cgroup)> {
+        let Phase::Running(started) = entry.phase.borrow().clone() else {
+            return Err(ContainerError::NotRunning(entry.record.name.clone()));
+        };
+        let cgroup = entry
+            .cgroup()
+            .ok_or_else(|| ContainerError::Internal(format!("the cgroup of container {} is unknown", entry.record.name)))?;
+        Ok((started, cgroup))
     }
 
     /// `container rename`: the record on disk first, then the name here.
@@ -522,10 +542,6 @@ pub fn parse_signal(name: &str) -> Option<Signal> {
     full.parse().ok()
 }
 
-fn random_id() -> String {
-    let bytes: [u8; 32] = rand::random();
-    hex::encode(bytes)
-}
 
 /// docker-like `adjective_noun` names with a bit of the id to stay unique.
 fn random_name(id: &str) -> String {

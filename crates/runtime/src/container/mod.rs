@@ -13,7 +13,7 @@ pub mod logs;
 mod manager;
 pub mod model;
 mod mounts;
-mod record;
+pub(crate) mod record;
 mod rootfs;
 mod seccomp;
 mod spec;

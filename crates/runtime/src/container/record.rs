@@ -101,6 +101,12 @@ fn validate_mount(mount: &MountSpec) -> Result<(), ContainerError> {
 }
 
 /// docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+/// 64 random hex digits: container ids, and the names of anonymous volumes.
+pub fn random_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
 pub fn validate_name(name: &str) -> Result<(), ContainerError> {
     let valid = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())

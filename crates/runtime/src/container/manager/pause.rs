@@ -3,12 +3,11 @@
 //! itself, so it survives a daemon restart with nothing recorded.
 
 use super::*;
-use crate::container::cgroups::Cgroup;
 
 impl ContainerManager {
     pub async fn pause(&self, name: &str) -> Result<()> {
         let entry = self.find(name)?;
-        let cgroup = self.running_cgroup(&entry)?;
+        let (_, cgroup) = self.running_cgroup(&entry)?;
         if cgroup.is_frozen() {
             return Err(ContainerError::InvalidRequest(format!("container {} is already paused", entry.record.name)));
         }
@@ -20,7 +19,7 @@ impl ContainerManager {
 
     pub async fn unpause(&self, name: &str) -> Result<()> {
         let entry = self.find(name)?;
-        let cgroup = self.running_cgroup(&entry)?;
+        let (_, cgroup) = self.running_cgroup(&entry)?;
         if !cgroup.is_frozen() {
             return Err(ContainerError::InvalidRequest(format!("container {} is not paused", entry.record.name)));
         }
@@ -33,7 +32,7 @@ impl ContainerManager {
     /// Thaws a paused container before it is signalled: frozen processes
     /// would not act on a signal, SIGKILL included, until thawed.
     pub(super) fn thaw_for_signal(&self, entry: &Entry) {
-        if let Some(cgroup) = cgroup_of(entry) {
+        if let Some(cgroup) = entry.cgroup() {
             if cgroup.is_frozen() {
                 if let Err(e) = cgroup.set_frozen(false) {
                     tracing::warn!(container = %entry.record.name, error = %e, "cannot thaw a paused container to signal it");
@@ -41,22 +40,9 @@ impl ContainerManager {
             }
         }
     }
-
-    fn running_cgroup(&self, entry: &Entry) -> Result<Cgroup> {
-        if !matches!(*entry.phase.borrow(), Phase::Running(_)) {
-            return Err(ContainerError::NotRunning(entry.record.name.clone()));
-        }
-        cgroup_of(entry).ok_or_else(|| ContainerError::Internal(format!("the cgroup of container {} is unknown", entry.record.name)))
-    }
-}
-
-/// The container's cgroup, from the shim's config.
-fn cgroup_of(entry: &Entry) -> Option<Cgroup> {
-    let config = state::read_json::<ShimConfig>(&entry.dir.join(SHIM_CONFIG_FILE))?;
-    Cgroup::existing(&config.cgroup_path).ok()
 }
 
 /// True if `entry` runs and is paused (for `ls` and `inspect`).
 pub(super) fn is_paused(entry: &Entry) -> bool {
-    matches!(*entry.phase.borrow(), Phase::Running(_)) && cgroup_of(entry).is_some_and(|c| c.is_frozen())
+    matches!(*entry.phase.borrow(), Phase::Running(_)) && entry.cgroup().is_some_and(|c| c.is_frozen())
 }

@@ -108,24 +108,14 @@ impl ContainerManager {
     /// `container top`: the processes in a running container's cgroup.
     pub fn top(&self, name: &str) -> Result<Vec<crate::container::top::Process>> {
         let entry = self.find(name)?;
-        if !matches!(*entry.phase.borrow(), Phase::Running(_)) {
-            return Err(ContainerError::NotRunning(entry.record.name.clone()));
-        }
-        let config = state::read_json::<ShimConfig>(&entry.dir.join(SHIM_CONFIG_FILE))
-            .ok_or_else(|| ContainerError::Internal(format!("the state of container {} is unreadable", entry.record.name)))?;
-        let cgroup = crate::container::cgroups::Cgroup::existing(&config.cgroup_path).map_err(ContainerError::Internal)?;
+        let (_, cgroup) = self.running_cgroup(&entry)?;
         Ok(cgroup.processes().into_iter().filter_map(crate::container::top::read).collect())
     }
 
     /// `container stats`: a running container's counters now.
     pub fn stats(&self, name: &str) -> Result<(String, String, crate::container::stats::Usage)> {
         let entry = self.find(name)?;
-        let Phase::Running(started) = entry.phase.borrow().clone() else {
-            return Err(ContainerError::NotRunning(entry.record.name.clone()));
-        };
-        let config = state::read_json::<ShimConfig>(&entry.dir.join(SHIM_CONFIG_FILE))
-            .ok_or_else(|| ContainerError::Internal(format!("the state of container {} is unreadable", entry.record.name)))?;
-        let cgroup = crate::container::cgroups::Cgroup::existing(&config.cgroup_path).map_err(ContainerError::Internal)?;
+        let (started, cgroup) = self.running_cgroup(&entry)?;
         let usage = crate::container::stats::read(&cgroup, started.pid);
         Ok((entry.record.id.clone(), entry.record.name.clone(), usage))
     }
