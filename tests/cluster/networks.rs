@@ -455,6 +455,13 @@ fn the_mesh_follows_nodes_and_survives_a_daemon_restart() {
     });
 
     // A node that goes down leaves its peers' lists; its task moves on.
+    // (Its sessions with every other node are up first: the return from
+    // the partition below is about sessions only one side remembers.)
+    let on_worker2 = all.iter().find(|t| t.node == "worker2").map(|t| endpoint(&swarm, t)).expect("a web task on worker2");
+    for other in all.iter().filter(|t| t.node != "worker2") {
+        let what = format!("{} on worker2 to reach {} on {}", on_worker2.task.name, other.name, other.node);
+        wait_until(Duration::from_secs(5), &what, || on_worker2.pings(other.address_on("mesh")).then_some(()));
+    }
     let worker2_key = wg_peers(&swarm, "worker1").into_iter().map(|p| p.endpoint).collect::<BTreeSet<_>>();
     let worker2_endpoint = format!("{}:51820", swarm.cluster.addr("worker2"));
     assert!(worker2_key.contains(&worker2_endpoint));
@@ -465,6 +472,18 @@ fn the_mesh_follows_nodes_and_survives_a_daemon_restart() {
     });
     swarm.cluster.heal("worker2");
     swarm.cluster.start("worker2");
+
+    // A node back from a partition talks at once. Its peers dropped it and
+    // took it back with no session, while its own device kept the old
+    // sessions: unless they greet it with a fresh handshake, what it sends
+    // first is dropped as from an unknown session until WireGuard gives up
+    // on it (15 s).
+    let back = wait_running(&swarm, "web", 5);
+    let on_worker2 = back.iter().find(|t| t.node == "worker2").map(|t| endpoint(&swarm, t)).expect("web's pending task placed on worker2");
+    for other in back.iter().filter(|t| t.node != "worker2") {
+        let what = format!("{} on worker2, back from a partition, to reach {} on {}", on_worker2.task.name, other.name, other.node);
+        wait_until(Duration::from_secs(2), &what, || on_worker2.pings_any(other.address_on("mesh")).then_some(()));
+    }
     swarm.shoal(&["service", "scale", "--detach", "web=4"]).ok();
     wait_running(&swarm, "web", 4);
 

@@ -128,6 +128,14 @@ pub fn run_timers(shared: Arc<Shared>, mut every_second: impl FnMut()) {
             for peer in state.peers() {
                 let mut session = lock(&peer.session);
                 let endpoint = session.endpoint;
+                if session.greet {
+                    if let Some(SocketAddr::V4(to)) = endpoint {
+                        session.greet = false;
+                        if let TunnResult::WriteToNetwork(initiation) = session.tunn.format_handshake_initiation(&mut buf, false) {
+                            send_logged(&udp, to, initiation);
+                        }
+                    }
+                }
                 match session.tunn.update_timers(&mut buf) {
                     TunnResult::WriteToNetwork(message) => {
                         if let Some(SocketAddr::V4(endpoint)) = endpoint {

@@ -27,6 +27,15 @@ pub struct Session {
     pub tunn: Tunn,
     /// Where its packets go; follows the peer when it roams.
     pub endpoint: Option<SocketAddr>,
+    /// A handshake initiation is due as soon as the peer has an endpoint:
+    /// this side has just made the peer (or its keys) anew. The peer may
+    /// still hold a session with us from before (it was dropped for being
+    /// down and is back): it would go on sending in that session, which we
+    /// no longer know, and be dropped until WireGuard gives up on it 15 s
+    /// later. Greeting it replaces that session at once. Kernel WireGuard
+    /// waits for traffic instead; for a mesh whose members come and go
+    /// this is the better default, at one handshake per peer added.
+    pub greet: bool,
 }
 
 /// A peer's configuration, as `wg show` reports it.
@@ -110,16 +119,20 @@ impl DeviceState {
             // No key, no sessions: WireGuard drops every peer's state.
             self.key = None;
             for entry in self.peers.values() {
-                lock(&entry.peer.session).tunn =
-                    new_tunn(&StaticSecret::from([0u8; 32]), entry, &self.rate_limiter);
+                let mut session = lock(&entry.peer.session);
+                session.tunn = new_tunn(&StaticSecret::from([0u8; 32]), entry, &self.rate_limiter);
+                session.greet = false;
             }
             return;
         };
         let secret = StaticSecret::from(bytes);
         let public = PublicKey::from(&secret);
         self.rate_limiter = Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT));
+        // A new key ends every session (boringtun drops them): greet all.
         for entry in self.peers.values() {
-            lock(&entry.peer.session).tunn.set_static_private(secret.clone(), public, Some(self.rate_limiter.clone()));
+            let mut session = lock(&entry.peer.session);
+            session.tunn.set_static_private(secret.clone(), public, Some(self.rate_limiter.clone()));
+            session.greet = true;
         }
         self.key = Some((secret, public));
     }
@@ -147,7 +160,7 @@ impl DeviceState {
                 peer: Arc::new(Peer {
                     public_key: change.public_key,
                     index,
-                    session: Mutex::new(Session { tunn: placeholder_tunn(), endpoint: None }),
+                    session: Mutex::new(Session { tunn: placeholder_tunn(), endpoint: None, greet: false }),
                 }),
                 preshared_key: None,
                 keepalive: None,
@@ -155,11 +168,15 @@ impl DeviceState {
             };
             entry.preshared_key = change.preshared_key.flatten();
             entry.keepalive = change.keepalive.filter(|&k| k > 0);
-            lock(&entry.peer.session).tunn = new_tunn(&self.secret_or_zero(), &entry, &self.rate_limiter);
+            let mut session = lock(&entry.peer.session);
+            session.tunn = new_tunn(&self.secret_or_zero(), &entry, &self.rate_limiter);
+            session.greet = self.key.is_some();
+            drop(session);
             self.by_index.insert(index, entry.peer.clone());
             self.peers.insert(change.public_key, entry);
         }
         let secret = self.secret_or_zero();
+        let has_key = self.key.is_some();
         let rate_limiter = self.rate_limiter.clone();
         let Some(entry) = self.peers.get_mut(&change.public_key) else { return Ok(()) };
         let mut fresh_session = false;
@@ -176,6 +193,7 @@ impl DeviceState {
             let mut session = lock(&entry.peer.session);
             if fresh_session {
                 session.tunn = new_tunn(&secret, entry, &rate_limiter);
+                session.greet = has_key;
             }
             if let Some(endpoint) = change.endpoint {
                 session.endpoint = Some(endpoint);
