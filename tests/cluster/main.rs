@@ -16,6 +16,7 @@ mod renewal;
 mod runtime;
 mod exec;
 mod container_verbs;
+mod copy;
 mod networks;
 mod services;
 mod local_networks;

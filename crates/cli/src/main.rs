@@ -6,6 +6,7 @@ mod daemon;
 mod dev_cluster;
 mod error;
 mod output;
+mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,8 @@ enum Command {
     Run(commands::container::RunArgs),
     /// Run a command in a running container (short for `container exec`)
     Exec(commands::exec::ExecArgs),
+    /// Copy files between a container and this host (short for `container cp`)
+    Cp(commands::cp::CpArgs),
     /// Show what this node knows about itself and its swarm
     Info(commands::swarm::InfoArgs),
     /// A local multi-node cluster on network namespaces
@@ -219,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => Ok(commands::container::run(commands::container::ContainerCommand::Run(args), &cli.connect).await?),
         Command::Volume(command) => Ok(commands::volume::run(command, &cli.connect).await?),
         Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
+        Command::Cp(args) => Ok(commands::cp::run(args, &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {
             let exe = std::env::current_exe()?;

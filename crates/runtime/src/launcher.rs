@@ -11,7 +11,9 @@
 //!   attached (SCM_RIGHTS): forks a shim;
 //! - `E` + an [`ExecRequest`] (JSON), with the process's stdin, stdout,
 //!   stderr and the status pipe attached: forks an exec supervisor (see
-//!   [`crate::container::exec`]).
+//!   [`crate::container::exec`]);
+//! - `C` + a [`JailRequest`] (JSON), with the archive's pipe and the status
+//!   pipe attached: forks a `cp` jail (see [`crate::container::copy::jail`]).
 //!
 //! The launcher answers with the new process's pid, or a negative errno. The shims are the launcher's
 //! children and it lets the kernel reap them (the daemon watches them
@@ -26,6 +28,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::container::copy::jail::{self, JailRequest};
 use crate::container::exec::{self, ExecRequest};
 use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
 
@@ -34,6 +37,7 @@ use nix::sys::socket::{recvmsg, sendmsg, socketpair, AddressFamily, ControlMessa
 const MAX_REQUEST: usize = 256 * 1024;
 const FORK_SHIM: u8 = b'S';
 const FORK_EXEC: u8 = b'E';
+const FORK_COPY: u8 = b'C';
 
 /// The daemon's side: a running launcher.
 pub struct Launcher {
@@ -76,6 +80,16 @@ impl Launcher {
         }
         let fds = [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd(), status.as_raw_fd()];
         self.request(FORK_EXEC, &body, &fds)
+    }
+
+    /// Forks a `cp` jail; returns its pid. `data` is the archive's pipe
+    /// end, `status` where it reports.
+    pub fn start_copy(&mut self, request: &JailRequest, data: &OwnedFd, status: &OwnedFd) -> std::io::Result<i32> {
+        let body = jail::encode(request);
+        if body.len() + 1 > MAX_REQUEST {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the paths are over 256 KiB"));
+        }
+        self.request(FORK_COPY, &body, &[data.as_raw_fd(), status.as_raw_fd()])
     }
 
     fn request(&mut self, tag: u8, body: &[u8], fds: &[RawFd]) -> std::io::Result<i32> {
@@ -147,6 +161,10 @@ pub fn serve() -> i32 {
                 Some(request) => fork_exec(&request, fds),
                 None => -libc::EINVAL,
             },
+            (FORK_COPY, body) if fds.len() == 2 => match jail::decode(body) {
+                Some(request) => fork_copy(&request, fds),
+                None => -libc::EINVAL,
+            },
             _ => -libc::EINVAL,
         };
         if nix::sys::socket::send(socket, &answer.to_le_bytes(), MsgFlags::MSG_NOSIGNAL).is_err() {
@@ -194,6 +212,29 @@ fn fork_exec(request: &ExecRequest, fds: Vec<OwnedFd>) -> i32 {
                 unsafe { libc::_exit(1) }
             };
             let code = exec::supervise(request, [stdin, stdout, stderr], status);
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// Forks one `cp` jail; its pid, or a negative errno. `fds` are the
+/// archive's pipe end and the status pipe.
+fn fork_copy(request: &JailRequest, fds: Vec<OwnedFd>) -> i32 {
+    // SAFETY: as in `fork_shim`.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
+        Err(e) => -(e as i32),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_name(c"shoal-cp");
+            let mut fds = fds.into_iter();
+            let (Some(data), Some(status)) = (fds.next(), fds.next()) else {
+                // SAFETY: ends the fork without the launcher's destructors.
+                unsafe { libc::_exit(1) }
+            };
+            // The daemon's socket has no business in the container's root.
+            let _ = nix::unistd::close(0);
+            let code = jail::run(request, data, status);
             // SAFETY: as above.
             unsafe { libc::_exit(code) }
         }

@@ -27,6 +27,8 @@ pub enum ContainerCommand {
     },
     /// Run a command in a running container
     Exec(crate::commands::exec::ExecArgs),
+    /// Copy files between a container and this host (CONTAINER:PATH on one side)
+    Cp(crate::commands::cp::CpArgs),
     /// List containers
     Ls {
         /// Show stopped containers too
@@ -276,6 +278,7 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             Ok(())
         }
         ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
+        ContainerCommand::Cp(args) => crate::commands::cp::run(args, connect).await,
         ContainerCommand::Create(args) => {
             let mut request = args.request()?;
             // The run path prints the id and returns, as a detached run does.

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod container;
+pub mod cp;
 pub mod exec;
 pub mod flags;
 pub mod image;

@@ -3,6 +3,7 @@
 //! when the node is one.
 
 mod autolock;
+mod copy_api;
 mod exec_api;
 mod image_pinning;
 mod local_api;

@@ -442,6 +442,17 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(Box::pin(replies)))
     }
 
+    type CopyFromContainerStream = EventStream<pb::CopyFromReply>;
+
+    async fn copy_from_container(&self, request: Request<pb::CopyFromRequest>) -> Result<Response<Self::CopyFromContainerStream>, Status> {
+        let replies = super::copy_api::copy_from(self.containers.clone(), request.into_inner()).await?;
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn copy_to_container(&self, request: Request<tonic::Streaming<pb::CopyToInput>>) -> Result<Response<pb::CopyToResult>, Status> {
+        Ok(Response::new(super::copy_api::copy_to(self.containers.clone(), request.into_inner()).await?))
+    }
+
     async fn wait_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerExit>, Status> {
         let exit = self.containers.wait(&request.into_inner().name).await.map_err(container_status)?;
         Ok(Response::new(pb::ContainerExit { code: exit.code, oom_killed: exit.oom_killed, error: exit.error.unwrap_or_default() }))

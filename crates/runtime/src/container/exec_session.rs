@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 
 use super::exec::ExecRequest;
+use super::pipes::{pipe_pair, receiver, sender};
 use super::{rootfs, ContainerError, ContainerManager};
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -196,29 +197,6 @@ fn resolve(name: &str, dir: &std::path::Path, pid: i32, options: &ExecOptions) -
         additional_gids,
         tty: options.tty,
     })
-}
-
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::Internal(format!("cannot create a pipe: {e}")))
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| ContainerError::Internal(format!("cannot read file flags: {e}")))?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
-        .map_err(|e| ContainerError::Internal(format!("cannot make a file non-blocking: {e}")))?;
-    Ok(())
-}
-
-fn receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
-    set_nonblocking(&fd)?;
-    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(|e| ContainerError::io("watching an exec's output", e))
-}
-
-fn sender(fd: OwnedFd) -> Result<pipe::Sender> {
-    set_nonblocking(&fd)?;
-    pipe::Sender::from_owned_fd_unchecked(fd).map_err(|e| ContainerError::io("watching an exec's input", e))
 }
 
 /// A pseudo-terminal: our side, and its other side three times over.

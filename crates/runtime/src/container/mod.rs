@@ -4,6 +4,7 @@
 //! daemon restart.
 
 pub(crate) mod cgroups;
+pub mod copy;
 mod error;
 pub(crate) mod exec;
 mod exec_session;
@@ -13,6 +14,7 @@ pub mod logs;
 mod manager;
 pub mod model;
 mod mounts;
+mod pipes;
 pub(crate) mod record;
 mod rootfs;
 mod seccomp;

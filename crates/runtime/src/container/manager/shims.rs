@@ -57,9 +57,33 @@ impl ContainerManager {
         }
     }
 
+    /// The container's name and its root as seen from here: a running
+    /// init's root (its volumes mounted in it), else the root filesystem,
+    /// mounted from create to removal.
+    pub(crate) fn copy_root(&self, name: &str) -> Result<(String, PathBuf)> {
+        let entry = self.find(name)?;
+        let root = match &*entry.phase.borrow() {
+            Phase::Running(started) => PathBuf::from(format!("/proc/{}/root", started.pid)),
+            _ => entry.dir.join("rootfs"),
+        };
+        Ok((entry.record.name.clone(), root))
+    }
+
     /// Forks an exec's supervisor through the launcher (see
     /// [`super::exec`]); its pid.
     pub(crate) fn launch_exec(&self, request: &crate::container::exec::ExecRequest, stdio: [&OwnedFd; 3], status: &OwnedFd) -> Result<i32> {
+        self.with_launcher("the exec", |launcher| launcher.start_exec(request, stdio, status))
+    }
+
+    /// Forks a `cp` jail through the launcher (see
+    /// [`crate::container::copy::jail`]); its pid.
+    pub(crate) fn launch_copy(&self, request: &crate::container::copy::jail::JailRequest, data: &OwnedFd, status: &OwnedFd) -> Result<i32> {
+        self.with_launcher("the copy", |launcher| launcher.start_copy(request, data, status))
+    }
+
+    /// Runs `fork` on the launcher, starting one if none runs and once
+    /// more after a launcher that failed.
+    fn with_launcher(&self, what: &str, mut fork: impl FnMut(&mut Launcher) -> std::io::Result<i32>) -> Result<i32> {
         let (program, leading) =
             self.config.shim_command.split_first().ok_or_else(|| ContainerError::Internal("no shim command configured".into()))?;
         let mut launcher = self.launcher.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,7 +92,7 @@ impl ContainerManager {
             if launcher.is_none() {
                 *launcher = Some(Launcher::start(program, leading).map_err(|e| ContainerError::io("starting the shim launcher", e))?);
             }
-            match launcher.as_mut().map(|l| l.start_exec(request, stdio, status)) {
+            match launcher.as_mut().map(&mut fork) {
                 Some(Ok(pid)) => return Ok(pid),
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     return Err(ContainerError::InvalidRequest(format!("{e}; shorten them")))
@@ -80,7 +104,7 @@ impl ContainerManager {
                 None => {}
             }
         }
-        Err(ContainerError::Internal(format!("the shim launcher cannot start the exec: {last_error}")))
+        Err(ContainerError::Internal(format!("the shim launcher cannot start {what}: {last_error}")))
     }
 
     /// The pid of the process forking the shims, once one runs.
