@@ -302,3 +302,39 @@ fn rename_keeps_the_container_and_its_state() {
     node.shoal(&["container", "rm", "-f", "after", "taken"]).ok();
     node.assert_clean();
 }
+
+#[test]
+fn commit_makes_an_image_of_the_containers_changes_that_runs() {
+    let (_registry, busybox) = registry_with_busybox();
+    let node = LocalNode::start("commit");
+    // As the labs do: change a container, then keep its changes as an image.
+    node.shoal(&["run", "--name", "lab", &busybox.reference, "sh", "-c", "echo made-in-lab > /solution.txt && rm /etc/group"]).ok();
+    let commit = node.shoal(&["container", "commit", "-m", "the answer", "-c", "CMD cat /solution.txt", "lab", "lab-soln:1"]).ok();
+    let id = commit.stdout.trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    assert_eq!(node.shoal(&["run", "--rm", "lab-soln:1"]).ok().stdout, "made-in-lab\n", "the new CMD runs and the file is there");
+    let deleted = node.shoal(&["run", "--rm", "lab-soln:1", "sh", "-c", "test -e /etc/group && echo present || echo deleted"]).ok();
+    assert_eq!(deleted.stdout, "deleted\n", "a deletion in the container is one in the image");
+    let image: serde_json::Value = node.shoal(&["image", "inspect", "lab-soln:1"]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0);
+    let base: serde_json::Value = node.shoal(&["image", "inspect", &busybox.reference]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0);
+    assert_eq!(image["diff_ids"].as_array().map(Vec::len), base["diff_ids"].as_array().map(|d| d.len() + 1), "one layer over the base");
+
+    // A running container is frozen while committed, then runs on.
+    node.shoal(&["run", "-d", "--name", "live", &busybox.reference, "sh", "-c", "echo live > /live.txt; exec sleep 3600"]).ok();
+    wait_until(WAIT, "the live container's file", || node.shoal(&["exec", "live", "cat", "/live.txt"]).success().then_some(()));
+    node.shoal(&["commit", "live", "live-snap"]).ok();
+    let state: serde_json::Value = node.shoal(&["container", "inspect", "live"]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0);
+    assert_eq!((state["state"]["status"].as_str(), state["state"]["paused"].as_bool()), (Some("running"), Some(false)));
+    assert_eq!(node.shoal(&["run", "--rm", "live-snap", "cat", "/live.txt"]).ok().stdout, "live\n");
+
+    for (args, expected) in [
+        (vec!["commit", "nosuch", "x:1"], "no such container: nosuch"),
+        (vec!["commit", "lab", "Bad Name!"], "Bad Name!"),
+        (vec!["commit", "-c", "RUN make", "lab", "x:1"], "only CMD, ENTRYPOINT"),
+    ] {
+        let out = node.shoal(&args);
+        assert!(!out.success() && out.stderr.contains(expected) && out.stderr.trim().lines().count() == 1, "{args:?}: {}", out.stderr);
+    }
+    node.shoal(&["container", "rm", "-f", "live", "lab"]).ok();
+    node.assert_clean();
+}

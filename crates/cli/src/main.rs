@@ -87,6 +87,8 @@ enum Command {
     Exec(commands::exec::ExecArgs),
     /// Copy files between a container and this host (short for `container cp`)
     Cp(commands::cp::CpArgs),
+    /// Make an image from a container's changes (short for `container commit`)
+    Commit(commands::commit::CommitArgs),
     /// Show what this node knows about itself and its swarm
     Info(commands::swarm::InfoArgs),
     /// A local multi-node cluster on network namespaces
@@ -223,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(command) => Ok(commands::volume::run(command, &cli.connect).await?),
         Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
         Command::Cp(args) => Ok(commands::cp::run(args, &cli.connect).await?),
+        Command::Commit(args) => Ok(commands::commit::run(args, &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {
             let exe = std::env::current_exe()?;

@@ -1,6 +1,7 @@
 //! The local container runtime: OCI images (pull, store, unpack) and
 //! containers (namespaces, cgroups, overlay root filesystems, shims, logs).
 
+pub mod commit;
 pub mod container;
 pub mod image;
 pub mod launcher;

@@ -29,6 +29,8 @@ pub enum ContainerCommand {
     Exec(crate::commands::exec::ExecArgs),
     /// Copy files between a container and this host (CONTAINER:PATH on one side)
     Cp(crate::commands::cp::CpArgs),
+    /// Make an image from a container's changes
+    Commit(crate::commands::commit::CommitArgs),
     /// List containers
     Ls {
         /// Show stopped containers too
@@ -279,6 +281,7 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
         }
         ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
         ContainerCommand::Cp(args) => crate::commands::cp::run(args, connect).await,
+        ContainerCommand::Commit(args) => crate::commands::commit::run(args, connect).await,
         ContainerCommand::Create(args) => {
             let mut request = args.request()?;
             // The run path prints the id and returns, as a detached run does.

@@ -1,5 +1,6 @@
 //! Client commands, one module per `shoal` noun.
 
+pub mod commit;
 pub mod config;
 pub mod container;
 pub mod cp;

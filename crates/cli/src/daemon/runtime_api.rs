@@ -13,6 +13,7 @@ use shoal_runtime::container::logs::{LogEntry, LogOptions};
 use shoal_runtime::container::{
     ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Status as ContainerStatus,
 };
+use shoal_runtime::commit::{self, CommitError, CommitOptions};
 use shoal_runtime::image::{ImageError, ImageStore, LayerStatus, Reference, RegistryAuth};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -190,6 +191,29 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let target = Reference::parse(&request.target).map_err(image_status)?;
         self.images.tag(&request.source, &target).await.map_err(image_status)?;
         Ok(Response::new(pb::ImageRef { name: target.familiar() }))
+    }
+
+    async fn commit_container(&self, request: Request<pb::CommitContainerRequest>) -> Result<Response<pb::ImageRef>, Status> {
+        let request = request.into_inner();
+        let reference = match request.reference.as_str() {
+            "" => None,
+            name => Some(Reference::parse(name).map_err(image_status)?),
+        };
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let options = CommitOptions {
+            reference,
+            author: non_empty(request.author),
+            message: non_empty(request.message),
+            changes: request.changes,
+            pause: !request.no_pause,
+        };
+        let image = commit::commit(&self.containers, &self.images, &request.container, options).await.map_err(|e| match e {
+            CommitError::Container(e) => container_status(e),
+            CommitError::Image(e) => image_status(e),
+            CommitError::InvalidChange(message) => Status::invalid_argument(message),
+            CommitError::Layer(e) => Status::internal(CommitError::Layer(e).to_string()),
+        })?;
+        Ok(Response::new(pb::ImageRef { name: image.id.to_string() }))
     }
 
     type RunContainerStream = EventStream<pb::RunEvent>;

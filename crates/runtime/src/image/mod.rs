@@ -4,6 +4,8 @@
 //! built on `oci-client`.
 
 mod archive;
+mod build;
+mod diff;
 mod digest;
 mod error;
 mod index;
@@ -16,6 +18,8 @@ mod store;
 mod transfers;
 mod unpack;
 
+pub use build::{CommitRequest, ConfigPatch};
+pub use diff::write_layer;
 pub use digest::{Digest, ImageId};
 pub use error::ImageError;
 pub use model::{Image, ImageConfig};

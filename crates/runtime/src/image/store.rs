@@ -113,6 +113,10 @@ impl ImageStore {
         &self.inner.root
     }
 
+    pub(super) fn inner_index(&self) -> &tokio::sync::Mutex<Index> {
+        &self.inner.index
+    }
+
     /// The reference pinned to the digest its registry serves now
     /// (`name:tag@sha256:...`, the index's digest for multi-platform
     /// images, as docker pins services; a reference with a digest keeps
@@ -274,53 +278,6 @@ impl ImageStore {
             reference.tagged_name()
         };
         self.register(record, tag.into_iter().collect()).await
-    }
-
-    /// Makes a one-layer image from a root filesystem tarball, as `docker
-    /// import` does: for hosts without a registry. `cmd` becomes the
-    /// image's default command.
-    pub async fn import(&self, rootfs_tar: &Path, reference: &Reference, cmd: Vec<String>) -> Result<Image> {
-        let work = self.temp_dir("import-")?;
-        let (layer, layer_pin) = self.import_blob(rootfs_tar, None).await?;
-        // An uncompressed layer's diff id is its own digest.
-        let diff_id = layer.clone();
-        let _layer_pins = self.pin(vec![layer_rel_path(&diff_id)]);
-        let config = serde_json::json!({
-            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-            "os": "linux",
-            "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            "config": {
-                "Cmd": cmd,
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            },
-            "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] },
-            "history": [{ "created_by": "shoal image import" }],
-        });
-        let config_file = work.path().join("config.json");
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| ImageError::io("cannot write the image configuration", io::Error::other(e)))?;
-        fs::write(&config_file, &config_bytes).map_err(|e| ImageError::io("cannot write the image configuration", e))?;
-        let (config_digest, config_pin) = self.import_blob(&config_file, None).await?;
-        let parsed: ImageConfiguration = serde_json::from_slice(&config_bytes)
-            .map_err(|e| ImageError::io("cannot read back the image configuration", io::Error::other(e)))?;
-        let size = fs::metadata(rootfs_tar).map(|m| m.len()).unwrap_or(0);
-        let spec = LayerSpec { blob: layer.clone(), size, diff_id: diff_id.clone() };
-        self.ensure_layer(None, &spec, &super::progress::ignore_progress).await?;
-        let record = ImageRecord {
-            id: ImageId(config_digest),
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_blobs: Vec::new(),
-            layer_blobs: vec![layer],
-            diff_ids: vec![diff_id],
-            config: ImageConfig::from_oci(&parsed),
-            created: parsed.created().clone(),
-            os: parsed.os().to_string(),
-            architecture: parsed.architecture().to_string(),
-        };
-        let tags = reference.tagged_name().into_iter().collect();
-        let image = self.register(record, tags).await;
-        drop((layer_pin, config_pin, work));
-        image
     }
 
     /// Loads images from an OCI image-layout archive or a `docker save`
@@ -530,7 +487,7 @@ impl ImageStore {
         Ok(removed)
     }
 
-    async fn register(&self, record: ImageRecord, tags: Vec<String>) -> Result<Image> {
+    pub(super) async fn register(&self, record: ImageRecord, tags: Vec<String>) -> Result<Image> {
         let mut index = self.inner.index.lock().await;
         for tag in &tags {
             index.untag_everywhere(tag);
@@ -709,7 +666,7 @@ impl ImageStore {
 
     /// Copies a file into the store under its digest, checking it against
     /// `expected` when known. Returns the digest and a pin keeping it.
-    async fn import_blob(
+    pub(super) async fn import_blob(
         &self,
         file: &Path,
         expected: Option<&Digest>,
@@ -759,7 +716,7 @@ impl ImageStore {
             .map_err(|e| ImageError::io(format!("cannot store blob {}", dest.display()), e.error))
     }
 
-    async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+    pub(super) async fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.inner.root.join(blob_rel_path(digest));
         tokio::fs::read(&path)
             .await
@@ -774,7 +731,7 @@ impl ImageStore {
             .map_err(|e| ImageError::io("cannot create a temporary file in the image store", e))
     }
 
-    fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
+    pub(super) fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(self.inner.root.join("tmp"))
@@ -783,7 +740,7 @@ impl ImageStore {
             })
     }
 
-    fn pin(&self, paths: Vec<String>) -> PinGuard {
+    pub(super) fn pin(&self, paths: Vec<String>) -> PinGuard {
         let mut pins = self
             .inner
             .pins
@@ -860,7 +817,7 @@ fn merge<T: PartialEq>(into: &mut Vec<T>, from: Vec<T>) {
     }
 }
 
-struct PinGuard {
+pub(super) struct PinGuard {
     pins: Arc<Mutex<HashMap<String, usize>>>,
     paths: Vec<String>,
 }
@@ -882,13 +839,13 @@ impl Drop for PinGuard {
     }
 }
 
-struct Found {
-    id: ImageId,
+pub(super) struct Found {
+    pub(super) id: ImageId,
     /// The tag the name matched, when it matched by tag.
     tag: Option<String>,
 }
 
-fn find(index: &Index, name: &str) -> Result<Found> {
+pub(super) fn find(index: &Index, name: &str) -> Result<Found> {
     let hex = name.strip_prefix("sha256:").unwrap_or(name);
     if is_sha256_hex(hex) {
         if let Some(id) = Digest::from_hex(hex).map(ImageId) {

@@ -20,9 +20,9 @@ use tar::{Archive, EntryType};
 
 use super::digest::{Digest, HashingReader};
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(super) const WHITEOUT_PREFIX: &str = ".wh.";
+pub(super) const OPAQUE_MARKER: &str = ".wh..wh..opq";
+pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Layers must not smuggle in overlayfs' own attributes (redirects, opaque
 /// markers outside the whiteout convention).
 const RESERVED_XATTR_PREFIX: &str = "trusted.overlay.";

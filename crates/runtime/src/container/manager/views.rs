@@ -126,3 +126,21 @@ impl ContainerManager {
         Ok(crate::volume::disk_usage(&entry.dir.join("upper")))
     }
 }
+
+/// What `commit` reads of a container.
+pub struct CommitSource {
+    pub record: ContainerRecord,
+    /// Its overlayfs upper directory: everything it changed.
+    pub upper: PathBuf,
+    pub running: bool,
+    pub paused: bool,
+}
+
+impl ContainerManager {
+    /// The container `name` as `commit` needs it (running or not).
+    pub fn commit_source(&self, name: &str) -> Result<CommitSource> {
+        let entry = self.find(name)?;
+        let running = matches!(*entry.phase.borrow(), Phase::Running(_));
+        Ok(CommitSource { record: entry.record.clone(), upper: entry.dir.join("upper"), running, paused: running && pause::is_paused(&entry) })
+    }
+}
