@@ -193,7 +193,7 @@ fn logs_since_and_until_cut_by_time() {
 }
 
 #[test]
-fn create_then_start_runs_the_container_once() {
+fn create_then_start_runs_the_container_and_start_runs_it_again() {
     let (_registry, busybox) = registry_with_busybox();
     let node = LocalNode::start("create");
     let id = node.shoal(&["container", "create", "--name", "later", &busybox.reference, "sh", "-c", "echo hello from $(hostname); exit 4"]).ok().stdout;
@@ -208,8 +208,11 @@ fn create_then_start_runs_the_container_once() {
     assert_eq!(started.status.and_then(|s| s.code()), Some(4), "{started:?}");
     assert!(started.stdout.starts_with("hello from "), "{}", started.stdout);
     assert_eq!(state(&node), "exited");
-    let again = node.shoal(&["container", "start", "later"]);
-    assert!(!again.success() && again.stderr.trim().lines().count() == 1, "{}", again.stderr);
+    // A stopped container starts again, as in docker: the same container,
+    // its log growing by this run's output.
+    let again = node.shoal(&["container", "start", "-a", "later"]);
+    assert_eq!((again.status.and_then(|s| s.code()), again.stdout.lines().count()), (Some(4), 1), "{again:?}");
+    assert_eq!(node.shoal(&["container", "logs", "later"]).ok().stdout.lines().count(), 2);
 
     // Without -a it returns at once, naming the container.
     node.shoal(&["container", "create", "--name", "bg", &busybox.reference, "sleep", "1000"]).ok();

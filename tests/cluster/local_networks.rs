@@ -6,197 +6,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use serde::Deserialize;
 
+use crate::support::bridge_node::*;
 use crate::support::{run, wait_until, Cluster, Output};
-
-const HOST: &str = "manager1";
-const IMAGE: &str = "localbox:1";
-/// Applets the tests run inside containers.
-const APPLETS: [&str; 9] = [
-    "sh", "httpd", "wget", "ping", "sleep", "echo", "mkdir", "cat", "true",
-];
-const SETTLE: Duration = Duration::from_secs(10);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A one-node swarm with a busybox image imported as `localbox:1`.
-struct Node {
-    cluster: Cluster,
-    address: Ipv4Addr,
-    netns: String,
-    data: PathBuf,
-}
-
-impl Node {
-    fn up(tag: &str) -> Node {
-        let cluster = Cluster::up(tag, 1, 0);
-        let host = cluster.host(HOST);
-        let node = Node {
-            address: host.address,
-            netns: host.netns.clone(),
-            data: host
-                .socket
-                .parent()
-                .expect("the socket's directory")
-                .join("data"),
-            cluster,
-        };
-        let rootfs = tempfile::tempdir().expect("a directory for the image");
-        let bin = rootfs.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("rootfs/bin");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
-        }
-        let tar = rootfs.path().join("rootfs.tar");
-        let tarred = run(
-            "tar",
-            &[
-                "-C",
-                &rootfs.path().join("rootfs").display().to_string(),
-                "-cf",
-                &tar.display().to_string(),
-                ".",
-            ],
-            crate::support::CLI_TIMEOUT,
-        );
-        assert!(tarred.success(), "{tarred:?}");
-        node.shoal(&["image", "import", &tar.display().to_string(), IMAGE])
-            .ok();
-        node
-    }
-
-    fn shoal(&self, args: &[&str]) -> Output {
-        self.cluster.shoal(HOST, args)
-    }
-
-    /// `shoal run ARGS IMAGE COMMAND...`.
-    fn run(&self, args: &[&str], command: &[&str]) -> Output {
-        let mut full = vec!["run"];
-        full.extend_from_slice(args);
-        full.push(IMAGE);
-        full.extend_from_slice(command);
-        self.shoal(&full)
-    }
-
-    /// A detached web server answering every path with `marker`.
-    fn serve(&self, name: &str, args: &[&str], marker: &str) {
-        let script = format!(
-            "mkdir -p /www && echo {marker} > /www/index.html && exec httpd -f -p 80 -h /www"
-        );
-        let mut full = vec!["-d", "--name", name];
-        full.extend_from_slice(args);
-        self.run(&full, &["sh", "-c", &script]).ok();
-    }
-
-    /// The container's address on `network`.
-    fn address_of(&self, container: &str, network: &str) -> Ipv4Addr {
-        let inspect: serde_json::Value = self
-            .shoal(&["container", "inspect", container])
-            .ok()
-            .stdout_json();
-        let ip = &inspect[0]["network_settings"]["networks"][network]["ip_address"];
-        ip.as_str()
-            .and_then(|ip| ip.parse().ok())
-            .unwrap_or_else(|| panic!("{container} has no address on {network}: {inspect}"))
-    }
-
-    fn network(&self, name: &str) -> NetworkJson {
-        let mut found: Vec<NetworkJson> =
-            self.shoal(&["network", "inspect", name]).ok().stdout_json();
-        found.remove(0)
-    }
-
-    /// This node's own (local-scope) networks; the swarm's `ingress` is
-    /// listed too, as in docker, but is not the subject here.
-    fn network_names(&self) -> Vec<String> {
-        let networks: Vec<NetworkJson> = self
-            .shoal(&["network", "ls", "-f", "scope=local", "--format", "json"])
-            .ok()
-            .stdout_json();
-        networks.into_iter().map(|n| n.name).collect()
-    }
-
-    fn container_names(&self) -> Vec<String> {
-        let rows: Vec<serde_json::Value> = self
-            .shoal(&["container", "ls", "-a", "--format", "json"])
-            .ok()
-            .stdout_json();
-        let mut names: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r["name"].as_str().map(str::to_string))
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Container sandboxes (network namespaces) the node holds.
-    fn sandboxes(&self) -> Vec<String> {
-        let mut found: Vec<String> = std::fs::read_dir(self.data.join("network/netns"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                    .filter(|n| n.starts_with("ctr-"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        found.sort();
-        found
-    }
-
-    /// `wget -O- URL` from inside the node's namespace.
-    fn fetch_in_node(&self, url: &str) -> Option<String> {
-        let netns = format!("--net=/run/netns/{}", self.netns);
-        let out = run(
-            "nsenter",
-            &[&netns, "wget", "-q", "-T", "3", "-O", "-", url],
-            PROBE_TIMEOUT,
-        );
-        out.success().then(|| out.stdout.trim().to_string())
-    }
-
-    /// The node's published-port DNAT rules.
-    fn nat_rules(&self) -> String {
-        let netns = format!("--net=/run/netns/{}", self.netns);
-        run(
-            "nsenter",
-            &[&netns, "nft", "list", "table", "ip", "shoal-nat"],
-            PROBE_TIMEOUT,
-        )
-        .stdout
-    }
-}
-
-/// `wget -O- URL` from this machine's own namespace.
-fn fetch(url: &str) -> Option<String> {
-    let out = run("wget", &["-q", "-T", "3", "-O", "-", url], PROBE_TIMEOUT);
-    out.success().then(|| out.stdout.trim().to_string())
-}
-
-#[derive(Debug, Deserialize)]
-struct NetworkJson {
-    id: String,
-    name: String,
-    driver: String,
-    scope: String,
-    subnet: String,
-    gateway: String,
-    mtu: u32,
-    attachments: Vec<AttachmentJson>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AttachmentJson {
-    kind: String,
-    name: String,
-    address: String,
-    aliases: Vec<String>,
-}
 
 /// A failed command: non-zero exit and one sentence on stderr naming `named`.
 #[track_caller]
@@ -707,4 +523,36 @@ fn a_restarted_daemon_adopts_running_containers_and_releases_dead_ones() {
     node.shoal(&["container", "rm", "-f", "web", "dies", "reuse"])
         .ok();
     assert!(node.sandboxes().is_empty(), "{:?}", node.sandboxes());
+}
+
+#[test]
+fn a_stopped_container_starts_again_with_its_files_log_and_published_port() {
+    let node = Node::up("lnrst");
+    // Each run counts itself in a file of the container's own layer and
+    // serves the count on its published port.
+    let script = "n=$(cat /runs 2>/dev/null); n=$((n+1)); echo $n > /runs; mkdir -p /www; echo $n > /www/index.html; exec httpd -f -p 80 -h /www";
+    node.run(&["-d", "--name", "counter", "-p", "18090:80"], &["sh", "-c", script]).ok();
+    let url = format!("http://{}:18090/", node.address);
+    wait_until(SETTLE, "the first run", || (fetch(&url).as_deref() == Some("1")).then_some(()));
+    node.shoal(&["container", "stop", "-t", "1", "counter"]).ok();
+    assert_eq!(fetch(&url), None, "a stopped container answers nothing");
+    assert!(node.sandboxes().is_empty(), "its sandbox went with it: {:?}", node.sandboxes());
+
+    node.shoal(&["container", "start", "counter"]).ok();
+    wait_until(SETTLE, "the second run on the same port", || (fetch(&url).as_deref() == Some("2")).then_some(()));
+    node.shoal(&["container", "restart", "-t", "1", "counter"]).ok();
+    wait_until(SETTLE, "the third run after restart", || (fetch(&url).as_deref() == Some("3")).then_some(()));
+    // Starting a running container leaves it be, as docker does.
+    node.shoal(&["container", "start", "counter"]).ok();
+    assert_eq!(fetch(&url).as_deref(), Some("3"));
+
+    // `start -a` of a stopped container shows this run's output; the log keeps both.
+    node.run(&["--name", "once"], &["sh", "-c", "echo hello"]).ok();
+    assert_eq!(node.shoal(&["container", "start", "-a", "once"]).ok().stdout, "hello\n");
+    assert_eq!(node.shoal(&["container", "logs", "once"]).ok().stdout, "hello\nhello\n");
+
+    node.shoal(&["container", "rm", "-f", "counter", "once"]).ok();
+    assert!(node.sandboxes().is_empty(), "{:?}", node.sandboxes());
+    let kept = std::fs::read_dir(node.data.join("network/run-requests")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept, 0, "removed containers' network requests are forgotten");
 }

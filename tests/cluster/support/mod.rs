@@ -5,6 +5,7 @@
 // Each test module uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod bridge_node;
 pub mod node;
 pub mod swarm;
 pub mod swarm_helpers;

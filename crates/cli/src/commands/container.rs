@@ -17,7 +17,7 @@ pub enum ContainerCommand {
     Run(RunArgs),
     /// Create a container without starting it (pulls the image if it is missing)
     Create(RunArgs),
-    /// Start created containers
+    /// Start created or stopped containers (a stopped one on the networks and ports it had)
     Start {
         /// Stream the container's output and end with its exit code (one container)
         #[arg(short, long)]
@@ -64,6 +64,14 @@ pub enum ContainerCommand {
     },
     /// Stop containers: the stop signal, then SIGKILL after the grace period
     Stop {
+        /// Seconds to wait before killing (default 10)
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<u32>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop then start containers again (on the same networks and ports)
+    Restart {
         /// Seconds to wait before killing (default 10)
         #[arg(short = 't', long = "time", value_name = "SECONDS")]
         time: Option<u32>,
@@ -297,12 +305,14 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             }
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
             for name in containers {
+                // A container started again has a log already: attach shows this run's output only.
+                let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
                 runtime.start_container(pb::ContainerRef { name: name.clone() }).await?;
                 if !attach {
                     println!("{name}");
                     continue;
                 }
-                let request = pb::ContainerLogsRequest { name: name.clone(), follow: true, ..Default::default() };
+                let request = pb::ContainerLogsRequest { name: name.clone(), follow: true, since_unix_nanos: Some(since), ..Default::default() };
                 let mut lines = runtime.container_logs(request).await?.into_inner();
                 while let Some(line) = lines.message().await? {
                     print_log_line(&line, false)?;
@@ -339,6 +349,15 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
                 .into_inner();
             while let Some(line) = lines.message().await? {
                 print_log_line(&line, timestamps)?;
+            }
+            Ok(())
+        }
+        ContainerCommand::Restart { time, containers } => {
+            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            for name in containers {
+                let request = pb::StopContainerRequest { name: name.clone(), timeout_secs: time.unwrap_or(0), has_timeout: time.is_some() };
+                runtime.restart_container(request).await?;
+                println!("{name}");
             }
             Ok(())
         }

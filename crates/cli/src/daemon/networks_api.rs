@@ -78,6 +78,9 @@ pub struct ContainerNetworks {
     control: Arc<ControlService>,
     hostname: String,
     swarm: SwarmAttachments,
+    /// Each `run` container's network request, kept so that a stopped
+    /// container starts again on the same networks and ports.
+    requests_dir: std::path::PathBuf,
 }
 
 fn status(error: LocalNetError) -> Status {
@@ -127,6 +130,7 @@ impl ContainerNetworks {
             control: Arc::new(ControlService::new(slot, Transport::LocalSocket)),
             hostname,
             swarm,
+            requests_dir: state_dir.join("run-requests"),
         };
         if let Ok(networks) = &this.networks {
             let running: HashSet<String> = this
@@ -253,6 +257,45 @@ impl ContainerNetworks {
             self.swarm.give_back(sandbox_id);
         }
         prepared.map(Some)
+    }
+
+    /// Keeps what `request` asked of the network for the container `id`.
+    pub fn remember(&self, container_id: &str, request: &pb::RunContainerRequest) {
+        let kept = pb::RunContainerRequest {
+            name: request.name.clone(),
+            networks: request.networks.clone(),
+            published: request.published.clone(),
+            dns: request.dns.clone(),
+            ..Default::default()
+        };
+        let written = std::fs::create_dir_all(&self.requests_dir)
+            .and_then(|()| std::fs::write(self.request_path(container_id), prost::Message::encode_to_vec(&kept)));
+        if let Err(error) = written {
+            tracing::warn!(container = container_id, %error, "keeping a container's network request; it will not start again on its networks");
+        }
+    }
+
+    /// The container `id` is gone: so is its request.
+    pub fn forget(&self, container_id: &str) {
+        let _ = std::fs::remove_file(self.request_path(container_id));
+    }
+
+    /// The networks of the stopped container `id` prepared anew, as its
+    /// `run` asked for them.
+    pub async fn prepare_again(&self, container_id: &str) -> Result<Option<PreparedSandbox>, Status> {
+        let request = match std::fs::read(self.request_path(container_id)) {
+            Ok(bytes) => <pb::RunContainerRequest as prost::Message>::decode(bytes.as_slice())
+                .map_err(|e| Status::internal(format!("the network request kept for container {container_id} is unreadable ({e}); remove the container and run it again")))?,
+            // Made before requests were kept: the default network.
+            Err(_) => pb::RunContainerRequest::default(),
+        };
+        self.prepare(&request).await
+    }
+
+    fn request_path(&self, container_id: &str) -> std::path::PathBuf {
+        // Ids are hex; anything else never names a file outside.
+        let safe: String = container_id.chars().filter(char::is_ascii_hexdigit).collect();
+        self.requests_dir.join(format!("{safe}.pb"))
     }
 
     /// Why `name` cannot be used by a standalone container.

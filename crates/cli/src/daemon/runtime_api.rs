@@ -11,8 +11,9 @@ use shoal_proto::pb;
 use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF;
 use shoal_runtime::container::logs::{LogEntry, LogOptions};
 use shoal_runtime::container::{
-    ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Status as ContainerStatus,
+    ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Rebind, Status as ContainerStatus,
 };
+use shoal_agent::executor::LABEL_TASK_ID as TASK_LABEL;
 use shoal_runtime::commit::{self, CommitError, CommitOptions};
 use shoal_runtime::image::{ImageError, ImageStore, LayerStatus, Reference, RegistryAuth};
 use tokio::sync::mpsc;
@@ -64,6 +65,50 @@ fn summary(image: &shoal_runtime::image::Image) -> pb::ImageSummary {
 }
 
 impl RuntimeApi {
+    /// `container start`: a created container starts; a stopped one starts
+    /// again, its networks prepared anew as its `run` asked; a running one
+    /// is left alone, as docker does.
+    async fn start_any(&self, name: &str) -> Result<(), Status> {
+        let details = self.containers.inspect(name).map_err(container_status)?;
+        let id = details.id.clone();
+        match details.state.status {
+            ContainerStatus::Running => return Ok(()),
+            ContainerStatus::Created => {
+                self.containers.start(&id).await.map_err(container_status)?;
+            }
+            _ if details.labels.contains_key(TASK_LABEL) => {
+                return Err(Status::failed_precondition(format!(
+                    "container {} ran a swarm task, which the swarm replaces rather than restarts; see `shoal service ps`",
+                    details.name
+                )));
+            }
+            _ => {
+                let prepared = match &self.networks {
+                    Some(networks) => networks.prepare_again(&id).await?,
+                    None => None,
+                };
+                let rebind = Rebind {
+                    network_namespace: prepared.as_ref().map(|p| p.netns.clone()),
+                    binds: prepared.iter().map(|p| (CONTAINER_RESOLV_CONF.to_string(), p.resolv_conf.clone())).collect(),
+                };
+                if let Err(e) = self.containers.start_again(&id, rebind).await {
+                    if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
+                        networks.abandon(prepared).await;
+                    }
+                    return Err(container_status(e));
+                }
+                if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
+                    networks.created(prepared, &id).await;
+                }
+            }
+        }
+        // Its networks go back when it exits.
+        if let Some(networks) = &self.networks {
+            networks.watch(id);
+        }
+        Ok(())
+    }
+
     /// Frees a stopped or removed container's addresses and ports before
     /// the call returns, as docker does (its watcher would, a moment later),
     /// so the next `run -p` of the same port works at once.
@@ -254,6 +299,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
             networks.created(prepared, &id).await;
         }
+        if let Some(networks) = &self.networks {
+            networks.remember(&id, &request);
+        }
         if request.create_only {
             let created = pb::RunEvent { event: Some(pb::run_event::Event::Created(id)) };
             return Ok(Response::new(Box::pin(tokio_stream::once(Ok(created)))));
@@ -343,6 +391,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let id = self.containers.inspect(&request.name).map(|d| d.id).map_err(container_status)?;
         self.containers.remove(&id, request.force).await.map_err(container_status)?;
         self.release_networks(&id).await;
+        if let Some(networks) = &self.networks {
+            networks.forget(&id);
+        }
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -369,12 +420,16 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     }
 
     async fn start_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
-        let id = self.containers.inspect(&request.into_inner().name).map(|d| d.id).map_err(container_status)?;
-        self.containers.start(&id).await.map_err(container_status)?;
-        // Its networks (set up at create) go back when it exits.
-        if let Some(networks) = &self.networks {
-            networks.watch(id);
-        }
+        self.start_any(&request.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn restart_container(&self, request: Request<pb::StopContainerRequest>) -> Result<Response<pb::Empty>, Status> {
+        let request = request.into_inner();
+        let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
+        self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
+        self.release_networks(&request.name).await;
+        self.start_any(&request.name).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -420,6 +475,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             // One that started or went meanwhile is left alone.
             if self.containers.remove(&container.id, false).await.is_ok() {
                 self.release_networks(&container.id).await;
+                if let Some(networks) = &self.networks {
+                    networks.forget(&container.id);
+                }
                 reclaimed_bytes += size;
                 deleted.push(container.id);
             }

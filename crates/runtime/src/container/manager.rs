@@ -25,6 +25,8 @@ use super::{cgroups, record, rootfs, spec, ContainerError};
 use crate::launcher::Launcher;
 
 mod pause;
+mod restart;
+pub use restart::Rebind;
 mod shims;
 use shims::{pidfd_open, read_answer, reap};
 mod views;

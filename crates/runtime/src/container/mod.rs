@@ -26,7 +26,7 @@ pub mod state;
 pub use error::ContainerError;
 pub use exec_session::{is_end_of_terminal, ExecExit, ExecIo, ExecOptions, ExecProcess, Terminal, Window};
 pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};
-pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig};
+pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig, Rebind};
 pub use model::{
     ContainerDetails, ContainerRecord, ContainerState, CreateRequest, ExitInfo, ImageInput, Limits, LimitsView, MountSpec, Status,
 };
