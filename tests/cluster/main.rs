@@ -17,6 +17,7 @@ mod runtime;
 mod exec;
 mod container_verbs;
 mod copy;
+mod registry;
 mod networks;
 mod services;
 mod local_networks;

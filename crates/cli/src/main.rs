@@ -1,6 +1,7 @@
 //! `shoal`: one binary for the daemon and every client command, like k3s.
 
 mod client;
+mod credentials;
 mod commands;
 mod daemon;
 mod dev_cluster;
@@ -87,6 +88,10 @@ enum Command {
     Exec(commands::exec::ExecArgs),
     /// Copy files between a container and this host (short for `container cp`)
     Cp(commands::cp::CpArgs),
+    /// Log in to a registry (credentials kept as docker keeps them)
+    Login(commands::login::LoginArgs),
+    /// Forget the login to a registry
+    Logout(commands::login::LogoutArgs),
     /// Make an image from a container's changes (short for `container commit`)
     Commit(commands::commit::CommitArgs),
     /// Show what this node knows about itself and its swarm
@@ -225,6 +230,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(command) => Ok(commands::volume::run(command, &cli.connect).await?),
         Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
         Command::Cp(args) => Ok(commands::cp::run(args, &cli.connect).await?),
+        Command::Login(args) => Ok(commands::login::login(args, &cli.connect).await?),
+        Command::Logout(args) => Ok(commands::login::logout(args)?),
         Command::Commit(args) => Ok(commands::commit::run(args, &cli.connect).await?),
         Command::Info(args) => Ok(commands::swarm::info(args, &cli.connect).await?),
         Command::DevCluster(command) => {

@@ -23,3 +23,13 @@ pub fn copy_source_from_wire(source: &pb::CopySource) -> Option<CopySource> {
     };
     Some(CopySource { kind, name: source.name.clone(), contents_only: source.contents_only })
 }
+
+/// Credentials from `login` as the image store takes them; none: anonymous.
+pub fn registry_auth_from_wire(credentials: Option<&pb::RegistryCredentials>) -> shoal_runtime::image::RegistryAuth {
+    match credentials {
+        Some(c) if !c.username.is_empty() => {
+            shoal_runtime::image::RegistryAuth::Basic { username: c.username.clone(), password: c.password.clone() }
+        }
+        _ => shoal_runtime::image::RegistryAuth::Anonymous,
+    }
+}

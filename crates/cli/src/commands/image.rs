@@ -54,6 +54,13 @@ pub enum ImageCommand {
         #[arg(long = "cmd", value_name = "ARG")]
         cmd: Vec<String>,
     },
+    /// Push an image to its registry (logins from `shoal login` apply)
+    Push {
+        /// Print only the digest
+        #[arg(short, long)]
+        quiet: bool,
+        image: String,
+    },
     /// Give an image another name: SOURCE (name or id) as TARGET (NAME[:TAG])
     Tag { source: String, target: String },
     /// Remove images no tag or container refers to, and unused layers
@@ -117,6 +124,7 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
                 .into_inner();
             println!("{}", image.name);
         }
+        ImageCommand::Push { quiet, image } => push(&mut runtime, &image, quiet).await?,
         ImageCommand::Tag { source, target } => {
             runtime.tag_image(pb::TagImageRequest { source, target }).await?;
         }
@@ -131,10 +139,35 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
     Ok(())
 }
 
+/// Pushes `image`, printing each layer's fate and then the digest as
+/// docker does (`TAG: digest: sha256:... size: N`).
+async fn push(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, image: &str, quiet: bool) -> CliResult {
+    let request = pb::PushImageRequest { reference: image.to_string(), credentials: crate::credentials::for_image(image) };
+    let mut events = runtime.push_image(request).await?.into_inner();
+    while let Some(event) = events.message().await? {
+        match event.event {
+            Some(pb::push_event::Event::Layer(layer)) if !quiet => {
+                println!("{}: {}", layer.layer, if layer.already_existed { "Layer already exists" } else { "Pushed" });
+            }
+            Some(pb::push_event::Event::Done(done)) => {
+                if quiet {
+                    println!("{}", done.digest);
+                } else {
+                    println!("{}: digest: {} size: {}", done.tag, done.digest, done.size);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    Err(CliError::msg(format!("the daemon ended the push of {image} without a result; see its log")))
+}
+
 /// Pulls with per-layer progress bars on a terminal (plain lines otherwise)
 /// and returns the image's repo digest.
 pub async fn pull(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, image: &str, show_progress: bool) -> CliResult<String> {
-    let mut events = runtime.pull_image(pb::PullImageRequest { reference: image.to_string() }).await?.into_inner();
+    let request = pb::PullImageRequest { reference: image.to_string(), credentials: crate::credentials::for_image(image) };
+    let mut events = runtime.pull_image(request).await?.into_inner();
     let mut progress = show_progress.then(|| PullProgress::new(std::io::stderr().is_terminal()));
     loop {
         let event = match events.message().await {

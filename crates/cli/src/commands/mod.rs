@@ -7,6 +7,7 @@ pub mod cp;
 pub mod exec;
 pub mod flags;
 pub mod image;
+pub mod login;
 pub mod network;
 pub mod node;
 pub mod secret;

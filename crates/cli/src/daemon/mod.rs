@@ -9,6 +9,7 @@ mod image_pinning;
 mod local_api;
 mod networks_api;
 mod node;
+mod registry_api;
 mod runtime_api;
 mod state;
 

@@ -15,7 +15,7 @@ use shoal_runtime::container::{
 };
 use shoal_agent::executor::LABEL_TASK_ID as TASK_LABEL;
 use shoal_runtime::commit::{self, CommitError, CommitOptions};
-use shoal_runtime::image::{ImageError, ImageStore, LayerStatus, Reference, RegistryAuth};
+use shoal_runtime::image::{ImageError, ImageStore, LayerStatus, Reference};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -29,7 +29,7 @@ pub struct RuntimeApi {
     pub networks: Option<super::networks_api::ContainerNetworks>,
 }
 
-fn image_status(error: ImageError) -> Status {
+pub(super) fn image_status(error: ImageError) -> Status {
     let message = error.to_string();
     match error.root() {
         ImageError::InvalidReference { .. } => Status::invalid_argument(message),
@@ -37,7 +37,7 @@ fn image_status(error: ImageError) -> Status {
         ImageError::InUse { .. } | ImageError::MultipleTags { .. } | ImageError::AmbiguousId(_) => {
             Status::failed_precondition(message)
         }
-        ImageError::AuthRefused { .. } => Status::permission_denied(message),
+        ImageError::AuthRefused { .. } | ImageError::LoginRefused { .. } => Status::permission_denied(message),
         ImageError::RegistryUnreachable { .. } => Status::unavailable(message),
         _ => Status::internal(message),
     }
@@ -133,7 +133,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     type PullImageStream = EventStream<pb::PullEvent>;
 
     async fn pull_image(&self, request: Request<pb::PullImageRequest>) -> Result<Response<Self::PullImageStream>, Status> {
-        let reference = Reference::parse(&request.into_inner().reference).map_err(image_status)?;
+        let request = request.into_inner();
+        let reference = Reference::parse(&request.reference).map_err(image_status)?;
+        let auth = crate::wire::registry_auth_from_wire(request.credentials.as_ref());
         let (events, stream) = mpsc::channel(64);
         let store = self.images.clone();
         tokio::spawn(async move {
@@ -156,7 +158,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
                     ..Default::default()
                 }));
             };
-            let result = store.pull(&reference, &RegistryAuth::Anonymous, &progress).await;
+            let result = store.pull(&reference, &auth, &progress).await;
             let last = match result {
                 Ok(image) => Ok(pb::PullEvent {
                     image_id: image.id.to_string(),
@@ -259,6 +261,17 @@ impl pb::runtime_server::Runtime for RuntimeApi {
             CommitError::Layer(e) => Status::internal(CommitError::Layer(e).to_string()),
         })?;
         Ok(Response::new(pb::ImageRef { name: image.id.to_string() }))
+    }
+
+    type PushImageStream = EventStream<pb::PushEvent>;
+
+    async fn push_image(&self, request: Request<pb::PushImageRequest>) -> Result<Response<Self::PushImageStream>, Status> {
+        Ok(Response::new(Box::pin(super::registry_api::push(self.images.clone(), request.into_inner()))))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::Empty>, Status> {
+        super::registry_api::login(&self.images, request.into_inner()).await?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     type RunContainerStream = EventStream<pb::RunEvent>;

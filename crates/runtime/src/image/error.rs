@@ -22,6 +22,8 @@ pub enum ImageError {
         reason: String,
     },
 
+    #[error("registry {registry} refused the login: {reason}; check the username and password")]
+    LoginRefused { registry: String, reason: String },
     #[error("image {image} not found in registry {registry}")]
     NotFound { image: String, registry: String },
 

@@ -255,6 +255,113 @@ impl RegistryClient {
     }
 }
 
+/// Pushing: the registry side of [`super::ImageStore::push`].
+impl RegistryClient {
+    /// Logs in for pushing to `reference`'s repository: the `/v2/` probe
+    /// and, when the registry challenges, the token exchange for push.
+    pub async fn authenticate_push(&self, reference: &Reference) -> Result<()> {
+        self.client
+            .auth(&to_oci_ref(reference), &self.auth, RegistryOperation::Push)
+            .await
+            .map(drop)
+            .map_err(|e| classify(e, reference))
+    }
+
+    /// Whether the repository already holds the blob (pushing it again is
+    /// skipped, as docker says `Layer already exists`).
+    pub async fn has_blob(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
+        self.client.blob_exists(&to_oci_ref(reference), &digest.to_string()).await.map_err(|e| classify(e, reference))
+    }
+
+    /// Uploads the file at `path` as the blob `digest`, streamed in chunks;
+    /// `on_bytes` gets the running byte count.
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        path: &Path,
+        on_bytes: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<()> {
+        let file = tokio::fs::File::open(path).await.map_err(|e| ImageError::io(format!("cannot read {}", path.display()), e))?;
+        let size = file.metadata().await.map(|m| m.len()).ok();
+        let chunks = futures::stream::unfold((file, 0u64), move |(mut file, sent)| {
+            let on_bytes = on_bytes.clone();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buffer = vec![0u8; PUSH_CHUNK];
+                match file.read(&mut buffer).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        on_bytes(sent + n as u64);
+                        Some((Ok(bytes::Bytes::from(buffer)), (file, sent + n as u64)))
+                    }
+                    Err(e) => Some((Err(OciDistributionError::IoError(e)), (file, sent))),
+                }
+            }
+        });
+        self.client
+            .push_blob_stream(&to_oci_ref(reference), chunks, &digest.to_string(), size)
+            .await
+            .map(drop)
+            .map_err(|e| classify(e, reference))
+    }
+
+    /// Puts the manifest `bytes` (of `media_type`) under the reference's tag.
+    pub async fn push_manifest(&self, reference: &Reference, bytes: Vec<u8>, media_type: &str) -> Result<()> {
+        let content_type = reqwest_header(media_type)?;
+        self.client.push_manifest_raw(&to_oci_ref(reference), bytes, content_type).await.map(drop).map_err(|e| classify(e, reference))
+    }
+}
+
+/// Checks `auth` against `registry` (`shoal login`): its `/v2/` probe
+/// with the credentials must pass, and where it sends clients to a token
+/// service, that service must issue a token for them.
+pub async fn verify_login(registry: &str, auth: &RegistryAuth, insecure: &[String]) -> Result<()> {
+    let RegistryAuth::Basic { username, password } = auth else {
+        return Err(ImageError::LoginRefused { registry: registry.to_string(), reason: "a login needs a username and a password".into() });
+    };
+    let host = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+    let scheme = if uses_plain_http(host, insecure) { "http" } else { "https" };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(READ_TIMEOUT)
+        .build()
+        .map_err(|e| ImageError::RegistryUnreachable { registry: registry.to_string(), reason: e.to_string() })?;
+    let answer = client
+        .get(format!("{scheme}://{host}/v2/"))
+        .basic_auth(username, Some(password))
+        .send()
+        .await
+        .map_err(|e| ImageError::RegistryUnreachable { registry: registry.to_string(), reason: innermost(&e) })?;
+    if answer.status().is_success() {
+        return Ok(());
+    }
+    let bearer = answer
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| h.trim_start().to_ascii_lowercase().starts_with("bearer"));
+    if answer.status() != http::StatusCode::UNAUTHORIZED || !bearer {
+        return Err(ImageError::LoginRefused { registry: registry.to_string(), reason: format!("it answered {}", answer.status()) });
+    }
+    // A token service: it vouches for the credentials by issuing a token.
+    let probe = Reference::parse(&format!("{registry}/library/shoal-login"))?;
+    RegistryClient::new(registry, auth, insecure).authenticate(&probe).await.map_err(|e| match e {
+        ImageError::AuthRefused { reason, .. } => ImageError::LoginRefused { registry: registry.to_string(), reason },
+        other => other,
+    })
+}
+
+/// Blob uploads go in chunks of this size.
+const PUSH_CHUNK: usize = 1 << 20;
+
+fn reqwest_header(value: &str) -> Result<http::HeaderValue> {
+    http::HeaderValue::from_str(value)
+        .map_err(|_| ImageError::io("cannot name the manifest's media type", std::io::Error::other(value.to_string())))
+}
+
 fn to_oci_ref(reference: &Reference) -> oci_client::Reference {
     let registry = reference.registry().to_owned();
     let repository = reference.repository().to_owned();
@@ -282,6 +389,15 @@ fn classify(error: OciDistributionError, reference: &Reference) -> ImageError {
             ImageError::RegistryUnreachable {
                 registry,
                 reason: innermost(&e),
+            }
+        }
+        OciDistributionError::RequestError(e)
+            if matches!(e.status(), Some(http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN)) =>
+        {
+            ImageError::AuthRefused {
+                registry,
+                image,
+                reason: format!("it answered {}", e.status().map(|s| s.to_string()).unwrap_or_default()),
             }
         }
         OciDistributionError::AuthenticationFailure(reason) => ImageError::AuthRefused {

@@ -113,6 +113,10 @@ impl ImageStore {
         &self.inner.root
     }
 
+    pub(super) fn insecure_registries(&self) -> &[String] {
+        &self.inner.insecure_registries
+    }
+
     pub(super) fn inner_index(&self) -> &tokio::sync::Mutex<Index> {
         &self.inner.index
     }
@@ -842,7 +846,7 @@ impl Drop for PinGuard {
 pub(super) struct Found {
     pub(super) id: ImageId,
     /// The tag the name matched, when it matched by tag.
-    tag: Option<String>,
+    pub(super) tag: Option<String>,
 }
 
 pub(super) fn find(index: &Index, name: &str) -> Result<Found> {
