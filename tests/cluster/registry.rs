@@ -7,7 +7,12 @@ use std::os::unix::fs::PermissionsExt;
 
 use shoal_runtime::testing::{TestImages, TestRegistry, TEST_PASSWORD, TEST_USER};
 
+use std::time::Duration;
+
 use crate::support::node::{registry_with_busybox, LocalNode};
+use crate::support::swarm::TaskRow;
+use crate::support::swarm_helpers::wait_all_ready;
+use crate::support::{wait_until, Cluster};
 
 /// `TAG: digest: sha256:... size: N`, the last line of a push.
 fn pushed_digest(stdout: &str) -> String {
@@ -90,4 +95,52 @@ fn login_keeps_credentials_that_pull_and_push_use_and_logout_forgets_them() {
     let refused = node.shoal(&["image", "push", &copy]);
     assert!(!refused.success() && refused.stderr.contains("refused access"), "{}", refused.stderr);
     assert_eq!(node.shoal(&["logout", &host]).ok().stdout, format!("Not logged in to {host}\n"));
+}
+
+#[test]
+fn with_registry_auth_lets_the_swarm_pull_a_private_image_and_inspect_never_shows_it() {
+    let cluster = Cluster::up("wrauth", 1, 1);
+    let bridge = std::net::Ipv4Addr::new(198, 18, cluster.subnet_index(), 254);
+    let port = std::net::TcpListener::bind((bridge, 0)).and_then(|l| l.local_addr()).expect("a free port on the bridge").port();
+    let registry = TestRegistry::start_with_auth_at(std::net::SocketAddr::from((bridge, port))).expect("a registry that needs a login");
+    let images = TestImages::shared().expect("the test images");
+    let private = registry.push(&images.layout, TestImages::BUSYBOX, "private", "1").expect("pushing busybox").reference;
+    wait_all_ready(&cluster, "manager1", 2);
+    let config = tempfile::tempdir().expect("a docker config directory");
+    std::env::set_var("DOCKER_CONFIG", config.path());
+    cluster
+        .shoal_with_input("manager1", &["login", "-u", TEST_USER, "--password-stdin", &registry.host()], format!("{TEST_PASSWORD}\n").as_bytes())
+        .ok();
+    let on_worker = ["--constraint", "node.role==worker", "--detach"];
+    let ps = |service: &str| -> Vec<TaskRow> { cluster.shoal("manager1", &["service", "ps", service, "--format", "json"]).ok().stdout_json() };
+
+    // Without the flag the worker has no login: its task is rejected, saying why.
+    let mut args = vec!["service", "create", "--name", "nologin"];
+    args.extend_from_slice(&on_worker);
+    args.extend_from_slice(&[&private, "sleep", "3600"]);
+    cluster.shoal("manager1", &args).ok();
+    let refused = wait_until(Duration::from_secs(30), "the task without a login to be rejected", || {
+        ps("nologin").into_iter().find(|t| t.current_state.starts_with("rejected"))
+    });
+    assert!(refused.error.contains("refused access"), "{refused:?}");
+
+    let mut args = vec!["service", "create", "--with-registry-auth", "--name", "withlogin"];
+    args.extend_from_slice(&on_worker);
+    args.extend_from_slice(&[&private, "sleep", "3600"]);
+    cluster.shoal("manager1", &args).ok();
+    let running = wait_until(Duration::from_secs(30), "the task with the login to run", || {
+        ps("withlogin").into_iter().find(|t| t.current_state.starts_with("running"))
+    });
+    assert!(running.node.starts_with("worker"), "{running:?}");
+    let inspect = cluster.shoal("manager1", &["service", "inspect", "withlogin"]).ok().stdout;
+    assert!(!inspect.contains(TEST_PASSWORD), "inspect shows no password: {inspect}");
+    assert!(inspect.contains("@sha256:"), "the manager pinned the private image with the login: {inspect}");
+
+    // An update without the flag keeps the login: the new tasks pull too.
+    cluster.shoal("manager1", &["service", "update", "--detach", "--env-add", "AGAIN=1", "withlogin"]).ok();
+    wait_until(Duration::from_secs(30), "the updated task to run", || {
+        let tasks = ps("withlogin");
+        tasks.iter().any(|t| t.current_state.starts_with("running") && t.id != running.id).then_some(())
+    });
+    cluster.down();
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::store::Platform;
+use crate::store::{Platform, RegistryLogin};
 
 pub type PinFuture<'a> = Pin<Box<dyn Future<Output = Result<PinnedImage, String>> + Send + 'a>>;
 
@@ -23,6 +23,7 @@ pub struct PinnedImage {
 pub trait ImagePinner: Send + Sync {
     /// Pins `reference` to the digest its registry serves now (a reference
     /// with a digest keeps it) and learns its platforms; the error is one
-    /// sentence from the registry side.
-    fn pin<'a>(&'a self, reference: &'a str) -> PinFuture<'a>;
+    /// sentence from the registry side. `login`: the service's
+    /// `--with-registry-auth` credentials, if any.
+    fn pin<'a>(&'a self, reference: &'a str, login: Option<&'a RegistryLogin>) -> PinFuture<'a>;
 }

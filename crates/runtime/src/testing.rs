@@ -65,6 +65,11 @@ impl TestRegistry {
         Self::launch(free_loopback_addr()?, true)
     }
 
+    /// [`TestRegistry::start_with_auth`] listening on `addr`.
+    pub fn start_with_auth_at(addr: SocketAddr) -> io::Result<Self> {
+        Self::launch(addr, true)
+    }
+
     /// Starts a registry listening on `addr` (e.g. a namespace host's
     /// underlay address), waiting until it answers `GET /v2/`.
     pub fn start_at(addr: SocketAddr) -> io::Result<Self> {

@@ -250,6 +250,14 @@ impl Cluster {
         run(SHOAL, &full, CLI_TIMEOUT)
     }
 
+    /// [`Cluster::shoal`] with `input` on its stdin.
+    pub fn shoal_with_input(&self, host: &str, args: &[&str], input: &[u8]) -> Output {
+        let uri = format!("unix://{}", self.host(host).socket.display());
+        let mut full = vec!["-H", uri.as_str()];
+        full.extend_from_slice(args);
+        run_with_input(SHOAL, &full, Some(input), CLI_TIMEOUT)
+    }
+
     /// `shoal dev-cluster exec HOST -- COMMAND...`
     pub fn exec(&self, host: &str, command: &[&str]) -> Output {
         let mut args = vec![host, "--"];

@@ -27,7 +27,8 @@ pub fn containers_of(containers: &ContainerManager, task_id: &str) -> Vec<TaskCo
 /// The task's image: the local one if this node has it, else pulled. Tasks
 /// name their image pinned to a digest, so a local copy is the right one;
 /// several tasks pulling the same image share one pull in the store.
-pub async fn ensure_image(images: &ImageStore, reference: &str) -> Result<Image, String> {
+/// `login` is the service's `--with-registry-auth` credentials, if any.
+pub async fn ensure_image(images: &ImageStore, reference: &str, login: Option<&shoal_proto::pb::RegistryCredentials>) -> Result<Image, String> {
     if reference.is_empty() {
         return Err("the task names no image".into());
     }
@@ -35,7 +36,11 @@ pub async fn ensure_image(images: &ImageStore, reference: &str) -> Result<Image,
         return Ok(image);
     }
     let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-    images.pull(&parsed, &RegistryAuth::Anonymous, &ignore_progress).await.map_err(|e| e.to_string())
+    let auth = match login.filter(|l| !l.username.is_empty()) {
+        Some(login) => RegistryAuth::Basic { username: login.username.clone(), password: login.password.clone() },
+        None => RegistryAuth::Anonymous,
+    };
+    images.pull(&parsed, &auth, &ignore_progress).await.map_err(|e| e.to_string())
 }
 
 /// How the container ended, or `None` while it has not.

@@ -209,6 +209,7 @@ mod tests {
             dns: None,
             secrets: Vec::new(),
             configs: Vec::new(),
+            registry_auth: None,
         };
         let request = create_request(&assignment(spec), "n1").unwrap();
         assert_eq!(request.name.as_deref(), Some("web.2.t1abc"));

@@ -174,9 +174,10 @@ impl TaskWorker {
         self.report(Report::new(TaskState::Accepted, "accepted")).await;
         self.report(Report::new(TaskState::Preparing, "preparing")).await;
         let reference = assignment.spec.as_ref().map(|s| s.image.clone()).unwrap_or_default();
+        let login = assignment.spec.as_ref().and_then(|s| s.registry_auth.clone());
         // The pull may take long; give up on it if the task is called off.
         let image = tokio::select! {
-            image = ensure_image(&self.ctx.images, &reference) => image,
+            image = ensure_image(&self.ctx.images, &reference, login.as_ref()) => image,
             _ = wait_until_unwanted(&mut self.assignment) => return Ok(()),
         };
         let image = match image {

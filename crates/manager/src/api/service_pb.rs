@@ -10,7 +10,7 @@ use super::file_refs::{references_from_pb, references_to_pb, FileKind};
 use super::networks::cidr;
 use crate::store::{
     decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, PublishMode, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
+    RegistryLogin, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
 
 /// Docker's default stop grace period.
@@ -135,6 +135,10 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
         dns,
         secrets,
         configs,
+        registry_auth: task
+            .registry_auth
+            .filter(|c| !c.username.is_empty())
+            .map(|c| RegistryLogin { username: c.username, password: c.password }),
     })
 }
 
@@ -221,7 +225,8 @@ pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
         labels: spec.labels.clone().into_iter().collect(),
         mode: mode.into(),
         replicas,
-        task: Some(task_spec_to_pb(&spec.task)),
+        // What clients see of a service never carries its registry login.
+        task: Some(pb::TaskSpec { registry_auth: None, ..task_spec_to_pb(&spec.task) }),
         restart: Some(pb::RestartPolicy {
             condition: spec.restart.condition.as_str().into(),
             delay_ms: spec.restart.delay_ms,
@@ -283,6 +288,10 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
         dns: Some(dns_to_pb(&task.dns)),
         secrets: references_to_pb(&task.secrets),
         configs: references_to_pb(&task.configs),
+        registry_auth: task
+            .registry_auth
+            .as_ref()
+            .map(|c| pb::RegistryCredentials { username: c.username.clone(), password: c.password.clone() }),
     }
 }
 

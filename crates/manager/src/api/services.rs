@@ -26,7 +26,7 @@ const LOGS_QUIET_TIMEOUT: Duration = Duration::from_secs(5);
 async fn pin_image(manager: &Manager, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
     spec.placement.platforms.clear();
     let Some(pinner) = manager.image_pinner() else { return };
-    match pinner.pin(&spec.task.image).await {
+    match pinner.pin(&spec.task.image, spec.task.registry_auth.as_ref()).await {
         Ok(pinned) => {
             spec.task.image = pinned.reference;
             spec.placement.platforms = pinned.platforms;
@@ -99,6 +99,11 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
             current.spec.mode.as_str(),
             spec.mode.as_str()
         )));
+    }
+    // An update that brings no login keeps the one the service has, as
+    // docker's does without --with-registry-auth.
+    if spec.task.registry_auth.is_none() {
+        spec.task.registry_auth = current.spec.task.registry_auth.clone();
     }
     let mut warnings = Vec::new();
     if spec.task.image == current.spec.task.image {

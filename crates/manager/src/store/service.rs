@@ -74,6 +74,23 @@ pub struct TaskSpec {
     /// Files the container gets from secrets and from configs.
     pub secrets: Vec<FileReference>,
     pub configs: Vec<FileReference>,
+    /// `--with-registry-auth`: the login nodes pull the image with.
+    /// (Always written: the Raft log's encoding has no optional fields.)
+    #[serde(default)]
+    pub registry_auth: Option<RegistryLogin>,
+}
+
+/// A registry login handed to the swarm; its Debug form hides the password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}, ****)", self.username)
+    }
 }
 
 /// A secret or config as a file in a task's container (`--secret

@@ -110,6 +110,9 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
+    /// Send this client's registry login (from `shoal login`) to the swarm, to pull the image with
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Return at once instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -201,6 +204,9 @@ pub struct UpdateArgs {
     /// Mount the root filesystem read-only (--read-only=false to undo)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     read_only: Option<String>,
+    /// Send this client's registry login (from `shoal login`) to the swarm, to pull the image with
+    #[arg(long)]
+    with_registry_auth: bool,
     /// Return at once instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -215,6 +221,8 @@ pub struct UpdateArgs {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SpecChange {
     pub image: Option<String>,
+    /// Send the login kept for the (new) image's registry.
+    pub with_registry_auth: bool,
     pub args: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
     pub env_rm: Vec<String>,
@@ -390,6 +398,7 @@ impl CreateArgs {
             user: self.user.clone(),
             entrypoint: self.entrypoint.as_deref().map(|e| flags::shell_split("--entrypoint", e)).transpose()?,
             read_only: self.read_only.then_some(true),
+            with_registry_auth: self.with_registry_auth,
             ..Default::default()
         };
         self.resources.parse_into(&mut change)?;
@@ -465,6 +474,7 @@ impl UpdateArgs {
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             read_only,
+            with_registry_auth: self.with_registry_auth,
             ..Default::default()
         };
         self.resources.parse_into(&mut change)?;
@@ -509,6 +519,10 @@ impl SpecChange {
         let task = spec.task.get_or_insert_with(Default::default);
         if let Some(image) = &self.image {
             task.image = image.clone();
+        }
+        if self.with_registry_auth {
+            // No login for that registry: the swarm pulls anonymously.
+            task.registry_auth = crate::credentials::for_image(&task.image);
         }
         if let Some(args) = &self.args {
             task.args = args.clone();
