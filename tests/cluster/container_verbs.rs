@@ -321,6 +321,15 @@ fn commit_makes_an_image_of_the_containers_changes_that_runs() {
     let image: serde_json::Value = node.shoal(&["image", "inspect", "lab-soln:1"]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0);
     let base: serde_json::Value = node.shoal(&["image", "inspect", &busybox.reference]).ok().stdout_json::<Vec<serde_json::Value>>().remove(0);
     assert_eq!(image["diff_ids"].as_array().map(Vec::len), base["diff_ids"].as_array().map(|d| d.len() + 1), "one layer over the base");
+    // `image history` shows the commit as the newest step, with its message and a layer of its own.
+    let steps: Vec<serde_json::Value> = node.shoal(&["image", "history", "--format", "json", "lab-soln:1"]).ok().stdout_json();
+    assert_eq!(steps[0]["id"].as_str(), Some(id.as_str()));
+    assert_eq!(steps[0]["comment"], "the answer");
+    assert!(steps[0]["created_by"].as_str().unwrap_or_default().contains("made-in-lab"), "{steps:?}");
+    assert!(steps[0]["size"].as_u64().unwrap_or(0) > 0 && steps.len() >= 2, "{steps:?}");
+    assert!(steps[1..].iter().all(|s| s["id"] == "<missing>"), "{steps:?}");
+    let table = node.shoal(&["image", "history", "lab-soln:1"]).ok().stdout;
+    assert!(table.starts_with("IMAGE") && table.contains("the answer"), "{table}");
 
     // A running container is frozen while committed, then runs on.
     node.shoal(&["run", "-d", "--name", "live", &busybox.reference, "sh", "-c", "echo live > /live.txt; exec sleep 3600"]).ok();

@@ -58,3 +58,12 @@ pub fn human_duration(secs: u64) -> String {
         s => format!("{} days", s / 86400),
     }
 }
+
+/// An RFC 3339 time as docker's "2 minutes ago" (as given if unreadable).
+pub fn ago_rfc3339(rfc3339: &str) -> String {
+    humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| ago(d.as_secs() as i64))
+        .unwrap_or_else(|| rfc3339.to_string())
+}

@@ -8,7 +8,8 @@ use shoal_proto::pb;
 
 use crate::client::ConnectArgs;
 use crate::commands::flags;
-use crate::commands::secret::{ago, read_value};
+use crate::commands::secret::read_value;
+use crate::output::ago_rfc3339;
 use crate::error::CliResult;
 use crate::output::{print_json, print_table, Format};
 
@@ -87,7 +88,7 @@ pub async fn run(command: ConfigCommand, connect: &ConnectArgs) -> CliResult {
             } else {
                 let rows = configs
                     .iter()
-                    .map(|c| vec![c.id.clone(), c.name.clone(), ago(&c.created_at), ago(&c.updated_at), c.services.join(", ")])
+                    .map(|c| vec![c.id.clone(), c.name.clone(), ago_rfc3339(&c.created_at), ago_rfc3339(&c.updated_at), c.services.join(", ")])
                     .collect();
                 print_table(&["ID", "NAME", "CREATED", "UPDATED", "SERVICES"], rows);
             }

@@ -54,6 +54,18 @@ pub enum ImageCommand {
         #[arg(long = "cmd", value_name = "ARG")]
         cmd: Vec<String>,
     },
+    /// Show the steps an image was built by, newest first
+    History {
+        /// Do not shorten ids and commands
+        #[arg(long)]
+        no_trunc: bool,
+        /// Print only the ids
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        image: String,
+    },
     /// Push an image to its registry (logins from `shoal login` apply)
     Push {
         /// Print only the digest
@@ -124,6 +136,11 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
                 .into_inner();
             println!("{}", image.name);
         }
+        ImageCommand::History { no_trunc, quiet, format, image } => {
+            let doc = runtime.image_history(pb::ImageRef { name: image }).await?.into_inner();
+            let steps: Vec<serde_json::Value> = serde_json::from_str(&doc.json)?;
+            history(steps, no_trunc, quiet, format)?;
+        }
         ImageCommand::Push { quiet, image } => push(&mut runtime, &image, quiet).await?,
         ImageCommand::Tag { source, target } => {
             runtime.tag_image(pb::TagImageRequest { source, target }).await?;
@@ -136,6 +153,35 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
             println!("Total reclaimed space: {}", human_size(pruned.reclaimed_bytes));
         }
     }
+    Ok(())
+}
+
+/// `image history`'s table (or JSON), as docker prints it.
+fn history(steps: Vec<serde_json::Value>, no_trunc: bool, quiet: bool, format: Format) -> CliResult {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let id = |step: &serde_json::Value| {
+        let id = text(&step["id"]);
+        if no_trunc || id == "<missing>" { id } else { short_id(&id) }
+    };
+    if quiet {
+        steps.iter().for_each(|step| println!("{}", id(step)));
+        return Ok(());
+    }
+    if format == Format::Json {
+        return print_json(&steps);
+    }
+    let rows = steps
+        .iter()
+        .map(|step| {
+            let mut created_by = text(&step["created_by"]);
+            if !no_trunc && created_by.chars().count() > 45 {
+                created_by = format!("{}…", created_by.chars().take(44).collect::<String>());
+            }
+            let created = step["created"].as_str().map(crate::output::ago_rfc3339).unwrap_or_else(|| "N/A".into());
+            vec![id(step), created, created_by, human_size(step["size"].as_u64().unwrap_or(0)), text(&step["comment"])]
+        })
+        .collect();
+    print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use shoal_proto::pb;
 use crate::client::ConnectArgs;
 use crate::commands::flags;
 use crate::error::{CliError, CliResult};
-use crate::output::{print_json, print_table, Format};
+use crate::output::{ago_rfc3339, print_json, print_table, Format};
 
 /// The managers' limit; checked here too, so a large file is refused
 /// before it is sent.
@@ -92,15 +92,6 @@ pub fn read_value(kind: &str, file: &Path) -> CliResult<Vec<u8>> {
     Ok(data)
 }
 
-/// An RFC 3339 time as docker's "2 minutes ago".
-pub fn ago(rfc3339: &str) -> String {
-    humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z'))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| crate::output::ago(d.as_secs() as i64))
-        .unwrap_or_else(|| rfc3339.to_string())
-}
-
 type Control = pb::control_client::ControlClient<tonic::transport::Channel>;
 
 pub async fn run(command: SecretCommand, connect: &ConnectArgs) -> CliResult {
@@ -122,7 +113,7 @@ pub async fn run(command: SecretCommand, connect: &ConnectArgs) -> CliResult {
             } else {
                 let rows = secrets
                     .iter()
-                    .map(|s| vec![s.id.clone(), s.name.clone(), ago(&s.created_at), ago(&s.updated_at), s.services.join(", ")])
+                    .map(|s| vec![s.id.clone(), s.name.clone(), ago_rfc3339(&s.created_at), ago_rfc3339(&s.updated_at), s.services.join(", ")])
                     .collect();
                 print_table(&["ID", "NAME", "CREATED", "UPDATED", "SERVICES"], rows);
             }
@@ -180,7 +171,7 @@ mod tests {
 
     #[test]
     fn times_read_as_docker_shows_them() {
-        assert_eq!(ago("not a time"), "not a time");
-        assert!(ago("2020-01-01T00:00:00Z").ends_with("days ago"));
+        assert_eq!(ago_rfc3339("not a time"), "not a time");
+        assert!(ago_rfc3339("2020-01-01T00:00:00Z").ends_with("days ago"));
     }
 }

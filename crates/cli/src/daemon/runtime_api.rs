@@ -189,6 +189,12 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(pb::JsonDocument { json }))
     }
 
+    async fn image_history(&self, request: Request<pb::ImageRef>) -> Result<Response<pb::JsonDocument>, Status> {
+        let steps = self.images.history(&request.into_inner().name).await.map_err(image_status)?;
+        let json = serde_json::to_string(&steps).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::JsonDocument { json }))
+    }
+
     async fn remove_image(&self, request: Request<pb::RemoveImageRequest>) -> Result<Response<pb::RemoveImageResponse>, Status> {
         let request = request.into_inner();
         let removed = self.images.remove(&request.name, request.force, &self.in_use()).await.map_err(image_status)?;

@@ -943,7 +943,7 @@ async fn exists(path: &Path) -> bool {
 }
 
 /// Bytes held by regular files under `path`, each inode counted once.
-fn disk_usage(path: &Path) -> u64 {
+pub(super) fn disk_usage(path: &Path) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
