@@ -16,6 +16,7 @@ mod renewal;
 mod runtime;
 mod exec;
 mod container_verbs;
+mod attach;
 mod copy;
 mod registry;
 mod networks;

@@ -86,6 +86,8 @@ enum Command {
     Run(commands::container::RunArgs),
     /// Run a command in a running container (short for `container exec`)
     Exec(commands::exec::ExecArgs),
+    /// Attach this terminal to a running container's process (short for `container attach`)
+    Attach(commands::attach::AttachArgs),
     /// Copy files between a container and this host (short for `container cp`)
     Cp(commands::cp::CpArgs),
     /// Log in to a registry (credentials kept as docker keeps them)
@@ -230,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Volume(command) => Ok(commands::volume::run(command, &cli.connect).await?),
         Command::Exec(args) => Ok(commands::exec::run(args, &cli.connect).await?),
         Command::Cp(args) => Ok(commands::cp::run(args, &cli.connect).await?),
+        Command::Attach(args) => Ok(commands::attach::run(args, &cli.connect).await?),
         Command::Login(args) => Ok(commands::login::login(args, &cli.connect).await?),
         Command::Logout(args) => Ok(commands::login::logout(args)?),
         Command::Commit(args) => Ok(commands::commit::run(args, &cli.connect).await?),

@@ -13,13 +13,12 @@
 //! [`READY_FD`]: `ok PID` or `err MESSAGE`.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -28,9 +27,14 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::container::cgroups::{Cgroup, Resources};
 use crate::container::init::{self, Launch};
-use crate::container::logs::{LineBuffer, LogStream, LogWriter};
 use crate::container::model::{ExitInfo, Started};
 use crate::container::state::{self, ShimConfig};
+
+mod relay;
+
+/// How long the shim waits for the daemon to attach before a start that
+/// asked for it goes on without.
+const ATTACH_WAIT: Duration = Duration::from_secs(10);
 
 /// The file descriptor the daemon reads the start result from.
 pub const READY_FD: i32 = 3;
@@ -110,8 +114,20 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
         )
     })?;
     let cgroup = Cgroup::create(&config.cgroup_path, &resources(&spec))?;
-    match start(&spec, &cgroup) {
-        Ok((pid, out_read, err_read)) => {
+    let stdio = relay::prepare(config).inspect_err(|_| cgroup.remove())?;
+    // The attach socket is up before the process starts; when the daemon
+    // attaches at the start (`run -it`), it is connected before, too.
+    let listener = relay::listen(state_dir);
+    let attach_marker = state_dir.join(crate::container::attach::ATTACH_AT_START_FILE);
+    let first = match &listener {
+        Some(listener) if std::fs::remove_file(&attach_marker).is_ok() => {
+            let _ = writeln!(ready, "attach");
+            relay::first_client(listener, ATTACH_WAIT)
+        }
+        _ => None,
+    };
+    match start(&spec, &cgroup, &stdio.child) {
+        Ok(pid) => {
             let shim_pid = std::process::id() as i32;
             let started = Started {
                 shim_pid,
@@ -129,7 +145,16 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
                 ));
             }
             let _ = writeln!(ready, "ok {}", pid.as_raw());
-            copy_output(state_dir, config, out_read, err_read);
+            // Only the container's processes may hold its ends now, so
+            // end-of-file on the output means they are all gone.
+            let relay::Stdio { child, outputs, input, terminal } = stdio;
+            drop(child);
+            // Most of a shim's life is spent relaying; shedding the start's
+            // memory waits until the container has run a while, so a
+            // short-lived one (`run --rm ... true`) is not slowed by it.
+            let stdio = relay::Stdio { child: dev_null_triple(), outputs, input, terminal };
+            relay::relay(state_dir, config, stdio, listener, first, Duration::from_millis(SHED_AFTER_MS), shed_startup_memory);
+            let _ = std::fs::remove_file(state_dir.join(crate::container::attach::SOCKET_NAME));
             let code = wait_exit(pid);
             let oom_killed = cgroup.oom_kills() > 0;
             // Kills what the container's init left (nothing, normally: its
@@ -152,15 +177,9 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
     }
 }
 
-/// Clones the container's process with its output on two pipes; returns
-/// its pid and the pipes' read ends. The container's processes then hold
-/// the only write ends, so EOF means they are all gone.
-fn start(spec: &Spec, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, OwnedFd), String> {
-    let (out_read, out_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let (err_read, err_write) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("cannot create a pipe: {e}"))?;
-    let stdin = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+/// Clones the container's process with `stdio` as its stdin, stdout and
+/// stderr; returns its pid.
+fn start(spec: &Spec, cgroup: &Cgroup, stdio: &[OwnedFd; 3]) -> Result<Pid, String> {
     let network_namespace =
         match network_namespace_path(spec) {
             Some(path) => Some(File::open(&path).map_err(|e| {
@@ -171,15 +190,16 @@ fn start(spec: &Spec, cgroup: &Cgroup) -> Result<(Pid, OwnedFd, OwnedFd), String
     let launch = Launch {
         spec,
         cgroup,
-        stdio: [
-            stdin.as_raw_fd(),
-            out_write.as_raw_fd(),
-            err_write.as_raw_fd(),
-        ],
+        stdio: [stdio[0].as_raw_fd(), stdio[1].as_raw_fd(), stdio[2].as_raw_fd()],
         network_namespace,
     };
-    let pid = init::spawn(&launch)?;
-    Ok((pid, out_read, err_read))
+    init::spawn(&launch)
+}
+
+/// Placeholders once the process's own ends are closed.
+fn dev_null_triple() -> [OwnedFd; 3] {
+    let null = || OwnedFd::from(File::open("/dev/null").unwrap_or_else(|_| std::process::exit(1)));
+    [null(), null(), null()]
 }
 
 /// The limits in the spec's `linux.resources`.
@@ -274,85 +294,3 @@ fn wait_exit(pid: Pid) -> i32 {
     }
 }
 
-/// Copies both output pipes into the log until every process holding
-/// them is gone (the container's pid namespace dies with its init).
-fn copy_output(state_dir: &Path, config: &ShimConfig, out: OwnedFd, err: OwnedFd) {
-    let mut writer = LogWriter::open(state_dir, config.log_rotation).ok();
-    let mut log = |stream: LogStream, line: &[u8]| {
-        if let Some(w) = writer.as_mut() {
-            let _ = w.write(stream, line);
-        }
-    };
-    struct Pipe {
-        file: File,
-        stream: LogStream,
-        lines: LineBuffer,
-        open: bool,
-    }
-    let mut pipes = [
-        Pipe {
-            file: File::from(out),
-            stream: LogStream::Stdout,
-            lines: LineBuffer::default(),
-            open: true,
-        },
-        Pipe {
-            file: File::from(err),
-            stream: LogStream::Stderr,
-            lines: LineBuffer::default(),
-            open: true,
-        },
-    ];
-    let mut buf = vec![0u8; 32 * 1024];
-    // Most of a shim's life is spent here; shedding the start's memory
-    // waits until the container has run a while, so a short-lived one
-    // (`run --rm ... true`) is not slowed down by it.
-    let shed_at = std::time::Instant::now() + std::time::Duration::from_millis(SHED_AFTER_MS);
-    let mut shed_pending = true;
-    while pipes.iter().any(|p| p.open) {
-        let mut ready = [false; 2];
-        {
-            let mut fds: Vec<(usize, PollFd)> = pipes
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.open)
-                .map(|(i, p)| (i, PollFd::new(p.file.as_fd(), PollFlags::POLLIN)))
-                .collect();
-            let mut polled: Vec<PollFd> = fds.iter().map(|(_, fd)| *fd).collect();
-            let timeout = match shed_at.checked_duration_since(std::time::Instant::now()) {
-                _ if !shed_pending => PollTimeout::NONE,
-                Some(left) => PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
-                None => {
-                    shed_pending = false;
-                    shed_startup_memory();
-                    continue;
-                }
-            };
-            match poll(&mut polled, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return,
-            }
-            for ((i, _), fd) in fds.iter_mut().zip(&polled) {
-                ready[*i] = fd.revents().is_some_and(|r| !r.is_empty());
-            }
-        }
-        for pipe in pipes.iter_mut().filter(|p| p.open) {
-            if !ready[pipe.stream as usize] {
-                continue;
-            }
-            match pipe.file.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    pipe.open = false;
-                    if let Some(rest) = pipe.lines.finish() {
-                        log(pipe.stream, &rest);
-                    }
-                }
-                Ok(n) => {
-                    let stream = pipe.stream;
-                    pipe.lines.push(&buf[..n], |line| log(stream, line));
-                }
-            }
-        }
-    }
-}

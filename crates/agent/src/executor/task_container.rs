@@ -72,6 +72,9 @@ pub fn create_request(assignment: &pb::Assignment, node_id: &str) -> Result<Crea
         // The executor removes task containers itself, once it has reported
         // how they ended.
         auto_remove: false,
+        // A task has no client to attach: no terminal, no stdin.
+        tty: false,
+        open_stdin: false,
     })
 }
 

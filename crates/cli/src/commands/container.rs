@@ -7,7 +7,7 @@ use shoal_proto::pb;
 use tonic::transport::Channel;
 
 use crate::client::ConnectArgs;
-use crate::commands::flags;
+use crate::commands::{attach, flags};
 use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
@@ -22,6 +22,9 @@ pub enum ContainerCommand {
         /// Stream the container's output and end with its exit code (one container)
         #[arg(short, long)]
         attach: bool,
+        /// Send this terminal's input to the container (with --attach)
+        #[arg(short, long)]
+        interactive: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -29,6 +32,8 @@ pub enum ContainerCommand {
     Exec(crate::commands::exec::ExecArgs),
     /// Copy files between a container and this host (CONTAINER:PATH on one side)
     Cp(crate::commands::cp::CpArgs),
+    /// Attach this terminal to a running container's process (Ctrl-P Ctrl-Q detaches)
+    Attach(crate::commands::attach::AttachArgs),
     /// Make an image from a container's changes
     Commit(crate::commands::commit::CommitArgs),
     /// List containers
@@ -146,6 +151,12 @@ pub struct RunArgs {
     /// Run in the background and print the container id
     #[arg(short, long)]
     detach: bool,
+    /// Keep stdin open and send this terminal's input to the container
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
@@ -249,6 +260,8 @@ impl RunArgs {
             auto_remove: self.rm,
             detach: self.detach,
             create_only: false,
+            tty: self.tty,
+            open_stdin: self.interactive,
             networks: self
                 .networks
                 .iter()
@@ -281,14 +294,27 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             // Flags are checked before dialling so a typo is reported even with no daemon.
             let request = args.request()?;
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
-            let code = run_container(&mut runtime, request).await?;
-            if code != 0 {
-                std::process::exit(code);
+            if (request.tty || request.open_stdin) && !request.detach {
+                // Made, then started attached, so not a byte of its output is missed.
+                let stdin = request.open_stdin;
+                let create = pb::RunContainerRequest { create_only: true, detach: true, ..request };
+                let RunOutcome::Created(id) = run_container(&mut runtime, create).await? else {
+                    return Err(CliError::msg("the daemon did not report the new container's id; see its log"));
+                };
+                let session = attach::Session { container: id, start: true, stdin, close_stdin_at_end: true };
+                return attach::exit_with(attach::attached(&mut runtime, session).await?);
+            }
+            let detach = request.detach;
+            match run_container(&mut runtime, request).await? {
+                RunOutcome::Created(id) if detach => println!("{id}"),
+                RunOutcome::Exited(code) if code != 0 => std::process::exit(code),
+                _ => {}
             }
             Ok(())
         }
         ContainerCommand::Exec(args) => crate::commands::exec::run(args, connect).await,
         ContainerCommand::Cp(args) => crate::commands::cp::run(args, connect).await,
+        ContainerCommand::Attach(args) => attach::run(args, connect).await,
         ContainerCommand::Commit(args) => crate::commands::commit::run(args, connect).await,
         ContainerCommand::Create(args) => {
             let mut request = args.request()?;
@@ -296,31 +322,25 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             request.create_only = true;
             request.detach = true;
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
-            run_container(&mut runtime, request).await?;
+            if let RunOutcome::Created(id) = run_container(&mut runtime, request).await? {
+                println!("{id}");
+            }
             Ok(())
         }
-        ContainerCommand::Start { attach, containers } => {
-            if attach && containers.len() > 1 {
+        ContainerCommand::Start { attach, interactive, containers } => {
+            if (attach || interactive) && containers.len() > 1 {
                 return Err(CliError::msg("start --attach takes one container; start the others without it"));
             }
             let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
+            if attach || interactive {
+                // Attached from before its process runs: this run's output, all of it.
+                let container = containers.into_iter().next().unwrap_or_default();
+                let session = attach::Session { container, start: true, stdin: interactive, close_stdin_at_end: true };
+                return attach::exit_with(attach::attached(&mut runtime, session).await?);
+            }
             for name in containers {
-                // A container started again has a log already: attach shows this run's output only.
-                let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
                 runtime.start_container(pb::ContainerRef { name: name.clone() }).await?;
-                if !attach {
-                    println!("{name}");
-                    continue;
-                }
-                let request = pb::ContainerLogsRequest { name: name.clone(), follow: true, since_unix_nanos: Some(since), ..Default::default() };
-                let mut lines = runtime.container_logs(request).await?.into_inner();
-                while let Some(line) = lines.message().await? {
-                    print_log_line(&line, false)?;
-                }
-                let exit = runtime.wait_container(pb::ContainerRef { name }).await?.into_inner();
-                if exit.code != 0 {
-                    std::process::exit(exit.code);
-                }
+                println!("{name}");
             }
             Ok(())
         }
@@ -532,7 +552,15 @@ impl ListFilter {
 /// `run`: pulls a missing image first (as docker does), then one streaming
 /// call creates, starts and, unless detached, relays output until the exit.
 /// Returns the container's exit code.
-async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, request: pb::RunContainerRequest) -> CliResult<i32> {
+/// What a RunContainer call came to.
+enum RunOutcome {
+    /// Detached or create-only: the container's id.
+    Created(String),
+    /// In the foreground: its exit code.
+    Exited(i32),
+}
+
+async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, request: pb::RunContainerRequest) -> CliResult<RunOutcome> {
     let have_image = runtime.inspect_image(pb::ImageRef { name: request.image.clone() }).await.is_ok();
     if !have_image {
         eprintln!("Unable to find image '{}' locally", request.image);
@@ -542,10 +570,7 @@ async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>,
     let mut events = runtime.run_container(request).await?.into_inner();
     while let Some(event) = events.message().await? {
         match event.event {
-            Some(pb::run_event::Event::Created(id)) if detach => {
-                println!("{id}");
-                return Ok(0);
-            }
+            Some(pb::run_event::Event::Created(id)) if detach => return Ok(RunOutcome::Created(id)),
             Some(pb::run_event::Event::Created(_)) | None => {}
             Some(pb::run_event::Event::Output(line)) => print_log_line(&line, false)?,
             Some(pb::run_event::Event::Exit(exit)) => {
@@ -555,7 +580,7 @@ async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>,
                 if exit.oom_killed {
                     eprintln!("The container was killed: it ran out of memory (exit code {}).", exit.code);
                 }
-                return Ok(exit.code);
+                return Ok(RunOutcome::Exited(exit.code));
             }
         }
     }

@@ -3,13 +3,14 @@
 //! size followed, Ctrl-C passed through as a byte to the container's
 //! terminal) and its exit code as ours.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::IsTerminal;
 
 use shoal_proto::pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::ConnectArgs;
+use crate::commands::terminal::{feed_stdin, follow_window_size, relay_output, terminal_size, Ended, Keyboard, RawMode};
 use crate::error::{CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -65,102 +66,25 @@ pub async fn run(args: ExecArgs, connect: &ConnectArgs) -> CliResult {
     }
     // Raw from here: keys go to the container's terminal as typed (Ctrl-C
     // included) and its echo is the only one.
-    let _raw = if local_terminal { RawMode::enter() } else { None };
+    let raw = if local_terminal { RawMode::enter() } else { None };
     if args.interactive {
-        feed_stdin(input.clone());
+        let wrap = |key: Keyboard| pb::ExecInput {
+            input: Some(match key {
+                Keyboard::Data(bytes) => pb::exec_input::Input::Stdin(bytes),
+                Keyboard::End => pb::exec_input::Input::CloseStdin(true),
+            }),
+        };
+        feed_stdin(input.clone(), wrap, None);
     }
     if tty {
-        follow_window_size(input.clone());
+        follow_window_size(input.clone(), |size| pb::ExecInput { input: Some(pb::exec_input::Input::Resize(size)) });
     }
     // Without -i nothing more goes in; the process sees /dev/null.
     drop(input);
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    while let Some(reply) = replies.message().await? {
-        match reply.output {
-            Some(pb::exec_output::Output::Stdout(bytes)) => {
-                stdout.write_all(&bytes)?;
-                stdout.flush()?;
-            }
-            Some(pb::exec_output::Output::Stderr(bytes)) => {
-                stderr.write_all(&bytes)?;
-                stderr.flush()?;
-            }
-            Some(pb::exec_output::Output::ExitCode(code)) => {
-                drop(_raw);
-                if code != 0 {
-                    std::process::exit(code);
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
-    }
-    Err(CliError::msg("the connection to the daemon ended before the process did; its exit code is unknown"))
-}
-
-/// Sends what arrives on stdin, then its end. A thread: reading a
-/// terminal or pipe blocks, and the process exits under it when done.
-fn feed_stdin(input: mpsc::Sender<pb::ExecInput>) {
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let message = match stdin.read(&mut buffer) {
-                Ok(0) | Err(_) => pb::exec_input::Input::CloseStdin(true),
-                Ok(read) => pb::exec_input::Input::Stdin(buffer[..read].to_vec()),
-            };
-            let last = matches!(message, pb::exec_input::Input::CloseStdin(_));
-            if input.blocking_send(pb::ExecInput { input: Some(message) }).is_err() || last {
-                return;
-            }
-        }
-    });
-}
-
-/// Sends the terminal's new size whenever it changes (SIGWINCH).
-fn follow_window_size(input: mpsc::Sender<pb::ExecInput>) {
-    let Ok(mut changes) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else { return };
-    tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            let Some(size) = terminal_size() else { continue };
-            if input.send(pb::ExecInput { input: Some(pb::exec_input::Input::Resize(size)) }).await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
-/// This terminal's size (from stdout, else stdin), if either is one.
-fn terminal_size() -> Option<pb::TerminalSize> {
-    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
-        let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCGWINSZ fills a winsize we own.
-        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0 && size.ws_row > 0 {
-            return Some(pb::TerminalSize { rows: size.ws_row.into(), columns: size.ws_col.into() });
-        }
-    }
-    None
-}
-
-/// The terminal in raw mode until dropped (also on an early return).
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> Option<RawMode> {
-        let stdin = std::io::stdin();
-        let saved = nix::sys::termios::tcgetattr(&stdin).ok()?;
-        let mut raw = saved.clone();
-        nix::sys::termios::cfmakeraw(&mut raw);
-        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    let ended = relay_output(&mut replies, None).await;
+    drop(raw);
+    match ended? {
+        Ended::Exited(0) | Ended::Detached => Ok(()),
+        Ended::Exited(code) => std::process::exit(code),
     }
 }

@@ -1,5 +1,6 @@
 //! Client commands, one module per `shoal` noun.
 
+pub mod attach;
 pub mod commit;
 pub mod config;
 pub mod container;
@@ -14,4 +15,5 @@ pub mod secret;
 pub mod service;
 pub mod stats;
 pub mod swarm;
+pub mod terminal;
 pub mod volume;

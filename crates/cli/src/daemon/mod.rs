@@ -2,6 +2,7 @@
 //! socket, runs the agent when the node is in a swarm, and runs a manager
 //! when the node is one.
 
+mod attach_api;
 mod autolock;
 mod copy_api;
 mod exec_api;

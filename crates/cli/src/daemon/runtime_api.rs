@@ -11,7 +11,8 @@ use shoal_proto::pb;
 use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF;
 use shoal_runtime::container::logs::{LogEntry, LogOptions};
 use shoal_runtime::container::{
-    ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Rebind, Status as ContainerStatus,
+    Attachment, ContainerError, ContainerManager, ContainerSummary, CreateRequest, ImageInput, Limits, MountSpec, Rebind,
+    Status as ContainerStatus,
 };
 use shoal_agent::executor::LABEL_TASK_ID as TASK_LABEL;
 use shoal_runtime::commit::{self, CommitError, CommitOptions};
@@ -67,14 +68,18 @@ fn summary(image: &shoal_runtime::image::Image) -> pb::ImageSummary {
 impl RuntimeApi {
     /// `container start`: a created container starts; a stopped one starts
     /// again, its networks prepared anew as its `run` asked; a running one
-    /// is left alone, as docker does.
-    async fn start_any(&self, name: &str) -> Result<(), Status> {
+    /// is left alone, as docker does. With `attach`, the stdio of its
+    /// process, connected from before it runs (or now, if it already does).
+    pub(super) async fn start_any(&self, name: &str, attach: bool) -> Result<Option<Attachment>, Status> {
         let details = self.containers.inspect(name).map_err(container_status)?;
         let id = details.id.clone();
-        match details.state.status {
-            ContainerStatus::Running => return Ok(()),
+        let attachment = match details.state.status {
+            ContainerStatus::Running if attach => return self.containers.attach(&id).map(Some).map_err(container_status),
+            ContainerStatus::Running => return Ok(None),
+            ContainerStatus::Created if attach => Some(self.containers.start_attached(&id).await.map_err(container_status)?),
             ContainerStatus::Created => {
                 self.containers.start(&id).await.map_err(container_status)?;
+                None
             }
             _ if details.labels.contains_key(TASK_LABEL) => {
                 return Err(Status::failed_precondition(format!(
@@ -91,22 +96,31 @@ impl RuntimeApi {
                     network_namespace: prepared.as_ref().map(|p| p.netns.clone()),
                     binds: prepared.iter().map(|p| (CONTAINER_RESOLV_CONF.to_string(), p.resolv_conf.clone())).collect(),
                 };
-                if let Err(e) = self.containers.start_again(&id, rebind).await {
-                    if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
-                        networks.abandon(prepared).await;
+                let started = if attach {
+                    self.containers.start_again_attached(&id, rebind).await.map(Some)
+                } else {
+                    self.containers.start_again(&id, rebind).await.map(|()| None)
+                };
+                let attachment = match started {
+                    Ok(attachment) => attachment,
+                    Err(e) => {
+                        if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
+                            networks.abandon(prepared).await;
+                        }
+                        return Err(container_status(e));
                     }
-                    return Err(container_status(e));
-                }
+                };
                 if let (Some(networks), Some(prepared)) = (&self.networks, &prepared) {
                     networks.created(prepared, &id).await;
                 }
+                attachment
             }
-        }
+        };
         // Its networks go back when it exits.
         if let Some(networks) = &self.networks {
             networks.watch(id);
         }
-        Ok(())
+        Ok(attachment)
     }
 
     /// Frees a stopped or removed container's addresses and ports before
@@ -439,7 +453,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     }
 
     async fn start_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::Empty>, Status> {
-        self.start_any(&request.into_inner().name).await?;
+        self.start_any(&request.into_inner().name, false).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -448,7 +462,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
         self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
         self.release_networks(&request.name).await;
-        self.start_any(&request.name).await?;
+        self.start_any(&request.name, false).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -554,6 +568,26 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(super::copy_api::copy_to(self.containers.clone(), request.into_inner()).await?))
     }
 
+    type AttachStdioStream = EventStream<pb::ExecOutput>;
+
+    async fn attach_stdio(&self, request: Request<tonic::Streaming<pb::AttachInput>>) -> Result<Response<Self::AttachStdioStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.message().await? {
+            Some(pb::AttachInput { input: Some(pb::attach_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("an attach must first name its container (AttachStart)")),
+        };
+        let id = self.containers.inspect(&start.container).map(|d| d.id).map_err(container_status)?;
+        // Held from before the start: the exit code survives a --rm removal.
+        let exit = self.containers.waiter(&id).map_err(container_status)?;
+        let attachment = if start.start {
+            self.start_any(&id, true).await?.ok_or_else(|| Status::internal("the container started without its stdio"))?
+        } else {
+            self.containers.attach(&id).map_err(container_status)?
+        };
+        let replies = super::attach_api::relay(attachment, start.size, input, exit);
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn wait_container(&self, request: Request<pb::ContainerRef>) -> Result<Response<pb::ContainerExit>, Status> {
         let exit = self.containers.wait(&request.into_inner().name).await.map_err(container_status)?;
         Ok(Response::new(pb::ContainerExit { code: exit.code, oom_killed: exit.oom_killed, error: exit.error.unwrap_or_default() }))
@@ -612,6 +646,8 @@ fn create_request(request: &pb::RunContainerRequest) -> Result<CreateRequest, St
         },
         network_namespace: None,
         auto_remove: request.auto_remove,
+        tty: request.tty,
+        open_stdin: request.open_stdin,
     })
 }
 

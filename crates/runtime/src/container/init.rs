@@ -154,6 +154,15 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
         nix::unistd::dup2(*fd, target)
             .map_err(|e| format!("cannot set up the container's output: {e}"))?;
     }
+    if spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false) {
+        // `-t`: its terminal becomes the controlling one of a session of
+        // its own, so Ctrl-C on it signals the container's foreground job.
+        nix::unistd::setsid().map_err(|e| format!("cannot start a session: {e}"))?;
+        // SAFETY: TIOCSCTTY on stdin, the terminal the shim opened.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(format!("cannot make the terminal the container's own: {}", std::io::Error::last_os_error()));
+        }
+    }
     // Before any namespace: the cgroup namespace's root is the cgroup the
     // process is in when it unshares.
     launch.cgroup.join()?;

@@ -28,7 +28,7 @@ mod pause;
 mod restart;
 pub use restart::Rebind;
 mod shims;
-use shims::{pidfd_open, read_answer, reap};
+use shims::{pidfd_open, reap, ReadyLines};
 mod views;
 
 type Result<T> = std::result::Result<T, ContainerError>;
@@ -295,6 +295,8 @@ impl ContainerManager {
             id: record.id.clone(),
             cgroup_path,
             log_rotation: self.config.log_rotation,
+            tty: record.tty,
+            open_stdin: record.open_stdin,
         };
         state::write_json(&dir.join(SHIM_CONFIG_FILE), &shim).map_err(|e| ContainerError::io("writing the shim's configuration", e))?;
         state::write_json(&dir.join(RECORD_FILE), &record).map_err(|e| ContainerError::io("writing the container record", e))?;
@@ -322,6 +324,19 @@ impl ContainerManager {
     /// Starts a created container through its shim; returns once the
     /// container's process runs (or with why it could not).
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.start_with(name, false).await.map(drop)
+    }
+
+    /// [`Self::start`], attached to the process's stdio from before it
+    /// runs, so none of its output is missed (`run -it`, `start -ai`).
+    pub async fn start_attached(self: &Arc<Self>, name: &str) -> Result<super::Attachment> {
+        let entry = self.find(name)?;
+        self.start_with(&entry.record.id, true).await?.ok_or_else(|| {
+            ContainerError::Internal(format!("container {} started, but its shim could not be attached to", entry.record.name))
+        })
+    }
+
+    async fn start_with(self: &Arc<Self>, name: &str, attach: bool) -> Result<Option<super::Attachment>> {
         let entry = self.find(name)?;
         if !matches!(*entry.phase.borrow(), Phase::Created) {
             return Err(ContainerError::InvalidRequest(format!(
@@ -331,7 +346,17 @@ impl ContainerManager {
         }
         let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| ContainerError::Internal(format!("cannot create a pipe: {e}")))?;
-        let shim_pid = self.spawn_shim(&entry, ready_write)?;
+        let marker = entry.dir.join(super::attach::ATTACH_AT_START_FILE);
+        if attach {
+            std::fs::write(&marker, b"").map_err(|e| ContainerError::io("asking the shim to wait for an attach", e))?;
+        }
+        let shim_pid = match self.spawn_shim(&entry, ready_write) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = std::fs::remove_file(&marker);
+                return Err(e);
+            }
+        };
         // None if the shim has already ended (and, forked by the launcher,
         // been reaped): its answer and exit file still tell what happened.
         let pidfd = pidfd_open(shim_pid).ok();
@@ -339,12 +364,28 @@ impl ContainerManager {
         // The shim answers `ok PID` or `err MESSAGE` and keeps running, so
         // read one line rather than to EOF; a shim that dies without a
         // word closes the pipe.
-        let answer = tokio::time::timeout(START_TIMEOUT, read_answer(ready_read)).await;
-        let line = match answer {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => format!("err cannot read the shim's answer: {e}"),
-            Err(_) => format!("err the shim did not start the container within {}s", START_TIMEOUT.as_secs()),
+        let mut attachment = None;
+        let line = match ReadyLines::new(ready_read) {
+            Err(e) => format!("err cannot read the shim's answer: {e}"),
+            Ok(mut lines) => loop {
+                let line = match tokio::time::timeout(START_TIMEOUT, lines.next()).await {
+                    Ok(Ok(line)) => line,
+                    Ok(Err(e)) => break format!("err cannot read the shim's answer: {e}"),
+                    Err(_) => break format!("err the shim did not start the container within {}s", START_TIMEOUT.as_secs()),
+                };
+                if attach && line.trim() == "attach" {
+                    // The shim waits for this connection before it starts the process.
+                    attachment = super::attach::connect(&entry.dir).ok().map(|stream| super::Attachment {
+                        stream,
+                        tty: entry.record.tty,
+                        open_stdin: entry.record.open_stdin,
+                    });
+                    continue;
+                }
+                break line;
+            },
         };
+        let _ = std::fs::remove_file(&marker);
         if let Some(pid) = line.trim().strip_prefix("ok ") {
             let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE)).unwrap_or(Started {
                 shim_pid,
@@ -357,7 +398,7 @@ impl ContainerManager {
                 Some(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
                 None => self.watch_shim(entry, shim_pid),
             }
-            return Ok(());
+            return Ok(attachment);
         }
         // The shim failed: it has recorded why and cleaned up, or died.
         let _ = nix::sys::signal::kill(Pid::from_raw(shim_pid), Signal::SIGKILL);
@@ -383,6 +424,24 @@ impl ContainerManager {
         });
         entry.exited(exit);
         Err(ContainerError::StartFailed(message))
+    }
+
+    /// A wait for the container's exit that holds on to it from now, so it
+    /// still tells how the container ended if the container is removed
+    /// (`--rm`) before it is awaited.
+    pub fn waiter(&self, name: &str) -> Result<impl std::future::Future<Output = Result<ExitInfo>> + Send + 'static> {
+        let entry = self.find(name)?;
+        let mut phase = entry.phase.subscribe();
+        Ok(async move {
+            loop {
+                if let Phase::Exited(exit) = &*phase.borrow_and_update() {
+                    return Ok(exit.clone());
+                }
+                if phase.changed().await.is_err() {
+                    return Err(ContainerError::NotFound(entry.record.name.clone()));
+                }
+            }
+        })
     }
 
     /// Waits until the container has exited; any number of callers may.

@@ -3,6 +3,7 @@
 //! cgroup, mounts, capabilities, seccomp), logs, and re-attaching after a
 //! daemon restart.
 
+pub mod attach;
 pub(crate) mod cgroups;
 pub mod copy;
 mod error;
@@ -23,6 +24,7 @@ pub mod stats;
 pub mod top;
 pub mod state;
 
+pub use attach::Attachment;
 pub use error::ContainerError;
 pub use exec_session::{is_end_of_terminal, ExecExit, ExecIo, ExecOptions, ExecProcess, Terminal, Window};
 pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};

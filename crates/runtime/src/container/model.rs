@@ -60,6 +60,10 @@ pub struct CreateRequest {
     pub network_namespace: Option<PathBuf>,
     /// Remove the container when it exits (`--rm`).
     pub auto_remove: bool,
+    /// A pseudo-terminal for its stdin, stdout and stderr (`-t`).
+    pub tty: bool,
+    /// Keep its stdin open for attaching clients to write to (`-i`).
+    pub open_stdin: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,12 @@ pub struct ContainerRecord {
     pub auto_remove: bool,
     /// RFC 3339.
     pub created: String,
+    /// `-t`: its process runs on a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: its stdin stays open for attached clients.
+    #[serde(default)]
+    pub open_stdin: bool,
 }
 
 /// Written by the shim once the container's process runs.

@@ -65,6 +65,8 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         stop_signal: non_empty(config.stop_signal()).unwrap_or_else(|| "SIGTERM".into()),
         auto_remove: request.auto_remove,
         created: state::now_rfc3339(),
+        tty: request.tty,
+        open_stdin: request.open_stdin,
     })
 }
 

@@ -50,7 +50,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
 
     let caps: Vec<&str> = CAPABILITIES.to_vec();
     spec["process"] = json!({
-        "terminal": false,
+        "terminal": record.tty,
         "user": { "uid": input.uid, "gid": input.gid, "additionalGids": input.additional_gids },
         "args": record.args,
         "env": record.env,

@@ -49,4 +49,10 @@ pub struct ShimConfig {
     /// The container's cgroup, `/<parent>/<id>`.
     pub cgroup_path: String,
     pub log_rotation: super::logs::LogRotation,
+    /// The container's process gets a pseudo-terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Its stdin stays open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
 }

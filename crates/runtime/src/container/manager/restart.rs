@@ -23,6 +23,17 @@ impl ContainerManager {
     /// Starts the exited (or created) container `name` again; returns once
     /// its process runs.
     pub async fn start_again(self: &Arc<Self>, name: &str, rebind: Rebind) -> Result<()> {
+        self.start_again_with(name, rebind, false).await.map(drop)
+    }
+
+    /// [`Self::start_again`], attached from before the process runs.
+    pub async fn start_again_attached(self: &Arc<Self>, name: &str, rebind: Rebind) -> Result<crate::container::Attachment> {
+        self.start_again_with(name, rebind, true).await?.ok_or_else(|| {
+            ContainerError::Internal(format!("container {name} started, but its shim could not be attached to"))
+        })
+    }
+
+    async fn start_again_with(self: &Arc<Self>, name: &str, rebind: Rebind, attach: bool) -> Result<Option<crate::container::Attachment>> {
         let entry = self.find(name)?;
         match &*entry.phase.borrow() {
             Phase::Running(_) => return Err(ContainerError::InvalidRequest(format!("container {} is already running", entry.record.name))),
@@ -37,7 +48,7 @@ impl ContainerManager {
             entry.log_closed.send_replace(false);
             entry.phase.send_replace(Phase::Created);
         }
-        self.start(&entry.record.id).await
+        self.start_with(&entry.record.id, attach).await
     }
 }
 

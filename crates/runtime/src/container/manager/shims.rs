@@ -69,6 +69,19 @@ impl ContainerManager {
         Ok((entry.record.name.clone(), root))
     }
 
+    /// Attaches to the running container `name`'s stdio (`attach`).
+    pub fn attach(&self, name: &str) -> Result<crate::container::Attachment> {
+        let entry = self.find(name)?;
+        if !matches!(*entry.phase.borrow(), Phase::Running(_)) {
+            return Err(ContainerError::InvalidRequest(format!(
+                "container {} is not running; start it with `shoal container start -ai {}`",
+                entry.record.name, entry.record.name
+            )));
+        }
+        let stream = crate::container::attach::connect(&entry.dir)?;
+        Ok(crate::container::Attachment { stream, tty: entry.record.tty, open_stdin: entry.record.open_stdin })
+    }
+
     /// Forks an exec's supervisor through the launcher (see
     /// [`super::exec`]); its pid.
     pub(crate) fn launch_exec(&self, request: &crate::container::exec::ExecRequest, stdio: [&OwnedFd; 3], status: &OwnedFd) -> Result<i32> {
@@ -194,15 +207,32 @@ impl ContainerManager {
 }
 
 /// Reads the shim's one-line answer from the ready pipe.
-pub(super) async fn read_answer(ready: OwnedFd) -> std::io::Result<String> {
-    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = pipe.read(&mut buf).await?;
-        answer.extend_from_slice(&buf[..n]);
-        if n == 0 || answer.contains(&b'\n') {
-            return Ok(String::from_utf8_lossy(&answer).into_owned());
+/// The shim's lines on its ready pipe: `attach` (when asked to wait for
+/// the daemon's attach), then `ok PID` or `err MESSAGE`. The shim keeps
+/// running, so lines are read one at a time rather than to EOF; a shim
+/// that dies without a word ends the pipe (an empty line).
+pub(super) struct ReadyLines {
+    pipe: tokio::net::unix::pipe::Receiver,
+    pending: Vec<u8>,
+}
+
+impl ReadyLines {
+    pub(super) fn new(ready: OwnedFd) -> std::io::Result<ReadyLines> {
+        Ok(ReadyLines { pipe: tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?, pending: Vec::new() })
+    }
+
+    pub(super) async fn next(&mut self) -> std::io::Result<String> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            let n = self.pipe.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned());
+            }
+            self.pending.extend_from_slice(&buf[..n]);
         }
     }
 }
