@@ -157,6 +157,19 @@ fn top_lists_the_processes_ls_filters_and_prune_removes_only_stopped_containers(
     assert_eq!(names(&["label=app=web"]), ["worker"]);
     assert_eq!(names(&["label=app=db"]), Vec::<String>::new());
     assert_eq!(names(&["name=work", "status=running"]), ["worker"]);
+    // docker's Go templates: plain lines, and `table` lining up under a header.
+    let plain = node.shoal(&["container", "ls", "-a", "--format", "{{.Names}}: {{.State}} {{.Label \"app\"}}", "-f", "name=worker"]).ok();
+    assert_eq!(plain.stdout, "worker: running web\n");
+    let table = node.shoal(&["container", "ls", "-a", "--format", "table {{.Names}}\\t{{.Status}}"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAMES") && lines[0].contains("STATUS") && lines.len() == 3, "{table}");
+    let column = lines[0].find("STATUS").expect("a STATUS column");
+    for line in &lines[1..] {
+        let (name, status) = line.split_at(column);
+        assert!(name.ends_with(' ') && !status.starts_with(' ') && (status.starts_with("Up") || status.starts_with("Exited")), "{table}");
+    }
+    let unknown = node.shoal(&["container", "ls", "--format", "{{.Colour}}"]);
+    assert!(!unknown.success() && unknown.stderr.contains("{{.Colour}}") && unknown.stderr.contains("{{.Names}}"), "{}", unknown.stderr);
     let bad = node.shoal(&["container", "ls", "--filter", "colour=red"]);
     assert!(!bad.success() && bad.stderr.contains("colour") && bad.stderr.trim().lines().count() == 1, "{}", bad.stderr);
 

@@ -7,6 +7,7 @@ mod daemon;
 mod dev_cluster;
 mod error;
 mod output;
+mod template;
 mod wire;
 
 use std::path::PathBuf;

@@ -2,12 +2,11 @@
 
 use std::io::Write;
 
-use serde::Serialize;
 use shoal_proto::pb;
 use tonic::transport::Channel;
 
 use crate::client::ConnectArgs;
-use crate::commands::{attach, flags};
+use crate::commands::{attach, container_ls, flags};
 use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
@@ -46,8 +45,9 @@ pub enum ContainerCommand {
         filters: Vec<String>,
         #[arg(short, long)]
         quiet: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// table, json, or a template such as 'table {{.Names}}\t{{.Status}}'
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Show a container's output
     Logs {
@@ -345,13 +345,7 @@ pub async fn run(command: ContainerCommand, connect: &ConnectArgs) -> CliResult 
             Ok(())
         }
         ContainerCommand::Ls { all, filters, quiet, format } => {
-            let filters = filters.iter().map(|f| ListFilter::parse(f)).collect::<CliResult<Vec<_>>>()?;
-            // Asking for a status other than running means the stopped ones too, as in docker.
-            let all = all || filters.iter().any(|f| matches!(f, ListFilter::Status(s) if s != "running" && s != "paused"));
-            let mut runtime = pb::runtime_client::RuntimeClient::new(connect.connect().await?);
-            let mut containers = runtime.list_containers(pb::ListContainersRequest { all }).await?.into_inner().containers;
-            containers.retain(|c| filters.iter().all(|f| f.matches(c)));
-            list(containers, quiet, format)
+            container_ls::run(all, &filters, quiet, format.as_deref(), connect).await
         }
         ContainerCommand::Logs { follow, tail, timestamps, since, until, container } => {
             let since = since.as_deref().map(|t| flags::parse_time("--since", t)).transpose()?;
@@ -505,53 +499,6 @@ fn published_ports(details: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// One `ls --filter`; several must all match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ListFilter {
-    Name(String),
-    Id(String),
-    Status(String),
-    Label(String, Option<String>),
-}
-
-impl ListFilter {
-    fn parse(value: &str) -> CliResult<ListFilter> {
-        let (key, rest) = value.split_once('=').ok_or_else(|| {
-            CliError::msg(format!("filter {value:?} is invalid; use KEY=VALUE with name, id, status or label"))
-        })?;
-        match key {
-            "name" => Ok(ListFilter::Name(rest.to_string())),
-            "id" => Ok(ListFilter::Id(rest.to_string())),
-            "status" => match rest {
-                "created" | "running" | "paused" | "exited" | "dead" => Ok(ListFilter::Status(rest.to_string())),
-                other => Err(CliError::msg(format!(
-                    "status {other:?} is unknown; use created, running, paused, exited or dead"
-                ))),
-            },
-            "label" => Ok(match rest.split_once('=') {
-                Some((k, v)) => ListFilter::Label(k.to_string(), Some(v.to_string())),
-                None => ListFilter::Label(rest.to_string(), None),
-            }),
-            other => Err(CliError::msg(format!("filter key {other:?} is unknown; use name, id, status or label"))),
-        }
-    }
-
-    fn matches(&self, container: &pb::ContainerSummary) -> bool {
-        match self {
-            ListFilter::Name(part) => container.name.contains(part.as_str()),
-            ListFilter::Id(prefix) => container.id.starts_with(prefix.as_str()),
-            ListFilter::Status(status) => container.state == *status,
-            ListFilter::Label(key, value) => match (container.labels.get(key), value) {
-                (Some(found), Some(wanted)) => found == wanted,
-                (Some(_), None) => true,
-                (None, _) => false,
-            },
-        }
-    }
-}
-
-/// `run`: pulls a missing image first (as docker does), then one streaming
-/// call creates, starts and, unless detached, relays output until the exit.
-/// Returns the container's exit code.
 /// What a RunContainer call came to.
 enum RunOutcome {
     /// Detached or create-only: the container's id.
@@ -610,61 +557,3 @@ fn print_log_line(line: &pb::LogLine, timestamps: bool) -> CliResult {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct ContainerJson<'a> {
-    id: &'a str,
-    name: &'a str,
-    image: &'a str,
-    command: &'a str,
-    created: i64,
-    state: &'a str,
-    status: &'a str,
-    labels: &'a std::collections::HashMap<String, String>,
-}
-
-fn list(containers: Vec<pb::ContainerSummary>, quiet: bool, format: Format) -> CliResult {
-    if quiet {
-        for c in &containers {
-            println!("{}", &c.id[..c.id.len().min(12)]);
-        }
-        return Ok(());
-    }
-    match format {
-        Format::Json => print_json(
-            &containers
-                .iter()
-                .map(|c| ContainerJson {
-                    id: &c.id,
-                    name: &c.name,
-                    image: &c.image,
-                    command: &c.command,
-                    created: c.created_unix,
-                    state: &c.state,
-                    status: &c.status,
-                    labels: &c.labels,
-                })
-                .collect::<Vec<_>>(),
-        ),
-        Format::Table => {
-            let rows = containers
-                .iter()
-                .map(|c| {
-                    let mut command = format!("\"{}\"", c.command);
-                    if command.chars().count() > 22 {
-                        command = format!("{}…\"", command.chars().take(20).collect::<String>());
-                    }
-                    vec![
-                        c.id.chars().take(12).collect(),
-                        c.image.clone(),
-                        command,
-                        crate::output::ago(c.created_unix),
-                        c.status.clone(),
-                        c.name.clone(),
-                    ]
-                })
-                .collect();
-            print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows);
-            Ok(())
-        }
-    }
-}
