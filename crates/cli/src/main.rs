@@ -122,7 +122,14 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Daemon { .. }) {
         accept_stop_signals();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A client command is one connection and a few calls: one thread is
+    // enough and starts faster; the daemon and dev clusters need more.
+    let builder = match cli.command {
+        Command::Daemon { .. } | Command::DevCluster(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let mut builder = builder;
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");

@@ -508,13 +508,18 @@ enum RunOutcome {
 }
 
 async fn run_container(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, request: pb::RunContainerRequest) -> CliResult<RunOutcome> {
-    let have_image = runtime.inspect_image(pb::ImageRef { name: request.image.clone() }).await.is_ok();
-    if !have_image {
-        eprintln!("Unable to find image '{}' locally", request.image);
-        crate::commands::image::pull(runtime, &request.image, true).await?;
-    }
     let detach = request.detach;
-    let mut events = runtime.run_container(request).await?.into_inner();
+    // Asked straight away: a missing image is the rare case, and asking
+    // first would cost every run a round trip.
+    let mut events = match runtime.run_container(request.clone()).await {
+        Ok(events) => events.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound && status.message().starts_with("no such image") => {
+            eprintln!("Unable to find image '{}' locally", request.image);
+            crate::commands::image::pull(runtime, &request.image, true).await?;
+            runtime.run_container(request).await?.into_inner()
+        }
+        Err(status) => return Err(status.into()),
+    };
     while let Some(event) = events.message().await? {
         match event.event {
             Some(pb::run_event::Event::Created(id)) if detach => return Ok(RunOutcome::Created(id)),
