@@ -45,7 +45,7 @@ fn wrong_rotated_and_foreign_tokens_are_refused() {
 }
 
 #[test]
-fn only_manager_and_client_certificates_of_this_swarm_reach_the_control_api() {
+fn only_manager_and_client_certificates_of_this_swarm_reach_the_control_api_and_client_ones_the_nodes_containers() {
     let cluster = Cluster::up("certs", 1, 1);
     wait_all_ready(&cluster, "manager1", 2);
     let endpoint = format!("tcp://{}:4242", cluster.addr("manager1"));
@@ -63,6 +63,31 @@ fn only_manager_and_client_certificates_of_this_swarm_reach_the_control_api() {
     let cert_env = format!("SHOAL_CERT_PATH={bundle_str}");
     cluster.exec("worker1", &["env", &host_env, &cert_env, "SHOAL_TLS_VERIFY=1", SHOAL, "node", "ls"]).ok();
 
+    // The manager's own containers, from another host, as docker's remote
+    // API gives them: exec into one (its output and exit code come back).
+    let tls = [
+        "-H".to_string(),
+        endpoint.clone(),
+        "--tlscacert".into(),
+        file(&bundle, "ca.pem"),
+        "--tlscert".into(),
+        file(&bundle, "cert.pem"),
+        "--tlskey".into(),
+        file(&bundle, "key.pem"),
+    ];
+    let remote_shoal = |args: &[&str]| {
+        let mut full: Vec<&str> = vec![SHOAL];
+        full.extend(tls.iter().map(String::as_str));
+        full.extend_from_slice(args);
+        cluster.exec("worker1", &full)
+    };
+    crate::support::bridge_node::import_busybox(&cluster, "manager1", "localbox:1");
+    cluster.shoal("manager1", &["run", "-d", "--name", "admin-box", "localbox:1", "sleep", "300"]).ok();
+    let listed = remote_shoal(&["container", "ls", "--format", "{{.Names}}"]).ok();
+    assert_eq!(listed.stdout, "admin-box\n", "manager1's containers, listed from worker1");
+    let exec = remote_shoal(&["exec", "admin-box", "sh", "-c", "hostname >/dev/null && echo remote-exec; exit 4"]);
+    assert_eq!((exec.stdout.as_str(), exec.status.and_then(|s| s.code())), ("remote-exec\n", Some(4)), "{exec:?}");
+
     // The worker's own certificate is refused by the control API.
     let certs = PathBuf::from(format!("/run/shoal-dev/{}/worker1/data/swarm/certs", cluster.name()));
     let as_worker = cluster.exec(
@@ -71,6 +96,13 @@ fn only_manager_and_client_certificates_of_this_swarm_reach_the_control_api() {
     );
     assert!(!as_worker.success());
     assert!(as_worker.stderr.contains("worker certificate cannot use this API"), "{}", as_worker.stderr);
+    // ...and by the node's containers.
+    let worker_exec = cluster.exec(
+        "worker1",
+        &[SHOAL, "-H", &endpoint, "--tlscacert", &file(&certs, "ca.pem"), "--tlscert", &file(&certs, "node.pem"), "--tlskey", &file(&certs, "node-key.pem"), "exec", "admin-box", "true"],
+    );
+    assert!(!worker_exec.success() && worker_exec.stderr.contains("worker certificate cannot use this API"), "{}", worker_exec.stderr);
+    cluster.shoal("manager1", &["container", "rm", "-f", "admin-box"]).ok();
 
     // A certificate from another CA does not get through the handshake.
     let evil = scratch_dir("evil");

@@ -41,28 +41,7 @@ impl Node {
                 .join("data"),
             cluster,
         };
-        let rootfs = tempfile::tempdir().expect("a directory for the image");
-        let bin = rootfs.path().join("rootfs/bin");
-        std::fs::create_dir_all(&bin).expect("rootfs/bin");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-        for applet in APPLETS {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
-        }
-        let tar = rootfs.path().join("rootfs.tar");
-        let tarred = run(
-            "tar",
-            &[
-                "-C",
-                &rootfs.path().join("rootfs").display().to_string(),
-                "-cf",
-                &tar.display().to_string(),
-                ".",
-            ],
-            crate::support::CLI_TIMEOUT,
-        );
-        assert!(tarred.success(), "{tarred:?}");
-        node.shoal(&["image", "import", &tar.display().to_string(), IMAGE])
-            .ok();
+        import_busybox(&node.cluster, HOST, IMAGE);
         node
     }
 
@@ -193,3 +172,23 @@ pub struct AttachmentJson {
     pub aliases: Vec<String>,
 }
 
+
+/// Imports a busybox root filesystem (the [`APPLETS`] as links) on `host`
+/// as `name`: an image without a registry.
+pub fn import_busybox(cluster: &Cluster, host: &str, name: &str) {
+    let rootfs = tempfile::tempdir().expect("a directory for the image");
+    let bin = rootfs.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("rootfs/bin");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+    }
+    let tar = rootfs.path().join("rootfs.tar");
+    let tarred = run(
+        "tar",
+        &["-C", &rootfs.path().join("rootfs").display().to_string(), "-cf", &tar.display().to_string(), "."],
+        super::CLI_TIMEOUT,
+    );
+    assert!(tarred.success(), "{tarred:?}");
+    cluster.shoal(host, &["image", "import", &tar.display().to_string(), name]).ok();
+}

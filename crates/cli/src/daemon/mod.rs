@@ -118,6 +118,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         },
         engine_labels: options.engine_labels.clone(),
         swarm_attachments,
+        runtime_api: runtime.clone(),
     });
 
     // Back in the swarm we were in before the restart.

@@ -54,6 +54,9 @@ pub struct NodeRuntime {
     /// Standalone containers on attachable overlays ask the managers
     /// through the swarm node this daemon runs.
     pub swarm_attachments: super::networks_api::SwarmAttachments,
+    /// This node's containers and images, also served on the manager port
+    /// to client certificates (`shoal -H tcp://MANAGER exec ...`).
+    pub runtime_api: super::runtime_api::RuntimeApi,
 }
 
 /// A running manager and the server exposing it on the manager port.
@@ -286,7 +289,16 @@ impl RunningNode {
             .add_service(pb::control_server::ControlServer::new(ControlService::new(
                 ManagerSlot::with(manager.clone()),
                 Transport::Tls,
-            )));
+            )))
+            // The node's own containers, for a remote administrator only: a
+            // node certificate (manager or worker) does not reach them.
+            .add_service(pb::runtime_server::RuntimeServer::with_interceptor(self.runtime.runtime_api.clone(), {
+                let manager = manager.clone();
+                move |request: tonic::Request<()>| {
+                    shoal_manager::api::auth::authorize(Transport::Tls, &request, &manager, &[shoal_proto::identity::Role::Client])?;
+                    Ok(request)
+                }
+            }));
         let server = tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { let _ = stopped.await; }).await {
                 tracing::error!(error = %e, "manager server stopped");

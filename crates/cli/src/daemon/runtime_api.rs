@@ -23,6 +23,9 @@ use tonic::{Request, Response, Status};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Cheap to clone: the local socket and, on a manager, its TLS port (for
+/// client certificates) serve the same node.
+#[derive(Clone)]
 pub struct RuntimeApi {
     pub images: ImageStore,
     pub containers: Arc<ContainerManager>,
