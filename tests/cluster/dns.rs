@@ -313,6 +313,13 @@ fn names_outside_the_swarm_go_upstream_and_bridge_networks_have_names() {
     assert_eq!(beta.addresses("cache"), [alpha.clone()]);
     let gamma = Asker::container(&swarm, "worker1", "gamma");
     assert_eq!(gamma.dig(&["alpha"]).status, "NXDOMAIN", "alpha is not on gamma's network");
+    // A rename: the new name answers, the old one no longer does.
+    on_worker1(&["container", "rename", "gamma", "delta"]);
+    on_worker1(&["network", "connect", "lan", "delta"]);
+    wait_until(Duration::from_secs(10), "the renamed container's new name", || (!beta.addresses("delta").is_empty()).then_some(()));
+    let old_name = beta.dig(&["gamma"]);
+    assert!(old_name.answers.is_empty() && old_name.status != "NOERROR", "the old name is gone: {old_name:?}");
+    on_worker1(&["container", "rename", "delta", "gamma"]);
 
     // A daemon restart: adopted tasks and containers are served again.
     swarm.cluster.stop("worker1", true);

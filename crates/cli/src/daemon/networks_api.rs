@@ -333,6 +333,15 @@ impl ContainerNetworks {
         }
     }
 
+    /// The container was renamed: its networks answer the new name.
+    pub async fn renamed(&self, container_id: &str, new_name: &str) {
+        if let Ok(networks) = &self.networks {
+            if let Err(error) = networks.rename_container(container_id, new_name).await {
+                tracing::warn!(container = container_id, %error, "renaming a container on its networks");
+            }
+        }
+    }
+
     /// The container for `prepared` could not be created.
     pub async fn abandon(&self, prepared: &PreparedSandbox) {
         if let Ok(networks) = &self.networks {

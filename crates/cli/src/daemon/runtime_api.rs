@@ -452,6 +452,9 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     async fn rename_container(&self, request: Request<pb::RenameContainerRequest>) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
         self.containers.rename(&request.name, &request.new_name).map_err(container_status)?;
+        if let (Some(networks), Ok(details)) = (&self.networks, self.containers.inspect(&request.new_name)) {
+            networks.renamed(&details.id, &request.new_name).await;
+        }
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -235,6 +235,22 @@ impl BridgeNetworks {
         inner.state.save(&self.state_path)
     }
 
+    /// The container `container_id` is now called `container_name`: its
+    /// networks' DNS answers the new name, no longer the old one.
+    pub async fn rename_container(&self, container_id: &str, container_name: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let mut found = false;
+        for sandbox in inner.state.sandboxes.iter_mut().filter(|s| s.container_id == container_id) {
+            sandbox.container_name = container_name.to_string();
+            found = true;
+        }
+        if !found {
+            return Ok(());
+        }
+        self.publish_names(&inner);
+        inner.state.save(&self.state_path)
+    }
+
     /// Undoes [`BridgeNetworks::prepare_container`] for a container that
     /// was never created.
     pub async fn release_sandbox(&self, sandbox_id: &str) {
