@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::runtime_api::container_status;
+use super::runtime_wire::container_status;
 use crate::wire::{copy_source_from_wire, copy_source_to_wire};
 
 const CHUNK: usize = 64 * 1024;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::runtime_api::container_status;
+use super::runtime_wire::container_status;
 
 type Replies = mpsc::Sender<Result<pb::ExecOutput, Status>>;
 

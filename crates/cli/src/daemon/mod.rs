@@ -12,6 +12,7 @@ mod networks_api;
 mod node;
 mod registry_api;
 mod runtime_api;
+mod runtime_wire;
 mod state;
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::runtime_api::image_status;
+use super::runtime_wire::image_status;
 use crate::wire::registry_auth_from_wire;
 
 /// Pushes the image `request` names; a layer event as each blob is done,
