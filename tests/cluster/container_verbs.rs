@@ -168,6 +168,9 @@ fn top_lists_the_processes_ls_filters_and_prune_removes_only_stopped_containers(
         let (name, status) = line.split_at(column);
         assert!(name.ends_with(' ') && !status.starts_with(' ') && (status.starts_with("Up") || status.starts_with("Exited")), "{table}");
     }
+    // docker's shortcuts: `ps` is `container ls`, `images` is `image ls`.
+    assert_eq!(node.shoal(&["ps", "--format", "{{.Names}}"]).ok().stdout, "worker\n");
+    assert!(node.shoal(&["images"]).ok().stdout.contains("busybox"));
     let unknown = node.shoal(&["container", "ls", "--format", "{{.Colour}}"]);
     assert!(!unknown.success() && unknown.stderr.contains("{{.Colour}}") && unknown.stderr.contains("{{.Names}}"), "{}", unknown.stderr);
     let bad = node.shoal(&["container", "ls", "--filter", "colour=red"]);

@@ -7,6 +7,7 @@ mod daemon;
 mod dev_cluster;
 mod error;
 mod output;
+mod shortcuts;
 mod template;
 mod wire;
 
@@ -19,7 +20,7 @@ use client::ConnectArgs;
 use error::CliError;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: a swarm-mode cluster manager")]
+#[command(name = "shoal", version, about = "Shoal: a swarm-mode cluster manager", after_help = shortcuts::help())]
 struct Cli {
     #[command(flatten)]
     connect: ConnectArgs,
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
         Some("__wireguard") => return shoal_overlay_net::wireguard::device_main(args.collect()),
         _ => {}
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(shortcuts::expand(std::env::args_os().collect()));
     if matches!(cli.command, Command::Daemon { .. }) {
         accept_stop_signals();
     }
