@@ -147,13 +147,12 @@ fn supervise(state_dir: &Path, config: &ShimConfig, ready: &mut File) -> Result<
             let _ = writeln!(ready, "ok {}", pid.as_raw());
             // Only the container's processes may hold its ends now, so
             // end-of-file on the output means they are all gone.
-            let relay::Stdio { child, outputs, input, terminal } = stdio;
+            let relay::Stdio { child, ends } = stdio;
             drop(child);
             // Most of a shim's life is spent relaying; shedding the start's
             // memory waits until the container has run a while, so a
             // short-lived one (`run --rm ... true`) is not slowed by it.
-            let stdio = relay::Stdio { child: dev_null_triple(), outputs, input, terminal };
-            relay::relay(state_dir, config, stdio, listener, first, Duration::from_millis(SHED_AFTER_MS), shed_startup_memory);
+            relay::relay(state_dir, config, ends, listener, first, Duration::from_millis(SHED_AFTER_MS), shed_startup_memory);
             let _ = std::fs::remove_file(state_dir.join(crate::container::attach::SOCKET_NAME));
             let code = wait_exit(pid);
             let oom_killed = cgroup.oom_kills() > 0;
@@ -194,12 +193,6 @@ fn start(spec: &Spec, cgroup: &Cgroup, stdio: &[OwnedFd; 3]) -> Result<Pid, Stri
         network_namespace,
     };
     init::spawn(&launch)
-}
-
-/// Placeholders once the process's own ends are closed.
-fn dev_null_triple() -> [OwnedFd; 3] {
-    let null = || OwnedFd::from(File::open("/dev/null").unwrap_or_else(|_| std::process::exit(1)));
-    [null(), null(), null()]
 }
 
 /// The limits in the spec's `linux.resources`.

@@ -244,18 +244,19 @@ impl Cluster {
 
     /// `shoal -H unix://<host's socket> ARGS`; check the result with `.ok()`.
     pub fn shoal(&self, host: &str, args: &[&str]) -> Output {
-        let uri = format!("unix://{}", self.host(host).socket.display());
-        let mut full = vec!["-H", uri.as_str()];
-        full.extend_from_slice(args);
-        run(SHOAL, &full, CLI_TIMEOUT)
+        self.shoal_with_input_opt(host, args, None)
     }
 
     /// [`Cluster::shoal`] with `input` on its stdin.
     pub fn shoal_with_input(&self, host: &str, args: &[&str], input: &[u8]) -> Output {
+        self.shoal_with_input_opt(host, args, Some(input))
+    }
+
+    fn shoal_with_input_opt(&self, host: &str, args: &[&str], input: Option<&[u8]>) -> Output {
         let uri = format!("unix://{}", self.host(host).socket.display());
         let mut full = vec!["-H", uri.as_str()];
         full.extend_from_slice(args);
-        run_with_input(SHOAL, &full, Some(input), CLI_TIMEOUT)
+        run_with_input(SHOAL, &full, input, CLI_TIMEOUT)
     }
 
     /// `shoal dev-cluster exec HOST -- COMMAND...`

@@ -446,16 +446,7 @@ impl ContainerManager {
 
     /// Waits until the container has exited; any number of callers may.
     pub async fn wait(&self, name: &str) -> Result<ExitInfo> {
-        let entry = self.find(name)?;
-        let mut phase = entry.phase.subscribe();
-        loop {
-            if let Phase::Exited(exit) = &*phase.borrow_and_update() {
-                return Ok(exit.clone());
-            }
-            if phase.changed().await.is_err() {
-                return Err(ContainerError::NotFound(name.to_string()));
-            }
-        }
+        self.waiter(name)?.await
     }
 
     /// True once the container is not running, within `timeout`.

@@ -15,7 +15,7 @@ use super::error::{ImageError, Result};
 use super::index::{layer_rel_path, ImageRecord};
 use super::model::{Image, ImageConfig};
 use super::reference::Reference;
-use super::store::{find, ImageStore, LayerSpec};
+use super::store::{ImageStore, LayerSpec};
 
 /// What a commit changes in the base image's configuration; `None` keeps
 /// the base's.
@@ -98,11 +98,7 @@ impl ImageStore {
 
     /// Makes an image of `request.base` with one more layer on top.
     pub async fn commit(&self, request: CommitRequest) -> Result<Image> {
-        let base = {
-            let index = self.inner_index().lock().await;
-            let id = find(&index, &request.base)?.id;
-            index.images[&id].clone()
-        };
+        let (base, _) = self.record_of(&request.base).await?;
         let mut config: serde_json::Value = serde_json::from_slice(&self.read_blob(base.id.digest()).await?)
             .map_err(|e| ImageError::io("cannot read the base image's configuration", io::Error::other(e)))?;
         let work = self.temp_dir("commit-")?;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::error::{ImageError, Result};
 use super::index::layer_rel_path;
-use super::store::{disk_usage, find, ImageStore};
+use super::store::{disk_usage, ImageStore};
 
 /// One build step, as `docker image history` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,11 +24,7 @@ pub struct HistoryEntry {
 impl ImageStore {
     /// The steps of the image `name`, newest first.
     pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
-        let record = {
-            let index = self.inner_index().lock().await;
-            let id = find(&index, name)?.id;
-            index.images[&id].clone()
-        };
+        let (record, _) = self.record_of(name).await?;
         let config: serde_json::Value = serde_json::from_slice(&self.read_blob(record.id.digest()).await?)
             .map_err(|e| ImageError::io("cannot read the image's configuration", std::io::Error::other(e)))?;
         let sizes: Vec<u64> = record.diff_ids.iter().map(|diff_id| disk_usage(&self.root().join(layer_rel_path(diff_id)))).collect();

@@ -10,7 +10,7 @@ use super::error::{ImageError, Result};
 use super::index::blob_rel_path;
 use super::reference::Reference;
 use super::registry::{RegistryAuth, RegistryClient};
-use super::store::{find, ImageStore};
+use super::store::ImageStore;
 use super::unpack::{detect_compression, Compression};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -39,13 +39,13 @@ impl ImageStore {
                 reason: "a push names the tag to write, not a digest; give NAME[:TAG]".into(),
             });
         }
-        let record = {
-            let index = self.inner_index().lock().await;
-            let found = find(&index, name).ok().filter(|found| found.tag.is_some()).ok_or_else(|| ImageError::InvalidReference {
-                reference: name.to_string(),
-                reason: "no local image has this name; tag one first (`shoal image tag SOURCE NAME:TAG`)".into(),
-            })?;
-            index.images[&found.id].clone()
+        let untagged = || ImageError::InvalidReference {
+            reference: name.to_string(),
+            reason: "no local image has this name; tag one first (`shoal image tag SOURCE NAME:TAG`)".into(),
+        };
+        let record = match self.record_of(name).await {
+            Ok((record, Some(_))) => record,
+            _ => return Err(untagged()),
         };
         let client = RegistryClient::new(reference.registry(), auth, self.insecure_registries());
         client.authenticate_push(&reference).await?;

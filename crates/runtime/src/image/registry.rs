@@ -115,8 +115,12 @@ impl RegistryClient {
 
     /// Runs the `/v2/` probe and, when the registry challenges, the token exchange.
     pub async fn authenticate(&self, reference: &Reference) -> Result<()> {
+        self.authenticate_for(reference, RegistryOperation::Pull).await
+    }
+
+    async fn authenticate_for(&self, reference: &Reference, operation: RegistryOperation) -> Result<()> {
         self.client
-            .auth(&to_oci_ref(reference), &self.auth, RegistryOperation::Pull)
+            .auth(&to_oci_ref(reference), &self.auth, operation)
             .await
             .map(drop)
             .map_err(|e| classify(e, reference))
@@ -260,11 +264,7 @@ impl RegistryClient {
     /// Logs in for pushing to `reference`'s repository: the `/v2/` probe
     /// and, when the registry challenges, the token exchange for push.
     pub async fn authenticate_push(&self, reference: &Reference) -> Result<()> {
-        self.client
-            .auth(&to_oci_ref(reference), &self.auth, RegistryOperation::Push)
-            .await
-            .map(drop)
-            .map_err(|e| classify(e, reference))
+        self.authenticate_for(reference, RegistryOperation::Push).await
     }
 
     /// Whether the repository already holds the blob (pushing it again is

@@ -117,6 +117,14 @@ impl ImageStore {
         &self.inner.insecure_registries
     }
 
+    /// The record of the image `name` names, and the tag it matched by
+    /// (None when named by id or digest).
+    pub(super) async fn record_of(&self, name: &str) -> Result<(ImageRecord, Option<String>)> {
+        let index = self.inner.index.lock().await;
+        let found = find(&index, name)?;
+        Ok((index.images[&found.id].clone(), found.tag))
+    }
+
     pub(super) fn inner_index(&self) -> &tokio::sync::Mutex<Index> {
         &self.inner.index
     }

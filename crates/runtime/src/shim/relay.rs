@@ -25,6 +25,11 @@ const MAX_OUTBOX: usize = 4 << 20;
 pub struct Stdio {
     /// stdin, stdout, stderr for the container's process.
     pub child: [OwnedFd; 3],
+    pub ends: Ends,
+}
+
+/// The shim's ends of the process's stdio.
+pub struct Ends {
     pub outputs: Vec<(File, LogStream)>,
     /// Where clients' input goes: the terminal, or the stdin pipe.
     pub input: Option<File>,
@@ -46,7 +51,7 @@ pub fn prepare(config: &ShimConfig) -> Result<Stdio, String> {
         let child = [dup(&pty.slave)?, dup(&pty.slave)?, pty.slave];
         let input = config.open_stdin.then(|| dup(&pty.master)).transpose()?.map(File::from);
         let terminal = Some(dup(&pty.master)?);
-        return Ok(Stdio { child, outputs: vec![(File::from(pty.master), LogStream::Stdout)], input, terminal });
+        return Ok(Stdio { child, ends: Ends { outputs: vec![(File::from(pty.master), LogStream::Stdout)], input, terminal } });
     }
     let (stdin_child, input) = if config.open_stdin {
         let (read, write) = pipe()?;
@@ -59,9 +64,11 @@ pub fn prepare(config: &ShimConfig) -> Result<Stdio, String> {
     let (err_read, err_write) = pipe()?;
     Ok(Stdio {
         child: [stdin_child, out_write, err_write],
-        outputs: vec![(File::from(out_read), LogStream::Stdout), (File::from(err_read), LogStream::Stderr)],
-        input,
-        terminal: None,
+        ends: Ends {
+            outputs: vec![(File::from(out_read), LogStream::Stdout), (File::from(err_read), LogStream::Stderr)],
+            input,
+            terminal: None,
+        },
     })
 }
 
@@ -136,7 +143,7 @@ impl Client {
 pub fn relay(
     state_dir: &Path,
     config: &ShimConfig,
-    stdio: Stdio,
+    ends: Ends,
     listener: Option<UnixListener>,
     first: Option<UnixStream>,
     idle_after: Duration,
@@ -144,13 +151,13 @@ pub fn relay(
 ) {
     let mut writer = LogWriter::open(state_dir, config.log_rotation).ok();
     let mut outputs: Vec<Output> =
-        stdio.outputs.into_iter().map(|(file, stream)| Output { file, stream, lines: LineBuffer::default(), open: true }).collect();
-    let mut input = stdio.input;
+        ends.outputs.into_iter().map(|(file, stream)| Output { file, stream, lines: LineBuffer::default(), open: true }).collect();
+    let mut input = ends.input;
     if let Some(input) = &input {
         // A process that does not read its stdin must not stall the shim.
         let _ = set_nonblocking(input.as_raw_fd());
     }
-    let terminal = stdio.terminal;
+    let terminal = ends.terminal;
     let mut clients: Vec<Client> = first.into_iter().map(Client::new).collect();
     let mut buf = vec![0u8; 32 * 1024];
     let idle_at = Instant::now() + idle_after;

@@ -35,10 +35,8 @@ impl ContainerManager {
 
     async fn start_again_with(self: &Arc<Self>, name: &str, rebind: Rebind, attach: bool) -> Result<Option<crate::container::Attachment>> {
         let entry = self.find(name)?;
-        match &*entry.phase.borrow() {
-            Phase::Running(_) => return Err(ContainerError::InvalidRequest(format!("container {} is already running", entry.record.name))),
-            Phase::Created => {}
-            Phase::Exited(_) => {}
+        if matches!(*entry.phase.borrow(), Phase::Running(_)) {
+            return Err(ContainerError::InvalidRequest(format!("container {} is already running", entry.record.name)));
         }
         if matches!(*entry.phase.borrow(), Phase::Exited(_)) {
             rewrite_spec(&entry, &rebind)?;
