@@ -213,6 +213,7 @@ mod tests {
             secrets: Vec::new(),
             configs: Vec::new(),
             registry_auth: None,
+            healthcheck: None,
         };
         let request = create_request(&assignment(spec), "n1").unwrap();
         assert_eq!(request.name.as_deref(), Some("web.2.t1abc"));

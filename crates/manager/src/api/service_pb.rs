@@ -292,6 +292,7 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             .registry_auth
             .as_ref()
             .map(|c| pb::RegistryCredentials { username: c.username.clone(), password: c.password.clone() }),
+        healthcheck: None,
     }
 }
 
