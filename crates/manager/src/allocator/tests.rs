@@ -59,8 +59,10 @@ impl World {
             restart: RestartPolicy::default(),
             placement: Placement::default(),
             endpoint: EndpointSpec::default(),
+            update: Default::default(),
+            rollback: Default::default(),
         };
-        let service = Service { meta: Meta { id: name.into(), ..Default::default() }, spec, spec_version: 1, vips: vec![] };
+        let service = Service { meta: Meta { id: name.into(), ..Default::default() }, spec, spec_version: 1, vips: vec![], previous_spec: None, update_status: None };
         self.write(vec![Op::Create(Object::Service(service))]).unwrap();
     }
 

@@ -13,6 +13,7 @@ pub mod networks;
 pub mod overlay_view;
 pub mod raft_frames;
 pub mod raft_transport;
+pub mod rollout_pb;
 pub mod secrets;
 pub mod service_directory;
 pub mod service_pb;

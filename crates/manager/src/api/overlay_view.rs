@@ -261,9 +261,13 @@ mod tests {
                 restart: Default::default(),
                 placement: Default::default(),
                 endpoint: crate::store::EndpointSpec { mode, ports: vec![] },
+                update: Default::default(),
+                rollback: Default::default(),
             },
             spec_version: 1,
             vips: networks.iter().map(|n| crate::store::Vip { network_id: n.to_string(), address: [100, 64, 1, 200].into() }).collect(),
+            previous_spec: None,
+            update_status: None,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::errors::ManagerError;
 use super::endpoint_pb::{dns_from_pb, dns_to_pb, endpoint_from_pb, endpoint_to_pb};
 use super::file_refs::{references_from_pb, references_to_pb, FileKind};
 use super::networks::cidr;
+use super::rollout_pb::{health_from_pb, health_to_pb, update_config_from_pb, update_config_to_pb, update_status_to_pb};
 use crate::store::{
     decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, PublishMode, Resources,
     RegistryLogin, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
@@ -34,6 +35,8 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
         other => return Err(invalid(format!("service mode {other:?} is unknown; use replicated or global"))),
     };
     let task = task_spec_from_pb(spec.task.unwrap_or_default())?;
+    let update = update_config_from_pb(spec.update_config, "update")?;
+    let rollback = update_config_from_pb(spec.rollback_config, "rollback")?;
     let endpoint = endpoint_from_pb(&spec.name, spec.endpoint)?;
     let restart = match spec.restart {
         None => RestartPolicy::default(),
@@ -73,6 +76,8 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
             host_ports: endpoint.ports.iter().any(|p| p.published_port > 0 && p.publish_mode == PublishMode::Host),
         },
         endpoint,
+        update,
+        rollback,
     })
 }
 
@@ -104,6 +109,7 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
     let dns = dns_from_pb(task.dns)?;
     let secrets = references_from_pb(FileKind::Secret, task.secrets)?;
     let configs = references_from_pb(FileKind::Config, task.configs)?;
+    let healthcheck = health_from_pb(task.healthcheck)?;
     let r = task.resources.unwrap_or_default();
     if r.limit_memory > 0 && r.reserve_memory > r.limit_memory {
         return Err(invalid(format!(
@@ -139,6 +145,8 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
             .registry_auth
             .filter(|c| !c.username.is_empty())
             .map(|c| RegistryLogin { username: c.username, password: c.password }),
+        healthcheck,
+        force_update: task.force_update,
     })
 }
 
@@ -245,6 +253,8 @@ pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
                 .collect(),
         }),
         endpoint: Some(endpoint_to_pb(&spec.endpoint)),
+        update_config: Some(update_config_to_pb(&spec.update)),
+        rollback_config: Some(update_config_to_pb(&spec.rollback)),
     }
 }
 
@@ -292,7 +302,8 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             .registry_auth
             .as_ref()
             .map(|c| pb::RegistryCredentials { username: c.username.clone(), password: c.password.clone() }),
-        healthcheck: None,
+        healthcheck: task.healthcheck.as_ref().map(health_to_pb),
+        force_update: task.force_update,
     }
 }
 
@@ -342,6 +353,13 @@ pub fn service_to_pb(state: &StoreState, service: &Service) -> pb::Service {
         running_tasks: running,
         desired_tasks: desired,
         vips,
+        update_status: service.update_status.as_ref().map(update_status_to_pb),
+        previous_spec: service.previous_spec.as_deref().map(|previous| {
+            let mut spec = spec_to_pb(previous);
+            name_networks(state, &mut spec);
+            spec
+        }),
+        spec_version: service.spec_version,
     }
 }
 
@@ -366,6 +384,7 @@ pub fn task_to_pb(state: &StoreState, task: &Task) -> pb::Task {
         version: task.meta.version,
         created_at: rfc3339(task.meta.created_at),
         networks: task_addresses(state, task),
+        spec_version: task.spec_version,
     }
 }
 

@@ -14,7 +14,7 @@ use super::service_pb::{check_reservations, resolve_service, service_to_pb, spec
 use crate::errors::ManagerError;
 use crate::log_broker::LoggedTask;
 use crate::manager::Manager;
-use crate::store::{new_object_id, Kind, Meta, Node, Object, Op, Service, ServiceSpec, Task, TaskState, Transaction};
+use crate::store::{new_object_id, Kind, Meta, Node, Object, Op, Service, ServiceSpec, Task, TaskState, Transaction, UpdateState, UpdateStatus};
 
 /// How long `service logs` without `-f` waits for silent nodes (a node
 /// that is down never answers).
@@ -54,7 +54,7 @@ pub async fn create(manager: &Manager, request: pb::CreateServiceRequest) -> Res
     let network_checks = manager.store.view(|s| networks_unchanged(s, &spec));
     let mut warnings = Vec::new();
     pin_image(manager, &mut spec, &mut warnings).await;
-    let service = Service { meta: Meta { id: new_object_id(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new() };
+    let service = Service { meta: Meta { id: new_object_id(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new(), previous_spec: None, update_status: None };
     let mut ops = network_checks;
     ops.push(Op::Create(Object::Service(service)));
     let written = manager.write(Transaction::new(ops)).await?;
@@ -81,6 +81,9 @@ pub async fn inspect(manager: &Manager, reference: &str) -> Result<pb::Service, 
 }
 
 pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Result<pb::Service, ManagerError> {
+    if request.rollback {
+        return rollback(manager, &request.service, request.version).await;
+    }
     let mut spec = spec_from_pb(request.spec.unwrap_or_default())?;
     manager.read_barrier().await?;
     let (current, network_checks) = manager.store.view(|s| {
@@ -115,20 +118,54 @@ pub async fn update(manager: &Manager, request: pb::UpdateServiceRequest) -> Res
         tracing::warn!("{warning}");
     }
     let mut updated = current.clone();
-    // Only a change to what tasks run bumps the spec version; scaling
-    // leaves existing tasks alone.
-    if spec.task != current.spec.task || spec.placement != current.spec.placement || spec.restart != current.spec.restart {
+    // Only a change to what tasks run bumps the spec version and starts a
+    // rollout; scaling leaves existing tasks alone.
+    if current.changes_tasks(&spec) {
         updated.spec_version += 1;
+        updated.update_status = Some(UpdateStatus::started(UpdateState::Updating, now_ms(), "update in progress"));
+    }
+    if spec != current.spec {
+        updated.previous_spec = Some(Box::new(current.spec.clone()));
     }
     updated.spec = spec;
     let expected_version = Some(if request.version == 0 { current.meta.version } else { request.version });
-    let mut ops = network_checks;
-    ops.push(Op::Update { object: Object::Service(updated), expected_version });
+    write_service(manager, network_checks, updated, expected_version).await
+}
+
+/// `service rollback` / `service update --rollback`: back to the previous
+/// spec, with the rollback configuration.
+async fn rollback(manager: &Manager, reference: &str, version: u64) -> Result<pb::Service, ManagerError> {
+    manager.read_barrier().await?;
+    let (rolled, network_checks) = manager.store.view(|s| {
+        let current = resolve_service(s, reference)?;
+        let rolled = current.rolled_back(now_ms(), "manually requested rollback").ok_or_else(|| {
+            ManagerError::InvalidArgument(format!(
+                "service {} has no previous spec to roll back to; it has not been updated since it was created",
+                current.spec.name
+            ))
+        })?;
+        // What the old spec names may have gone since (a network, a secret).
+        let mut spec = rolled.spec.clone();
+        resolve_attachments(s, &mut spec.task.networks)?;
+        resolve_references(s, &mut spec.task)?;
+        check_published_ports(s, &spec, Some(&current.meta.id))?;
+        Ok::<_, ManagerError>((rolled, networks_unchanged(s, &spec)))
+    })?;
+    let expected_version = Some(if version == 0 { rolled.meta.version } else { version });
+    write_service(manager, network_checks, rolled, expected_version).await
+}
+
+async fn write_service(manager: &Manager, mut ops: Vec<Op>, service: Service, expected_version: Option<u64>) -> Result<pb::Service, ManagerError> {
+    ops.push(Op::Update { object: Object::Service(service), expected_version });
     let written = manager.write(Transaction::new(ops)).await?;
     let Some(Object::Service(service)) = written.into_iter().find(|o| o.kind() == Kind::Service) else {
         return Err(ManagerError::Internal("updating the service wrote nothing".into()));
     };
     Ok(manager.store.view(|s| service_to_pb(s, &service)))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Checks that commit the write only if every network, secret and config

@@ -1,8 +1,10 @@
-//! Global services: one runnable task on every eligible node.
+//! Global services: one runnable task on every eligible node (two while
+//! a start-first update replaces it).
 
 use std::collections::BTreeMap;
 
-use super::{new_task, node_lost, settle, shut_down, slot_wants_task, Plan, Settings};
+use super::updater::{self, SlotTasks};
+use super::{keep_in_slot, new_task, node_lost, settle, shut_down, slot_wants_task, Plan, Settings};
 use crate::store::{Availability, Node, Object, Op, Service, StoreState, Task, TaskState};
 
 /// Whether a global service belongs on `node`: active, not lost, and
@@ -31,7 +33,8 @@ pub fn reconcile(
     for node in state.list_typed::<Node>() {
         by_node.entry(node.meta.id.as_str()).or_default();
     }
-    for (node_id, history) in by_node {
+    let mut rollout = Vec::new();
+    for (&node_id, history) in &by_node {
         let runnable: Vec<&Task> = history.iter().copied().filter(|t| t.desired_state <= TaskState::Running).collect();
         let node = state.get_typed::<Node>(node_id);
         let Some(node) = node.filter(|n| eligible(n, service, now_ms, settings)) else {
@@ -39,17 +42,17 @@ pub fn reconcile(
             ops.extend(runnable.iter().map(|t| shut_down(t, now_ms, lost, false)));
             continue;
         };
-        for (i, task) in runnable.iter().enumerate() {
-            if i > 0 {
-                ops.push(shut_down(task, now_ms, false, false));
-                continue;
-            }
+        let (current, previous) = keep_in_slot(service, &runnable, now_ms, ops);
+        let mut stays = None;
+        if let Some(task) = current {
             let replace = |attempt, not_before| new_task(service, 0, node_id, attempt, not_before, now_ms);
-            settle(state, service, task, &history, now_ms, settings, ops, plan, replace);
-        }
-        let wanted = runnable.is_empty() && node.availability == Availability::Active && slot_wants_task(service, &history);
-        if wanted {
+            if settle(state, service, task, history, now_ms, settings, ops, plan, replace) {
+                stays = Some(task);
+            }
+        } else if node.availability == Availability::Active && slot_wants_task(service, history) {
             ops.push(Op::Create(Object::Task(new_task(service, 0, node_id, 0, 0, now_ms))));
         }
+        rollout.push(SlotTasks { slot: 0, node_id, current: stays, previous, history });
     }
+    updater::reconcile(service, &rollout, now_ms, ops, plan);
 }

@@ -13,6 +13,7 @@ pub mod reaper;
 pub mod replicated;
 pub mod restart;
 pub mod scheduling;
+pub mod updater;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,11 +81,9 @@ enum Verdict {
     NodeLost,
     /// Its node is draining, or no longer fits the service (global).
     Moved,
-    /// The service's spec changed under it.
-    Outdated,
 }
 
-fn verdict(state: &StoreState, service: &Service, task: &Task, now_ms: u64, settings: Settings) -> Verdict {
+fn verdict(state: &StoreState, task: &Task, now_ms: u64, settings: Settings) -> Verdict {
     if task.status.state.is_terminal() {
         return Verdict::Ended;
     }
@@ -96,9 +95,7 @@ fn verdict(state: &StoreState, service: &Service, task: &Task, now_ms: u64, sett
             Some(_) => {}
         }
     }
-    if task.spec != service.spec.task || task.placement != service.spec.placement {
-        return Verdict::Outdated;
-    }
+    // A task whose spec is out of date stays until the updater replaces it.
     Verdict::Keep
 }
 
@@ -134,6 +131,7 @@ fn new_task(service: &Service, slot: u64, node_id: &str, attempt: u64, not_befor
         not_before_ms,
         final_attempt: false,
         networks: Vec::new(),
+        started_ms: 0,
     }
 }
 
@@ -166,7 +164,7 @@ fn settle(
     plan: &mut Plan,
     replace: impl FnOnce(u64, u64) -> Task,
 ) -> bool {
-    match verdict(state, service, task, now_ms, settings) {
+    match verdict(state, task, now_ms, settings) {
         Verdict::Keep => {
             if let Some(node) = state.get_typed::<Node>(&task.node_id) {
                 if let Some(deadline) = grace_deadline(node, settings) {
@@ -198,12 +196,36 @@ fn settle(
             ops.push(Op::Create(Object::Task(replace(task.attempt, 0))));
             false
         }
-        Verdict::Outdated => {
+    }
+}
+
+/// Picks the runnable task a slot keeps: its newest that runs the spec,
+/// else its first. An outdated task stays beside it while that one is not
+/// running yet (a start-first update: the old task serves meanwhile);
+/// every other runnable task of the slot (a write that raced a failover)
+/// is stopped. Returns the kept task and the outdated one kept beside it.
+fn keep_in_slot<'a>(service: &Service, runnable: &[&'a Task], now_ms: u64, ops: &mut Vec<Op>) -> (Option<&'a Task>, Option<&'a Task>) {
+    let current = runnable
+        .iter()
+        .copied()
+        .filter(|t| updater::runs_spec(service, t))
+        .max_by_key(|t| t.meta.created_at)
+        .or_else(|| runnable.first().copied());
+    let mut previous = None;
+    for task in runnable.iter().copied() {
+        if current.is_some_and(|c| std::ptr::eq(c, task)) {
+            continue;
+        }
+        // Also while a failed replacement waits to be restarted.
+        let replacement_starting = current.is_some_and(|c| updater::runs_spec(service, c) && c.status.state != TaskState::Running);
+        let overlaps = replacement_starting && !updater::runs_spec(service, task) && !task.status.state.is_terminal();
+        if overlaps && previous.is_none() {
+            previous = Some(task);
+        } else {
             ops.push(shut_down(task, now_ms, false, false));
-            ops.push(Op::Create(Object::Task(replace(0, 0))));
-            false
         }
     }
+    (current, previous)
 }
 
 /// Whether a slot whose tasks have all ended should get a fresh one: not
@@ -220,3 +242,5 @@ pub async fn run(manager: Arc<Manager>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod updater_tests;

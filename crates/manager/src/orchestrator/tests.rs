@@ -53,9 +53,11 @@ impl World {
             restart,
             placement: Placement::default(),
             endpoint: EndpointSpec::default(),
+            update: Default::default(),
+            rollback: Default::default(),
         };
         let id = format!("svc-{name}");
-        let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new() };
+        let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new(), previous_spec: None, update_status: None };
         self.write(vec![Op::Create(Object::Service(service))], NOW);
         id
     }

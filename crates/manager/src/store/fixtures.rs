@@ -62,6 +62,7 @@ pub fn task(id: &str, service: &str, state: TaskState) -> Task {
         not_before_ms: 0,
         final_attempt: false,
         networks: Vec::new(),
+        started_ms: 0,
     }
 }
 
@@ -98,8 +99,12 @@ pub fn service(name: &str) -> Service {
             restart: RestartPolicy::default(),
             placement: Placement::default(),
             endpoint: EndpointSpec::default(),
+            update: Default::default(),
+            rollback: Default::default(),
         },
         spec_version: 1,
         vips: Vec::new(),
+        previous_spec: None,
+        update_status: None,
     }
 }

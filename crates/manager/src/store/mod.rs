@@ -10,6 +10,7 @@ pub(crate) mod fixtures;
 pub mod endpoint;
 pub mod network;
 pub mod objects;
+pub mod rollout;
 pub mod service;
 pub mod task_load;
 pub mod transaction;
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 pub use endpoint::*;
 pub use network::*;
 pub use objects::*;
+pub use rollout::*;
 pub use service::*;
 pub use task_load::{NodeUsage, TaskLoad};
 pub use transaction::*;
@@ -359,6 +361,9 @@ impl StoreState {
                     }
                     let mut task = old.clone();
                     task.status = status.clone();
+                    if status.state == TaskState::Running && task.started_ms == 0 {
+                        task.started_ms = status.timestamp_ms.max(1);
+                    }
                     task.meta.version = index;
                     task.meta.updated_at = txn.timestamp_ms;
                     let new = Object::Task(task);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::endpoint::{DnsConfig, EndpointSpec};
 use super::network::{NetworkAttachment, NetworkAttachmentSpec, Vip};
 use super::objects::{Meta, Node, NodeDescription};
+use super::rollout::{HealthCheck, UpdateConfig, UpdateStatus};
 
 /// Shared with the agents, which report these states on the wire.
 pub use shoal_proto::task_state::TaskState;
@@ -29,6 +30,9 @@ pub struct ServiceSpec {
     pub placement: Placement,
     /// How the service is reached: endpoint mode and published ports.
     pub endpoint: EndpointSpec,
+    /// How tasks move to a new spec, and back to the previous one.
+    pub update: UpdateConfig,
+    pub rollback: UpdateConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,11 @@ pub struct TaskSpec {
     /// (Always written: the Raft log's encoding has no optional fields.)
     #[serde(default)]
     pub registry_auth: Option<RegistryLogin>,
+    /// None: the image's HEALTHCHECK, if it has one.
+    pub healthcheck: Option<HealthCheck>,
+    /// Bumped by `service update --force`: every task then differs from
+    /// the spec and is replaced, though nothing else changed.
+    pub force_update: u64,
 }
 
 /// A registry login handed to the swarm; its Debug form hides the password.
@@ -352,6 +361,10 @@ pub struct Service {
     /// The service's virtual IP on each of its networks, handed out by the
     /// allocator.
     pub vips: Vec<Vip>,
+    /// The spec before the last update: what a rollback goes back to.
+    pub previous_spec: Option<Box<ServiceSpec>>,
+    /// The rollout of `spec`, since it last changed; None before any update.
+    pub update_status: Option<UpdateStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +413,10 @@ pub struct Task {
     /// The task's address on each network of its spec, in the spec's
     /// order; filled by the allocator before the task leaves `New`.
     pub networks: Vec<NetworkAttachment>,
+    /// When the task was first reported running (healthy, if it has a
+    /// health check), Unix milliseconds; 0 before. Updates count a failure
+    /// within their monitor period from here.
+    pub started_ms: u64,
 }
 
 impl Task {
