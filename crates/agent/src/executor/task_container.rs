@@ -214,6 +214,7 @@ mod tests {
             configs: Vec::new(),
             registry_auth: None,
             healthcheck: None,
+            force_update: 0,
         };
         let request = create_request(&assignment(spec), "n1").unwrap();
         assert_eq!(request.name.as_deref(), Some("web.2.t1abc"));
