@@ -52,6 +52,34 @@ pub struct Target {
     /// The update replaces every task: tasks older than `since` that are
     /// still wanted mean the rollout is not done.
     pub replaced: bool,
+    /// The change started a rollout (an update or a rollback): its status
+    /// in the store, not the tasks, says when the wait is over.
+    pub rollout: Option<Rollout>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    Update,
+    /// Asked for by the user: a completed rollback is success.
+    Rollback,
+}
+
+/// How a rollout ended, from the service's update status; `None` while it
+/// goes on.
+pub fn rollout_outcome(status: Option<&pb::UpdateStatus>, rollout: Rollout, service: &str) -> Option<CliResult> {
+    let status = status?;
+    let state = pb::UpdateState::try_from(status.state).unwrap_or(pb::UpdateState::Unspecified);
+    let advice = format!("see `shoal service ps {service}`, then update the service again or roll it back with `shoal service rollback {service}`");
+    match (state, rollout) {
+        (pb::UpdateState::Completed, Rollout::Update) | (pb::UpdateState::RollbackCompleted, Rollout::Rollback) => Some(Ok(())),
+        (pb::UpdateState::RollbackCompleted, Rollout::Update) => {
+            Some(Err(CliError::msg(format!("{}; the service runs its previous spec again", status.message))))
+        }
+        (pb::UpdateState::Paused | pb::UpdateState::RollbackPaused, _) => Some(Err(CliError::msg(format!("{}; {advice}", status.message)))),
+        // A later update took over: this one is over.
+        (pb::UpdateState::Completed, Rollout::Rollback) => Some(Ok(())),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -205,6 +233,24 @@ pub async fn wait(control: &mut pb::control_client::ControlClient<Channel>, targ
             }
         };
         let assessment = assess(&tasks, target);
+        if let Some(rollout) = target.rollout {
+            let service = control.inspect_service(pb::ServiceRef { service: target.service_id.clone() }).await;
+            let status = service.ok().and_then(|s| s.into_inner().update_status);
+            if let Some(p) = progress.as_mut() {
+                p.show(&assessment, None);
+                if let Some(status) = &status {
+                    p.show_rollout(status);
+                }
+            }
+            if let Some(outcome) = rollout_outcome(status.as_ref(), rollout, &target.service_name) {
+                if let Some(p) = progress.take() {
+                    p.finish();
+                }
+                return outcome;
+            }
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         if let Some(failure) = &assessment.failure {
             failing_polls += 1;
             if failing_polls >= FAILURE_POLLS {
@@ -312,6 +358,15 @@ impl Progress {
         bar.set_message(message);
     }
 
+    /// The rollout's state under the slots: "update: updating", "rollback: ...".
+    fn show_rollout(&mut self, status: &pb::UpdateStatus) {
+        let state = pb::UpdateState::try_from(status.state).map_or("unknown", |s| s.as_str_name());
+        let state = state.trim_start_matches("UPDATE_STATE_").to_lowercase();
+        let what = if state.starts_with("rollback") { "rollback" } else { "update" };
+        let bar = self.verify.get_or_insert_with(|| text_bar(&self.multi));
+        bar.set_message(format!("{what}: {state}{}", if status.message.is_empty() { String::new() } else { format!(" ({})", status.message) }));
+    }
+
     fn bars(&self) -> impl Iterator<Item = &indicatif::ProgressBar> {
         std::iter::once(&self.overall).chain(self.lines.iter().map(|(_, b)| b)).chain(self.verify.iter())
     }
@@ -350,7 +405,7 @@ mod tests {
     }
 
     fn target(mode: Mode) -> Target {
-        Target { service_id: "s".into(), service_name: "web".into(), mode, since: None, replaced: false }
+        Target { service_id: "s".into(), service_name: "web".into(), mode, since: None, replaced: false, rollout: None }
     }
 
     const T0: &str = "2024-05-01T12:00:00Z";
@@ -454,6 +509,21 @@ mod tests {
         let scaled = Target { since, replaced: false, ..target(Mode::Replicated(2)) };
         let kept = vec![task("old1", 1, "n1", "running", "running", T0), task("new2", 2, "n2", "running", "running", T2)];
         assert!(assess(&kept, &scaled).converged);
+    }
+
+    #[test]
+    fn a_rollout_ends_as_its_status_says() {
+        let status = |state: pb::UpdateState, message: &str| pb::UpdateStatus { state: state as i32, message: message.into(), ..Default::default() };
+        assert!(rollout_outcome(None, Rollout::Update, "web").is_none());
+        assert!(rollout_outcome(Some(&status(pb::UpdateState::Updating, "")), Rollout::Update, "web").is_none());
+        assert!(rollout_outcome(Some(&status(pb::UpdateState::Completed, "")), Rollout::Update, "web").unwrap().is_ok());
+        let paused = rollout_outcome(Some(&status(pb::UpdateState::Paused, "update paused due to failure")), Rollout::Update, "web");
+        let error = paused.unwrap().unwrap_err().to_string();
+        assert!(error.starts_with("update paused due to failure; see `shoal service ps web`"), "{error}");
+        let rolled = rollout_outcome(Some(&status(pb::UpdateState::RollbackCompleted, "update rolled back due to x")), Rollout::Update, "web");
+        assert!(rolled.unwrap().is_err(), "an automatic rollback is not a successful update");
+        let asked = rollout_outcome(Some(&status(pb::UpdateState::RollbackCompleted, "")), Rollout::Rollback, "web");
+        assert!(asked.unwrap().is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod converge;
 mod endpoint_flags;
 mod file_flags;
 mod logs;
+mod rollout_flags;
 mod show;
 mod spec;
 pub mod tasks;
@@ -64,6 +65,17 @@ pub enum ServiceCommand {
     },
     /// Change a service (read-modify-write of its spec)
     Update(spec::UpdateArgs),
+    /// Go back to a service's previous spec
+    Rollback {
+        /// Return at once instead of waiting for the rollback to complete
+        #[arg(short, long)]
+        detach: bool,
+        /// No progress output
+        #[arg(short, long)]
+        quiet: bool,
+        /// Service id, id prefix or name
+        service: String,
+    },
     /// Remove services
     Rm {
         #[arg(required = true)]
@@ -94,6 +106,7 @@ pub async fn run(command: ServiceCommand, connect: &ConnectArgs) -> CliResult {
                     mode: converge::Mode::of(&service.spec.clone().unwrap_or_default()),
                     since: None,
                     replaced: false,
+                    rollout: None,
                 };
                 converge::wait(&mut control, &target, show_progress(args.quiet)).await?;
             }
@@ -159,6 +172,13 @@ pub async fn run(command: ServiceCommand, connect: &ConnectArgs) -> CliResult {
             }
             last_error.map_or(Ok(()), Err)
         }
+        ServiceCommand::Update(args) if args.rollback => {
+            if args.change()? != SpecChange::default() {
+                return Err(CliError::msg("--rollback cannot be combined with other changes; roll back first, then update"));
+            }
+            rollback(connect, &args.service, args.detach, args.quiet).await
+        }
+        ServiceCommand::Rollback { detach, quiet, service } => rollback(connect, &service, detach, quiet).await,
         ServiceCommand::Update(args) => {
             let change = args.change()?;
             let mut control = Control::new(connect.connect().await?);
@@ -168,7 +188,11 @@ pub async fn run(command: ServiceCommand, connect: &ConnectArgs) -> CliResult {
                 let (old, new) = (before.spec.unwrap_or_default(), after.spec.clone().unwrap_or_default());
                 // The orchestrator replaces tasks when what they run or where changes.
                 let replaced = old.task != new.task || old.placement != new.placement;
-                converge::wait(&mut control, &target_after_update(&after, replaced), show_progress(args.quiet)).await?;
+                let mut target = target_after_update(&after, replaced);
+                if after.spec_version > before.spec_version {
+                    target.rollout = Some(converge::Rollout::Update);
+                }
+                converge::wait(&mut control, &target, show_progress(args.quiet)).await?;
             }
             Ok(())
         }
@@ -211,6 +235,7 @@ fn target_after_update(service: &pb::Service, replaced: bool) -> converge::Targe
         mode: converge::Mode::of(&spec),
         since: parse_time(&service.updated_at),
         replaced,
+        rollout: None,
     }
 }
 
@@ -223,13 +248,26 @@ async fn update_service(control: &mut Control, reference: &str, change: &SpecCha
         let current = control.inspect_service(pb::ServiceRef { service: reference.to_string() }).await?.into_inner();
         let mut spec = current.spec.clone().unwrap_or_default();
         change.apply(&mut spec)?;
-        let request = pb::UpdateServiceRequest { service: current.id.clone(), version: current.version, spec: Some(spec) };
+        let request = pb::UpdateServiceRequest { service: current.id.clone(), version: current.version, spec: Some(spec), rollback: false };
         match control.update_service(request).await {
             Ok(reply) => return Ok((current, reply.into_inner())),
             Err(status) if status.code() == tonic::Code::Aborted && !retried => retried = true,
             Err(status) => return Err(status.into()),
         }
     }
+}
+
+/// `service rollback` / `service update --rollback`.
+async fn rollback(connect: &ConnectArgs, service: &str, detach: bool, quiet: bool) -> CliResult {
+    let mut control = Control::new(connect.connect().await?);
+    let request = pb::UpdateServiceRequest { service: service.to_string(), rollback: true, ..Default::default() };
+    let after = control.update_service(request).await?.into_inner();
+    println!("{service}");
+    if !detach {
+        let target = converge::Target { rollout: Some(converge::Rollout::Rollback), ..target_after_update(&after, true) };
+        converge::wait(&mut control, &target, show_progress(quiet)).await?;
+    }
+    Ok(())
 }
 
 /// Several `ps` arguments may name the same service.

@@ -62,8 +62,68 @@ pub struct ServiceJson {
     created_at: String,
     updated_at: String,
     spec: SpecJson,
+    /// Bumped by every change of what tasks run (`service ps` shows each task's).
+    spec_version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_spec: Option<SpecJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_status: Option<UpdateStatusJson>,
     running_tasks: u64,
     desired_tasks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct UpdateStatusJson {
+    state: String,
+    started_at: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    completed_at: String,
+    message: String,
+    failed_tasks: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct UpdateConfigJson {
+    parallelism: u64,
+    delay_ms: u64,
+    failure_action: String,
+    monitor_ms: u64,
+    max_failure_ratio: f64,
+    order: String,
+    healthy_deadline_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthJson {
+    test: Vec<String>,
+    interval_ms: u64,
+    timeout_ms: u64,
+    retries: u32,
+    start_period_ms: u64,
+    start_interval_ms: u64,
+}
+
+/// The enum's proto name without its prefix, as docker spells it:
+/// `UPDATE_ORDER_START_FIRST` -> `start-first`.
+fn enum_word(name: &str, prefix: &str, separator: &str) -> String {
+    name.trim_start_matches(prefix).to_lowercase().replace('_', separator)
+}
+
+pub fn update_state_word(status: &pb::UpdateStatus) -> String {
+    enum_word(pb::UpdateState::try_from(status.state).unwrap_or(pb::UpdateState::Unspecified).as_str_name(), "UPDATE_STATE_", "_")
+}
+
+fn update_config_json(config: Option<pb::UpdateConfig>) -> UpdateConfigJson {
+    let c = config.unwrap_or_default();
+    UpdateConfigJson {
+        parallelism: c.parallelism.unwrap_or(1),
+        delay_ms: c.delay_ms.unwrap_or(0),
+        failure_action: enum_word(c.failure_action().as_str_name(), "FAILURE_ACTION_", "-").replace("unspecified", "pause"),
+        monitor_ms: c.monitor_ms.unwrap_or(5000),
+        max_failure_ratio: c.max_failure_ratio.unwrap_or(0.0),
+        order: enum_word(c.order().as_str_name(), "UPDATE_ORDER_", "-").replace("unspecified", "stop-first"),
+        healthy_deadline_ms: c.healthy_deadline_ms.unwrap_or(300_000),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +136,8 @@ struct SpecJson {
     task: TaskSpecJson,
     restart: RestartJson,
     placement: PlacementJson,
+    update_config: UpdateConfigJson,
+    rollback_config: UpdateConfigJson,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +156,10 @@ struct TaskSpecJson {
     resources: ResourcesJson,
     secrets: Vec<FileJson>,
     configs: Vec<FileJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<HealthJson>,
+    /// Bumped by `service update --force`.
+    force_update: u64,
 }
 
 /// A secret or config reference: which one and where; never a value.
@@ -159,69 +225,92 @@ struct PlacementJson {
 }
 
 pub fn inspect_json(service: &pb::Service) -> ServiceJson {
-    let spec = spec_of(service);
-    let task = spec.task.unwrap_or_default();
-    let r = task.resources.unwrap_or_default();
-    let restart = spec.restart.unwrap_or_default();
-    let placement = spec.placement.unwrap_or_default();
     ServiceJson {
         id: service.id.clone(),
         version: service.version,
         created_at: service.created_at.clone(),
         updated_at: service.updated_at.clone(),
-        spec: SpecJson {
-            name: spec.name,
-            labels: spec.labels.into_iter().collect(),
-            replicas: (spec.mode != "global").then_some(spec.replicas),
-            mode: spec.mode,
-            task: TaskSpecJson {
-                image: task.image,
-                entrypoint: task.entrypoint,
-                args: task.args,
-                env: task.env,
-                workdir: task.workdir,
-                user: task.user,
-                hostname: task.hostname,
-                mounts: task
-                    .mounts
-                    .into_iter()
-                    .map(|m| MountJson {
-                        kind: m.r#type,
-                        source: m.source,
-                        target: m.target,
-                        readonly: m.readonly,
-                        tmpfs_size: m.tmpfs_size,
-                        tmpfs_mode: u64::from(m.tmpfs_mode),
-                    })
-                    .collect(),
-                read_only: task.read_only,
-                stop_signal: task.stop_signal,
-                stop_grace_ms: task.stop_grace_ms,
-                resources: ResourcesJson {
-                    reserve_nano_cpus: r.reserve_nano_cpus,
-                    reserve_memory: r.reserve_memory,
-                    limit_nano_cpus: r.limit_nano_cpus,
-                    limit_memory: r.limit_memory,
-                    pids_limit: r.pids_limit,
-                },
-                secrets: files_json(task.secrets),
-                configs: files_json(task.configs),
-            },
-            restart: RestartJson {
-                condition: restart.condition,
-                delay_ms: restart.delay_ms,
-                max_attempts: restart.max_attempts,
-                window_ms: restart.window_ms,
-            },
-            placement: PlacementJson {
-                constraints: placement.constraints,
-                spread: placement.spread,
-                max_replicas_per_node: placement.max_replicas_per_node,
-                platforms: placement.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect(),
-            },
-        },
+        spec: spec_json(spec_of(service)),
+        spec_version: service.spec_version,
+        previous_spec: service.previous_spec.clone().map(spec_json),
+        update_status: service.update_status.as_ref().map(|u| UpdateStatusJson {
+            state: update_state_word(u),
+            started_at: u.started_at.clone(),
+            completed_at: u.completed_at.clone(),
+            message: u.message.clone(),
+            failed_tasks: u.failed_tasks,
+        }),
         running_tasks: service.running_tasks,
         desired_tasks: service.desired_tasks,
+    }
+}
+
+fn spec_json(spec: pb::ServiceSpec) -> SpecJson {
+    let task = spec.task.unwrap_or_default();
+    let r = task.resources.unwrap_or_default();
+    let restart = spec.restart.unwrap_or_default();
+    let placement = spec.placement.unwrap_or_default();
+    SpecJson {
+        name: spec.name,
+        labels: spec.labels.into_iter().collect(),
+        replicas: (spec.mode != "global").then_some(spec.replicas),
+        mode: spec.mode,
+        task: TaskSpecJson {
+            image: task.image,
+            entrypoint: task.entrypoint,
+            args: task.args,
+            env: task.env,
+            workdir: task.workdir,
+            user: task.user,
+            hostname: task.hostname,
+            mounts: task
+                .mounts
+                .into_iter()
+                .map(|m| MountJson {
+                    kind: m.r#type,
+                    source: m.source,
+                    target: m.target,
+                    readonly: m.readonly,
+                    tmpfs_size: m.tmpfs_size,
+                    tmpfs_mode: u64::from(m.tmpfs_mode),
+                })
+                .collect(),
+            read_only: task.read_only,
+            stop_signal: task.stop_signal,
+            stop_grace_ms: task.stop_grace_ms,
+            resources: ResourcesJson {
+                reserve_nano_cpus: r.reserve_nano_cpus,
+                reserve_memory: r.reserve_memory,
+                limit_nano_cpus: r.limit_nano_cpus,
+                limit_memory: r.limit_memory,
+                pids_limit: r.pids_limit,
+            },
+            secrets: files_json(task.secrets),
+            configs: files_json(task.configs),
+            healthcheck: task.healthcheck.map(|h| HealthJson {
+                test: h.test,
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                retries: h.retries,
+                start_period_ms: h.start_period_ms,
+                start_interval_ms: h.start_interval_ms,
+            }),
+            force_update: task.force_update,
+        },
+        restart: RestartJson {
+            condition: restart.condition,
+            delay_ms: restart.delay_ms,
+            max_attempts: restart.max_attempts,
+            window_ms: restart.window_ms,
+        },
+        placement: PlacementJson {
+            constraints: placement.constraints,
+            spread: placement.spread,
+            max_replicas_per_node: placement.max_replicas_per_node,
+            platforms: placement.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect(),
+        },
+        update_config: update_config_json(spec.update_config),
+        rollback_config: update_config_json(spec.rollback_config),
     }
 }
 
@@ -272,6 +361,15 @@ pub fn pretty(service: &pb::Service) -> String {
         line(" Replicas", &spec.replicas.to_string());
     }
     line("Tasks", &format!("{} running, {} desired", service.running_tasks, service.desired_tasks));
+    if let Some(u) = &service.update_status {
+        line("UpdateStatus:", "");
+        line(" State", &update_state_word(u));
+        line(" Started", &u.started_at);
+        if !u.completed_at.is_empty() {
+            line(" Completed", &u.completed_at);
+        }
+        line(" Message", &u.message);
+    }
     let placed_by_user = |p: &&pb::Placement| !p.constraints.is_empty() || !p.spread.is_empty() || p.max_replicas_per_node > 0;
     if let Some(p) = spec.placement.as_ref().filter(|p| placed_by_user(p) || !p.platforms.is_empty()) {
         line("Placement:", "");
@@ -296,6 +394,19 @@ pub fn pretty(service: &pb::Service) -> String {
         line(" Max Attempts", &r.max_attempts.to_string());
         line(" Window", &format_duration_ms(r.window_ms));
     }
+    for (title, config) in [("UpdateConfig:", &spec.update_config), ("RollbackConfig:", &spec.rollback_config)] {
+        let c = update_config_json(*config);
+        line(title, "");
+        line(" Parallelism", &c.parallelism.to_string());
+        if c.delay_ms > 0 {
+            line(" Delay", &format_duration_ms(c.delay_ms));
+        }
+        line(" On failure", &c.failure_action);
+        line(" Monitoring Period", &format_duration_ms(c.monitor_ms));
+        line(" Max failure ratio", &c.max_failure_ratio.to_string());
+        line(" Update order", &c.order);
+        line(" Healthy deadline", &format_duration_ms(c.healthy_deadline_ms));
+    }
     line("ContainerSpec:", "");
     line(" Image", &task.image);
     if !task.entrypoint.is_empty() {
@@ -316,6 +427,18 @@ pub fn pretty(service: &pb::Service) -> String {
         line(" Read Only", "true");
     }
     line(" Stop Grace Period", &format_duration_ms(task.stop_grace_ms));
+    if let Some(h) = &task.healthcheck {
+        line("Healthcheck:", "");
+        line(" Test", &format!("{:?}", h.test));
+        for (key, ms) in [(" Interval", h.interval_ms), (" Timeout", h.timeout_ms), (" Start Period", h.start_period_ms)] {
+            if ms > 0 {
+                line(key, &format_duration_ms(ms));
+            }
+        }
+        if h.retries > 0 {
+            line(" Retries", &h.retries.to_string());
+        }
+    }
     if !task.mounts.is_empty() {
         line("Mounts:", "");
         for m in &task.mounts {
@@ -419,7 +542,17 @@ mod tests {
                     platforms: vec![pb::Platform { os: "linux".into(), architecture: "amd64".into() }],
                 }),
                 endpoint: None,
+                update_config: Some(pb::UpdateConfig { parallelism: Some(2), order: pb::UpdateOrder::StartFirst as i32, ..Default::default() }),
+                rollback_config: None,
             }),
+            update_status: Some(pb::UpdateStatus {
+                state: pb::UpdateState::Paused as i32,
+                started_at: "2024-05-01T12:05:00Z".into(),
+                message: "update paused due to failure or early termination of task t1".into(),
+                ..Default::default()
+            }),
+            previous_spec: None,
+            spec_version: 3,
             running_tasks: 2,
             desired_tasks: if mode == "global" { 5 } else { 3 },
         }
@@ -454,6 +587,12 @@ mod tests {
         assert_eq!(json["spec"]["placement"]["constraints"][0], "node.labels.zone==eu");
         assert_eq!(json["spec"]["placement"]["platforms"][0], "linux/amd64");
         assert_eq!(json["version"], 7);
+        assert_eq!(json["spec_version"], 3);
+        assert_eq!(json["update_status"]["state"], "paused");
+        assert_eq!(json["spec"]["update_config"]["order"], "start-first");
+        assert_eq!(json["spec"]["update_config"]["parallelism"], 2);
+        assert_eq!(json["spec"]["rollback_config"]["failure_action"], "pause");
+        assert_eq!(json["spec"]["rollback_config"]["monitor_ms"], 5000);
         let global = serde_json::to_value(inspect_json(&service("global"))).unwrap();
         assert!(global["spec"].get("replicas").is_none());
     }
@@ -473,6 +612,9 @@ mod tests {
             " Image:         busybox:1@sha256:feed\n Args:          sleep 1000\n",
             " Stop Grace Period: 10s\n",
             " Reservations:\n  CPU:          0.5\n  Memory:       64MiB\n",
+            "UpdateStatus:\n State:         paused\n",
+            "UpdateConfig:\n Parallelism:   2\n",
+            " Update order:  start-first\n",
         ] {
             assert!(text.contains(expected), "{expected:?} in\n{text}");
         }

@@ -8,6 +8,7 @@ use shoal_proto::pb;
 
 use super::endpoint_flags::{EndpointChange, EndpointCreateFlags, EndpointUpdateFlags};
 use super::file_flags::{FileChange, FileCreateFlags, FileUpdateFlags};
+use super::rollout_flags::{RolloutChange, RolloutFlags};
 use crate::commands::flags;
 use crate::error::{CliError, CliResult};
 
@@ -83,6 +84,8 @@ pub struct CreateArgs {
     endpoint: EndpointCreateFlags,
     #[command(flatten)]
     files: FileCreateFlags,
+    #[command(flatten)]
+    rollout: RolloutFlags,
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
@@ -171,6 +174,14 @@ pub struct UpdateArgs {
     endpoint: EndpointUpdateFlags,
     #[command(flatten)]
     files: FileUpdateFlags,
+    #[command(flatten)]
+    rollout: RolloutFlags,
+    /// Replace every task even if nothing changed
+    #[arg(long)]
+    force: bool,
+    /// Go back to the previous spec (as `service rollback`)
+    #[arg(long)]
+    pub rollback: bool,
     /// Add or replace a mount (by target)
     #[arg(long = "mount-add", value_name = "SPEC")]
     mount_add: Vec<String>,
@@ -256,6 +267,9 @@ pub struct SpecChange {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub read_only: Option<bool>,
+    pub rollout: RolloutChange,
+    /// `--force`: replace every task.
+    pub force: bool,
 }
 
 impl ResourceFlags {
@@ -303,7 +317,7 @@ impl RestartFlags {
     }
 }
 
-fn duration_ms(flag: &str, value: &Option<String>) -> CliResult<Option<u64>> {
+pub(super) fn duration_ms(flag: &str, value: &Option<String>) -> CliResult<Option<u64>> {
     value
         .as_deref()
         .map(|v| {
@@ -405,6 +419,7 @@ impl CreateArgs {
         self.restart.parse_into(&mut change)?;
         change.endpoint = self.endpoint.change()?;
         change.files = self.files.change()?;
+        change.rollout = self.rollout.change()?;
         let mut spec = pb::ServiceSpec {
             name: self.name.clone().unwrap_or_else(random_name),
             mode: mode.into(),
@@ -481,6 +496,8 @@ impl UpdateArgs {
         self.restart.parse_into(&mut change)?;
         change.endpoint = self.endpoint.change()?;
         change.files = self.files.change()?;
+        change.rollout = self.rollout.change()?;
+        change.force = self.force;
         Ok(change)
     }
 }
@@ -563,6 +580,9 @@ impl SpecChange {
         if let Some(read_only) = self.read_only {
             task.read_only = read_only;
         }
+        if self.force {
+            task.force_update += 1;
+        }
         self.files.apply(task)?;
         let resources = task.resources.get_or_insert_with(Default::default);
         for (field, value) in [
@@ -613,6 +633,7 @@ impl SpecChange {
             placement.max_replicas_per_node = max;
         }
         self.endpoint.apply(spec);
+        self.rollout.apply(spec);
         Ok(())
     }
 

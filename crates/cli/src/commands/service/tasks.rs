@@ -137,7 +137,9 @@ fn node_column(task: &pb::Task, no_trunc: bool) -> String {
     }
 }
 
-pub const PS_HEADER: [&str; 7] = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
+/// Docker's columns, and VERSION: the service spec version the task runs,
+/// which tells old tasks from new ones during a rolling update.
+pub const PS_HEADER: [&str; 8] = ["ID", "NAME", "IMAGE", "VERSION", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
 
 pub fn table_rows(ordered: &[(bool, pb::Task)], no_trunc: bool, now: SystemTime) -> Vec<Vec<String>> {
     ordered
@@ -158,6 +160,7 @@ pub fn table_rows(ordered: &[(bool, pb::Task)], no_trunc: bool, now: SystemTime)
                 if no_trunc { t.id.clone() } else { short_id(&t.id).to_string() },
                 name,
                 if no_trunc { t.image.clone() } else { strip_digest(&t.image).to_string() },
+                t.spec_version.to_string(),
                 node_column(t, no_trunc),
                 title(&t.desired_state),
                 title(&current_state(t, now)),
@@ -178,6 +181,8 @@ pub struct TaskJson<'a> {
     node: &'a str,
     node_id: &'a str,
     image: &'a str,
+    /// The service spec version the task was made from.
+    spec_version: u64,
     desired_state: &'a str,
     state: &'a str,
     current_state: String,
@@ -209,6 +214,7 @@ pub fn to_json(task: &pb::Task, now: SystemTime) -> TaskJson<'_> {
         node: &task.node_hostname,
         node_id: &task.node_id,
         image: &task.image,
+        spec_version: task.spec_version,
         desired_state: &task.desired_state,
         state: &task.state,
         current_state: current_state(task, now),
@@ -292,7 +298,7 @@ mod tests {
         let rows = table_rows(&ordered, false, at("2024-05-01T12:00:05Z"));
         assert_eq!(rows[1][1], "web.1");
         assert_eq!(rows[2][1], " \\_ web.1");
-        assert_eq!(rows[3][4], "Shutdown");
+        assert_eq!(rows[3][5], "Shutdown");
     }
 
     #[test]
@@ -342,15 +348,16 @@ mod tests {
         assert_eq!(row[0], "abcdefghijkl");
         assert_eq!(row[1], "web.1");
         assert_eq!(row[2], "busybox:1");
-        assert_eq!(row[3], "worker1");
-        assert_eq!(row[5], "Failed 5 seconds ago");
-        assert_eq!(row[6], "\"task: non-zero exit (1): the …\"");
-        assert_eq!(row[6].chars().count(), MAX_ERROR_LEN + 2);
+        assert_eq!(row[3], "0", "the spec version");
+        assert_eq!(row[4], "worker1");
+        assert_eq!(row[6], "Failed 5 seconds ago");
+        assert_eq!(row[7], "\"task: non-zero exit (1): the …\"");
+        assert_eq!(row[7].chars().count(), MAX_ERROR_LEN + 2);
         let row = &table_rows(&ordered, true, now)[0];
         assert_eq!(row[0], "abcdefghijklmnopqrstuvwxy");
         assert_eq!(row[1], "web.1.abcdefghijklmnopqrstuvwxy");
         assert_eq!(row[2], "busybox:1@sha256:0123456789abcdef");
-        assert!(row[6].ends_with("image\""));
+        assert!(row[7].ends_with("image\""));
     }
 
     #[test]
