@@ -24,4 +24,5 @@ mod services;
 mod local_networks;
 mod dns;
 mod routing_mesh;
+mod rolling_updates;
 mod secrets;

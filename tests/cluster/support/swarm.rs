@@ -30,6 +30,11 @@ pub struct TaskRow {
     pub state_changed_at: String,
     #[serde(default)]
     pub networks: Vec<AddressRow>,
+    #[serde(default)]
+    pub image: String,
+    /// The service spec version the task runs.
+    #[serde(default)]
+    pub spec_version: u64,
 }
 
 /// A task's address on one network (`address` in CIDR form).
@@ -57,7 +62,7 @@ pub struct ContainerRow {
 /// A cluster with a registry on its bridge holding busybox as `busybox:1`.
 pub struct Swarm {
     pub cluster: Cluster,
-    _registry: TestRegistry,
+    registry: TestRegistry,
     pub image: String,
 }
 
@@ -70,7 +75,14 @@ impl Swarm {
         let images = TestImages::shared().expect("building the test images");
         let pushed = registry.push(&images.layout, TestImages::BUSYBOX, "busybox", "1").expect("pushing busybox");
         wait_all_ready(&cluster, "manager1", 5);
-        Swarm { cluster, _registry: registry, image: pushed.reference }
+        Swarm { cluster, registry, image: pushed.reference }
+    }
+
+    /// busybox pushed again as `busybox:TAG`: another image reference
+    /// (the same bytes), for updates to move tasks to.
+    pub fn push_busybox_as(&self, tag: &str) -> String {
+        let images = TestImages::shared().expect("building the test images");
+        self.registry.push(&images.layout, TestImages::BUSYBOX, "busybox", tag).expect("pushing busybox").reference
     }
 
     pub fn shoal(&self, args: &[&str]) -> crate::support::Output {

@@ -24,6 +24,11 @@ use super::task_files::{HeldFiles, TaskFilesRoot};
 use super::task_network;
 use super::task_state::{ReportGuard, TaskState};
 
+/// How long a task on a network keeps serving after the managers told it
+/// to stop: they took it out of the service's VIP and DNS answers at that
+/// moment, and every node applies that within tens of milliseconds; a
+/// connection made meanwhile still finds the task (a zero-downtime update).
+const NETWORK_DRAIN: Duration = Duration::from_millis(500);
 const ERROR_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -287,6 +292,11 @@ impl TaskWorker {
 
     async fn stop(&mut self, assignment: &pb::Assignment, container_id: &str) -> Result<(), String> {
         let plan = stop_plan(assignment.spec.as_ref());
+        if !assignment.networks.is_empty() && self.guard.reported() == Some(TaskState::Running) {
+            let containers = self.ctx.containers.clone();
+            // Ended meanwhile: nothing to drain.
+            let _ = tokio::time::timeout(NETWORK_DRAIN, containers.wait(container_id)).await;
+        }
         stop_container(&self.ctx.containers, container_id, &plan).await?;
         self.release_resources().await;
         let exit_code = exit_of(&self.ctx.containers, container_id).map(|e| e.code);

@@ -177,7 +177,8 @@ pub fn reconcile(service: &Service, slots: &[SlotTasks], now_ms: u64, ops: &mut 
             let rollback = status.state.is_rollback();
             status.state = if rollback { UpdateState::RollbackCompleted } else { UpdateState::Completed };
             status.completed_at_ms = now_ms;
-            status.message = if rollback { "rollback completed".into() } else { "update completed".into() };
+            // A rollback keeps why it started (the failure that set it off).
+            status.message = if rollback { format!("rollback completed: {}", status.message) } else { "update completed".into() };
         } else {
             plan.wake_no_later_than(monitored_until);
         }

@@ -1,0 +1,157 @@
+//! Rolling updates on a real 3-manager, 2-worker cluster, through the CLI:
+//! batches bounded by `--update-parallelism`, automatic rollback of a
+//! failing update that leaves the slots it never reached alone, and an
+//! update that carries on across a leader failover.
+//!
+//! "Out of service" is read from task states, never from timing: a sampler
+//! thread lists the tasks over and over while the update runs and counts
+//! the slots with no running task that is wanted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::swarm::{Swarm, TaskRow, CONVERGE, MANAGERS, SLEEPER};
+use crate::support::{wait_until, Cluster};
+use crate::swarm_helpers::leader;
+
+/// Slots of a `replicas`-slot service with no running, wanted task.
+fn slots_down(tasks: &[TaskRow], replicas: u64) -> usize {
+    let serving: BTreeSet<u64> = tasks
+        .iter()
+        .filter(|t| t.desired_state == "running" && t.current_state.starts_with("running"))
+        .filter_map(|t| slot_of(&t.name))
+        .collect();
+    (1..=replicas).filter(|s| !serving.contains(s)).count()
+}
+
+/// `web.3` -> 3.
+fn slot_of(name: &str) -> Option<u64> {
+    name.rsplit_once('.').and_then(|(_, slot)| slot.parse().ok())
+}
+
+/// Runs `during` while a second thread lists the service's tasks over and
+/// over (from the first of `hosts` that answers: the leader may be down);
+/// returns what `during` gave, the most slots ever seen out of service at
+/// once, and how many listings were read.
+fn sampling<T>(cluster: &Cluster, hosts: &[&str], service: &str, replicas: u64, during: impl FnOnce() -> T) -> (T, usize, usize) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let (mut worst, mut samples) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                for host in hosts {
+                    let out = cluster.shoal(host, &["service", "ps", service, "--format", "json"]);
+                    if out.success() {
+                        let tasks: Vec<TaskRow> = out.stdout_json();
+                        worst = worst.max(slots_down(&tasks, replicas));
+                        samples += 1;
+                        break;
+                    }
+                }
+            }
+            (worst, samples)
+        });
+        let value = during();
+        stop.store(true, Ordering::Relaxed);
+        let (worst, samples) = sampler.join().expect("the sampler thread");
+        (value, worst, samples)
+    })
+}
+
+fn inspect(swarm: &Swarm, host: &str, service: &str) -> serde_json::Value {
+    let all: serde_json::Value = swarm.cluster.shoal(host, &["service", "inspect", service]).ok().stdout_json();
+    all[0].clone()
+}
+
+#[test]
+fn updates_roll_in_batches_and_a_failing_one_rolls_back_only_what_it_replaced() {
+    let swarm = Swarm::up("roll");
+    swarm.create("web", &["--replicas", "6", "--restart-delay", "0s"], SLEEPER).ok();
+    swarm.wait_running("web", 6);
+    let new_image = swarm.push_busybox_as("2");
+
+    // Six replicas, two at a time, a second apart.
+    let (update, worst, samples) = sampling(&swarm.cluster, &["manager1"], "web", 6, || {
+        swarm.shoal(&["service", "update", "--image", &new_image, "--update-parallelism", "2", "--update-delay", "1s", "web"])
+    });
+    update.ok();
+    assert!(samples >= 10, "the sampler saw the update ({samples} samples)");
+    assert!(worst <= 2, "at most 2 slots out of service at once, saw {worst}");
+    let running = swarm.wait_running("web", 6);
+    assert!(running.iter().all(|t| t.image.contains("busybox:2@") && t.spec_version == 2), "{running:?}");
+    let status = &inspect(&swarm, "manager1", "web")["update_status"];
+    assert_eq!(status["state"], "completed", "{status}");
+
+    // A new spec whose tasks exit at once, rolled back on failure.
+    let before: BTreeMap<u64, String> = running.iter().map(|t| (slot_of(&t.name).unwrap(), t.id.clone())).collect();
+    let failing = swarm.shoal(&[
+        "service", "update", "--args", "sh -c 'exit 3'", "--update-parallelism", "2", "--update-failure-action", "rollback", "web",
+    ]);
+    assert!(!failing.success(), "an update that was rolled back is not a success: {failing:?}");
+    assert!(failing.stderr.contains("update rolled back due to failure or early termination of task"), "{}", failing.stderr);
+    let status = &inspect(&swarm, "manager1", "web")["update_status"];
+    assert_eq!(status["state"], "rollback_completed", "{status}");
+    let after = swarm.wait_running("web", 6);
+    assert!(after.iter().all(|t| t.image.contains("busybox:2@")), "{after:?}");
+    let spec = inspect(&swarm, "manager1", "web");
+    assert_eq!(spec["spec"]["task"]["args"], serde_json::json!(SLEEPER), "{spec}");
+    // Spec version 3 was the failing update: it reached one batch of slots.
+    let tried: Vec<TaskRow> = swarm.ps("web").into_iter().filter(|t| t.spec_version == 3).collect();
+    let tried_slots: BTreeSet<u64> = tried.iter().filter_map(|t| slot_of(&t.name)).collect();
+    assert_eq!(tried_slots.len(), 2, "the update stopped after its first batch: {tried:?}");
+    assert!(tried.iter().any(|t| t.current_state.starts_with("failed")), "{tried:?}");
+    let kept: Vec<u64> = after.iter().filter(|t| before.get(&slot_of(&t.name).unwrap()) == Some(&t.id)).filter_map(|t| slot_of(&t.name)).collect();
+    assert_eq!(kept.len(), 4, "the four slots the update never reached kept their tasks: {after:?}");
+    assert!(kept.iter().all(|s| !tried_slots.contains(s)));
+
+    // Bad input: one sentence each, nothing written.
+    let version = inspect(&swarm, "manager1", "web")["version"].clone();
+    for (args, names) in [
+        (vec!["--update-parallelism", "-1"], "--update-parallelism \"-1\""),
+        (vec!["--update-max-failure-ratio", "2"], "--update-max-failure-ratio \"2\""),
+        (vec!["--update-failure-action", "explode"], "--update-failure-action \"explode\""),
+        (vec!["--update-order", "sideways"], "--update-order \"sideways\""),
+    ] {
+        let mut full = vec!["service", "update"];
+        full.extend(args);
+        full.push("web");
+        let out = swarm.shoal(&full);
+        assert!(!out.success() && out.stderr.contains(names) && out.stderr.trim().lines().count() == 1, "{out:?}");
+    }
+    swarm.create("fresh", &["--detach"], SLEEPER).ok();
+    let out = swarm.shoal(&["service", "rollback", "fresh"]);
+    assert!(!out.success() && out.stderr.contains("service fresh has no previous spec to roll back to"), "{out:?}");
+    assert_eq!(inspect(&swarm, "manager1", "web")["version"], version, "refused updates wrote nothing");
+}
+
+#[test]
+fn an_update_carries_on_across_a_leader_failover() {
+    let swarm = Swarm::up("rollfo");
+    // On the workers only: losing the leader's node takes no task with it.
+    swarm.create("web", &["--replicas", "6", "--constraint", "node.role==worker"], SLEEPER).ok();
+    swarm.wait_running("web", 6);
+    let new_image = swarm.push_busybox_as("2");
+    let (done, worst, _) = sampling(&swarm.cluster, &MANAGERS, "web", 6, || {
+        swarm.shoal(&["service", "update", "--detach", "--image", &new_image, "--update-delay", "1s", "web"]).ok();
+        // The first slot is done: cut the leader off mid-update.
+        wait_until(CONVERGE, "the first updated task to run", || {
+            swarm.running("web").iter().any(|t| t.spec_version == 2).then_some(())
+        });
+        let old_leader = leader(&swarm.cluster, &MANAGERS);
+        swarm.cluster.stop(&old_leader, true);
+        let others: Vec<&str> = MANAGERS.iter().copied().filter(|m| *m != old_leader).collect();
+        let new_leader = leader(&swarm.cluster, &others);
+        let service = wait_until(CONVERGE, "the update to complete under the new leader", || {
+            let service = inspect(&swarm, &new_leader, "web");
+            (service["update_status"]["state"] == "completed").then_some(service)
+        });
+        (old_leader, new_leader, service)
+    });
+    let (old_leader, new_leader, done) = done;
+    assert!(worst <= 1, "at most one slot out of service at once across the failover, saw {worst}");
+    let tasks: Vec<TaskRow> = swarm.cluster.shoal(&new_leader, &["service", "ps", "web", "--format", "json"]).ok().stdout_json();
+    let running: Vec<&TaskRow> = tasks.iter().filter(|t| t.desired_state == "running" && t.current_state.starts_with("running")).collect();
+    assert_eq!(running.len(), 6, "{tasks:?}");
+    assert!(running.iter().all(|t| t.spec_version == 2), "{done}");
+    swarm.cluster.start(&old_leader);
+}
