@@ -33,7 +33,7 @@ fn main() {
     let manager = manager.expect("open the container manager");
     let mut config = oci_spec::image::Config::default();
     config.set_env(Some(vec!["PATH=/bin".into()]));
-    let image = Arc::new(ImageInput { id: "sha256:bench".into(), reference: "busybox:bench".into(), layers: vec![layer.clone()], config });
+    let image = Arc::new(ImageInput { id: "sha256:bench".into(), reference: "busybox:bench".into(), layers: vec![layer.clone()], config, healthcheck: None });
 
     // runc's bundle: the same busybox tree as its root, runc's default
     // spec (namespaces, masked paths, Docker-like capabilities; no

@@ -23,7 +23,7 @@ const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const BUSYBOX: &str = "/bin/busybox";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bump when the images below change, so a stale cache is not reused.
-const LAYOUT_VERSION: &str = "v1";
+const LAYOUT_VERSION: &str = "v2";
 /// Fixed so the layout's digests do not change between builds.
 const EPOCH: u64 = 1_700_000_000;
 const CREATED: &str = "2023-11-14T22:13:20Z";
@@ -294,6 +294,11 @@ impl TestImages {
     /// `/opaque/{lower-a,lower-b}` (zstd); then a whiteout for `/data/gone`,
     /// `/opaque` made opaque and `/opaque/upper` (uncompressed tar).
     pub const WHITEOUT: &'static str = "whiteout";
+    /// busybox with docker's `config.Healthcheck`: [`HEALTHCHECK_TEST`]
+    /// every 200ms, timeout 2s, 2 retries (`HEALTHCHECK` in a Dockerfile).
+    pub const HEALTHCHECK: &'static str = "healthcheck";
+    /// What the [`Self::HEALTHCHECK`] image probes: healthy once the file exists.
+    pub const HEALTHCHECK_TEST: [&'static str; 2] = ["CMD-SHELL", "test -e /tmp/healthy"];
 
     /// The layout, built once per machine (it is deterministic, so a cached
     /// copy keyed by the busybox binary is as good as a fresh one).
@@ -409,6 +414,11 @@ impl LayoutWriter {
 
     /// Writes config and manifest for `layers` (each with its uncompressed tar).
     fn image(&self, arch: &str, layers: &[(&Blob, &[u8])]) -> io::Result<Blob> {
+        self.image_with(arch, layers, None)
+    }
+
+    /// [`Self::image`], with docker's `config.Healthcheck` when given.
+    fn image_with(&self, arch: &str, layers: &[(&Blob, &[u8])], healthcheck: Option<serde_json::Value>) -> io::Result<Blob> {
         let diff_ids: Vec<String> = layers
             .iter()
             .map(|(_, tar)| Digest::of_bytes(tar).to_string())
@@ -429,6 +439,14 @@ impl LayoutWriter {
                 "rootfs": {"type": "layers", "diff_ids": diff_ids}
             }),
         )?;
+        let config = match healthcheck {
+            None => config,
+            Some(check) => {
+                let mut value: serde_json::Value = serde_json::from_slice(&fs::read(self.root.join("blobs/sha256").join(config.digest.hex()))?)?;
+                value["config"]["Healthcheck"] = check;
+                self.json(OCI_CONFIG, &value)?
+            }
+        };
         let layers: Vec<_> = layers.iter().map(|(blob, _)| blob.descriptor()).collect();
         self.json(
             OCI_MANIFEST,
@@ -478,6 +496,10 @@ fn build_layout(root: &Path, busybox: &[u8]) -> io::Result<()> {
     w.tag(&multi, TestImages::MULTI_PLATFORM);
     let arm_only = w.platform_index(&[(&arm64, "arm64")])?;
     w.tag(&arm_only, TestImages::ARM64_ONLY);
+    // Durations in nanoseconds, as docker writes them.
+    let healthcheck = json!({"Test": TestImages::HEALTHCHECK_TEST, "Interval": 200_000_000u64, "Timeout": 2_000_000_000u64, "Retries": 2});
+    let checked = w.image_with("amd64", &[(&base, &base_tar)], Some(healthcheck))?;
+    w.tag(&checked, TestImages::HEALTHCHECK);
 
     let mut lower = TarWriter::default();
     lower

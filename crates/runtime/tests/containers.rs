@@ -34,7 +34,7 @@ impl Fixture {
             .set_cmd(Some(vec!["sh".into()]))
             .set_env(Some(vec!["PATH=/bin".into(), "FROM_IMAGE=yes".into()]))
             .set_labels(Some(HashMap::from([("from".to_string(), "image".to_string())])));
-        let image = ImageInput { id: "sha256:busybox-test".into(), reference: "busybox:test".into(), layers: vec![layer], config };
+        let image = ImageInput { id: "sha256:busybox-test".into(), reference: "busybox:test".into(), layers: vec![layer], config, healthcheck: None };
         let cgroup_parent = format!("shoal-test-{}-{test}", std::process::id());
         let mut fixture = Fixture { dir, cgroup_parent, image, manager: None };
         fixture.manager = Some(fixture.open().await);

@@ -452,6 +452,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             labels: task.map(|t| (LABEL_TASK_ID.to_string(), t.to_string())).into_iter().collect(),
+            health: None,
         };
         let found = TaskContainer::from_summaries(vec![summary("mine", Some("t1")), summary("users", None)]);
         assert_eq!(found, vec![container("mine", "t1", Status::Running, "1")]);

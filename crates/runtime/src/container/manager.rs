@@ -30,6 +30,7 @@ pub use restart::Rebind;
 mod shims;
 use shims::{pidfd_open, reap, ReadyLines};
 mod views;
+mod health_monitor;
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
@@ -70,16 +71,20 @@ struct Entry {
     phase: Arc<watch::Sender<Phase>>,
     /// True once the shim has ended: the log is complete.
     log_closed: Arc<watch::Sender<bool>>,
+    /// Present when the container has a health check.
+    health: Option<Arc<watch::Sender<super::health::Health>>>,
 }
 
 impl Entry {
     fn new(record: ContainerRecord, dir: PathBuf, phase: Phase) -> Arc<Self> {
         let closed = matches!(phase, Phase::Exited(_));
+        let health = record.healthcheck.as_ref().map(|_| Arc::new(watch::channel(health_monitor::recovered(&dir, &phase)).0));
         Arc::new(Entry {
             record,
             dir,
             phase: Arc::new(watch::channel(phase).0),
             log_closed: Arc::new(watch::channel(closed).0),
+            health,
         })
     }
 
@@ -92,12 +97,26 @@ impl Entry {
     /// The same container under another name.
     fn renamed(&self, name: &str) -> Arc<Self> {
         let record = ContainerRecord { name: name.to_string(), ..self.record.clone() };
-        Arc::new(Entry { record, dir: self.dir.clone(), phase: self.phase.clone(), log_closed: self.log_closed.clone() })
+        Arc::new(Entry {
+            record,
+            dir: self.dir.clone(),
+            phase: self.phase.clone(),
+            log_closed: self.log_closed.clone(),
+            health: self.health.clone(),
+        })
     }
 
     fn exited(&self, exit: ExitInfo) {
+        let was_running = matches!(*self.phase.borrow(), Phase::Running(_));
         self.phase.send_replace(Phase::Exited(exit));
         self.log_closed.send_replace(true);
+        // docker's status once a container's monitor stops.
+        if let (true, Some(health)) = (was_running, &self.health) {
+            health_monitor::update(self, health, |h| {
+                h.status = super::health::HealthStatus::Unhealthy;
+                true
+            });
+        }
     }
 }
 
@@ -117,6 +136,8 @@ pub struct ContainerSummary {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Its health check's status; `None` without one.
+    pub health: Option<super::health::HealthStatus>,
 }
 
 pub struct ContainerManager {
@@ -164,7 +185,10 @@ impl ContainerManager {
             manager.lock().insert(entry.record.id.clone(), entry.clone());
             let phase = entry.phase.borrow().clone();
             match phase {
-                Phase::Running(started) => manager.watch_shim(entry, started.shim_pid),
+                Phase::Running(started) => {
+                    manager.monitor_health(&entry, &started, false);
+                    manager.watch_shim(entry, started.shim_pid);
+                }
                 Phase::Exited(_) if entry.record.auto_remove => to_remove.push(entry.record.id.clone()),
                 _ => {}
             }
@@ -393,7 +417,8 @@ impl ContainerManager {
                 pid: pid.parse().unwrap_or(0),
                 started_at: state::now_rfc3339(),
             });
-            entry.phase.send_replace(Phase::Running(started));
+            entry.phase.send_replace(Phase::Running(started.clone()));
+            self.monitor_health(&entry, &started, true);
             match pidfd {
                 Some(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
                 None => self.watch_shim(entry, shim_pid),

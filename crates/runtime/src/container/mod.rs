@@ -8,6 +8,7 @@ pub(crate) mod cgroups;
 pub mod copy;
 mod error;
 pub(crate) mod exec;
+pub mod health;
 mod exec_session;
 pub(crate) mod init;
 mod log_watch;
@@ -26,9 +27,11 @@ pub mod state;
 
 pub use attach::Attachment;
 pub use error::ContainerError;
+pub use health::{Health, HealthProbe, HealthStatus};
 pub use exec_session::{is_end_of_terminal, ExecExit, ExecIo, ExecOptions, ExecProcess, Terminal, Window};
 pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};
 pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig, Rebind};
 pub use model::{
-    ContainerDetails, ContainerRecord, ContainerState, CreateRequest, ExitInfo, ImageInput, Limits, LimitsView, MountSpec, Status,
+    ContainerDetails, ContainerRecord, ContainerState, CreateRequest, ExitInfo, HealthConfig, ImageInput, Limits, LimitsView, MountSpec,
+    Status,
 };

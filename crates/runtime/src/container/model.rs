@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,9 @@ pub struct ImageInput {
     pub layers: Vec<PathBuf>,
     /// Entrypoint, Cmd, Env, WorkingDir, User, Labels, StopSignal.
     pub config: oci_spec::image::Config,
+    /// The image's HEALTHCHECK as written (zero durations: unset); the OCI
+    /// config has no such field, so it travels apart.
+    pub healthcheck: Option<HealthConfig>,
 }
 
 impl ImageInput {
@@ -32,7 +36,52 @@ impl ImageInput {
             .set_user(c.user.clone())
             .set_labels(Some(c.labels.clone().into_iter().collect()))
             .set_stop_signal(c.stop_signal.clone());
-        ImageInput { id: image.id.to_string(), reference: reference.to_string(), layers: image.layers.clone(), config }
+        ImageInput {
+            id: image.id.to_string(),
+            reference: reference.to_string(),
+            layers: image.layers.clone(),
+            config,
+            healthcheck: c.healthcheck.clone(),
+        }
+    }
+}
+
+/// docker's HEALTHCHECK: what to run in the container to probe it and how
+/// often. In a request or an image a zero duration or retry count means
+/// "not given"; in a container's record every field is resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `["CMD", program, args...]`, `["CMD-SHELL", command]` or `["NONE"]`
+    /// (no check); empty in a request: the image's test.
+    pub test: Vec<String>,
+    #[serde(with = "nanoseconds")]
+    pub interval: Duration,
+    /// A probe running longer is killed and counts as a failure.
+    #[serde(with = "nanoseconds")]
+    pub timeout: Duration,
+    /// Consecutive failures that make the container unhealthy.
+    pub retries: u32,
+    /// Failures this soon after the start do not count.
+    #[serde(with = "nanoseconds")]
+    pub start_period: Duration,
+    /// How often to probe during the start period, until the first success.
+    #[serde(with = "nanoseconds")]
+    pub start_interval: Duration,
+}
+
+/// Durations as integer nanoseconds, docker's unit in image configs and
+/// inspect output.
+mod nanoseconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_nanos(u64::deserialize(deserializer)?))
     }
 }
 
@@ -64,6 +113,9 @@ pub struct CreateRequest {
     pub tty: bool,
     /// Keep its stdin open for attaching clients to write to (`-i`).
     pub open_stdin: bool,
+    /// `None`: the image's HEALTHCHECK, if any. `test: ["NONE"]` turns it
+    /// off; an empty test keeps the image's with these durations on top.
+    pub healthcheck: Option<HealthConfig>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +171,10 @@ pub struct ContainerRecord {
     /// `-i`: its stdin stays open for attached clients.
     #[serde(default)]
     pub open_stdin: bool,
+    /// The health check with the image's and docker's defaults resolved;
+    /// `None`: the container has none.
+    #[serde(default)]
+    pub healthcheck: Option<HealthConfig>,
 }
 
 /// Written by the shim once the container's process runs.
@@ -209,4 +265,7 @@ pub struct ContainerState {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// docker's `State.Health`; absent when the container has no check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
 }

@@ -1,7 +1,10 @@
 //! A container's effective configuration: the image's defaults with the
 //! request on top, by docker's rules.
 
-use super::model::{ContainerRecord, CreateRequest, ImageInput, MountSpec};
+use std::time::Duration;
+
+use super::health;
+use super::model::{ContainerRecord, CreateRequest, HealthConfig, ImageInput, MountSpec};
 use super::{state, ContainerError};
 
 /// The PATH a container gets when its image sets none (docker's).
@@ -45,6 +48,7 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
     for mount in &request.mounts {
         validate_mount(mount)?;
     }
+    let healthcheck = resolve_healthcheck(request.healthcheck.as_ref(), image.healthcheck.as_ref())?;
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     let mut labels: std::collections::BTreeMap<String, String> = config.labels().clone().unwrap_or_default().into_iter().collect();
     labels.extend(request.labels.clone());
@@ -67,7 +71,43 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         created: state::now_rfc3339(),
         tty: request.tty,
         open_stdin: request.open_stdin,
+        healthcheck,
     })
+}
+
+/// docker's merge of `--health-*` over the image's HEALTHCHECK: each field
+/// the request leaves zero comes from the image, else docker's default.
+/// `None` when there is nothing to run (no test, or `NONE`).
+fn resolve_healthcheck(request: Option<&HealthConfig>, image: Option<&HealthConfig>) -> Result<Option<HealthConfig>, ContainerError> {
+    let empty = HealthConfig::default();
+    let (request, image) = (request.unwrap_or(&empty), image.unwrap_or(&empty));
+    let test = if request.test.is_empty() { &image.test } else { &request.test };
+    if test.is_empty() || test[0] == "NONE" {
+        return Ok(None);
+    }
+    if health::probe_command(test).is_none() {
+        return Err(ContainerError::InvalidRequest(format!(
+            "health check test {test:?} is invalid; use [\"CMD\", program, args...], [\"CMD-SHELL\", command] or [\"NONE\"]"
+        )));
+    }
+    let duration = |name: &str, ours: Duration, theirs: Duration, default: Duration| {
+        let value = [ours, theirs].into_iter().find(|d| !d.is_zero()).unwrap_or(default);
+        // docker's lower bound: a probe loop with no pause would spin.
+        if !value.is_zero() && value < Duration::from_millis(1) {
+            return Err(ContainerError::InvalidRequest(format!(
+                "health check {name} {value:?} is too short; use at least 1ms"
+            )));
+        }
+        Ok(value)
+    };
+    Ok(Some(HealthConfig {
+        test: test.clone(),
+        interval: duration("interval", request.interval, image.interval, health::DEFAULT_INTERVAL)?,
+        timeout: duration("timeout", request.timeout, image.timeout, health::DEFAULT_TIMEOUT)?,
+        retries: [request.retries, image.retries].into_iter().find(|r| *r > 0).unwrap_or(health::DEFAULT_RETRIES),
+        start_period: duration("start period", request.start_period, image.start_period, health::DEFAULT_START_PERIOD)?,
+        start_interval: duration("start interval", request.start_interval, image.start_interval, health::DEFAULT_START_INTERVAL)?,
+    }))
 }
 
 fn validate_mount(mount: &MountSpec) -> Result<(), ContainerError> {
@@ -133,7 +173,7 @@ mod tests {
             .set_cmd(Some(vec!["sh".into()]))
             .set_env(Some(vec!["A=1".into(), "B=1".into()]))
             .set_working_dir(Some("/srv".into()));
-        ImageInput { id: "sha256:x".into(), reference: "busybox".into(), layers: Vec::new(), config }
+        ImageInput { id: "sha256:x".into(), reference: "busybox".into(), layers: Vec::new(), config, healthcheck: None }
     }
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
@@ -168,5 +208,35 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(make(ID, "n".into(), &request, &image()), Err(ContainerError::InvalidMount(_))));
+    }
+
+    #[test]
+    fn health_checks_merge_request_image_and_docker_defaults() {
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut from_image = image();
+        from_image.healthcheck = Some(HealthConfig {
+            test: strings(&["CMD-SHELL", "test -e /ok"]),
+            interval: Duration::from_secs(2),
+            retries: 7,
+            ..Default::default()
+        });
+        let base = CreateRequest { command: vec!["true".into()], ..Default::default() };
+        let resolved = make(ID, "n".into(), &base, &from_image).unwrap().healthcheck.unwrap();
+        assert_eq!(resolved.test, strings(&["CMD-SHELL", "test -e /ok"]));
+        assert_eq!((resolved.interval, resolved.timeout, resolved.retries), (Duration::from_secs(2), Duration::from_secs(30), 7));
+        assert_eq!((resolved.start_period, resolved.start_interval), (Duration::ZERO, Duration::from_secs(5)));
+
+        let durations_only = HealthConfig { timeout: Duration::from_millis(500), ..Default::default() };
+        let request = CreateRequest { healthcheck: Some(durations_only), ..base.clone() };
+        let resolved = make(ID, "n".into(), &request, &from_image).unwrap().healthcheck.unwrap();
+        assert_eq!((resolved.test[0].as_str(), resolved.interval, resolved.timeout), ("CMD-SHELL", Duration::from_secs(2), Duration::from_millis(500)));
+
+        let off = CreateRequest { healthcheck: Some(HealthConfig { test: strings(&["NONE"]), ..Default::default() }), ..base.clone() };
+        assert_eq!(make(ID, "n".into(), &off, &from_image).unwrap().healthcheck, None);
+        assert_eq!(make(ID, "n".into(), &base, &image()).unwrap().healthcheck, None);
+
+        let bad = CreateRequest { healthcheck: Some(HealthConfig { test: strings(&["RUN", "x"]), ..Default::default() }), ..base };
+        let error = make(ID, "n".into(), &bad, &image()).unwrap_err();
+        assert!(error.to_string().contains("RUN"), "{error}");
     }
 }

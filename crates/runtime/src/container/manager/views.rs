@@ -23,6 +23,7 @@ impl ContainerManager {
                 started_at: None,
                 finished_at: None,
                 error: None,
+                health: None,
             },
             Phase::Running(s) => ContainerState {
                 status: Status::Running,
@@ -33,6 +34,7 @@ impl ContainerManager {
                 started_at: Some(s.started_at),
                 finished_at: None,
                 error: None,
+                health: entry.health.as_ref().map(|h| h.borrow().clone()),
             },
             Phase::Exited(x) => {
                 let started = state::read_json::<Started>(&entry.dir.join(STARTED_FILE));
@@ -45,6 +47,7 @@ impl ContainerManager {
                     started_at: started.map(|s| s.started_at),
                     finished_at: Some(x.finished_at),
                     error: x.error,
+                    health: entry.health.as_ref().map(|h| h.borrow().clone()),
                 }
             }
         };
@@ -101,6 +104,7 @@ fn summary(entry: &Entry) -> ContainerSummary {
         started_at,
         finished_at,
         labels: entry.record.labels.clone(),
+        health: entry.health.as_ref().map(|h| h.borrow().status),
     }
 }
 
