@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal_proto::pb;
 use shoal_overlay_net::dataplane::Dataplane;
 use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF as RESOLV_CONF;
-use shoal_runtime::container::{ContainerManager, ImageInput, MountSpec};
+use shoal_runtime::container::{ContainerManager, HealthStatus, ImageInput, MountSpec};
 use shoal_runtime::image::ImageStore;
 use tokio::sync::{mpsc, watch};
 
@@ -246,6 +246,11 @@ impl TaskWorker {
             return Ok(());
         }
         self.network_checked = true;
+        if self.ctx.containers.health_watch(&container_id).is_some() {
+            // Running (and so a VIP backend) only once healthy: the watch
+            // step reports it.
+            return Ok(());
+        }
         self.report(Report::new(TaskState::Running, "started").container(&container_id)).await;
         Ok(())
     }
@@ -262,13 +267,37 @@ impl TaskWorker {
                 tracing::warn!(task = %self.task_id, %error, "repairing the network of an adopted task");
             }
         }
-        let started_at = self.ctx.containers.inspect(container_id).ok().and_then(|d| d.state.started_at);
-        self.report(Report::new(TaskState::Running, "started").container(container_id).at(started_at.as_deref())).await;
         let containers = self.ctx.containers.clone();
+        let Some(mut health) = containers.health_watch(container_id) else {
+            let started_at = containers.inspect(container_id).ok().and_then(|d| d.state.started_at);
+            self.report(Report::new(TaskState::Running, "started").container(container_id).at(started_at.as_deref())).await;
+            tokio::select! {
+                // Ended, or removed behind our back: the next step sees which.
+                _ = containers.wait(container_id) => {}
+                _ = self.assignment.changed() => {}
+            }
+            return Ok(());
+        };
+        let now = health.borrow_and_update().clone();
+        match now.status {
+            // Stays starting until its check passes.
+            HealthStatus::Starting => {}
+            HealthStatus::Healthy => self.report(Report::new(TaskState::Running, "healthy").container(container_id)).await,
+            // A container that exited is unhealthy too: that is an exit.
+            HealthStatus::Unhealthy if exit_of(&containers, container_id).is_none() => {
+                // Failed first, so it leaves its VIPs at once; the next
+                // step stops the container, and the restart policy decides.
+                let output = now.log.last().map(|p| p.output.trim().to_string()).unwrap_or_default();
+                let error = format!("task: container unhealthy after {} failed checks: {output}", now.failing_streak);
+                self.report(Report::new(TaskState::Failed, "unhealthy").error(error).container(container_id)).await;
+                return Ok(());
+            }
+            HealthStatus::Unhealthy => {}
+        }
         tokio::select! {
-            // Ended, or removed behind our back: the next step sees which.
             _ = containers.wait(container_id) => {}
             _ = self.assignment.changed() => {}
+            _ = health.changed() => {}
         }
         Ok(())
     }

@@ -94,6 +94,7 @@ pub(super) fn create_request(request: &pb::RunContainerRequest) -> Result<Create
         auto_remove: request.auto_remove,
         tty: request.tty,
         open_stdin: request.open_stdin,
+        healthcheck: None,
     })
 }
 
