@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::support::swarm::{Swarm, TaskRow, CONVERGE, MANAGERS, SLEEPER};
 use crate::support::{wait_until, Cluster};
@@ -154,4 +155,99 @@ fn an_update_carries_on_across_a_leader_failover() {
     assert_eq!(running.len(), 6, "{tasks:?}");
     assert!(running.iter().all(|t| t.spec_version == 2), "{done}");
     swarm.cluster.start(&old_leader);
+}
+
+/// A busybox web server whose page is its hostname; unlike plain `httpd
+/// -f` as PID 1, it stops on SIGTERM.
+const SERVER: &[&str] = &[
+    "sh",
+    "-c",
+    "mkdir -p /www && hostname > /www/index.html && httpd -p 80 -h /www && trap 'exit 0' TERM; while true; do sleep 1; done",
+];
+
+/// The id of `task`'s container, from its node's daemon.
+fn container_of(swarm: &Swarm, task: &TaskRow) -> String {
+    let containers: Vec<serde_json::Value> = swarm.cluster.shoal(&task.node, &["container", "ls", "--format", "json"]).ok().stdout_json();
+    containers
+        .iter()
+        .find(|c| c["labels"]["shoal.task.id"] == task.id.as_str())
+        .and_then(|c| c["id"].as_str())
+        .unwrap_or_else(|| panic!("no container for {} on {}", task.name, task.node))
+        .to_string()
+}
+
+#[test]
+fn a_start_first_update_behind_the_vip_fails_no_request_and_health_gates_tasks() {
+    let swarm = Swarm::up("rollvip");
+    swarm.shoal(&["network", "create", "-d", "overlay", "appnet"]).ok();
+    let health = ["--health-cmd", "wget -q -O /dev/null http://127.0.0.1/", "--health-interval", "300ms"];
+    let mut flags = vec!["--replicas", "3", "--network", "appnet", "--update-order", "start-first", "--restart-delay", "0s"];
+    flags.extend(health);
+    swarm.create("web", &flags, SERVER).ok();
+    swarm.create("client", &["--network", "appnet"], crate::support::swarm::SLEEPER).ok();
+    let client = crate::routing_mesh::netns_of(&swarm, &swarm.running("client")[0]);
+    let vip = crate::routing_mesh::vip(&swarm, "appnet", "web");
+    let url = format!("http://{vip}/");
+    assert!(crate::routing_mesh::curl(Some(&client), &url, "3").is_some(), "the VIP answers before the update");
+
+    // A client requests through the VIP, one request after another, for the
+    // whole update; every request must be answered.
+    let stop = AtomicBool::new(false);
+    let (update, (answered, failed)) = std::thread::scope(|scope| {
+        let hammer = scope.spawn(|| {
+            let (mut answered, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match crate::routing_mesh::curl(Some(&client), &url, "2") {
+                    Some(_) => answered += 1,
+                    None => failed.push(Instant::now()),
+                }
+            }
+            (answered, failed)
+        });
+        let update = swarm.shoal(&["service", "update", "--env-add", "VERSION=2", "web"]);
+        stop.store(true, Ordering::Relaxed);
+        (update, hammer.join().expect("the client thread"))
+    });
+    update.ok();
+    assert!(answered >= 20, "the client kept asking during the update ({answered} answers)");
+    assert!(failed.is_empty(), "{} of {} requests failed during a start-first update", failed.len(), answered as usize + failed.len());
+    let running = swarm.wait_running("web", 3);
+    assert!(running.iter().all(|t| t.spec_version == 2), "{running:?}");
+
+    // Health, with an image whose HEALTHCHECK passes once /tmp/healthy
+    // exists: a task stays starting until its check passes...
+    let probed_image = swarm.push_healthcheck_image();
+    let with = |name: &'static str, flags: &[&'static str]| {
+        let mut args = vec!["service", "create", "--name", name];
+        args.extend_from_slice(flags);
+        args.push(&probed_image);
+        args.extend_from_slice(crate::support::swarm::SLEEPER);
+        swarm.shoal(&args)
+    };
+    with("probed", &["--detach", "--health-start-period", "4s", "--restart-delay", "0s"]).ok();
+    let task = wait_until(CONVERGE, "probed's container to start", || {
+        swarm.ps("probed").into_iter().find(|t| t.desired_state == "running" && t.current_state.starts_with("starting"))
+    });
+    let watched_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watched_until {
+        assert!(swarm.running("probed").is_empty(), "a task whose check has not passed is not running");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let container = container_of(&swarm, &task);
+    swarm.cluster.shoal(&task.node, &["exec", &container, "touch", "/tmp/healthy"]).ok();
+    wait_until(CONVERGE, "probed to run once healthy", || swarm.running("probed").into_iter().find(|t| t.id == task.id));
+    let ls = swarm.cluster.shoal(&task.node, &["container", "ls"]).ok().stdout;
+    assert!(ls.contains("(healthy)"), "{ls}");
+    // ...and is replaced when it turns unhealthy (after its start period).
+    swarm.cluster.shoal(&task.node, &["exec", &container, "rm", "/tmp/healthy"]).ok();
+    let failed = wait_until(CONVERGE, "the unhealthy task to fail", || {
+        swarm.ps("probed").into_iter().find(|t| t.id == task.id && t.current_state.starts_with("failed"))
+    });
+    assert!(failed.error.contains("unhealthy"), "{failed:?}");
+    wait_until(CONVERGE, "a replacement task", || {
+        swarm.ps("probed").into_iter().find(|t| t.id != task.id && t.desired_state == "running")
+    });
+    // --no-healthcheck turns the image's check off: it runs without /tmp/healthy.
+    with("unprobed", &["--no-healthcheck"]).ok();
+    assert_eq!(swarm.running("unprobed").len(), 1);
 }

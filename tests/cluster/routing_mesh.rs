@@ -20,7 +20,7 @@ const SERVER: &[&str] = &["sh", "-c", "mkdir -p /www && hostname > /www/index.ht
 const SLEEPER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
 
 /// The network namespace of `task`'s container, from its node's daemon.
-fn netns_of(swarm: &Swarm, task: &TaskRow) -> String {
+pub(crate) fn netns_of(swarm: &Swarm, task: &TaskRow) -> String {
     let containers: Vec<serde_json::Value> = swarm.cluster.shoal(&task.node, &["container", "ls", "--format", "json"]).ok().stdout_json();
     let id = containers
         .iter()
@@ -39,7 +39,7 @@ fn netns_of(swarm: &Swarm, task: &TaskRow) -> String {
 /// in a private mount namespace where a copy of the task's /etc/resolv.conf
 /// (the embedded DNS at 127.0.0.11) lies over the host's (a copy: the
 /// task's own file is a mount in another mount namespace).
-fn curl(netns: Option<&str>, url: &str, timeout_s: &str) -> Option<String> {
+pub(crate) fn curl(netns: Option<&str>, url: &str, timeout_s: &str) -> Option<String> {
     let out: Output = match netns {
         Some(netns) => {
             let root = netns.strip_suffix("/ns/net").expect("a /proc/PID/ns/net path");
@@ -54,7 +54,7 @@ fn curl(netns: Option<&str>, url: &str, timeout_s: &str) -> Option<String> {
 }
 
 /// The service's VIP on `network`, from `network inspect`.
-fn vip(swarm: &Swarm, network: &str, service: &str) -> Ipv4Addr {
+pub(crate) fn vip(swarm: &Swarm, network: &str, service: &str) -> Ipv4Addr {
     let inspect: serde_json::Value = swarm.shoal(&["network", "inspect", network]).ok().stdout_json();
     inspect[0]["attachments"]
         .as_array()

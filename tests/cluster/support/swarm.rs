@@ -85,6 +85,13 @@ impl Swarm {
         self.registry.push(&images.layout, TestImages::BUSYBOX, "busybox", tag).expect("pushing busybox").reference
     }
 
+    /// The test image whose HEALTHCHECK passes once /tmp/healthy exists,
+    /// pushed as `hc:1`.
+    pub fn push_healthcheck_image(&self) -> String {
+        let images = TestImages::shared().expect("building the test images");
+        self.registry.push(&images.layout, TestImages::HEALTHCHECK, "hc", "1").expect("pushing the healthcheck image").reference
+    }
+
     pub fn shoal(&self, args: &[&str]) -> crate::support::Output {
         self.cluster.shoal("manager1", args)
     }
