@@ -25,3 +25,4 @@ mod local_networks;
 mod dns;
 mod routing_mesh;
 mod secrets;
+mod health;

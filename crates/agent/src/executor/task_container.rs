@@ -75,7 +75,22 @@ pub fn create_request(assignment: &pb::Assignment, node_id: &str) -> Result<Crea
         // A task has no client to attach: no terminal, no stdin.
         tty: false,
         open_stdin: false,
+        healthcheck: spec.healthcheck.as_ref().map(health_config),
     })
+}
+
+/// The service's health check as the runtime takes it; zeros stay "not
+/// given", for the runtime to fill from the image or docker's defaults.
+fn health_config(check: &pb::HealthCheck) -> shoal_runtime::container::HealthConfig {
+    let millis = std::time::Duration::from_millis;
+    shoal_runtime::container::HealthConfig {
+        test: check.test.clone(),
+        interval: millis(check.interval_ms),
+        timeout: millis(check.timeout_ms),
+        retries: check.retries,
+        start_period: millis(check.start_period_ms),
+        start_interval: millis(check.start_interval_ms),
+    }
 }
 
 fn mount_spec(mount: &pb::Mount) -> Result<MountSpec, String> {
