@@ -26,3 +26,4 @@ mod dns;
 mod routing_mesh;
 mod rolling_updates;
 mod secrets;
+mod health;

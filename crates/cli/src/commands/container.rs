@@ -214,6 +214,8 @@ pub struct RunArgs {
     /// Option for the container's resolv.conf, e.g. timeout:2
     #[arg(long = "dns-option", value_name = "OPTION")]
     dns_option: Vec<String>,
+    #[command(flatten)]
+    health: crate::commands::health_flags::HealthFlags,
     image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -262,6 +264,7 @@ impl RunArgs {
             create_only: false,
             tty: self.tty,
             open_stdin: self.interactive,
+            healthcheck: crate::commands::health_flags::health_from_flags(&self.health)?,
             networks: self
                 .networks
                 .iter()

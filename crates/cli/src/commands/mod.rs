@@ -8,6 +8,7 @@ pub mod container_ls;
 pub mod cp;
 pub mod exec;
 pub mod flags;
+pub mod health_flags;
 pub mod image;
 pub mod login;
 pub mod network;

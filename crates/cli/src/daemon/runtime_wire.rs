@@ -4,7 +4,9 @@
 
 use shoal_proto::pb;
 use shoal_runtime::container::logs::LogEntry;
-use shoal_runtime::container::{ContainerError, ContainerSummary, CreateRequest, Limits, MountSpec, Status as ContainerStatus};
+use shoal_runtime::container::{
+    ContainerError, ContainerSummary, CreateRequest, HealthConfig, HealthStatus, Limits, MountSpec, Status as ContainerStatus,
+};
 use shoal_runtime::image::{ImageError, Reference};
 use tonic::Status;
 
@@ -94,8 +96,22 @@ pub(super) fn create_request(request: &pb::RunContainerRequest) -> Result<Create
         auto_remove: request.auto_remove,
         tty: request.tty,
         open_stdin: request.open_stdin,
-        healthcheck: None,
+        healthcheck: request.healthcheck.as_ref().map(health_config),
     })
+}
+
+/// The wire's health check as the runtime takes it; zeros stay "not
+/// given", for the runtime to fill from the image or docker's defaults.
+pub(super) fn health_config(check: &pb::HealthCheck) -> HealthConfig {
+    let millis = std::time::Duration::from_millis;
+    HealthConfig {
+        test: check.test.clone(),
+        interval: millis(check.interval_ms),
+        timeout: millis(check.timeout_ms),
+        retries: check.retries,
+        start_period: millis(check.start_period_ms),
+        start_interval: millis(check.start_interval_ms),
+    }
 }
 
 pub(super) fn volume_pb(volume: shoal_runtime::volume::Volume) -> pb::Volume {
@@ -121,16 +137,49 @@ pub(super) fn unix_secs(rfc3339: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// "Up 3 seconds", "Exited (0) 2 minutes ago", "Created", as docker shows.
+/// "Up 3 hours", "Exited (0) 2 minutes ago", "Created", as docker shows.
 pub(super) fn status_text(c: &ContainerSummary) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let since = |t: &Option<String>| crate::output::human_duration(now.saturating_sub(t.as_deref().map(unix_secs).unwrap_or(now)).max(0) as u64);
     match c.status {
         ContainerStatus::Created => "Created".into(),
         ContainerStatus::Running if c.paused => format!("Up {} (Paused)", since(&c.started_at)),
-        ContainerStatus::Running => format!("Up {}", since(&c.started_at)),
+        ContainerStatus::Running => match c.health {
+            None => format!("Up {}", since(&c.started_at)),
+            Some(HealthStatus::Starting) => format!("Up {} (health: starting)", since(&c.started_at)),
+            Some(health) => format!("Up {} ({})", since(&c.started_at), health.as_str()),
+        },
         ContainerStatus::Exited | ContainerStatus::Dead => {
             format!("Exited ({}) {} ago", c.exit_code.unwrap_or(-1), since(&c.finished_at))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_status_shows_health_as_docker() {
+        let started = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600 + 600)).to_string();
+        let row = |health| ContainerSummary {
+            id: "c".into(),
+            name: "c".into(),
+            image: String::new(),
+            image_id: String::new(),
+            command: String::new(),
+            created: started.clone(),
+            status: ContainerStatus::Running,
+            paused: false,
+            exit_code: None,
+            started_at: Some(started.clone()),
+            finished_at: None,
+            labels: Default::default(),
+            health,
+        };
+        assert_eq!(status_text(&row(None)), "Up 3 hours");
+        assert_eq!(status_text(&row(Some(HealthStatus::Starting))), "Up 3 hours (health: starting)");
+        assert_eq!(status_text(&row(Some(HealthStatus::Healthy))), "Up 3 hours (healthy)");
+        assert_eq!(status_text(&row(Some(HealthStatus::Unhealthy))), "Up 3 hours (unhealthy)");
     }
 }
