@@ -178,7 +178,7 @@ fn container_of(swarm: &Swarm, task: &TaskRow) -> String {
 
 #[test]
 fn a_start_first_update_behind_the_vip_fails_no_request_and_health_gates_tasks() {
-    let swarm = Swarm::up("rollvip");
+    let swarm = Swarm::up("rvip");
     swarm.shoal(&["network", "create", "-d", "overlay", "appnet"]).ok();
     let health = ["--health-cmd", "wget -q -O /dev/null http://127.0.0.1/", "--health-interval", "300ms"];
     let mut flags = vec!["--replicas", "3", "--network", "appnet", "--update-order", "start-first", "--restart-delay", "0s"];

@@ -101,8 +101,35 @@ fn millis(flag: &str, value: Option<&str>, zero_allowed: bool) -> CliResult<u64>
     Ok(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// `service update --health-*`: the flags given change the service's
+/// check, the rest of it stays (docker's merge); `--no-healthcheck`
+/// replaces it, and a check over `NONE` starts from nothing.
+pub fn merge_health(old: Option<&pb::HealthCheck>, new: &pb::HealthCheck) -> pb::HealthCheck {
+    let off = |h: &pb::HealthCheck| h.test.first().is_some_and(|t| t == "NONE");
+    let Some(old) = old.filter(|old| !off(old) && !off(new)) else { return new.clone() };
+    let pick = |new: u64, old: u64| if new > 0 { new } else { old };
+    pb::HealthCheck {
+        test: if new.test.is_empty() { old.test.clone() } else { new.test.clone() },
+        interval_ms: pick(new.interval_ms, old.interval_ms),
+        timeout_ms: pick(new.timeout_ms, old.timeout_ms),
+        retries: if new.retries > 0 { new.retries } else { old.retries },
+        start_period_ms: pick(new.start_period_ms, old.start_period_ms),
+        start_interval_ms: pick(new.start_interval_ms, old.start_interval_ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_update_changes_only_the_flags_given() {
+        let old = pb::HealthCheck { test: vec!["CMD-SHELL".into(), "true".into()], interval_ms: 1000, retries: 5, ..Default::default() };
+        let merged = merge_health(Some(&old), &pb::HealthCheck { interval_ms: 200, ..Default::default() });
+        assert_eq!((merged.test, merged.interval_ms, merged.retries), (old.test.clone(), 200, 5));
+        let off = pb::HealthCheck { test: vec!["NONE".into()], ..Default::default() };
+        assert_eq!(merge_health(Some(&old), &off), off);
+        assert_eq!(merge_health(Some(&off), &old), old);
+    }
+
     use super::*;
 
     fn flags(pairs: &[(&str, &str)]) -> HealthFlags {

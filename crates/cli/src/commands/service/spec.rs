@@ -10,6 +10,7 @@ use super::endpoint_flags::{EndpointChange, EndpointCreateFlags, EndpointUpdateF
 use super::file_flags::{FileChange, FileCreateFlags, FileUpdateFlags};
 use super::rollout_flags::{RolloutChange, RolloutFlags};
 use crate::commands::flags;
+use crate::commands::health_flags::{health_from_flags, merge_health, HealthFlags};
 use crate::error::{CliError, CliResult};
 
 /// Reservations and limits, shared by `create` and `update`. In `update`,
@@ -86,6 +87,8 @@ pub struct CreateArgs {
     files: FileCreateFlags,
     #[command(flatten)]
     rollout: RolloutFlags,
+    #[command(flatten)]
+    health: HealthFlags,
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
@@ -176,6 +179,8 @@ pub struct UpdateArgs {
     files: FileUpdateFlags,
     #[command(flatten)]
     rollout: RolloutFlags,
+    #[command(flatten)]
+    health: HealthFlags,
     /// Replace every task even if nothing changed
     #[arg(long)]
     force: bool,
@@ -268,6 +273,8 @@ pub struct SpecChange {
     pub user: Option<String>,
     pub read_only: Option<bool>,
     pub rollout: RolloutChange,
+    /// `--health-*` / `--no-healthcheck`, merged into the service's check.
+    pub healthcheck: Option<pb::HealthCheck>,
     /// `--force`: replace every task.
     pub force: bool,
 }
@@ -420,6 +427,7 @@ impl CreateArgs {
         change.endpoint = self.endpoint.change()?;
         change.files = self.files.change()?;
         change.rollout = self.rollout.change()?;
+        change.healthcheck = health_from_flags(&self.health)?;
         let mut spec = pb::ServiceSpec {
             name: self.name.clone().unwrap_or_else(random_name),
             mode: mode.into(),
@@ -497,6 +505,7 @@ impl UpdateArgs {
         change.endpoint = self.endpoint.change()?;
         change.files = self.files.change()?;
         change.rollout = self.rollout.change()?;
+        change.healthcheck = health_from_flags(&self.health)?;
         change.force = self.force;
         Ok(change)
     }
@@ -582,6 +591,9 @@ impl SpecChange {
         }
         if self.force {
             task.force_update += 1;
+        }
+        if let Some(check) = &self.healthcheck {
+            task.healthcheck = Some(merge_health(task.healthcheck.as_ref(), check));
         }
         self.files.apply(task)?;
         let resources = task.resources.get_or_insert_with(Default::default);
