@@ -77,9 +77,11 @@ pub async fn ensure_bridge<N: Netlink>(netlink: &N, config: &BridgeConfig) -> Re
     config.validate()?;
     let name = config.name.as_str();
     let mut changed = false;
+    let mac = stable_mac(name);
     match netlink.link(name).await? {
         None => {
             netlink.create_bridge(name, Some(config.mtu)).await?;
+            netlink.set_mac(name, mac).await?;
             changed = true;
         }
         Some(link) => {
@@ -95,6 +97,10 @@ pub async fn ensure_bridge<N: Netlink>(netlink: &N, config: &BridgeConfig) -> Re
             }
             if link.mtu != config.mtu {
                 netlink.set_mtu(name, config.mtu).await?;
+                changed = true;
+            }
+            if link.mac != Some(mac) {
+                netlink.set_mac(name, mac).await?;
                 changed = true;
             }
             if !link.up {
@@ -133,6 +139,20 @@ pub async fn ensure_bridge<N: Netlink>(netlink: &N, config: &BridgeConfig) -> Re
         tracing::info!(bridge = name, mtu = config.mtu, gateway = %config.gateway, "network bridge configured");
     }
     Ok(changed)
+}
+
+/// The bridge's own hardware address, fixed and derived from its name
+/// (locally administered, unicast). Left to itself a bridge takes the
+/// lowest address among its ports and changes it when that port goes: a
+/// container that resolved a remote task (proxy ARP) to the old address
+/// then sends into the void until its neighbour entry expires, tens of
+/// seconds; seen as a new task unreachable for a client while the old
+/// task's port left during a rolling update.
+pub fn stable_mac(name: &str) -> [u8; 6] {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let b = hash.to_be_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 
 /// Deletes the bridge; a missing one is fine. Ports still attached lose
@@ -186,6 +206,11 @@ mod tests {
         assert_eq!(node.read_sysctl(&proxy).await.expect("proxy_arp"), "1");
         let delay = Sysctl::new(&format!("net/ipv4/neigh/{}/proxy_delay", config.name)).expect("key");
         assert_eq!(node.read_sysctl(&delay).await.expect("proxy_delay"), "0");
+        // A fixed address of its own, so ports coming and going never change it.
+        let mac = link.mac.expect("the bridge has an address set");
+        assert_eq!(mac, stable_mac(&config.name));
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(stable_mac("shl-a"), stable_mac("shl-b"));
 
         let before = node.mutations();
         assert!(!ensure_bridge(&node, &config).await.expect("second ensure"));

@@ -224,6 +224,7 @@ impl Netlink for FakeNetlink {
                         master: None,
                         peer_index: None,
                         alias: None,
+                        mac: None,
                     },
                     peer: None,
                     conf: BTreeMap::new(),
@@ -279,6 +280,7 @@ impl Netlink for FakeNetlink {
                     master,
                     peer_index: Some(peer.1),
                     alias: None,
+                    mac: None,
                 },
                 peer: Some(peer),
                 conf: BTreeMap::new(),
@@ -351,6 +353,17 @@ impl Netlink for FakeNetlink {
             let index = ns.index_of(name).ok_or_else(|| self.not_found(name))?;
             if let Some(link) = ns.links.get_mut(&index) {
                 link.link.mtu = mtu;
+            }
+            Ok(())
+        })
+    }
+
+    async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<()> {
+        self.change(format!("set the address of {name}"), |world, path| {
+            let ns = namespace(world, path)?;
+            let index = ns.index_of(name).ok_or_else(|| self.not_found(name))?;
+            if let Some(link) = ns.links.get_mut(&index) {
+                link.link.mac = Some(mac);
             }
             Ok(())
         })

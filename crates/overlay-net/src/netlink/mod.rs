@@ -73,6 +73,8 @@ pub struct Link {
     /// Free text stored with the link (`ip link set .. alias ..`); sandboxes
     /// keep the network id of an endpoint there.
     pub alias: Option<String>,
+    /// The link's hardware address, when it has one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A veth pair to create. `name` is created in the connection's namespace
@@ -318,6 +320,10 @@ pub trait Netlink: Send + Sync + Sized {
     fn set_up(&self, name: &str, up: bool) -> impl Future<Output = Result<()>> + Send;
 
     fn set_mtu(&self, name: &str, mtu: u32) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets the hardware address; on a bridge this also stops the kernel
+    /// from taking over a port's address as ports come and go.
+    fn set_mac(&self, name: &str, mac: [u8; 6]) -> impl Future<Output = Result<()>> + Send;
 
     fn set_alias(&self, name: &str, alias: &str) -> impl Future<Output = Result<()>> + Send;
 

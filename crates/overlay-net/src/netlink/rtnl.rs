@@ -313,6 +313,12 @@ impl Netlink for Rtnl {
             .await
     }
 
+    async fn set_mac(&self, name: &str, mac: [u8; 6]) -> Result<()> {
+        let index = self.index(name).await?;
+        let message = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
+        self.change_link(format!("set the address of {name}"), message).await
+    }
+
     async fn set_alias(&self, name: &str, alias: &str) -> Result<()> {
         let index = self.index(name).await?;
         let message = LinkUnspec::new_with_index(index).alias(alias).build();
@@ -530,6 +536,7 @@ fn parse_link(message: &LinkMessage) -> Option<Link> {
         master: None,
         peer_index: None,
         alias: None,
+        mac: None,
     };
     for attribute in &message.attributes {
         match attribute {
@@ -538,6 +545,7 @@ fn parse_link(message: &LinkMessage) -> Option<Link> {
             LinkAttribute::Controller(index) if *index != 0 => link.master = Some(*index),
             LinkAttribute::Link(index) if *index != 0 => link.peer_index = Some(*index),
             LinkAttribute::IfAlias(alias) if !alias.is_empty() => link.alias = Some(alias.clone()),
+            LinkAttribute::Address(bytes) => link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 link.kind = infos.iter().find_map(|info| match info {
                     LinkInfo::Kind(InfoKind::Bridge) => Some(LinkKind::Bridge),

@@ -65,6 +65,7 @@ impl Namespace {
                     master: None,
                     peer_index: None,
                     alias: None,
+                    mac: None,
                 },
                 peer: None,
                 conf: BTreeMap::new(),
