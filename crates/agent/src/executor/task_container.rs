@@ -79,9 +79,10 @@ pub fn create_request(assignment: &pb::Assignment, node_id: &str) -> Result<Crea
     })
 }
 
-/// The service's health check as the runtime takes it; zeros stay "not
-/// given", for the runtime to fill from the image or docker's defaults.
-fn health_config(check: &pb::HealthCheck) -> shoal_runtime::container::HealthConfig {
+/// A health check from the wire (a task's or `shoal run`'s) as the runtime
+/// takes it; zeros stay "not given", for the runtime to fill from the
+/// image or docker's defaults.
+pub fn health_config(check: &pb::HealthCheck) -> shoal_runtime::container::HealthConfig {
     let millis = std::time::Duration::from_millis;
     shoal_runtime::container::HealthConfig {
         test: check.test.clone(),

@@ -5,7 +5,7 @@
 use shoal_proto::pb;
 use shoal_runtime::container::logs::LogEntry;
 use shoal_runtime::container::{
-    ContainerError, ContainerSummary, CreateRequest, HealthConfig, HealthStatus, Limits, MountSpec, Status as ContainerStatus,
+    ContainerError, ContainerSummary, CreateRequest, HealthStatus, Limits, MountSpec, Status as ContainerStatus,
 };
 use shoal_runtime::image::{ImageError, Reference};
 use tonic::Status;
@@ -96,22 +96,8 @@ pub(super) fn create_request(request: &pb::RunContainerRequest) -> Result<Create
         auto_remove: request.auto_remove,
         tty: request.tty,
         open_stdin: request.open_stdin,
-        healthcheck: request.healthcheck.as_ref().map(health_config),
+        healthcheck: request.healthcheck.as_ref().map(shoal_agent::health_config),
     })
-}
-
-/// The wire's health check as the runtime takes it; zeros stay "not
-/// given", for the runtime to fill from the image or docker's defaults.
-pub(super) fn health_config(check: &pb::HealthCheck) -> HealthConfig {
-    let millis = std::time::Duration::from_millis;
-    HealthConfig {
-        test: check.test.clone(),
-        interval: millis(check.interval_ms),
-        timeout: millis(check.timeout_ms),
-        retries: check.retries,
-        start_period: millis(check.start_period_ms),
-        start_interval: millis(check.start_interval_ms),
-    }
 }
 
 pub(super) fn volume_pb(volume: shoal_runtime::volume::Volume) -> pb::Volume {
