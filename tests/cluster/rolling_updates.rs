@@ -105,6 +105,23 @@ fn updates_roll_in_batches_and_a_failing_one_rolls_back_only_what_it_replaced() 
     assert_eq!(kept.len(), 4, "the four slots the update never reached kept their tasks: {after:?}");
     assert!(kept.iter().all(|s| !tried_slots.contains(s)));
 
+    // A health check that never passes: the new tasks stay starting, count
+    // as failed at the healthy deadline, and the update pauses, saying why.
+    let never = swarm.shoal(&[
+        "service", "update", "--health-cmd", "false", "--health-interval", "200ms", "--health-retries", "1000",
+        "--update-healthy-deadline", "2s", "--update-failure-action", "pause", "web",
+    ]);
+    assert!(!never.success(), "a paused update is not a success: {never:?}");
+    assert!(never.stderr.contains("update paused due to failure or early termination of task"), "{}", never.stderr);
+    let status = &inspect(&swarm, "manager1", "web")["update_status"];
+    assert_eq!(status["state"], "paused", "{status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("not running and healthy 2s after it was made")), "{status}");
+    // `service update --rollback` brings the old spec back.
+    swarm.shoal(&["service", "update", "--rollback", "web"]).ok();
+    assert!(inspect(&swarm, "manager1", "web")["spec"]["task"]["healthcheck"].is_null());
+    let back = swarm.wait_running("web", 6);
+    assert!(back.iter().all(|t| t.image.contains("busybox:2@")), "{back:?}");
+
     // Bad input: one sentence each, nothing written.
     let version = inspect(&swarm, "manager1", "web")["version"].clone();
     for (args, names) in [
@@ -112,6 +129,7 @@ fn updates_roll_in_batches_and_a_failing_one_rolls_back_only_what_it_replaced() 
         (vec!["--update-max-failure-ratio", "2"], "--update-max-failure-ratio \"2\""),
         (vec!["--update-failure-action", "explode"], "--update-failure-action \"explode\""),
         (vec!["--update-order", "sideways"], "--update-order \"sideways\""),
+        (vec!["--health-retries", "0"], "--health-retries \"0\""),
     ] {
         let mut full = vec!["service", "update"];
         full.extend(args);
