@@ -16,6 +16,8 @@ const NEW: &str = "web@sha256:02";
 const BROKEN: &str = "web@sha256:ff";
 /// An image whose task never gets running (e.g. its health check never passes).
 const NEVER_HEALTHY: &str = "web@sha256:ee";
+/// An image whose task no node takes (no node fits, or the pull hangs).
+const UNPLACEABLE: &str = "web@sha256:dd";
 
 struct Sim {
     state: StoreState,
@@ -112,6 +114,7 @@ impl Sim {
                 s if s.is_terminal() => continue,
                 _ if !wanted => TaskState::Shutdown,
                 s if s < TaskState::Running && task.not_before_ms > self.now => continue,
+                _ if task.spec.image == UNPLACEABLE => continue,
                 TaskState::Running if task.spec.image == BROKEN => TaskState::Failed,
                 s if s < TaskState::Running && task.spec.image == NEVER_HEALTHY => TaskState::Starting,
                 s if s < TaskState::Running => TaskState::Running,
@@ -223,6 +226,16 @@ fn a_task_that_never_gets_healthy_pauses_the_update_by_its_deadline() {
     sim.write(vec![Op::Update { object: Object::Service(rolled), expected_version: None }]);
     sim.run_until(|s| s.state() == Some(UpdateState::RollbackCompleted), 100);
     assert_eq!(sim.running_on(GOOD), 3);
+}
+
+#[test]
+fn a_task_that_is_never_placed_does_not_hold_the_update_for_ever() {
+    let update = UpdateConfig { healthy_deadline_ms: 3_000, ..config(1, 0) };
+    let mut sim = Sim::new(2, update, config(1, 0));
+    sim.update_image(UNPLACEABLE);
+    sim.run_until(|s| s.state() == Some(UpdateState::Paused), 100);
+    let status = sim.service().update_status.unwrap();
+    assert!(status.message.contains("not running and healthy 3s after it was made; it is new"), "{}", status.message);
 }
 
 #[test]
