@@ -28,7 +28,8 @@ use crate::store::FailureAction;
 /// A new task stays in flight this long after it starts (or the monitor
 /// period, if shorter), even with no delay: a container that exits at once
 /// reports running and failed a few milliseconds apart, and the next batch
-/// must not start in between.
+/// must not start in between. Not with a health check: running then means
+/// healthy, which takes a probe interval at least.
 pub const SETTLE_MS: u64 = 150;
 
 /// One slot (or, for a global service, one node) as the updater sees it
@@ -128,6 +129,10 @@ pub fn reconcile(service: &Service, slots: &[SlotTasks], now_ms: u64, ops: &mut 
         }
     }
 
+    // A task that passed a health check has already shown it does not
+    // exit at once: no settling time on top.
+    let checked = service.spec.task.healthcheck.as_ref().is_some_and(|h| h.test.first().is_none_or(|t| t != "NONE"));
+    let settle = if checked { 0 } else { SETTLE_MS.min(config.monitor_ms) };
     let mut in_flight = 0u64;
     for slot in slots {
         if slot.previous.is_some() {
@@ -138,7 +143,7 @@ pub fn reconcile(service: &Service, slots: &[SlotTasks], now_ms: u64, ops: &mut 
         if task.started_ms == 0 {
             in_flight += 1;
         } else {
-            let until = task.started_ms + config.delay_ms.max(SETTLE_MS.min(config.monitor_ms));
+            let until = task.started_ms + config.delay_ms.max(settle);
             if now_ms < until {
                 in_flight += 1;
                 plan.wake_no_later_than(until);
