@@ -25,5 +25,6 @@ mod local_networks;
 mod dns;
 mod routing_mesh;
 mod rolling_updates;
+mod contexts;
 mod secrets;
 mod health;

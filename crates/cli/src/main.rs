@@ -1,6 +1,7 @@
 //! `shoal`: one binary for the daemon and every client command, like k3s.
 
 mod client;
+mod context;
 mod credentials;
 mod commands;
 mod daemon;
@@ -60,6 +61,9 @@ enum Command {
     /// Manage the swarm
     #[command(subcommand)]
     Swarm(commands::swarm::SwarmCommand),
+    /// Manage contexts: named ways to reach a swarm from a remote CLI
+    #[command(subcommand)]
+    Context(commands::context::ContextCommand),
     /// Manage nodes
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
@@ -183,12 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|label| shoal_agent::parse_engine_label(label).map_err(CliError::msg))
                 .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
-            let socket = match cli.connect.target()? {
-                client::Target::Unix(path) => path,
-                client::Target::Tcp(_) => {
-                    return Err(CliError::msg("the daemon serves its local API on a unix socket; use -H unix:///PATH").into())
-                }
-            };
+            let socket = cli.connect.local_socket()?;
             let valid_parent = !cgroup_parent.is_empty()
                 && cgroup_parent.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
             if !valid_parent {
@@ -230,6 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Swarm(command) => Ok(commands::swarm::run(command, &cli.connect).await?),
+        Command::Context(command) => Ok(commands::context::run(command)?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod commit;
 pub mod config;
 pub mod container;
+pub mod context;
 pub mod container_ls;
 pub mod cp;
 pub mod exec;

@@ -223,12 +223,20 @@ pub async fn run(command: SwarmCommand, connect: &ConnectArgs) -> CliResult {
                 return Err(CliError::msg("client bundles are issued over a manager's local socket; run this on a manager"));
             }
             let key_and_csr = generate_key_and_csr(&name).map_err(|e| CliError::msg(e.to_string()))?;
-            let reply = pb::control_client::ControlClient::new(channel)
+            let mut control = pb::control_client::ControlClient::new(channel);
+            let reply = control
                 .issue_client_certificate(pb::IssueClientCertificateRequest { name, csr_pem: key_and_csr.csr_pem })
                 .await?
                 .into_inner();
-            write_bundle(&out, &reply.ca_pem, &reply.cert_pem, &key_and_csr.key_pem)?;
-            println!("Wrote ca.pem, cert.pem and key.pem to {}.", out.display());
+            // The managers' TLS addresses, for a context to try in turn.
+            let managers = control
+                .get_join_token(pb::JoinTokenRequest { role: "worker".into(), rotate: false })
+                .await?
+                .into_inner()
+                .managers;
+            write_bundle(&out, &reply.ca_pem, &reply.cert_pem, &key_and_csr.key_pem, &managers)?;
+            println!("Wrote ca.pem, cert.pem, key.pem and managers to {}.", out.display());
+            println!("Make a context of them: shoal context create NAME --from-bundle {}", out.display());
             println!("Use them with: shoal -H tcp://MANAGER:4242 --tlsverify --tlscacert {0}/ca.pem --tlscert {0}/cert.pem --tlskey {0}/key.pem node ls", out.display());
         }
     }
@@ -295,11 +303,12 @@ impl Drop for EchoOff {
     }
 }
 
-fn write_bundle(out: &std::path::Path, ca: &str, cert: &str, key: &str) -> CliResult {
+fn write_bundle(out: &std::path::Path, ca: &str, cert: &str, key: &str, managers: &[String]) -> CliResult {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(out).map_err(|e| CliError::msg(format!("cannot create {}: {e}", out.display())))?;
-    for (name, content, mode) in [("ca.pem", ca, 0o644), ("cert.pem", cert, 0o644), ("key.pem", key, 0o600)] {
+    let managers = managers.iter().map(|m| format!("{m}\n")).collect::<String>();
+    for (name, content, mode) in [("ca.pem", ca, 0o644), ("cert.pem", cert, 0o644), ("key.pem", key, 0o600), ("managers", managers.as_str(), 0o644)] {
         let path = out.join(name);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
