@@ -9,11 +9,11 @@ worker_token=$(vagrant ssh manager1 -c 'sudo shoal swarm join-token -q worker' |
 manager_token=$(vagrant ssh manager1 -c 'sudo shoal swarm join-token -q manager' | tr -d '\r')
 index=1
 join() {
-  local host="$1" token="$2" addr="$subnet.$3"
+  local host="$1" token="$2" addr="$subnet.$((10 + $3))"
   if vagrant ssh "$host" -c 'sudo shoal info --format json' | grep -q '"swarm": "active"'; then
     echo "$host is already in the swarm"
   else
-    vagrant ssh "$host" -c "sudo shoal swarm join --token $token --advertise-addr $addr $subnet.1:4242"
+    vagrant ssh "$host" -c "sudo shoal swarm join --token $token --advertise-addr $addr $subnet.11:4242"
   fi
 }
 for i in $(seq 2 "$managers"); do join "manager$i" "$manager_token" "$i"; done

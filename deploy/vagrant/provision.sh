@@ -1,29 +1,28 @@
 #!/usr/bin/env bash
-# Provisions one VM: installs the shoal binary and a systemd unit for the
-# daemon; the first manager also initialises the swarm.
+# Provisions one VM: installs the shoal binary and the systemd unit a real
+# installation uses (deploy/systemd/shoal.service), imports busybox as
+# busybox:local (the VMs reach no registry), and the first manager
+# initialises the swarm; form-swarm.sh joins the others.
 set -euo pipefail
 name="$1" role="$2" addr="$3" first="$4"
 
 install -m 0755 /shoal/target/release/shoal /usr/local/bin/shoal
-cat > /etc/systemd/system/shoal.service <<UNIT
-[Unit]
-Description=Shoal node
-After=network-online.target
-
-[Service]
-ExecStart=/usr/local/bin/shoal daemon --node-name ${name}
-Restart=always
-KillMode=process
-
-[Install]
-WantedBy=multi-user.target
-UNIT
+install -m 0644 /shoal/deploy/systemd/shoal.service /etc/systemd/system/shoal.service
+echo "SHOAL_DAEMON_OPTS=\"--node-name ${name}\"" > /etc/default/shoal
 systemctl daemon-reload
 systemctl enable --now shoal.service
-for _ in $(seq 50); do [ -S /run/shoal/shoal.sock ] && break; sleep 0.2; done
+for _ in $(seq 100); do [ -S /run/shoal/shoal.sock ] && break; sleep 0.2; done
 
-# Only the first manager creates the swarm here; form-swarm.sh (run on the
-# host after `vagrant up`) joins the others with tokens it reads from it.
+if ! shoal image ls | grep -q "busybox.*local"; then
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/bin" "$rootfs/usr/bin"
+  cp /bin/busybox "$rootfs/usr/bin/"
+  "$rootfs/usr/bin/busybox" --install -s "$rootfs/bin"
+  tar -C "$rootfs" -cf /tmp/busybox.tar .
+  shoal image import /tmp/busybox.tar busybox:local
+  rm -rf "$rootfs" /tmp/busybox.tar
+fi
+
 if [ "$addr" = "$first" ] && ! shoal info --format json | grep -q '"swarm": "active"'; then
   shoal swarm init --advertise-addr "$addr"
 fi

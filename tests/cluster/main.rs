@@ -26,5 +26,6 @@ mod dns;
 mod routing_mesh;
 mod rolling_updates;
 mod contexts;
+mod deploy_files;
 mod secrets;
 mod health;
