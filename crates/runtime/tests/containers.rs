@@ -15,7 +15,9 @@ use shoal_runtime::container::{
 };
 use tokio_stream::StreamExt;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+#[path = "support/cleanup.rs"]
+mod cleanup;
+use cleanup::{container_cgroups, mounts_under, CGROUP_ROOT};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -104,25 +106,8 @@ impl Fixture {
 }
 
 impl Drop for Fixture {
-    /// After a failure: kill what runs in the test's cgroups, unmount its
-    /// mounts and remove its cgroup directories.
     fn drop(&mut self) {
-        for dir in container_cgroups(&self.cgroup_parent) {
-            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|p| p.parse().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        for mount in mounts_under(self.dir.path()).iter().rev() {
-            let _ = nix::mount::umount2(mount.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        for dir in container_cgroups(&self.cgroup_parent) {
-            let _ = std::fs::remove_dir(dir);
-        }
-        for hierarchy in cgroup_hierarchies() {
-            let _ = std::fs::remove_dir(hierarchy.join(&self.cgroup_parent));
-        }
+        cleanup::sweep(self.dir.path(), &self.cgroup_parent);
     }
 }
 
@@ -146,31 +131,6 @@ fn busybox_layer(layer: &Path) {
     .unwrap();
     std::fs::write(layer.join("etc/group"), "root:x:0:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n").unwrap();
     std::fs::write(layer.join("srv/from-layer"), "layer\n").unwrap();
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&prefix))
-        .collect()
-}
-
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    std::fs::read_dir(CGROUP_ROOT)
-        .map(|d| d.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
-/// Container cgroups under the test's parent, in every hierarchy.
-fn container_cgroups(parent: &str) -> Vec<PathBuf> {
-    cgroup_hierarchies()
-        .into_iter()
-        .filter_map(|h| std::fs::read_dir(h.join(parent)).ok())
-        .flat_map(|d| d.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect::<Vec<_>>())
-        .collect()
 }
 
 fn cgroup_file(parent: &str, controller: &str, id: &str, file: &str) -> String {

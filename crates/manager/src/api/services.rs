@@ -14,7 +14,7 @@ use super::service_pb::{check_reservations, resolve_service, service_to_pb, spec
 use crate::errors::ManagerError;
 use crate::log_broker::LoggedTask;
 use crate::manager::Manager;
-use crate::store::{new_object_id, Kind, Meta, Node, Object, Op, Service, ServiceSpec, Task, TaskState, Transaction, UpdateState, UpdateStatus};
+use crate::store::{new_object_id, now_ms, Kind, Meta, Node, Object, Op, Service, ServiceSpec, Task, TaskState, Transaction, UpdateState, UpdateStatus};
 
 /// How long `service logs` without `-f` waits for silent nodes (a node
 /// that is down never answers).
@@ -164,9 +164,6 @@ async fn write_service(manager: &Manager, mut ops: Vec<Op>, service: Service, ex
     Ok(manager.store.view(|s| service_to_pb(s, &service)))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Checks that commit the write only if every network, secret and config
 /// the spec names still exists as read (a concurrent `network rm` or
