@@ -12,7 +12,8 @@ done
 for vol in $(virsh -c qemu:///system vol-list default 2>/dev/null | awk '/vagrant_(manager|worker)/ {print $1}'); do
   virsh -c qemu:///system vol-delete --pool default "$vol" >/dev/null 2>&1 || true
 done
-shoal context rm vagrant >/dev/null 2>&1 || true
+shoal="$here/../../target/release/shoal"; [ -x "$shoal" ] || shoal=shoal
+"$shoal" context rm vagrant >/dev/null 2>&1 || true
 rm -rf "$here/.bundle" "$here/.vagrant"
 if [ "${1:-}" = "--box" ]; then
   vagrant box remove -f shoal/bookworm-local >/dev/null 2>&1 || true

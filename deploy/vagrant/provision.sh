@@ -17,7 +17,9 @@ if ! shoal image ls | grep -q "busybox.*local"; then
   rootfs=$(mktemp -d)
   mkdir -p "$rootfs/bin" "$rootfs/usr/bin"
   cp /bin/busybox "$rootfs/usr/bin/"
-  "$rootfs/usr/bin/busybox" --install -s "$rootfs/bin"
+  # Links to the path busybox has inside the image (`busybox --install -s`
+  # would point them at this VM's temporary directory).
+  for applet in $(/bin/busybox --list); do ln -s /usr/bin/busybox "$rootfs/bin/$applet"; done
   tar -C "$rootfs" -cf /tmp/busybox.tar .
   shoal image import /tmp/busybox.tar busybox:local
   rm -rf "$rootfs" /tmp/busybox.tar

@@ -17,8 +17,11 @@ use tonic::transport::Channel;
 use crate::context::{self, ContextStore};
 use crate::error::CliError;
 
-/// Per manager tried: a down manager's address refuses or times out fast.
+/// Per manager tried, and per call's wait for an answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one manager may stay silent before the next is tried alongside
+/// it: a manager whose host is down answers nothing at all.
+const CONNECT_STAGGER: Duration = Duration::from_millis(300);
 pub const DEFAULT_SOCKET: &str = "unix:///run/shoal/shoal.sock";
 
 #[derive(Debug, Clone, clap::Args)]
@@ -168,13 +171,11 @@ impl ConnectArgs {
                 let credentials = self.credentials(&resolved)?;
                 let client_tls = ClientTls::new(&credentials)
                     .map_err(|e| CliError::msg(format!("the TLS files of {} are unusable: {e}", resolved.from)))?;
-                let mut failures = Vec::new();
-                for addr in managers {
-                    match tls::connect(addr, &client_tls, CONNECT_TIMEOUT).await {
-                        Ok(channel) => return Ok(channel),
-                        Err(e) => failures.push(format!("{addr}: {e}")),
-                    }
-                }
+                let failures = match tls::connect_first(managers, &client_tls, CONNECT_STAGGER, CONNECT_TIMEOUT).await {
+                    Ok((_, channel)) => return Ok(channel),
+                    Err(failures) => failures,
+                };
+                let failures: Vec<String> = failures.into_iter().map(|(addr, e)| format!("{addr}: {e}")).collect();
                 Err(CliError::msg(match failures.as_slice() {
                     [one] => format!("cannot connect to manager {one}"),
                     _ => format!("cannot connect to any manager of {} ({})", resolved.from, failures.join("; ")),

@@ -83,6 +83,53 @@ pub async fn connect(addr: &str, tls: &ClientTls, timeout: Duration) -> Result<C
     }
 }
 
+/// Connects to the first of `addrs` that answers, trying them in order but
+/// starting the next one whenever the attempts under way have not answered
+/// within `stagger` (or at once when one fails). A manager whose host is
+/// down answers nothing, not even a refusal, so trying strictly in turn
+/// would cost a whole `timeout` (or the ARP failure's 3 s) per lost manager;
+/// overlapping costs one `stagger`. Returns the address that answered, or
+/// every address's failure in the order given.
+pub async fn connect_first(
+    addrs: &[String],
+    tls: &ClientTls,
+    stagger: Duration,
+    timeout: Duration,
+) -> Result<(String, Channel), Vec<(String, TlsError)>> {
+    let mut pending = tokio::task::JoinSet::new();
+    let mut failures: Vec<(usize, String, TlsError)> = Vec::new();
+    let mut next = addrs.iter().enumerate();
+    let mut start_next = true;
+    loop {
+        if start_next {
+            if let Some((index, addr)) = next.next() {
+                let (addr, tls) = (addr.clone(), tls.clone());
+                pending.spawn(async move {
+                    let result = connect(&addr, &tls, timeout).await;
+                    (index, addr, result)
+                });
+            }
+        }
+        if pending.is_empty() {
+            failures.sort_by_key(|(index, _, _)| *index);
+            return Err(failures.into_iter().map(|(_, addr, e)| (addr, e)).collect());
+        }
+        tokio::select! {
+            joined = pending.join_next() => {
+                match joined {
+                    Some(Ok((_, addr, Ok(channel)))) => return Ok((addr, channel)),
+                    Some(Ok((index, addr, Err(e)))) => failures.push((index, addr, e)),
+                    // A connect task cannot panic short of a bug; count it as
+                    // no answer and go on with the others.
+                    Some(Err(_)) | None => {}
+                }
+                start_next = true;
+            }
+            _ = tokio::time::sleep(stagger) => start_next = true,
+        }
+    }
+}
+
 /// Sorts a connection failure into timeout, TLS refusal or plain network
 /// error, because each needs a different fix.
 pub(super) fn classify(addr: &str, timeout: Duration, error: &(dyn std::error::Error + 'static)) -> TlsError {

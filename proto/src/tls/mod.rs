@@ -51,7 +51,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{connect, connect_lazy, connect_raft, connect_unix, ClientTls, RaftClientStream};
+pub use client::{connect, connect_first, connect_lazy, connect_raft, connect_unix, ClientTls, RaftClientStream};
 pub use pinning::fetch_pinned_ca;
 pub use server::{RaftServerStream, ServerTls, TlsIncoming};
 

@@ -141,3 +141,28 @@ async fn refused_connections_say_so() {
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/shoal.sock"), "{err}");
 }
+
+#[tokio::test]
+async fn silent_managers_are_tried_side_by_side_not_in_turn() {
+    // Two listeners that accept TCP but never answer the TLS handshake stand
+    // for managers whose hosts hang; one stagger apart, both time out
+    // together instead of one after the other.
+    let silent_a = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_b = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addrs = vec![
+        silent_a.local_addr().expect("addr").to_string(),
+        silent_b.local_addr().expect("addr").to_string(),
+    ];
+    let (cert, key) = self_signed("a");
+    let tls = ClientTls::new(&Credentials { ca_pem: cert.clone(), cert_pem: cert, key_pem: key }).expect("tls");
+    let timeout = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let failures = connect_first(&addrs, &tls, Duration::from_millis(100), timeout)
+        .await
+        .expect_err("nothing answers");
+    let took = started.elapsed();
+    assert!(took < timeout * 3 / 2, "the second manager waited for the first: {took:?}");
+    let failed: Vec<&String> = failures.iter().map(|(addr, _)| addr).collect();
+    assert_eq!(failed, addrs.iter().collect::<Vec<_>>(), "failures are reported in the managers' order");
+    assert!(failures.iter().all(|(_, e)| matches!(e, TlsError::Timeout { .. })), "{failures:?}");
+}
