@@ -29,3 +29,4 @@ mod contexts;
 mod deploy_files;
 mod secrets;
 mod health;
+mod process_options;

@@ -13,6 +13,6 @@ pub mod renewal;
 pub mod session;
 
 pub use description::{describe_node, parse_engine_label};
-pub use executor::{health_config, remove_all_task_containers, remove_all_task_files, Executor, ExecutorConfig, TaskRuntime};
+pub use executor::{health_config, process_options, remove_all_task_containers, remove_all_task_files, Executor, ExecutorConfig, TaskRuntime};
 pub use renewal::{renew_certificate, RenewedCertificate};
 pub use session::{run_session, SessionConfig, SessionEvent};

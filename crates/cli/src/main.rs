@@ -4,6 +4,7 @@ mod client;
 mod context;
 mod credentials;
 mod commands;
+mod compose;
 mod daemon;
 mod dev_cluster;
 mod error;
@@ -70,6 +71,9 @@ enum Command {
     /// Manage services
     #[command(subcommand)]
     Service(Box<commands::service::ServiceCommand>),
+    /// Manage stacks (applications from compose files)
+    #[command(subcommand)]
+    Stack(commands::stack::StackCommand),
     /// Manage configs
     #[command(subcommand)]
     Config(commands::config::ConfigCommand),
@@ -232,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Context(command) => Ok(commands::context::run(command)?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
+        Command::Stack(command) => Ok(commands::stack::run(command).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),

@@ -97,6 +97,7 @@ fn pending_tasks(first: usize, count: usize) -> Vec<Task> {
                 not_before_ms: 0,
                 final_attempt: false,
                 networks: Vec::new(),
+                started_ms: 0,
             }
         })
         .collect()

@@ -5,7 +5,7 @@
 //! containers left no mounts or cgroups; a Drop guard sweeps up after a
 //! failed test.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 #[path = "support/cleanup.rs"]
 mod cleanup;
-use cleanup::{container_cgroups, mounts_under, CGROUP_ROOT};
+use cleanup::{container_cgroups, mounts_under};
+
 /// Long enough for any probe sequence below on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -39,7 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use runtime_ops::remove_all_task_containers;
 pub use task_files::remove_all_task_files;
-pub use task_container::{health_config, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME};
+pub use task_container::{health_config, process_options, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME};
 pub use task_state::TaskState;
 
 use crate::managers::ManagerDialer;

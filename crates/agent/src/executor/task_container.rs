@@ -72,11 +72,31 @@ pub fn create_request(assignment: &pb::Assignment, node_id: &str) -> Result<Crea
         // The executor removes task containers itself, once it has reported
         // how they ended.
         auto_remove: false,
-        // A task has no client to attach: no terminal, no stdin.
-        tty: false,
-        open_stdin: false,
+        // `--tty` gives the task a terminal (its logs come through it);
+        // nothing attaches to a task's stdin, but it stays open if asked.
+        tty: spec.tty,
+        open_stdin: spec.open_stdin,
         healthcheck: spec.healthcheck.as_ref().map(health_config),
+        options: process_options(spec.options.as_ref()),
     })
+}
+
+/// `--cap-add`, `--sysctl`, `--ulimit`, `--init`, `--host` from the wire (a
+/// task's or `shoal run`'s) as the runtime takes them; it checks them.
+pub fn process_options(options: Option<&pb::ProcessOptions>) -> shoal_runtime::container::ProcessOptions {
+    let Some(options) = options else { return Default::default() };
+    shoal_runtime::container::ProcessOptions {
+        cap_add: options.cap_add.clone(),
+        cap_drop: options.cap_drop.clone(),
+        sysctls: options.sysctls.clone().into_iter().collect(),
+        ulimits: options
+            .ulimits
+            .iter()
+            .map(|u| shoal_runtime::container::Ulimit { name: u.name.clone(), soft: u.soft, hard: u.hard })
+            .collect(),
+        init: options.init,
+        extra_hosts: options.extra_hosts.iter().map(|h| (h.name.clone(), h.address.clone())).collect(),
+    }
 }
 
 /// A health check from the wire (a task's or `shoal run`'s) as the runtime
@@ -231,8 +251,19 @@ mod tests {
             registry_auth: None,
             healthcheck: None,
             force_update: 0,
+            options: Some(pb::ProcessOptions {
+                cap_add: vec!["NET_ADMIN".into()],
+                init: true,
+                extra_hosts: vec![pb::HostEntry { name: "db".into(), address: "198.18.0.5".into() }],
+                ..Default::default()
+            }),
+            tty: true,
+            open_stdin: false,
         };
         let request = create_request(&assignment(spec), "n1").unwrap();
+        assert_eq!(request.options.cap_add, ["NET_ADMIN"]);
+        assert!(request.options.init && request.tty);
+        assert_eq!(request.options.extra_hosts, [("db".to_string(), "198.18.0.5".to_string())]);
         assert_eq!(request.name.as_deref(), Some("web.2.t1abc"));
         assert_eq!(request.entrypoint.as_deref(), Some("/bin/sh"));
         assert_eq!(request.command, vec!["-c", "echo hi"]);

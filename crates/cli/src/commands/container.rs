@@ -216,6 +216,8 @@ pub struct RunArgs {
     dns_option: Vec<String>,
     #[command(flatten)]
     health: crate::commands::health_flags::HealthFlags,
+    #[command(flatten)]
+    process: crate::commands::process_flags::ProcessFlags,
     image: String,
     /// Command and arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -265,6 +267,7 @@ impl RunArgs {
             tty: self.tty,
             open_stdin: self.interactive,
             healthcheck: crate::commands::health_flags::health_from_flags(&self.health)?,
+            options: Some(self.process.to_pb()?),
             networks: self
                 .networks
                 .iter()

@@ -97,6 +97,7 @@ pub(super) fn create_request(request: &pb::RunContainerRequest) -> Result<Create
         tty: request.tty,
         open_stdin: request.open_stdin,
         healthcheck: request.healthcheck.as_ref().map(shoal_agent::health_config),
+        options: shoal_agent::process_options(request.options.as_ref()),
     })
 }
 

@@ -13,6 +13,7 @@ use crate::store::{
     decimal, human_bytes, Constraint, Mount, MountKind, Network, NetworkAttachmentSpec, Node, Placement, PublishMode, Resources,
     RegistryLogin, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
+use crate::store::task_options::{TaskOptions, Ulimit};
 
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
@@ -147,7 +148,32 @@ fn task_spec_from_pb(task: pb::TaskSpec) -> Result<TaskSpec, ManagerError> {
             .map(|c| RegistryLogin { username: c.username, password: c.password }),
         healthcheck,
         force_update: task.force_update,
+        options: task_options_from_pb(task.options.unwrap_or_default(), task.tty, task.open_stdin),
     })
+}
+
+fn task_options_from_pb(options: pb::ProcessOptions, tty: bool, open_stdin: bool) -> TaskOptions {
+    TaskOptions {
+        cap_add: options.cap_add,
+        cap_drop: options.cap_drop,
+        sysctls: options.sysctls.into_iter().collect(),
+        ulimits: options.ulimits.into_iter().map(|u| Ulimit { name: u.name, soft: u.soft, hard: u.hard }).collect(),
+        init: options.init,
+        extra_hosts: options.extra_hosts.into_iter().map(|h| (h.name, h.address)).collect(),
+        tty,
+        open_stdin,
+    }
+}
+
+fn task_options_to_pb(options: &TaskOptions) -> pb::ProcessOptions {
+    pb::ProcessOptions {
+        cap_add: options.cap_add.clone(),
+        cap_drop: options.cap_drop.clone(),
+        sysctls: options.sysctls.clone().into_iter().collect(),
+        ulimits: options.ulimits.iter().map(|u| pb::Ulimit { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect(),
+        init: options.init,
+        extra_hosts: options.extra_hosts.iter().map(|(name, address)| pb::HostEntry { name: name.clone(), address: address.clone() }).collect(),
+    }
 }
 
 /// The network as the user named it (resolved to an id against the store
@@ -304,6 +330,9 @@ pub fn task_spec_to_pb(task: &TaskSpec) -> pb::TaskSpec {
             .map(|c| pb::RegistryCredentials { username: c.username.clone(), password: c.password.clone() }),
         healthcheck: task.healthcheck.as_ref().map(health_to_pb),
         force_update: task.force_update,
+        options: Some(task_options_to_pb(&task.options)),
+        tty: task.options.tty,
+        open_stdin: task.options.open_stdin,
     }
 }
 

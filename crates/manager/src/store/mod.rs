@@ -12,6 +12,7 @@ pub mod network;
 pub mod objects;
 pub mod rollout;
 pub mod service;
+pub mod task_options;
 pub mod task_load;
 pub mod transaction;
 

@@ -87,6 +87,8 @@ pub struct TaskSpec {
     /// Bumped by `service update --force`: every task then differs from
     /// the spec and is replaced, though nothing else changed.
     pub force_update: u64,
+    /// Capabilities, sysctls, ulimits, init, extra hosts, terminal.
+    pub options: super::task_options::TaskOptions,
 }
 
 /// A registry login handed to the swarm; its Debug form hides the password.

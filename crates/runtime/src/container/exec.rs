@@ -168,7 +168,7 @@ fn enter(
             return Err(format!("cannot take the terminal: {}", std::io::Error::last_os_error()));
         }
     }
-    super::init::become_process(process, seccomp)
+    super::init::become_process(process, seccomp, false)
 }
 
 /// The launcher's wire form of a request: JSON. A path or argument that

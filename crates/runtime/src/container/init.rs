@@ -214,6 +214,8 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
         .linux()
         .as_ref()
         .ok_or("the container's spec has no linux section")?;
+    // Before /proc/sys turns read-only below.
+    apply_sysctls(linux.sysctl().as_ref())?;
     mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
     mounts::make_read_only(linux.readonly_paths().as_deref().unwrap_or_default())?;
     if root.readonly().unwrap_or(false) {
@@ -227,16 +229,71 @@ fn setup_and_exec(launch: &Launch, cgroup_namespace: bool, new_network: bool) ->
         .map_err(|e| format!("cannot make the root filesystem read-only: {e}"))?;
     }
 
-    become_process(process, linux.seccomp().as_ref())
+    // While the process still has CAP_SYS_RESOURCE to raise hard limits.
+    apply_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+    let init = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.get(super::spec::INIT_ANNOTATION).is_some_and(|v| v == "true"));
+    become_process(process, linux.seccomp().as_ref(), init)
+}
+
+/// `--sysctl`: written under the container's own /proc/sys (they are
+/// namespaced, checked at create).
+fn apply_sysctls(sysctls: Option<&std::collections::HashMap<String, String>>) -> Result<(), String> {
+    for (key, value) in sysctls.into_iter().flatten() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| format!("cannot set the sysctl {key}={value}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `--ulimit`.
+fn apply_rlimits(rlimits: &[oci_spec::runtime::PosixRlimit]) -> Result<(), String> {
+    use oci_spec::runtime::PosixRlimitType as Kind;
+    for rlimit in rlimits {
+        let resource = match rlimit.typ() {
+            Kind::RlimitCpu => libc::RLIMIT_CPU,
+            Kind::RlimitFsize => libc::RLIMIT_FSIZE,
+            Kind::RlimitData => libc::RLIMIT_DATA,
+            Kind::RlimitStack => libc::RLIMIT_STACK,
+            Kind::RlimitCore => libc::RLIMIT_CORE,
+            Kind::RlimitRss => libc::RLIMIT_RSS,
+            Kind::RlimitNproc => libc::RLIMIT_NPROC,
+            Kind::RlimitNofile => libc::RLIMIT_NOFILE,
+            Kind::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+            Kind::RlimitAs => libc::RLIMIT_AS,
+            Kind::RlimitLocks => libc::RLIMIT_LOCKS,
+            Kind::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+            Kind::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+            Kind::RlimitNice => libc::RLIMIT_NICE,
+            Kind::RlimitRtprio => libc::RLIMIT_RTPRIO,
+            Kind::RlimitRttime => libc::RLIMIT_RTTIME,
+        };
+        let limit = libc::rlimit { rlim_cur: rlimit.soft(), rlim_max: rlimit.hard() };
+        // SAFETY: setrlimit reads the struct passed.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(format!(
+                "cannot set the ulimit {:?} to {}:{}: {}",
+                rlimit.typ(),
+                rlimit.soft(),
+                rlimit.hard(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The last steps of every process started in a container, its first and
 /// those `exec` adds: close what is not stdio, take the user, drop
 /// capabilities, no_new_privs, working directory, signals, seccomp (last,
-/// so the steps before are not filtered), exec. Returns only on failure.
+/// so the steps before are not filtered), with `init` a reaper forked to
+/// stay PID 1, exec. Returns only on failure.
 pub(crate) fn become_process(
     process: &oci_spec::runtime::Process,
     seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    init: bool,
 ) -> Result<Infallible, String> {
     let syscall = LinuxSyscall;
     // Nothing of the shim's may leak into the command.
@@ -284,6 +341,9 @@ pub(crate) fn become_process(
             .map_err(|e| format!("cannot load the seccomp profile: {e}"))?;
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if init {
+        super::reaper::fork_reaper(process.terminal().unwrap_or(false))?;
+    }
     let Err(e) = nix::unistd::execve(&path, &args, &env);
     Err(format!("cannot run {}: {e}", program.to_string_lossy()))
 }

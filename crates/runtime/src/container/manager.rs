@@ -21,7 +21,7 @@ use super::model::*;
 use super::state::{self, ShimConfig, EXIT_FILE, RECORD_FILE, SHIM_CONFIG_FILE, SHIM_LOG_FILE, STARTED_FILE};
 use super::cgroups::Cgroup;
 use super::record::random_id;
-use super::{cgroups, record, rootfs, spec, ContainerError};
+use super::{cgroups, process_options, record, rootfs, spec, ContainerError};
 use crate::launcher::Launcher;
 
 mod pause;
@@ -303,6 +303,12 @@ impl ContainerManager {
                 _ => None,
             });
         }
+        let hosts_file = dir.join("hosts");
+        let has_hosts = !record.options.extra_hosts.is_empty();
+        if has_hosts {
+            std::fs::write(&hosts_file, process_options::hosts_file(&record.options.extra_hosts))
+                .map_err(|e| ContainerError::io("writing the container's hosts file", e))?;
+        }
         let cgroup_path = cgroups::container_path(&self.config.cgroup_parent, &record.id);
         let spec = spec::build(&spec::SpecInput {
             record: &record,
@@ -313,6 +319,7 @@ impl ContainerManager {
             cgroups_path: cgroup_path.clone(),
             network_namespace: request.network_namespace.as_deref(),
             volume_sources,
+            hosts_file: has_hosts.then_some(hosts_file.as_path()),
         })?;
         spec.save(dir.join("config.json")).map_err(|e| ContainerError::Internal(format!("writing the OCI bundle: {e}")))?;
         let shim = ShimConfig {

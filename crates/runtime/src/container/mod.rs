@@ -17,6 +17,8 @@ mod manager;
 pub mod model;
 mod mounts;
 mod pipes;
+pub mod process_options;
+mod reaper;
 pub(crate) mod record;
 mod rootfs;
 mod seccomp;
@@ -33,5 +35,5 @@ pub use logs::{LogEntries, LogEntry, LogOptions, LogRotation, LogStream};
 pub use manager::{parse_signal, ContainerManager, ContainerSummary, ManagerConfig, Rebind};
 pub use model::{
     ContainerDetails, ContainerRecord, ContainerState, CreateRequest, ExitInfo, HealthConfig, ImageInput, Limits, LimitsView, MountSpec,
-    Status,
+    ProcessOptions, Status, Ulimit,
 };

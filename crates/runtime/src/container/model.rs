@@ -116,6 +116,46 @@ pub struct CreateRequest {
     /// `None`: the image's HEALTHCHECK, if any. `test: ["NONE"]` turns it
     /// off; an empty test keeps the image's with these durations on top.
     pub healthcheck: Option<HealthConfig>,
+    #[serde(default)]
+    pub options: ProcessOptions,
+}
+
+/// docker's process options beyond the basics: `--cap-add`/`--cap-drop`,
+/// `--sysctl`, `--ulimit`, `--init`, `--add-host`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessOptions {
+    /// Over docker's default set; `NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Namespaced kernel parameters only (net.*, kernel.shm*, kernel.msg*,
+    /// kernel.sem, fs.mqueue.*): the others would change the host.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+    /// A reaper as PID 1 that forwards signals and reaps zombies (tini's job).
+    #[serde(default)]
+    pub init: bool,
+    /// `(name, address)`: lines of the container's /etc/hosts.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+}
+
+impl ProcessOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == ProcessOptions::default()
+    }
+}
+
+/// `--ulimit nofile=1024:2048`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// As docker names them: nofile, nproc, core, memlock, stack, ...
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +215,9 @@ pub struct ContainerRecord {
     /// `None`: the container has none.
     #[serde(default)]
     pub healthcheck: Option<HealthConfig>,
+    /// Validated and normalised (capabilities as `CAP_X`).
+    #[serde(default)]
+    pub options: ProcessOptions,
 }
 
 /// Written by the shim once the container's process runs.

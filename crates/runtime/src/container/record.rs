@@ -49,6 +49,7 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         validate_mount(mount)?;
     }
     let healthcheck = resolve_healthcheck(request.healthcheck.as_ref(), image.healthcheck.as_ref())?;
+    let options = super::process_options::validate(&request.options)?;
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     let mut labels: std::collections::BTreeMap<String, String> = config.labels().clone().unwrap_or_default().into_iter().collect();
     labels.extend(request.labels.clone());
@@ -72,6 +73,7 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         tty: request.tty,
         open_stdin: request.open_stdin,
         healthcheck,
+        options,
     })
 }
 

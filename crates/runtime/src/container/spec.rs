@@ -11,25 +11,12 @@ use serde_json::{json, Value};
 
 use super::model::{ContainerRecord, MountSpec};
 use super::cgroups::CPU_PERIOD_US;
-use super::{seccomp, ContainerError};
+use super::{process_options, seccomp, ContainerError};
 
-/// Docker's default capabilities.
-const CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// The annotation that asks the container's first process to fork a
+/// reaper as PID 1 (`--init`): the shim reads only the spec.
+pub const INIT_ANNOTATION: &str = "io.shoal.init";
+
 
 
 pub struct SpecInput<'a> {
@@ -42,13 +29,21 @@ pub struct SpecInput<'a> {
     pub network_namespace: Option<&'a Path>,
     /// Host directories of named volumes, in the order of `record.mounts`.
     pub volume_sources: Vec<Option<std::path::PathBuf>>,
+    /// The /etc/hosts written for `--add-host`.
+    pub hosts_file: Option<&'a Path>,
 }
 
 pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     let record = input.record;
     let mut spec = serde_json::to_value(Spec::default()).map_err(|e| ContainerError::Internal(format!("default spec: {e}")))?;
 
-    let caps: Vec<&str> = CAPABILITIES.to_vec();
+    let caps = process_options::capabilities(&record.options);
+    let rlimits: Vec<Value> = record
+        .options
+        .ulimits
+        .iter()
+        .filter_map(|u| process_options::rlimit_name(&u.name).map(|kind| json!({ "type": kind, "soft": u.soft, "hard": u.hard })))
+        .collect();
     spec["process"] = json!({
         "terminal": record.tty,
         "user": { "uid": input.uid, "gid": input.gid, "additionalGids": input.additional_gids },
@@ -58,11 +53,18 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
         "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
         "noNewPrivileges": true,
     });
-    // No rlimits: the container inherits the daemon's, as in docker without
-    // --ulimit (raising them would need CAP_SYS_RESOURCE the host may not give).
+    // Without --ulimit the container inherits the daemon's, as in docker.
+    if !rlimits.is_empty() {
+        spec["process"]["rlimits"] = json!(rlimits);
+    }
     spec["root"] = json!({ "path": input.rootfs, "readonly": record.read_only });
     spec["hostname"] = json!(record.hostname);
-    spec["annotations"] = json!(record.labels);
+    let mut annotations = record.labels.clone();
+    annotations.remove(INIT_ANNOTATION);
+    if record.options.init {
+        annotations.insert(INIT_ANNOTATION.into(), "true".into());
+    }
+    spec["annotations"] = json!(annotations);
 
     let mounts = spec["mounts"].as_array_mut().ok_or_else(|| ContainerError::Internal("default spec has no mounts".into()))?;
     for (mount, volume_source) in record.mounts.iter().zip(&input.volume_sources) {
@@ -88,8 +90,18 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
         });
     }
 
+    // --add-host: a hosts file of its own, unless the user mounts one.
+    if let Some(hosts) = input.hosts_file {
+        if !mounts.iter().any(|m| m["destination"] == json!("/etc/hosts")) {
+            mounts.push(json!({ "destination": "/etc/hosts", "type": "bind", "source": hosts, "options": bind_options(true) }));
+        }
+    }
+
     let linux = &mut spec["linux"];
     linux["cgroupsPath"] = json!(input.cgroups_path);
+    if !record.options.sysctls.is_empty() {
+        linux["sysctl"] = json!(record.options.sysctls);
+    }
     if let Some(netns) = input.network_namespace {
         for ns in linux["namespaces"].as_array_mut().into_iter().flatten() {
             if ns["type"] == "network" {

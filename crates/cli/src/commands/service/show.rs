@@ -160,6 +160,21 @@ struct TaskSpecJson {
     healthcheck: Option<HealthJson>,
     /// Bumped by `service update --force`.
     force_update: u64,
+    tty: bool,
+    options: ProcessOptionsJson,
+}
+
+/// `--cap-add`, `--sysctl`, `--ulimit`, `--init`, `--add-host`.
+#[derive(Debug, Serialize)]
+struct ProcessOptionsJson {
+    cap_add: Vec<String>,
+    cap_drop: Vec<String>,
+    sysctls: std::collections::BTreeMap<String, String>,
+    /// NAME=SOFT:HARD
+    ulimits: Vec<String>,
+    init: bool,
+    /// NAME:ADDRESS
+    extra_hosts: Vec<String>,
 }
 
 /// A secret or config reference: which one and where; never a value.
@@ -296,6 +311,18 @@ fn spec_json(spec: pb::ServiceSpec) -> SpecJson {
                 start_interval_ms: h.start_interval_ms,
             }),
             force_update: task.force_update,
+            tty: task.tty,
+            options: {
+                let o = task.options.unwrap_or_default();
+                ProcessOptionsJson {
+                    cap_add: o.cap_add,
+                    cap_drop: o.cap_drop,
+                    sysctls: o.sysctls.into_iter().collect(),
+                    ulimits: o.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect(),
+                    init: o.init,
+                    extra_hosts: o.extra_hosts.iter().map(|h| format!("{}:{}", h.name, h.address)).collect(),
+                }
+            },
         },
         restart: RestartJson {
             condition: restart.condition,

@@ -89,6 +89,11 @@ pub struct CreateArgs {
     rollout: RolloutFlags,
     #[command(flatten)]
     health: HealthFlags,
+    #[command(flatten)]
+    process: crate::commands::process_flags::ProcessFlags,
+    /// Give each task a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=..][,tmpfs-mode=..]
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
@@ -431,7 +436,13 @@ impl CreateArgs {
         let mut spec = pb::ServiceSpec {
             name: self.name.clone().unwrap_or_else(random_name),
             mode: mode.into(),
-            task: Some(pb::TaskSpec { image: self.image.trim().to_string(), args: self.args.clone(), ..Default::default() }),
+            task: Some(pb::TaskSpec {
+                image: self.image.trim().to_string(),
+                args: self.args.clone(),
+                options: Some(self.process.to_pb()?),
+                tty: self.tty,
+                ..Default::default()
+            }),
             // Docker's defaults, which restart flags then adjust.
             restart: Some(pb::RestartPolicy { condition: "any".into(), delay_ms: 5000, max_attempts: 0, window_ms: 0 }),
             placement: Some(pb::Placement::default()),
