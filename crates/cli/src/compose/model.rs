@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
-use super::syntax::{long_form, scalar_text, value_kind, Bytes, Count, DurationMs, FileMode, Flag, KeyValues, NanoCpus, OneOrMany, Words};
+pub use super::syntax::{Bytes, Count, DurationMs, FileMode, Flag, KeyValues, NanoCpus, OneOrMany, Words};
+use super::syntax::{long_form, scalar_text, value_kind};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -34,6 +34,20 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Each item of a YAML list as a string.
+fn string_list(items: &[Value]) -> Result<Vec<String>, String> {
+    items
+        .iter()
+        .map(|item| scalar_text(item).ok_or_else(|| format!("a list item is {}, not a string", kind(item))))
+        .collect()
+}
+
+/// A scalar parsed by `parse`; anything else is "expected `example`".
+fn from_scalar<T>(value: &Value, example: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
+    let text = scalar_text(value).ok_or_else(|| format!("expected {example}, found {}", kind(value)))?;
+    parse(&text)
+}
+
 /// `command: echo hi` (split as a shell would, without running one) or
 /// `command: ["echo", "hi"]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,16 +58,11 @@ impl TryFrom<Value> for Words {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
         match &value {
-            Value::Sequence(items) => items
-                .iter()
-                .map(|item| scalar_text(item).ok_or_else(|| format!("a list item is {}, not a string", kind(item))))
-                .collect::<Result<_, _>>()
-                .map(Words),
+            Value::Sequence(items) => string_list(items).map(Words),
             Value::Null => Ok(Words(Vec::new())),
-            other => {
-                let text = scalar_text(other).ok_or_else(|| format!("expected a string or a list of strings, found {}", kind(other)))?;
-                flags::shell_split("the command", &text).map(Words).map_err(|e| e.to_string())
-            }
+            other => from_scalar(other, "a string or a list of strings", |text| {
+                flags::shell_split("the command", text).map(Words).map_err(|e| e.to_string())
+            }),
         }
     }
 }
@@ -67,15 +76,9 @@ impl TryFrom<Value> for OneOrMany {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
         match &value {
-            Value::Sequence(items) => items
-                .iter()
-                .map(|item| scalar_text(item).ok_or_else(|| format!("a list item is {}, not a string", kind(item))))
-                .collect::<Result<_, _>>()
-                .map(OneOrMany),
+            Value::Sequence(items) => string_list(items).map(OneOrMany),
             Value::Null => Ok(OneOrMany(Vec::new())),
-            other => scalar_text(other)
-                .map(|s| OneOrMany(vec![s]))
-                .ok_or_else(|| format!("expected a string or a list of strings, found {}", kind(other))),
+            other => from_scalar(other, "a string or a list of strings", |text| Ok(OneOrMany(vec![text.to_string()]))),
         }
     }
 }
@@ -134,9 +137,10 @@ pub struct DurationMs(pub u64);
 impl TryFrom<Value> for DurationMs {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
-        let text = scalar_text(&value).ok_or_else(|| format!("expected a duration such as 10s, found {}", kind(&value)))?;
-        let duration = flags::parse_duration("the duration", &text).map_err(|e| e.to_string())?;
-        Ok(DurationMs(duration.as_millis().try_into().unwrap_or(u64::MAX)))
+        from_scalar(&value, "a duration such as 10s", |text| {
+            let duration = flags::parse_duration("the duration", text).map_err(|e| e.to_string())?;
+            Ok(DurationMs(duration.as_millis().try_into().unwrap_or(u64::MAX)))
+        })
     }
 }
 
@@ -148,8 +152,7 @@ pub struct Bytes(pub u64);
 impl TryFrom<Value> for Bytes {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
-        let text = scalar_text(&value).ok_or_else(|| format!("expected a size such as 512m, found {}", kind(&value)))?;
-        flags::parse_bytes("the size", &text).map(Bytes).map_err(|e| e.to_string())
+        from_scalar(&value, "a size such as 512m", |text| flags::parse_bytes("the size", text).map(Bytes).map_err(|e| e.to_string()))
     }
 }
 
@@ -161,8 +164,7 @@ pub struct NanoCpus(pub u64);
 impl TryFrom<Value> for NanoCpus {
     type Error = String;
     fn try_from(value: Value) -> Result<Self, String> {
-        let text = scalar_text(&value).ok_or_else(|| format!("expected a number of CPUs such as 0.5, found {}", kind(&value)))?;
-        flags::parse_cpus("cpus", &text).map(NanoCpus).map_err(|e| e.to_string())
+        from_scalar(&value, "a number of CPUs such as 0.5", |text| flags::parse_cpus("cpus", text).map(NanoCpus).map_err(|e| e.to_string()))
     }
 }
 

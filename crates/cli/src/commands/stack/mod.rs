@@ -1,6 +1,10 @@
 //! `shoal stack`: applications from compose files on the swarm, as
 //! `docker stack` does. The files are read by `crate::compose`.
 
+pub mod convert;
+#[cfg(test)]
+mod convert_tests;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

@@ -1,0 +1,374 @@
+//! A loaded compose project as the swarm objects of a stack, named and
+//! labelled as `docker stack deploy` names them: `STACK_service`,
+//! `STACK_network` (and `STACK_default` for services that name none),
+//! `STACK_secret`, `STACK_config`, named volumes `STACK_volume`; every
+//! object labelled `com.docker.stack.namespace=STACK`. Keys a swarm
+//! cannot honour get a warning here (the loader already warned about
+//! those no target honours).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use shoal_proto::pb;
+
+use crate::compose::model::{self, ComposeFile, Condition, Service, VolumeKind};
+
+/// docker's label: tools find a stack's objects by it.
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// Everything a stack deploy creates or updates.
+#[derive(Debug, Default)]
+pub struct StackObjects {
+    pub networks: Vec<pb::NetworkSpec>,
+    /// Networks the file marks external: they must exist already.
+    pub external_networks: Vec<String>,
+    pub secrets: Vec<FileObject>,
+    pub configs: Vec<FileObject>,
+    pub services: Vec<StackService>,
+    pub warnings: Vec<String>,
+}
+
+/// A secret's or config's full name, content and labels, or an external
+/// one's name (no content: it must exist).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileObject {
+    pub name: String,
+    pub data: Option<Vec<u8>>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct StackService {
+    pub spec: pb::ServiceSpec,
+    /// The stack's services this one waits for on the first deploy.
+    pub depends_on: BTreeMap<String, Condition>,
+}
+
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as docker's names.
+pub fn check_stack_name(name: &str) -> Result<(), String> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("the stack name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"))
+    }
+}
+
+/// The objects of stack `stack` from `file`; `read_file` reads a secret's
+/// or config's file (a parameter so tests need no files).
+pub fn convert(
+    stack: &str,
+    file: &ComposeFile,
+    environment: &BTreeMap<String, String>,
+    read_file: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
+) -> Result<StackObjects, String> {
+    check_stack_name(stack)?;
+    let mut out = StackObjects::default();
+    let labels = |own: &model::KeyValues| -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = own.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        labels.insert(NAMESPACE_LABEL.into(), stack.into());
+        labels
+    };
+    let scoped = |key: &str, name: &Option<String>| name.clone().unwrap_or_else(|| format!("{stack}_{key}"));
+
+    // Networks: the file's, plus `default` when a service names none.
+    let mut network_names = BTreeMap::new();
+    let needs_default = file.services.values().any(|s| s.networks.0.is_empty() || s.networks.0.contains_key("default"));
+    let mut networks: Vec<(String, model::Network)> = file.networks.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
+    if needs_default && !file.networks.contains_key("default") {
+        networks.push(("default".into(), model::Network::default()));
+    }
+    for (key, network) in networks {
+        if network.external.external {
+            let name = network.external.name.clone().or(network.name.clone()).unwrap_or_else(|| key.clone());
+            out.external_networks.push(name.clone());
+            network_names.insert(key, name);
+            continue;
+        }
+        let name = scoped(&key, &network.name);
+        let driver = match network.driver.as_deref() {
+            None | Some("overlay") => pb::NetworkDriver::Overlay,
+            Some(other) => return Err(format!("networks.{key}.driver {other:?} cannot be used on a swarm; use overlay")),
+        };
+        if network.enable_ipv6.is_some_and(|f| f.0) {
+            out.warnings.push(format!("networks.{key}.enable_ipv6 is ignored: Shoal's overlays are IPv4"));
+        }
+        let pool = network.ipam.as_ref().and_then(|ipam| ipam.config.first()).cloned().unwrap_or_default();
+        if network.ipam.as_ref().is_some_and(|ipam| ipam.config.len() > 1) {
+            out.warnings.push(format!("networks.{key}.ipam.config: only the first pool is used"));
+        }
+        out.networks.push(pb::NetworkSpec {
+            name: name.clone(),
+            labels: labels(&network.labels).into_iter().collect(),
+            driver: driver.into(),
+            subnet: pool.subnet.unwrap_or_default(),
+            gateway: pool.gateway.unwrap_or_default(),
+            attachable: network.attachable.is_some_and(|f| f.0),
+            internal: network.internal.is_some_and(|f| f.0),
+            options: network.driver_opts.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ingress: false,
+        });
+        network_names.insert(key, name);
+    }
+
+    // Secrets and configs, with their content read now.
+    for (kind, objects, out_list) in [("secrets", &file.secrets, &mut out.secrets), ("configs", &file.configs, &mut out.configs)] {
+        for (key, object) in objects {
+            let name = if object.external.external {
+                object.external.name.clone().or(object.name.clone()).unwrap_or_else(|| key.clone())
+            } else {
+                scoped(key, &object.name)
+            };
+            let data = if object.external.external {
+                None
+            } else if let Some(path) = &object.file {
+                Some(read_file(Path::new(path)).map_err(|e| format!("{kind}.{key}.file: {e}"))?)
+            } else if let Some(variable) = &object.environment {
+                Some(
+                    environment
+                        .get(variable)
+                        .ok_or_else(|| format!("{kind}.{key}.environment names {variable}, which is not set; set it or use file"))?
+                        .clone()
+                        .into_bytes(),
+                )
+            } else {
+                object.content.clone().map(String::into_bytes)
+            };
+            out_list.push(FileObject { name, data, labels: labels(&object.labels) });
+        }
+    }
+    let secret_names: BTreeMap<&String, &String> = file.secrets.keys().zip(out.secrets.iter().map(|s| &s.name)).collect();
+    let config_names: BTreeMap<&String, &String> = file.configs.keys().zip(out.configs.iter().map(|c| &c.name)).collect();
+
+    for (key, service) in &file.services {
+        let spec = service_spec(stack, key, service, &network_names, &secret_names, &config_names, &labels, &mut out.warnings)?;
+        let depends_on = service.depends_on.0.iter().map(|(name, condition)| (format!("{stack}_{name}"), *condition)).collect();
+        out.services.push(StackService { spec, depends_on });
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_spec(
+    stack: &str,
+    key: &str,
+    service: &Service,
+    network_names: &BTreeMap<String, String>,
+    secret_names: &BTreeMap<&String, &String>,
+    config_names: &BTreeMap<&String, &String>,
+    labels: &dyn Fn(&model::KeyValues) -> BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Result<pb::ServiceSpec, String> {
+    let at = |what: &str| format!("services.{key}.{what}");
+    let deploy = &service.deploy;
+    let global = deploy.mode == Some(model::DeployMode::Global);
+    if global && deploy.replicas.is_some() {
+        return Err(format!("{} cannot be used with deploy.mode global; drop one of them", at("deploy.replicas")));
+    }
+    if !service.labels.0.is_empty() {
+        warnings.push(format!("{} are not given to the containers: Shoal has no container labels on tasks; use deploy.labels", at("labels")));
+    }
+    if service.restart.is_some() {
+        warnings.push(format!("{} is ignored on a swarm: use deploy.restart_policy", at("restart")));
+    }
+    let mut mounts = Vec::new();
+    for volume in &service.volumes {
+        let (kind, source) = match volume.kind {
+            VolumeKind::Bind => ("bind", volume.source.clone().unwrap_or_default()),
+            VolumeKind::Tmpfs => ("tmpfs", String::new()),
+            VolumeKind::Volume => ("volume", volume.source.as_ref().map(|s| format!("{stack}_{s}")).unwrap_or_default()),
+        };
+        mounts.push(pb::Mount {
+            r#type: kind.into(),
+            source,
+            target: volume.target.clone(),
+            readonly: volume.read_only,
+            tmpfs_size: volume.tmpfs_size.unwrap_or(0),
+            tmpfs_mode: volume.tmpfs_mode.unwrap_or(0),
+        });
+    }
+    for target in &service.tmpfs.0 {
+        mounts.push(pb::Mount { r#type: "tmpfs".into(), target: target.clone(), ..Default::default() });
+    }
+    // Every service answers to its short name on the stack's networks, as
+    // in docker, besides the aliases the file gives.
+    let attachments = if service.networks.0.is_empty() {
+        vec![pb::NetworkAttachmentConfig { target: network_names["default"].clone(), aliases: vec![key.to_string()], name: String::new() }]
+    } else {
+        let mut ordered: Vec<(&String, &model::ServiceNetwork)> = service.networks.0.iter().collect();
+        ordered.sort_by_key(|(_, n)| std::cmp::Reverse(n.priority.unwrap_or(0)));
+        ordered
+            .into_iter()
+            .map(|(network, options)| {
+                if options.ipv4_address.is_some() || options.ipv6_address.is_some() {
+                    warnings.push(format!("{} is ignored: addresses on overlays are assigned", at(&format!("networks.{network}.ipv4_address"))));
+                }
+                let mut aliases = vec![key.to_string()];
+                aliases.extend(options.aliases.iter().cloned());
+                pb::NetworkAttachmentConfig { target: network_names[network].clone(), aliases, name: String::new() }
+            })
+            .collect()
+    };
+    let reference = |r: &model::FileReference, names: &BTreeMap<&String, &String>| pb::FileReference {
+        id: String::new(),
+        name: names.get(&r.source).map(|n| n.to_string()).unwrap_or_else(|| r.source.clone()),
+        target: r.target.clone().unwrap_or_else(|| r.source.clone()),
+        uid: r.uid.unwrap_or(0),
+        gid: r.gid.unwrap_or(0),
+        mode: r.mode,
+    };
+    let mut ports = Vec::new();
+    for port in service.ports.iter().flat_map(|entry| &entry.0) {
+        if port.host_ip.is_some() {
+            warnings.push(format!("{}: the host address of {} is ignored on a swarm, which publishes on every node", at("ports"), port.target));
+        }
+        if port.published.is_none() {
+            warnings.push(format!(
+                "{}: {} has no published port, so it is reachable on the stack's networks only; give PUBLISHED:TARGET to publish it",
+                at("ports"),
+                port.target
+            ));
+        }
+        ports.push(pb::PortConfig {
+            protocol: match port.protocol {
+                model::Protocol::Tcp => pb::PortProtocol::Tcp,
+                model::Protocol::Udp => pb::PortProtocol::Udp,
+            }
+            .into(),
+            target_port: port.target.into(),
+            published_port: port.published.map(u32::from).unwrap_or(0),
+            publish_mode: match port.mode {
+                model::PublishMode::Ingress => pb::PublishMode::Ingress,
+                model::PublishMode::Host => pb::PublishMode::Host,
+            }
+            .into(),
+        });
+    }
+    let extra_hosts = service
+        .extra_hosts
+        .pairs()
+        .map(|(entry, value)| {
+            // A list gives "host:ip" (or "host=ip", split already); a map gives host: ip.
+            let (host, address) = if value.is_empty() { entry.split_once(':').unwrap_or((entry, "")) } else { (entry, value) };
+            pb::HostEntry { name: host.to_string(), address: address.to_string() }
+        })
+        .collect();
+    let limits = &deploy.resources.limits;
+    let reservations = &deploy.resources.reservations;
+    let health = service.healthcheck.as_ref().map(|h| pb::HealthCheck {
+        test: if h.disable { vec!["NONE".into()] } else { h.test.as_ref().map(|t| t.0.clone()).unwrap_or_default() },
+        interval_ms: h.interval.map_or(0, |d| d.0),
+        timeout_ms: h.timeout.map_or(0, |d| d.0),
+        retries: h.retries.map_or(0, |r| u32::try_from(r.0).unwrap_or(u32::MAX)),
+        start_period_ms: h.start_period.map_or(0, |d| d.0),
+        start_interval_ms: h.start_interval.map_or(0, |d| d.0),
+    });
+    let restart = deploy.restart_policy.clone().unwrap_or_default();
+    let mut service_labels = labels(&deploy.labels);
+    service_labels.insert("com.docker.stack.image".into(), service.image.clone().unwrap_or_default());
+    Ok(pb::ServiceSpec {
+        name: format!("{stack}_{key}"),
+        labels: service_labels.into_iter().collect(),
+        mode: if global { "global" } else { "replicated" }.into(),
+        replicas: if global { 0 } else { deploy.replicas.map_or(1, |r| r.0) },
+        task: Some(pb::TaskSpec {
+            image: service.image.clone().unwrap_or_default(),
+            entrypoint: service.entrypoint.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
+            args: service.command.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
+            env: service.environment.pairs().map(|(k, v)| format!("{k}={v}")).collect(),
+            workdir: service.working_dir.clone().unwrap_or_default(),
+            user: service.user.clone().unwrap_or_default(),
+            hostname: service.hostname.clone().unwrap_or_default(),
+            mounts,
+            read_only: service.read_only.is_some_and(|f| f.0),
+            stop_signal: service.stop_signal.clone().unwrap_or_default(),
+            stop_grace_ms: service.stop_grace_period.map_or(0, |d| d.0),
+            resources: Some(pb::Resources {
+                reserve_nano_cpus: reservations.cpus.map_or(0, |c| c.0),
+                reserve_memory: reservations.memory.map_or(0, |m| m.0),
+                limit_nano_cpus: limits.cpus.map_or(0, |c| c.0),
+                limit_memory: limits.memory.map_or(0, |m| m.0),
+                pids_limit: limits.pids.map_or(0, |p| p.0),
+            }),
+            networks: attachments,
+            dns: Some(pb::DnsConfig { nameservers: service.dns.0.clone(), search: service.dns_search.0.clone(), options: service.dns_opt.0.clone() }),
+            secrets: service.secrets.iter().map(|r| reference(r, secret_names)).collect(),
+            configs: service
+                .configs
+                .iter()
+                .map(|r| {
+                    let mut config = reference(r, config_names);
+                    // A config lands at /NAME unless the file says where.
+                    if r.target.is_none() {
+                        config.target = format!("/{}", r.source);
+                    }
+                    config
+                })
+                .collect(),
+            registry_auth: None,
+            healthcheck: health,
+            force_update: 0,
+            options: Some(pb::ProcessOptions {
+                cap_add: service.cap_add.clone(),
+                cap_drop: service.cap_drop.clone(),
+                sysctls: service.sysctls.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ulimits: service.ulimits.iter().map(|(name, u)| pb::Ulimit { name: name.clone(), soft: u.soft, hard: u.hard }).collect(),
+                init: service.init.is_some_and(|f| f.0),
+                extra_hosts,
+            }),
+            tty: service.tty.is_some_and(|f| f.0),
+            open_stdin: service.stdin_open.is_some_and(|f| f.0),
+        }),
+        restart: Some(pb::RestartPolicy {
+            condition: match restart.condition {
+                None | Some(model::RestartCondition::Any) => "any",
+                Some(model::RestartCondition::OnFailure) => "on-failure",
+                Some(model::RestartCondition::None) => "none",
+            }
+            .into(),
+            delay_ms: restart.delay.map_or(5000, |d| d.0),
+            max_attempts: restart.max_attempts.map_or(0, |m| m.0),
+            window_ms: restart.window.map_or(0, |w| w.0),
+        }),
+        placement: Some(pb::Placement {
+            constraints: deploy.placement.constraints.clone(),
+            spread: deploy.placement.preferences.iter().map(|p| p.spread.clone()).collect(),
+            max_replicas_per_node: deploy.placement.max_replicas_per_node.map_or(0, |m| m.0),
+            platforms: Vec::new(),
+        }),
+        endpoint: Some(pb::EndpointSpec {
+            mode: match deploy.endpoint_mode {
+                Some(model::EndpointMode::Dnsrr) => pb::EndpointMode::Dnsrr,
+                _ => pb::EndpointMode::Vip,
+            }
+            .into(),
+            ports,
+        }),
+        update_config: deploy.update_config.as_ref().map(update_config),
+        rollback_config: deploy.rollback_config.as_ref().map(update_config),
+    })
+}
+
+fn update_config(config: &model::UpdateConfig) -> pb::UpdateConfig {
+    pb::UpdateConfig {
+        parallelism: config.parallelism.map(|p| p.0),
+        delay_ms: config.delay.map(|d| d.0),
+        failure_action: match config.failure_action {
+            None => pb::FailureAction::Unspecified,
+            Some(model::FailureAction::Pause) => pb::FailureAction::Pause,
+            Some(model::FailureAction::Continue) => pb::FailureAction::Continue,
+            Some(model::FailureAction::Rollback) => pb::FailureAction::Rollback,
+        }
+        .into(),
+        monitor_ms: config.monitor.map(|d| d.0),
+        max_failure_ratio: config.max_failure_ratio,
+        order: match config.order {
+            None => pb::UpdateOrder::Unspecified,
+            Some(model::UpdateOrder::StopFirst) => pb::UpdateOrder::StopFirst,
+            Some(model::UpdateOrder::StartFirst) => pb::UpdateOrder::StartFirst,
+        }
+        .into(),
+        healthy_deadline_ms: None,
+    }
+}
