@@ -30,3 +30,4 @@ mod deploy_files;
 mod secrets;
 mod health;
 mod process_options;
+mod stacks;

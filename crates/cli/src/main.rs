@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Context(command) => Ok(commands::context::run(command)?),
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
-        Command::Stack(command) => Ok(commands::stack::run(command).await?),
+        Command::Stack(command) => Ok(commands::stack::run(command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),

@@ -12,7 +12,7 @@ use shoal_proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, Transport};
-use super::{networks, secrets, services};
+use super::{networks, secrets, services, stacks};
 use super::slot::ManagerSlot;
 use crate::ca::CertificateAuthority;
 use crate::errors::ManagerError;
@@ -440,6 +440,21 @@ impl pb::control_server::Control for ControlService {
     async fn update_service(&self, request: Request<pb::UpdateServiceRequest>) -> Result<Response<pb::Service>, Status> {
         let manager = self.manager(&request)?;
         Ok(Response::new(services::update(&manager, request.into_inner()).await?))
+    }
+
+    async fn deploy_stack(&self, request: Request<pb::DeployStackRequest>) -> Result<Response<pb::DeployStackResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(stacks::deploy(&manager, request.into_inner()).await?))
+    }
+
+    async fn list_stacks(&self, request: Request<pb::Empty>) -> Result<Response<pb::ListStacksResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(stacks::list(&manager).await?))
+    }
+
+    async fn remove_stack(&self, request: Request<pb::StackRef>) -> Result<Response<pb::RemoveStackResponse>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(stacks::remove(&manager, &request.get_ref().name).await?))
     }
 
     async fn remove_service(&self, request: Request<pb::ServiceRef>) -> Result<Response<pb::Empty>, Status> {

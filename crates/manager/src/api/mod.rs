@@ -19,6 +19,7 @@ pub mod service_directory;
 pub mod service_pb;
 pub mod services;
 pub mod slot;
+pub mod stacks;
 
 pub use auth::Transport;
 pub use slot::ManagerSlot;

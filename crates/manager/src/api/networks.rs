@@ -190,6 +190,31 @@ pub async fn remove(manager: &Manager, reference: &str) -> Result<(), ManagerErr
     Ok(())
 }
 
+/// Removes the network once nothing uses it any more (the tasks of
+/// services just removed detach as they stop), waiting at most `wait`;
+/// returns its name. Nothing waits on a network already gone.
+pub async fn remove_when_detached(manager: &Manager, id: &str, wait: std::time::Duration) -> Result<Option<String>, ManagerError> {
+    let mut events = manager.store.watch();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let found = manager.store.view(|s| s.get_typed::<Network>(id).map(|n| (n.spec.name.clone(), users_of(s, n))));
+        let Some((name, users)) = found else { return Ok(None) };
+        match users {
+            None => {
+                manager.write(Transaction::single(Op::Delete { kind: Kind::Network, id: id.to_string() })).await?;
+                return Ok(Some(name));
+            }
+            Some(users) => {
+                if tokio::time::timeout_at(deadline, events.recv()).await.is_err() {
+                    return Err(ManagerError::FailedPrecondition(format!(
+                        "network {name} is still in use by {users}; remove it later with `shoal network rm {name}`"
+                    )));
+                }
+            }
+        }
+    }
+}
+
 pub async fn prune(manager: &Manager) -> Result<pb::PruneNetworksResponse, ManagerError> {
     manager.read_barrier().await?;
     let unused: Vec<(String, String)> = manager.store.view(|s| {

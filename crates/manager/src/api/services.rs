@@ -23,7 +23,7 @@ const LOGS_QUIET_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pins the image to a digest and records its platforms for the scheduler;
 /// a registry that cannot be asked leaves the reference as written and the
 /// platform unknown (any node), with a warning, as docker does.
-async fn pin_image(manager: &Manager, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
+pub(super) async fn pin_image(manager: &Manager, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
     spec.placement.platforms.clear();
     let Some(pinner) = manager.image_pinner() else { return };
     match pinner.pin(&spec.task.image, spec.task.registry_auth.as_ref()).await {

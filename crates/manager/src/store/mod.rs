@@ -193,6 +193,9 @@ impl StoreState {
         // Names claimed or released earlier in the same transaction count.
         let mut claimed: HashMap<(Kind, String), String> = HashMap::new();
         let mut released: Vec<(Kind, String)> = Vec::new();
+        // Services deleted earlier in the transaction use nothing any more
+        // (`stack rm` deletes services and their secrets together).
+        let mut deleted_services: std::collections::HashSet<String> = std::collections::HashSet::new();
         // So do addresses claimed earlier in the transaction.
         let mut addresses_claimed: HashMap<(String, std::net::Ipv4Addr), AddressHolder> = HashMap::new();
         for op in &txn.ops {
@@ -243,7 +246,10 @@ impl StoreState {
                 Op::Delete { kind, id } => {
                     let current =
                         self.get(*kind, id).ok_or_else(|| TxnError::NotFound { kind: *kind, id: id.clone() })?;
-                    self.check_unused(current)?;
+                    self.check_unused(current, &deleted_services)?;
+                    if *kind == Kind::Service {
+                        deleted_services.insert(id.clone());
+                    }
                     if let Some(name) = current.name() {
                         released.push((*kind, name.to_string()));
                     }
@@ -269,13 +275,16 @@ impl StoreState {
     /// A service never names a secret or config that is gone: the API
     /// checks before deleting one, and this catches a service written
     /// meanwhile.
-    fn check_unused(&self, object: &Object) -> Result<(), TxnError> {
+    fn check_unused(&self, object: &Object, deleted_services: &std::collections::HashSet<String>) -> Result<(), TxnError> {
         let uses: fn(&TaskSpec) -> &[FileReference] = match object {
             Object::Secret(_) => |t| &t.secrets,
             Object::Config(_) => |t| &t.configs,
             _ => return Ok(()),
         };
-        let user = self.list_typed::<Service>().find(|s| uses(&s.spec.task).iter().any(|r| r.id == object.id()));
+        let user = self
+            .list_typed::<Service>()
+            .filter(|s| !deleted_services.contains(&s.meta.id))
+            .find(|s| uses(&s.spec.task).iter().any(|r| r.id == object.id()));
         match user {
             Some(service) => Err(TxnError::InUse {
                 kind: object.kind(),
@@ -494,6 +503,21 @@ pub(crate) mod tests {
         assert_eq!(outcome, Err(TxnError::NameInUse { kind: Kind::Config, name: "one".into() }));
         assert!(changes.is_empty());
         assert!(state.get(Kind::Config, "b").is_none());
+    }
+
+    #[test]
+    fn a_config_in_use_goes_only_with_its_service() {
+        let mut state = StoreState::default();
+        state.apply(1, &Transaction::single(Op::Create(config("c", "conf")))).0.unwrap();
+        let mut service = super::fixtures::service("web");
+        service.spec.task.configs.push(FileReference { id: "c".into(), name: "conf".into(), target: "/conf".into(), uid: 0, gid: 0, mode: 0o444 });
+        state.apply(2, &Transaction::single(Op::Create(Object::Service(service)))).0.unwrap();
+        let config_alone = Transaction::single(Op::Delete { kind: Kind::Config, id: "c".into() });
+        assert!(matches!(state.apply(3, &config_alone).0, Err(TxnError::InUse { .. })));
+        // `stack rm`: the service and its config in one transaction.
+        let both = Transaction::new(vec![Op::Delete { kind: Kind::Service, id: "web".into() }, Op::Delete { kind: Kind::Config, id: "c".into() }]);
+        state.apply(4, &both).0.unwrap();
+        assert!(state.get(Kind::Config, "c").is_none());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub enum Kind {
     Network,
     Secret,
     Config,
+    Stack,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
             Kind::Network => "network",
             Kind::Secret => "secret",
             Kind::Config => "config",
+            Kind::Stack => "stack",
         }
     }
 }
@@ -228,6 +230,32 @@ pub struct Config {
     pub data: Vec<u8>,
 }
 
+/// A stack deployed from compose files (`stack deploy`): its services,
+/// networks, secrets and configs are ordinary objects labelled with its
+/// name; this records which revision of the file they came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub meta: Meta,
+    pub name: String,
+    /// Bumped by each deploy that changed something.
+    pub revision: u64,
+    /// sha256 of the merged, interpolated file of that revision.
+    pub file_hash: String,
+    /// Oldest first, at most STACK_HISTORY entries.
+    pub history: Vec<StackRevision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackRevision {
+    pub revision: u64,
+    pub file_hash: String,
+    /// Unix milliseconds.
+    pub deployed_at: u64,
+}
+
+/// How many revisions a stack remembers.
+pub const STACK_HISTORY: usize = 10;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Object {
     Cluster(Cluster),
@@ -237,6 +265,7 @@ pub enum Object {
     Network(Network),
     Secret(Secret),
     Config(Config),
+    Stack(Stack),
 }
 
 impl Object {
@@ -249,6 +278,7 @@ impl Object {
             Object::Network(_) => Kind::Network,
             Object::Secret(_) => Kind::Secret,
             Object::Config(_) => Kind::Config,
+            Object::Stack(_) => Kind::Stack,
         }
     }
 
@@ -261,6 +291,7 @@ impl Object {
             Object::Network(o) => &o.meta,
             Object::Secret(o) => &o.meta,
             Object::Config(o) => &o.meta,
+            Object::Stack(o) => &o.meta,
         }
     }
 
@@ -273,6 +304,7 @@ impl Object {
             Object::Network(o) => &mut o.meta,
             Object::Secret(o) => &mut o.meta,
             Object::Config(o) => &mut o.meta,
+            Object::Stack(o) => &mut o.meta,
         }
     }
 
@@ -287,6 +319,7 @@ impl Object {
             Object::Network(o) => Some(&o.spec.name),
             Object::Secret(o) => Some(&o.name),
             Object::Config(o) => Some(&o.name),
+            Object::Stack(o) => Some(&o.name),
             Object::Cluster(_) | Object::Node(_) | Object::Task(_) => None,
         }
     }
@@ -322,6 +355,7 @@ typed!(Task);
 typed!(Network);
 typed!(Secret);
 typed!(Config);
+typed!(Stack);
 
 /// A random id in docker's style: 25 characters of [a-z0-9].
 pub fn new_object_id() -> String {

@@ -8,7 +8,7 @@ mod endpoint_flags;
 mod file_flags;
 mod logs;
 mod rollout_flags;
-mod show;
+pub mod show;
 mod spec;
 pub mod tasks;
 
