@@ -103,9 +103,18 @@ fn a_stack_deploys_redeploys_only_what_changed_and_is_removed() {
     let ls = swarm.shoal(&["stack", "ls"]).ok().stdout;
     assert!(ls.lines().any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == ["app", "2", "2"]), "revision 2: {ls}");
 
+    // A changed secret: a new version the db rolls onto (Swarm refuses this).
+    std::fs::write(dir.path().join("db_password.txt"), "rotated").unwrap();
+    let rotated = swarm.shoal(&["stack", "deploy", "-c", &file, "--detach=false", "app"]).ok().stdout;
+    assert!(rotated.contains("Creating secret app_db_password.v2") && rotated.contains("Updating service app_db"), "{rotated}");
+    assert!(!rotated.contains("app_web"), "web does not use the secret: {rotated}");
+    let web = swarm.running("app_web");
+    let netns = netns_of(&swarm, &web[0]);
+    wait_until(CONVERGE, "db serving the rotated secret", || (curl(Some(&netns), "http://database/", "2")? == "rotated").then_some(()));
+
     // rm: services, networks, secret, config go; the volume stays.
     let removed = swarm.shoal(&["stack", "rm", "app"]).ok().stdout;
-    for object in ["service app_web", "service app_db", "secret app_db_password", "config app_db_conf", "network app_front", "network app_back"] {
+    for object in ["service app_web", "service app_db", "secret app_db_password", "secret app_db_password.v2", "config app_db_conf", "network app_front", "network app_back"] {
         assert!(removed.contains(&format!("Removing {object}")), "{object}: {removed}");
     }
     assert!(!swarm.shoal(&["service", "ls"]).ok().stdout.contains("app_"));
