@@ -30,6 +30,7 @@ services:
     ports: ["18080:80"]
     healthcheck: {{test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"], interval: 1s, retries: 5}}
     networks: [front, back]
+    depends_on: [db]
   db:
     image: {db_image}
     command: ["sh", "-c", "mkdir -p /www && cat /run/secrets/db_password > /www/index.html && cat /etc/db.conf > /www/conf && touch /var/lib/db/used && exec httpd -f -p 80 -h /www"]

@@ -61,6 +61,7 @@ impl World {
             endpoint: EndpointSpec::default(),
             update: Default::default(),
             rollback: Default::default(),
+            depends_on: Vec::new(),
         };
         let service = Service { meta: Meta { id: name.into(), ..Default::default() }, spec, spec_version: 1, vips: vec![], previous_spec: None, update_status: None };
         self.write(vec![Op::Create(Object::Service(service))]).unwrap();

@@ -263,6 +263,7 @@ mod tests {
                 endpoint: crate::store::EndpointSpec { mode, ports: vec![] },
                 update: Default::default(),
                 rollback: Default::default(),
+                depends_on: Vec::new(),
             },
             spec_version: 1,
             vips: networks.iter().map(|n| crate::store::Vip { network_id: n.to_string(), address: [100, 64, 1, 200].into() }).collect(),

@@ -14,6 +14,7 @@ use crate::store::{
     RegistryLogin, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, StoreState, Task, TaskSpec, TaskState,
 };
 use crate::store::task_options::{TaskOptions, Ulimit};
+use crate::store::{Dependency, DependencyCondition};
 
 /// Docker's default stop grace period.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
@@ -79,6 +80,18 @@ pub fn spec_from_pb(spec: pb::ServiceSpec) -> Result<ServiceSpec, ManagerError> 
         endpoint,
         update,
         rollback,
+        depends_on: spec
+            .depends_on
+            .into_iter()
+            .map(|d| Dependency {
+                service: d.service,
+                condition: match pb::DependencyCondition::try_from(d.condition).unwrap_or_default() {
+                    pb::DependencyCondition::Unspecified | pb::DependencyCondition::Started => DependencyCondition::Started,
+                    pb::DependencyCondition::Healthy => DependencyCondition::Healthy,
+                    pb::DependencyCondition::CompletedSuccessfully => DependencyCondition::CompletedSuccessfully,
+                },
+            })
+            .collect(),
     })
 }
 
@@ -281,6 +294,19 @@ pub fn spec_to_pb(spec: &ServiceSpec) -> pb::ServiceSpec {
         endpoint: Some(endpoint_to_pb(&spec.endpoint)),
         update_config: Some(update_config_to_pb(&spec.update)),
         rollback_config: Some(update_config_to_pb(&spec.rollback)),
+        depends_on: spec
+            .depends_on
+            .iter()
+            .map(|d| pb::ServiceDependency {
+                service: d.service.clone(),
+                condition: match d.condition {
+                    DependencyCondition::Started => pb::DependencyCondition::Started,
+                    DependencyCondition::Healthy => pb::DependencyCondition::Healthy,
+                    DependencyCondition::CompletedSuccessfully => pb::DependencyCondition::CompletedSuccessfully,
+                }
+                .into(),
+            })
+            .collect(),
     }
 }
 

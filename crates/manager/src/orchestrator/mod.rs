@@ -3,11 +3,13 @@
 //! [`plan`] is a pure function from a store snapshot and the time to the
 //! writes that move the store towards the services' specs; the leader's
 //! [`run`] loop applies it whenever the store changes or a deadline (a
-//! restart delay, a node's grace) passes. Replicated services keep one
+//! restart delay, a node's grace) passes. A service waits for its
+//! dependencies before its first tasks ([`dependencies`]). Replicated services keep one
 //! runnable task per slot ([`replicated`]), global ones one per eligible
 //! node ([`global`]); [`restart`] decides whether an ended task comes back,
 //! and [`reaper`] deletes what nobody needs to see any more.
 
+pub mod dependencies;
 pub mod global;
 pub mod reaper;
 pub mod replicated;
@@ -47,8 +49,13 @@ pub fn plan(state: &StoreState, now_ms: u64) -> Plan {
     for task in state.list_typed::<Task>() {
         tasks_by_service.entry(task.service_id.as_str()).or_default().push(task);
     }
-    for service in state.list_typed::<Service>() {
-        let tasks = tasks_by_service.remove(service.meta.id.as_str()).unwrap_or_default();
+    let services: Vec<&Service> = state.list_typed::<Service>().collect();
+    for service in &services {
+        let tasks = tasks_by_service.get(service.meta.id.as_str()).cloned().unwrap_or_default();
+        // compose's depends_on orders a service's first tasks only.
+        if tasks.is_empty() && !dependencies::ready(state, service, &tasks_by_service) {
+            continue;
+        }
         let mut ops = Vec::new();
         match service.spec.mode {
             crate::store::ServiceMode::Replicated { replicas } => {
@@ -62,6 +69,9 @@ pub fn plan(state: &StoreState, now_ms: u64) -> Plan {
         }
     }
     // What is left belongs to deleted services.
+    for service in &services {
+        tasks_by_service.remove(service.meta.id.as_str());
+    }
     for tasks in tasks_by_service.into_values() {
         let ops = reaper::retire_deleted_service(state, &tasks, now_ms, settings);
         if !ops.is_empty() {

@@ -55,6 +55,7 @@ impl World {
             endpoint: EndpointSpec::default(),
             update: Default::default(),
             rollback: Default::default(),
+            depends_on: Vec::new(),
         };
         let id = format!("svc-{name}");
         let service = Service { meta: Meta { id: id.clone(), ..Default::default() }, spec, spec_version: 1, vips: Vec::new(), previous_spec: None, update_status: None };
@@ -292,4 +293,56 @@ fn history_is_bounded_per_slot() {
         world.settle(NOW + i);
     }
     assert_eq!(world.tasks().len(), 5 + 1, "five ended tasks kept, plus the running one");
+}
+
+fn depending_on(world: &mut World, name: &str, on: &str, condition: DependencyCondition) -> String {
+    let id = world.create_service(name, replicated(1), RestartPolicy::default());
+    world.update_service(&id, |s| s.spec.depends_on = vec![Dependency { service: on.into(), condition }]);
+    id
+}
+
+fn tasks_of(world: &World, service_id: &str) -> Vec<Task> {
+    world.tasks().into_iter().filter(|t| t.service_id == service_id).collect()
+}
+
+#[test]
+fn first_tasks_wait_for_their_dependencies_to_run() {
+    let mut world = World::new(&["a"]);
+    // web names db before db exists: it waits.
+    let web = depending_on(&mut world, "web", "db", DependencyCondition::Healthy);
+    world.settle(NOW);
+    assert!(tasks_of(&world, &web).is_empty());
+    let db = world.create_service("db", replicated(2), RestartPolicy::default());
+    world.settle(NOW);
+    assert!(tasks_of(&world, &web).is_empty(), "db has tasks but none runs");
+    let db_tasks = tasks_of(&world, &db);
+    world.report(&db_tasks[0], "a", TaskState::Running, NOW + 1);
+    world.settle(NOW + 1);
+    assert!(tasks_of(&world, &web).is_empty(), "one of db's two tasks runs");
+    world.report(&db_tasks[1], "a", TaskState::Running, NOW + 2);
+    world.settle(NOW + 2);
+    assert_eq!(tasks_of(&world, &web).len(), 1, "every db task runs (healthy): web starts");
+
+    // Once started, web keeps its tasks when db's fail.
+    for task in tasks_of(&world, &db) {
+        world.report(&task, "a", TaskState::Failed, NOW + 3);
+    }
+    world.settle(NOW + 3);
+    assert_eq!(tasks_of(&world, &web).iter().filter(|t| t.desired_state == TaskState::Running).count(), 1);
+}
+
+#[test]
+fn a_job_dependency_must_complete_successfully() {
+    let mut world = World::new(&["a"]);
+    let migrate = world.create_service("migrate", replicated(1), RestartPolicy { condition: RestartCondition::None, ..Default::default() });
+    let app = depending_on(&mut world, "app", "migrate", DependencyCondition::CompletedSuccessfully);
+    world.settle(NOW);
+    let job = tasks_of(&world, &migrate).remove(0);
+    world.report(&job, "a", TaskState::Running, NOW + 1);
+    world.settle(NOW + 1);
+    assert!(tasks_of(&world, &app).is_empty(), "the job still runs");
+    let job = tasks_of(&world, &migrate).remove(0);
+    world.report(&job, "a", TaskState::Complete, NOW + 2);
+    world.settle(NOW + 2);
+    assert_eq!(tasks_of(&world, &app).len(), 1, "the job completed: app starts");
 }

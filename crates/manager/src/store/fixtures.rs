@@ -101,6 +101,7 @@ pub fn service(name: &str) -> Service {
             endpoint: EndpointSpec::default(),
             update: Default::default(),
             rollback: Default::default(),
+            depends_on: Vec::new(),
         },
         spec_version: 1,
         vips: Vec::new(),

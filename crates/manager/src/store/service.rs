@@ -33,6 +33,29 @@ pub struct ServiceSpec {
     /// How tasks move to a new spec, and back to the previous one.
     pub update: UpdateConfig,
     pub rollback: UpdateConfig,
+    /// compose's depends_on: the first tasks wait until these are ready.
+    pub depends_on: Vec<Dependency>,
+}
+
+/// A service the first tasks of another wait for (compose's depends_on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The other service's name.
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DependencyCondition {
+    /// Its tasks run.
+    #[default]
+    Started,
+    /// Its tasks run and pass their health checks (a task with a check
+    /// is only reported running once healthy).
+    Healthy,
+    /// Its tasks have exited 0 and none runs: a one-shot job such as a
+    /// migration.
+    CompletedSuccessfully,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

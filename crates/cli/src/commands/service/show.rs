@@ -571,6 +571,7 @@ mod tests {
                 endpoint: None,
                 update_config: Some(pb::UpdateConfig { parallelism: Some(2), order: pb::UpdateOrder::StartFirst as i32, ..Default::default() }),
                 rollback_config: None,
+                depends_on: Vec::new(),
             }),
             update_status: Some(pb::UpdateStatus {
                 state: pb::UpdateState::Paused as i32,

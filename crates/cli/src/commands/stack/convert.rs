@@ -39,9 +39,8 @@ pub struct FileObject {
 
 #[derive(Debug)]
 pub struct StackService {
+    /// With compose's depends_on in `depends_on`: the first tasks wait.
     pub spec: pb::ServiceSpec,
-    /// The stack's services this one waits for on the first deploy.
-    pub depends_on: BTreeMap<String, Condition>,
 }
 
 /// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as docker's names.
@@ -143,8 +142,7 @@ pub fn convert(
 
     for (key, service) in &file.services {
         let spec = service_spec(stack, key, service, &network_names, &secret_names, &config_names, &labels, &mut out.warnings)?;
-        let depends_on = service.depends_on.0.iter().map(|(name, condition)| (format!("{stack}_{name}"), *condition)).collect();
-        out.services.push(StackService { spec, depends_on });
+        out.services.push(StackService { spec });
     }
     Ok(out)
 }
@@ -347,6 +345,20 @@ fn service_spec(
         }),
         update_config: deploy.update_config.as_ref().map(update_config),
         rollback_config: deploy.rollback_config.as_ref().map(update_config),
+        depends_on: service
+            .depends_on
+            .0
+            .iter()
+            .map(|(name, condition)| pb::ServiceDependency {
+                service: format!("{stack}_{name}"),
+                condition: match condition {
+                    Condition::ServiceStarted => pb::DependencyCondition::Started,
+                    Condition::ServiceHealthy => pb::DependencyCondition::Healthy,
+                    Condition::ServiceCompletedSuccessfully => pb::DependencyCondition::CompletedSuccessfully,
+                }
+                .into(),
+            })
+            .collect(),
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use shoal_proto::pb;
 
 use super::convert::*;
-use crate::compose::{self, model::Condition};
+use crate::compose;
 
 const STACK: &str = r#"
 services:
@@ -94,8 +94,7 @@ fn services_carry_every_key_into_their_spec() {
     let port = &web.endpoint.as_ref().unwrap().ports[0];
     assert_eq!((port.published_port, port.target_port), (8080, 80));
     assert_eq!(web.update_config.as_ref().unwrap().order, pb::UpdateOrder::StartFirst as i32);
-    let web_stack = objects.services.iter().find(|s| s.spec.name == "app_web").unwrap();
-    assert_eq!(web_stack.depends_on["app_db"], Condition::ServiceHealthy);
+    assert_eq!(web.depends_on, [pb::ServiceDependency { service: "app_db".into(), condition: pb::DependencyCondition::Healthy.into() }]);
 
     let db = service(&objects, "app_db");
     let task = db.task.as_ref().unwrap();

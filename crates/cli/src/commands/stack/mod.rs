@@ -128,12 +128,6 @@ pub async fn run(command: StackCommand, connect: &ConnectArgs) -> CliResult {
                 eprintln!("warning: --resolve-image {resolve_image} is treated as changed: images are pinned when a service is created or its image changes");
             }
             let mut services = Vec::new();
-            for service in &objects.services {
-                if !service.depends_on.is_empty() {
-                    let name = service.spec.name.clone();
-                    eprintln!("warning: {name} depends_on is not waited for yet: its tasks start with the others'");
-                }
-            }
             for service in objects.services {
                 let mut spec = service.spec;
                 if with_registry_auth {
@@ -254,11 +248,17 @@ async fn wait_converged(control: &mut Control, name: &str) -> CliResult {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let services = stack_services(control, name).await?;
-        let pending: Vec<String> = services
-            .iter()
-            .filter(|s| s.running_tasks < s.desired_tasks && !(s.desired_tasks == 0))
-            .map(|s| format!("{} {}/{}", s.spec.as_ref().map(|x| x.name.as_str()).unwrap_or_default(), s.running_tasks, s.desired_tasks))
-            .collect();
+        let mut pending = Vec::new();
+        for service in services.iter().filter(|s| s.running_tasks < s.desired_tasks) {
+            // A one-shot job (a migration) that completed has converged.
+            let request = pb::ListTasksRequest { service: service.id.clone(), ..Default::default() };
+            let tasks = control.list_tasks(request).await?.into_inner().tasks;
+            let completed = tasks.iter().any(|t| t.state == "complete") && !tasks.iter().any(|t| t.state == "running");
+            if !completed {
+                let name = service.spec.as_ref().map(|x| x.name.as_str()).unwrap_or_default();
+                pending.push(format!("{name} {}/{}", service.running_tasks, service.desired_tasks));
+            }
+        }
         if pending.is_empty() {
             println!("Stack {name} converged");
             return Ok(());
