@@ -49,6 +49,20 @@ fn service_and_run_options_reach_the_containers() {
     let inspect = swarm.shoal(&["service", "inspect", "opts"]).ok().stdout;
     assert!(inspect.contains("NET_ADMIN") && inspect.contains("net.core.somaxconn"), "inspect shows the options: {inspect}");
 
+    // `service update` changes them: the tasks roll onto the new values.
+    swarm.shoal(&["service", "update", "--sysctl-add", "net.core.somaxconn=1212", "--cap-drop", "NET_ADMIN", "--init=false", "opts"]).ok();
+    let logs = wait_until(CONVERGE, "the updated tasks' reports", || {
+        let logs = swarm.shoal(&["service", "logs", "opts"]).ok().stdout;
+        (logs.matches("somaxconn=1212").count() == 2).then_some(logs)
+    });
+    assert!(logs.lines().filter(|l| l.trim_end().ends_with("| pid=1")).count() >= 2, "without --init the command is PID 1 again: {logs}");
+    let inspect: serde_json::Value = swarm.shoal(&["service", "inspect", "opts"]).ok().stdout_json();
+    let updated = &inspect[0]["spec"]["task"]["options"];
+    assert_eq!(updated["sysctls"]["net.core.somaxconn"], "1212", "{updated}");
+    assert_eq!(updated["cap_add"], serde_json::json!([]), "dropping NET_ADMIN takes it off the add list: {updated}");
+    assert_eq!(updated["cap_drop"], serde_json::json!(["MKNOD", "NET_ADMIN"]), "{updated}");
+    assert_eq!(updated["init"], false, "{updated}");
+
     // `run` on a node: the same flags, without a terminal.
     let mut args = vec!["run", "--rm"];
     args.extend_from_slice(&options);

@@ -186,6 +186,8 @@ pub struct UpdateArgs {
     rollout: RolloutFlags,
     #[command(flatten)]
     health: HealthFlags,
+    #[command(flatten)]
+    process: crate::commands::process_flags::ProcessUpdateFlags,
     /// Replace every task even if nothing changed
     #[arg(long)]
     force: bool,
@@ -282,6 +284,8 @@ pub struct SpecChange {
     pub healthcheck: Option<pb::HealthCheck>,
     /// `--force`: replace every task.
     pub force: bool,
+    /// `--cap-add`, `--sysctl-add`, `--init`, `--tty` and the rest.
+    pub process: crate::commands::process_flags::ProcessChange,
 }
 
 impl ResourceFlags {
@@ -517,6 +521,7 @@ impl UpdateArgs {
         change.files = self.files.change()?;
         change.rollout = self.rollout.change()?;
         change.healthcheck = health_from_flags(&self.health)?;
+        change.process = self.process.change()?;
         change.force = self.force;
         Ok(change)
     }
@@ -606,6 +611,7 @@ impl SpecChange {
         if let Some(check) = &self.healthcheck {
             task.healthcheck = Some(merge_health(task.healthcheck.as_ref(), check));
         }
+        self.process.apply(task);
         self.files.apply(task)?;
         let resources = task.resources.get_or_insert_with(Default::default);
         for (field, value) in [
