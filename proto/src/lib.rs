@@ -21,6 +21,7 @@ pub mod etcd {
 
 pub mod identity;
 pub mod join_token;
+pub mod names;
 pub mod redacted;
 pub mod task_files;
 pub mod task_state;

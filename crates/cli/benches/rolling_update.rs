@@ -17,11 +17,14 @@
 mod support;
 #[path = "support/docker_swarm.rs"]
 mod docker_swarm;
+#[path = "support/timing.rs"]
+mod timing;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use docker_swarm::DockerSwarm;
+use timing::{median, poll};
 use shoal_runtime::testing::{TestImages, TestRegistry};
 use support::{wait_until, Cluster};
 
@@ -98,21 +101,6 @@ fn main() {
     );
 }
 
-/// Polls every 10 ms: what is timed is a second or a few, and a coarse
-/// poll would blur both sides.
-fn poll(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn median(samples: impl Iterator<Item = Duration>) -> Duration {
-    let mut samples: Vec<Duration> = samples.collect();
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 /// Creates the service on `old`, waits for it, then times `service update
 /// --detach --image new` until every wanted task runs the new image.

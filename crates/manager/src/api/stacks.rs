@@ -265,13 +265,7 @@ fn versions(state: &StoreState, kind: FileKind, name: &str) -> Vec<(String, Vec<
 }
 
 pub fn check_stack_name(name: &str) -> Result<(), ManagerError> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(invalid(format!("the stack name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit")))
-    }
+    shoal_proto::names::check_stack_name(name).map_err(invalid)
 }
 
 pub async fn list(manager: &Manager) -> Result<pb::ListStacksResponse, ManagerError> {

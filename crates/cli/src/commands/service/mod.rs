@@ -8,7 +8,7 @@ mod endpoint_flags;
 mod file_flags;
 mod logs;
 mod rollout_flags;
-pub mod show;
+mod show;
 mod spec;
 pub mod tasks;
 
@@ -115,17 +115,7 @@ pub async fn run(command: ServiceCommand, connect: &ConnectArgs) -> CliResult {
         ServiceCommand::Ls { quiet, format } => {
             let mut control = Control::new(connect.connect().await?);
             let services = control.list_services(pb::Empty {}).await?.into_inner().services;
-            if quiet {
-                for s in &services {
-                    println!("{}", s.id);
-                }
-                Ok(())
-            } else if format == Format::Json {
-                print_json(&services.iter().map(show::ls_json).collect::<Vec<_>>())
-            } else {
-                print_table(&show::LS_HEADER, services.iter().map(show::ls_row).collect());
-                Ok(())
-            }
+            print_services(&services, quiet, format)
         }
         ServiceCommand::Ps { services, flags } => {
             let filter = tasks::TaskFilter::parse(&flags.filters, true)?;
@@ -298,6 +288,21 @@ pub async fn node_ps(control: &mut Control, nodes: Vec<String>, flags: &tasks::P
 }
 
 /// The first 12 characters of an id, as docker shows them.
+/// Services as `service ls` (and `stack services`) print them.
+pub fn print_services(services: &[pb::Service], quiet: bool, format: Format) -> CliResult {
+    if quiet {
+        for s in services {
+            println!("{}", s.id);
+        }
+        Ok(())
+    } else if format == Format::Json {
+        print_json(&services.iter().map(show::ls_json).collect::<Vec<_>>())
+    } else {
+        print_table(&show::LS_HEADER, services.iter().map(show::ls_row).collect());
+        Ok(())
+    }
+}
+
 pub fn short_id(id: &str) -> &str {
     match id.char_indices().nth(12) {
         Some((at, _)) => &id[..at],

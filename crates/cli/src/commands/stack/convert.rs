@@ -43,16 +43,7 @@ pub struct StackService {
     pub spec: pb::ServiceSpec,
 }
 
-/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as docker's names.
-pub fn check_stack_name(name: &str) -> Result<(), String> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("the stack name {name:?} is invalid; use letters, digits, '_', '.' and '-', starting with a letter or digit"))
-    }
-}
+pub use shoal_proto::names::check_stack_name;
 
 /// The objects of stack `stack` from `file`; `read_file` reads a secret's
 /// or config's file (a parameter so tests need no files).

@@ -16,7 +16,7 @@ use shoal_proto::pb;
 use tonic::transport::Channel;
 
 use crate::client::ConnectArgs;
-use crate::commands::service::{show, tasks};
+use crate::commands::service::{print_services, tasks};
 use crate::compose;
 use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
@@ -188,15 +188,7 @@ pub async fn run(command: StackCommand, connect: &ConnectArgs) -> CliResult {
         StackCommand::Services { name, quiet, format } => {
             let mut control = Control::new(connect.connect().await?);
             let services = stack_services(&mut control, &name).await?;
-            if quiet {
-                services.iter().for_each(|s| println!("{}", s.id));
-                Ok(())
-            } else if format == Format::Json {
-                print_json(&services.iter().map(show::ls_json).collect::<Vec<_>>())
-            } else {
-                print_table(&show::LS_HEADER, services.iter().map(show::ls_row).collect());
-                Ok(())
-            }
+            print_services(&services, quiet, format)
         }
         StackCommand::Ps { name, flags } => {
             let filter = tasks::TaskFilter::parse(&flags.filters, true)?;
