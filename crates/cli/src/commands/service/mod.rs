@@ -7,6 +7,7 @@ mod converge;
 mod endpoint_flags;
 mod file_flags;
 mod logs;
+mod random_name;
 mod rollout_flags;
 mod show;
 mod spec;

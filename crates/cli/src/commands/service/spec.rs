@@ -685,23 +685,9 @@ pub fn parse_scale(value: &str) -> CliResult<(String, u64)> {
     }
 }
 
-const ADJECTIVES: &[&str] = &[
-    "admiring", "brave", "calm", "clever", "dazzling", "eager", "elegant", "focused", "gallant", "happy", "jolly",
-    "keen", "loving", "modest", "nifty", "optimistic", "peaceful", "quirky", "relaxed", "serene", "sharp", "tender",
-    "upbeat", "vibrant", "wizardly", "youthful", "zealous",
-];
-const NOUNS: &[&str] = &[
-    "albatross", "anchovy", "barracuda", "carp", "cod", "dolphin", "eel", "flounder", "grouper", "haddock", "herring",
-    "koi", "mackerel", "marlin", "minnow", "perch", "pike", "salmon", "sardine", "shark", "snapper", "sturgeon",
-    "trout", "tuna", "wahoo",
-];
-
-/// A docker-ish `adjective_noun` name for a service created without one.
-pub fn random_name() -> String {
-    use rand::seq::SliceRandom;
-    let mut rng = rand::thread_rng();
-    format!("{}_{}", ADJECTIVES.choose(&mut rng).unwrap_or(&"calm"), NOUNS.choose(&mut rng).unwrap_or(&"carp"))
-}
+pub use super::random_name::random_name;
+#[cfg(test)]
+use super::random_name::{ADJECTIVES, NOUNS};
 
 #[cfg(test)]
 #[path = "spec_tests.rs"]
