@@ -1,6 +1,10 @@
 //! Names both sides check: the CLI before sending (so a typo is reported
 //! without a daemon), the managers on receipt.
 
+/// docker's label naming the stack an object belongs to: tools find a
+/// stack's objects by it, and the managers scope a deploy with it.
+pub const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
 /// A stack's name, as docker's: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; the error is
 /// the sentence to show.
 pub fn check_stack_name(name: &str) -> Result<(), String> {

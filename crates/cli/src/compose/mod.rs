@@ -6,11 +6,6 @@
 //! `stack deploy` and `compose up` turn into specs. No clap here: the
 //! commands pass paths and the environment in.
 
-// The typed project is read by the conversion to specs that `stack deploy`
-// and `compose up` use, which lands next (issue 16); until then only
-// `stack config` reads the merged file.
-#![allow(dead_code)]
-
 mod env_file;
 mod ignored;
 mod interpolate;
@@ -42,8 +37,6 @@ pub struct LoadOptions {
 #[derive(Debug)]
 pub struct Project {
     pub file: ComposeFile,
-    /// The directory of the first file: relative paths start here.
-    pub working_dir: PathBuf,
     /// The merged, interpolated file (`stack config` prints it).
     pub merged: Value,
     /// One sentence per key ignored, variable unset or such.
@@ -95,7 +88,7 @@ pub fn load(options: &LoadOptions) -> Result<Project, String> {
     })?;
     resolve(&mut file, &working_dir, &env, &files_named)?;
     check_references(&file, &files_named)?;
-    Ok(Project { file, working_dir, merged, warnings })
+    Ok(Project { file, merged, warnings })
 }
 
 /// Reads one file into a mapping: parsed (errors with line and column),

@@ -15,9 +15,12 @@ use super::syntax::{long_form, scalar_text, value_kind};
 #[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     /// Accepted and ignored, as docker compose v2 does (2.x and 3.x alike).
+    #[serde(default, rename = "version")]
+    _version: Option<serde::de::IgnoredAny>,
+    /// The project's name; a stack takes its name from the command line,
+    /// as `docker stack deploy` does, so only `compose` reads it.
     #[serde(default)]
-    pub version: Option<Value>,
-    #[serde(default)]
+    #[allow(dead_code)]
     pub name: Option<String>,
     #[serde(default)]
     pub services: BTreeMap<String, Service>,

@@ -22,7 +22,8 @@ pub fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a YAML value is, for messages ("found a list").
+pub fn value_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -38,13 +39,13 @@ fn kind(value: &Value) -> &'static str {
 fn string_list(items: &[Value]) -> Result<Vec<String>, String> {
     items
         .iter()
-        .map(|item| scalar_text(item).ok_or_else(|| format!("a list item is {}, not a string", kind(item))))
+        .map(|item| scalar_text(item).ok_or_else(|| format!("a list item is {}, not a string", value_kind(item))))
         .collect()
 }
 
 /// A scalar parsed by `parse`; anything else is "expected `example`".
 fn from_scalar<T>(value: &Value, example: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, String> {
-    let text = scalar_text(value).ok_or_else(|| format!("expected {example}, found {}", kind(value)))?;
+    let text = scalar_text(value).ok_or_else(|| format!("expected {example}, found {}", value_kind(value)))?;
     parse(&text)
 }
 
@@ -99,7 +100,7 @@ impl TryFrom<Value> for KeyValues {
             Value::Null => {}
             Value::Sequence(items) => {
                 for item in items {
-                    let text = scalar_text(&item).ok_or_else(|| format!("a list item is {}, not KEY=VALUE", kind(&item)))?;
+                    let text = scalar_text(&item).ok_or_else(|| format!("a list item is {}, not KEY=VALUE", value_kind(&item)))?;
                     match text.split_once('=') {
                         Some((key, value)) => map.insert(key.to_string(), Some(value.to_string())),
                         None => map.insert(text, None),
@@ -108,15 +109,15 @@ impl TryFrom<Value> for KeyValues {
             }
             Value::Mapping(entries) => {
                 for (key, value) in entries {
-                    let key = scalar_text(&key).ok_or_else(|| format!("a key is {}, not a string", kind(&key)))?;
+                    let key = scalar_text(&key).ok_or_else(|| format!("a key is {}, not a string", value_kind(&key)))?;
                     let value = match &value {
                         Value::Null => None,
-                        other => Some(scalar_text(other).ok_or_else(|| format!("{key} is {}, not a string", kind(other)))?),
+                        other => Some(scalar_text(other).ok_or_else(|| format!("{key} is {}, not a string", value_kind(other)))?),
                     };
                     map.insert(key, value);
                 }
             }
-            other => return Err(format!("expected a mapping or a list of KEY=VALUE, found {}", kind(&other))),
+            other => return Err(format!("expected a mapping or a list of KEY=VALUE, found {}", value_kind(&other))),
         }
         Ok(KeyValues(map))
     }
@@ -184,7 +185,7 @@ impl TryFrom<Value> for FileMode {
         };
         mode.filter(|m| *m <= 0o7777)
             .map(FileMode)
-            .ok_or_else(|| format!("{} is not a file mode; write one such as 0440", scalar_text(&value).unwrap_or_else(|| kind(&value).into())))
+            .ok_or_else(|| format!("{} is not a file mode; write one such as 0440", scalar_text(&value).unwrap_or_else(|| value_kind(&value).into())))
     }
 }
 
@@ -199,7 +200,7 @@ impl TryFrom<Value> for Count {
         scalar_text(&value)
             .and_then(|text| text.parse().ok())
             .map(Count)
-            .ok_or_else(|| format!("expected a whole number, found {}", scalar_text(&value).unwrap_or_else(|| kind(&value).into())))
+            .ok_or_else(|| format!("expected a whole number, found {}", scalar_text(&value).unwrap_or_else(|| value_kind(&value).into())))
     }
 }
 
@@ -215,7 +216,7 @@ impl TryFrom<Value> for Flag {
             Value::Bool(b) => Ok(Flag(*b)),
             Value::String(s) if matches!(s.as_str(), "true" | "yes" | "on") => Ok(Flag(true)),
             Value::String(s) if matches!(s.as_str(), "false" | "no" | "off") => Ok(Flag(false)),
-            other => Err(format!("expected true or false, found {}", scalar_text(other).unwrap_or_else(|| kind(other).into()))),
+            other => Err(format!("expected true or false, found {}", scalar_text(other).unwrap_or_else(|| value_kind(other).into()))),
         }
     }
 }
@@ -223,8 +224,4 @@ impl TryFrom<Value> for Flag {
 /// Reads a long-syntax mapping into `T`, refusing unknown fields.
 pub fn long_form<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
     serde_yaml_ng::from_value(value).map_err(|e| e.to_string())
-}
-
-pub fn value_kind(value: &Value) -> &'static str {
-    kind(value)
 }

@@ -25,8 +25,7 @@ use crate::store::{
     UpdateState, UpdateStatus, STACK_HISTORY,
 };
 
-/// docker's label naming an object's stack.
-pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+use shoal_proto::names::STACK_NAMESPACE_LABEL as NAMESPACE_LABEL;
 /// How long `stack rm` waits for the stack's tasks to leave its networks.
 const NETWORK_DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The image a stack's service names, before the manager pins it.
@@ -139,8 +138,8 @@ pub async fn deploy(manager: &Manager, request: pb::DeployStackRequest) -> Resul
     }
 
     let mut named = BTreeSet::new();
-    for stack_service in request.services {
-        let mut spec = spec_from_pb(stack_service.spec.unwrap_or_default())?;
+    for spec in request.services {
+        let mut spec = spec_from_pb(spec)?;
         if !in_stack(&spec.labels, &stack) {
             return Err(invalid(format!("service {} is not labelled as part of stack {stack}", spec.name)));
         }

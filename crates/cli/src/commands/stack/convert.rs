@@ -13,8 +13,7 @@ use shoal_proto::pb;
 
 use crate::compose::model::{self, ComposeFile, Condition, Service, VolumeKind};
 
-/// docker's label: tools find a stack's objects by it.
-pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub use shoal_proto::names::STACK_NAMESPACE_LABEL as NAMESPACE_LABEL;
 
 /// Everything a stack deploy creates or updates.
 #[derive(Debug, Default)]
@@ -24,7 +23,8 @@ pub struct StackObjects {
     pub external_networks: Vec<String>,
     pub secrets: Vec<FileObject>,
     pub configs: Vec<FileObject>,
-    pub services: Vec<StackService>,
+    /// With compose's depends_on in `depends_on`: their first tasks wait.
+    pub services: Vec<pb::ServiceSpec>,
     pub warnings: Vec<String>,
 }
 
@@ -35,12 +35,6 @@ pub struct FileObject {
     pub name: String,
     pub data: Option<Vec<u8>>,
     pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug)]
-pub struct StackService {
-    /// With compose's depends_on in `depends_on`: the first tasks wait.
-    pub spec: pb::ServiceSpec,
 }
 
 pub use shoal_proto::names::check_stack_name;
@@ -133,7 +127,7 @@ pub fn convert(
 
     for (key, service) in &file.services {
         let spec = service_spec(stack, key, service, &network_names, &secret_names, &config_names, &labels, &mut out.warnings)?;
-        out.services.push(StackService { spec });
+        out.services.push(spec);
     }
     Ok(out)
 }

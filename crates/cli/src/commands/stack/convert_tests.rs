@@ -57,7 +57,7 @@ fn objects() -> StackObjects {
 }
 
 fn service<'a>(objects: &'a StackObjects, name: &str) -> &'a pb::ServiceSpec {
-    &objects.services.iter().find(|s| s.spec.name == name).unwrap_or_else(|| panic!("no {name}")).spec
+    objects.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}"))
 }
 
 #[test]
@@ -68,10 +68,10 @@ fn objects_are_named_and_labelled_as_docker_stack_deploy_does() {
     assert_eq!(networks, ["app_back", "app_default", "app_front"], "worker names no network, so the stack's default exists");
     assert!(objects.networks.iter().all(|n| n.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some("app")));
     assert_eq!(objects.networks.iter().find(|n| n.name == "app_back").unwrap().labels["tier"], "back");
-    let mut services: Vec<&str> = objects.services.iter().map(|s| s.spec.name.as_str()).collect();
+    let mut services: Vec<&str> = objects.services.iter().map(|s| s.name.as_str()).collect();
     services.sort();
     assert_eq!(services, ["app_db", "app_web", "app_worker"]);
-    assert!(objects.services.iter().all(|s| s.spec.labels[NAMESPACE_LABEL] == "app"));
+    assert!(objects.services.iter().all(|s| s.labels[NAMESPACE_LABEL] == "app"));
 
     let secrets: Vec<(&str, Option<&[u8]>)> = objects.secrets.iter().map(|s| (s.name.as_str(), s.data.as_deref())).collect();
     assert!(secrets.contains(&("app_db_password", Some(&b"s3cret"[..]))), "{secrets:?}");

@@ -127,15 +127,11 @@ pub async fn run(command: StackCommand, connect: &ConnectArgs) -> CliResult {
             if resolve_image != "changed" {
                 eprintln!("warning: --resolve-image {resolve_image} is treated as changed: images are pinned when a service is created or its image changes");
             }
-            let mut services = Vec::new();
-            for service in objects.services {
-                let mut spec = service.spec;
-                if with_registry_auth {
-                    if let Some(task) = spec.task.as_mut() {
-                        task.registry_auth = crate::credentials::for_image(&task.image);
-                    }
+            let mut services = objects.services;
+            if with_registry_auth {
+                for task in services.iter_mut().filter_map(|spec| spec.task.as_mut()) {
+                    task.registry_auth = crate::credentials::for_image(&task.image);
                 }
-                services.push(pb::StackService { spec: Some(spec) });
             }
             let file = |o: convert::FileObject| pb::StackFile {
                 external: o.data.is_none(),
