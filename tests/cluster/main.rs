@@ -31,3 +31,4 @@ mod secrets;
 mod health;
 mod process_options;
 mod stacks;
+mod compose;

@@ -12,7 +12,8 @@ use crate::routing_mesh::{curl, netns_of};
 use crate::support::swarm::{Swarm, CONVERGE, HOSTS};
 use crate::support::wait_until;
 
-fn write_stack(dir: &Path, web_image: &str, db_image: &str) -> String {
+/// The stack file (also what the one-node compose test runs).
+pub fn write_stack(dir: &Path, web_image: &str, db_image: &str) -> String {
     std::fs::write(dir.join("db_password.txt"), "s3cret").unwrap();
     std::fs::write(dir.join(".env"), format!("WEB_IMAGE={web_image}\n")).unwrap();
     let file = dir.join("stack.yml");
@@ -31,6 +32,7 @@ services:
     healthcheck: {{test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"], interval: 1s, retries: 5}}
     networks: [front, back]
     depends_on: [db]
+    stop_grace_period: 1s
   db:
     image: {db_image}
     command: ["sh", "-c", "mkdir -p /www && cat /run/secrets/db_password > /www/index.html && cat /etc/db.conf > /www/conf && touch /var/lib/db/used && exec httpd -f -p 80 -h /www"]
@@ -39,6 +41,7 @@ services:
     secrets: [db_password]
     configs: [{{source: db_conf, target: /etc/db.conf}}]
     volumes: ["dbdata:/var/lib/db"]
+    stop_grace_period: 1s
 networks:
   front: {{}}
   back: {{}}

@@ -71,6 +71,8 @@ enum Command {
     /// Manage services
     #[command(subcommand)]
     Service(Box<commands::service::ServiceCommand>),
+    /// Run a compose file as plain containers on this node (no swarm), as docker compose
+    Compose(commands::compose::ComposeArgs),
     /// Manage stacks (applications from compose files)
     #[command(subcommand)]
     Stack(commands::stack::StackCommand),
@@ -237,6 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(command) => Ok(commands::node::run(command, &cli.connect).await?),
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Stack(command) => Ok(commands::stack::run(command, &cli.connect).await?),
+        Command::Compose(args) => Ok(commands::compose::run(args, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),

@@ -178,15 +178,20 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with a daemon per host and a formed swarm.
     pub fn up(tag: &str, managers: u32, workers: u32) -> Cluster {
-        Self::create(tag, managers, workers, false)
+        Self::create(tag, managers, workers, None)
     }
 
     /// Namespaces and links only: for tests of the test-host plumbing.
     pub fn up_network_only(tag: &str, managers: u32, workers: u32) -> Cluster {
-        Self::create(tag, managers, workers, true)
+        Self::create(tag, managers, workers, Some("--network-only"))
     }
 
-    fn create(tag: &str, managers: u32, workers: u32, network_only: bool) -> Cluster {
+    /// Hosts running daemons that form no swarm (standalone nodes).
+    pub fn up_standalone(tag: &str, hosts: u32) -> Cluster {
+        Self::create(tag, hosts, 0, Some("--no-swarm"))
+    }
+
+    fn create(tag: &str, managers: u32, workers: u32, mode: Option<&str>) -> Cluster {
         // Built first, so Drop removes whatever a failing `up` left behind.
         let cluster = Cluster {
             name: unique_name(tag),
@@ -205,9 +210,7 @@ impl Cluster {
             "--owner-pid",
             &owner,
         ];
-        if network_only {
-            args.push("--network-only");
-        }
+        args.extend(mode);
         cluster
             .dev_cluster_with_timeout("up", &args, UP_TIMEOUT)
             .ok();

@@ -78,6 +78,10 @@ pub fn create_request(assignment: &pb::Assignment, node_id: &str) -> Result<Crea
         open_stdin: spec.open_stdin,
         healthcheck: spec.healthcheck.as_ref().map(health_config),
         options: process_options(spec.options.as_ref()),
+        // The executor stops tasks itself with these; recorded too, so a
+        // `container stop` on the node does the same.
+        stop_signal: non_empty(&spec.stop_signal),
+        stop_timeout: (spec.stop_grace_ms > 0).then(|| std::time::Duration::from_millis(spec.stop_grace_ms)),
     })
 }
 

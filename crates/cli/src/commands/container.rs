@@ -214,6 +214,12 @@ pub struct RunArgs {
     /// Option for the container's resolv.conf, e.g. timeout:2
     #[arg(long = "dns-option", value_name = "OPTION")]
     dns_option: Vec<String>,
+    /// Signal that stops the container (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds a stop waits before SIGKILL (default 10)
+    #[arg(long, value_name = "SECONDS")]
+    stop_timeout: Option<u32>,
     #[command(flatten)]
     health: crate::commands::health_flags::HealthFlags,
     #[command(flatten)]
@@ -268,6 +274,8 @@ impl RunArgs {
             open_stdin: self.interactive,
             healthcheck: crate::commands::health_flags::health_from_flags(&self.health)?,
             options: Some(self.process.to_pb()?),
+            stop_signal: self.stop_signal.unwrap_or_default(),
+            stop_timeout_secs: self.stop_timeout,
             networks: self
                 .networks
                 .iter()
@@ -504,7 +512,16 @@ fn published_ports(details: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One `ls --filter`; several must all match.
+/// Makes (without starting) the container `request` describes, pulling
+/// its image first if the node lacks it; the new container's id.
+pub(crate) async fn create(runtime: &mut pb::runtime_client::RuntimeClient<Channel>, request: pb::RunContainerRequest) -> CliResult<String> {
+    let request = pb::RunContainerRequest { create_only: true, detach: true, ..request };
+    match run_container(runtime, request).await? {
+        RunOutcome::Created(id) => Ok(id),
+        RunOutcome::Exited(_) => Err(CliError::msg("the daemon ran the container instead of only creating it; upgrade the daemon")),
+    }
+}
+
 /// What a RunContainer call came to.
 enum RunOutcome {
     /// Detached or create-only: the container's id.

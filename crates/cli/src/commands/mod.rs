@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod commit;
+pub mod compose;
 pub mod config;
 pub mod container;
 pub mod context;

@@ -11,6 +11,7 @@ mod ignored;
 mod interpolate;
 mod merge;
 pub mod model;
+pub mod service_parts;
 mod syntax;
 #[cfg(test)]
 mod tests;

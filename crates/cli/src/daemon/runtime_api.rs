@@ -115,6 +115,16 @@ impl RuntimeApi {
         networks.release(&id).await;
     }
 
+    /// The time a stop waits before SIGKILL: the caller's `-t`, else the
+    /// container's own `--stop-timeout`, else docker's 10 s.
+    fn stop_timeout(&self, request: &pb::StopContainerRequest) -> Result<Duration, Status> {
+        if request.has_timeout {
+            return Ok(Duration::from_secs(request.timeout_secs.into()));
+        }
+        let own = self.containers.stop_timeout(&request.name).map_err(container_status)?;
+        Ok(own.unwrap_or(Duration::from_secs(DEFAULT_STOP_TIMEOUT_SECS)))
+    }
+
     fn in_use(&self) -> impl Fn(&shoal_runtime::image::ImageId) -> bool {
         let used = self.containers.images_in_use();
         move |id: &shoal_runtime::image::ImageId| used.contains(&id.to_string())
@@ -377,7 +387,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
 
     async fn stop_container(&self, request: Request<pb::StopContainerRequest>) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
-        let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
+        let timeout = self.stop_timeout(&request)?;
         self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
         self.release_networks(&request.name).await;
         Ok(Response::new(pb::Empty {}))
@@ -432,7 +442,7 @@ impl pb::runtime_server::Runtime for RuntimeApi {
 
     async fn restart_container(&self, request: Request<pb::StopContainerRequest>) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
-        let timeout = Duration::from_secs(if request.has_timeout { request.timeout_secs as u64 } else { DEFAULT_STOP_TIMEOUT_SECS });
+        let timeout = self.stop_timeout(&request)?;
         self.containers.stop(&request.name, timeout).await.map_err(container_status)?;
         self.release_networks(&request.name).await;
         self.start_any(&request.name, false).await?;

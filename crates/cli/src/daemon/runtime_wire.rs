@@ -2,6 +2,8 @@
 //! statuses (one sentence each), requests into the runtime's types, and
 //! its answers into wire messages.
 
+use std::time::Duration;
+
 use shoal_proto::pb;
 use shoal_runtime::container::logs::LogEntry;
 use shoal_runtime::container::{
@@ -98,6 +100,8 @@ pub(super) fn create_request(request: &pb::RunContainerRequest) -> Result<Create
         open_stdin: request.open_stdin,
         healthcheck: request.healthcheck.as_ref().map(shoal_agent::health_config),
         options: shoal_agent::process_options(request.options.as_ref()),
+        stop_signal: non_empty(&request.stop_signal),
+        stop_timeout: request.stop_timeout_secs.map(|s| Duration::from_secs(s.into())),
     })
 }
 

@@ -17,6 +17,8 @@ pub struct UpOptions {
     pub workers: u32,
     /// Namespaces and links only, no daemons and no swarm.
     pub network_only: bool,
+    /// Daemons, but no swarm formed.
+    pub no_swarm: bool,
     /// See [`ClusterState::owner_pid`].
     pub owner_pid: Option<u32>,
 }
@@ -87,6 +89,9 @@ pub async fn up(shoal_exe: &Path, options: &UpOptions) -> anyhow::Result<Cluster
         host.pid = Some(pid);
     }
     state.save()?;
+    if options.no_swarm {
+        return Ok(state);
+    }
 
     eprintln!("forming the swarm");
     swarm::form(shoal_exe, &state).await.with_context(|| {

@@ -55,6 +55,10 @@ pub enum DevClusterCommand {
         /// Only create namespaces and links; start no daemons.
         #[arg(long)]
         network_only: bool,
+        /// Start the daemons but form no swarm: standalone nodes, as for
+        /// `shoal compose` or `shoal run`.
+        #[arg(long, conflicts_with = "network_only")]
+        no_swarm: bool,
         /// Process that owns the cluster; once it is gone, the next `up`
         /// removes the cluster (used by the test harness).
         #[arg(long, hide = true)]
@@ -134,6 +138,7 @@ async fn dispatch(command: DevClusterCommand, shoal_exe: &Path) -> anyhow::Resul
             managers,
             workers,
             network_only,
+            no_swarm,
             owner_pid,
         } => {
             let options = create::UpOptions {
@@ -141,6 +146,7 @@ async fn dispatch(command: DevClusterCommand, shoal_exe: &Path) -> anyhow::Resul
                 managers,
                 workers,
                 network_only,
+                no_swarm,
                 owner_pid,
             };
             let state = create::up(shoal_exe, &options).await?;

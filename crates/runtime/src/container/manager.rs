@@ -513,6 +513,11 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// The container's own `--stop-timeout`, for a stop that names no time.
+    pub fn stop_timeout(&self, name: &str) -> Result<Option<Duration>> {
+        Ok(self.find(name)?.record.stop_timeout_secs.map(Duration::from_secs))
+    }
+
     /// Sends `signal` (`TERM`, `SIGKILL`, `9`, ...) to the container's init.
     pub async fn kill(&self, name: &str, signal: &str) -> Result<()> {
         let entry = self.find(name)?;

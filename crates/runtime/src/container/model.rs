@@ -118,6 +118,13 @@ pub struct CreateRequest {
     pub healthcheck: Option<HealthConfig>,
     #[serde(default)]
     pub options: ProcessOptions,
+    /// `--stop-signal`: replaces the image's STOPSIGNAL.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`: how long `stop` waits before SIGKILL when the
+    /// caller gives no time (docker's 10 s otherwise).
+    #[serde(default)]
+    pub stop_timeout: Option<Duration>,
 }
 
 /// docker's process options beyond the basics: `--cap-add`/`--cap-drop`,
@@ -218,6 +225,9 @@ pub struct ContainerRecord {
     /// Validated and normalised (capabilities as `CAP_X`).
     #[serde(default)]
     pub options: ProcessOptions,
+    /// Seconds `stop` waits before SIGKILL when the caller gives no time.
+    #[serde(default)]
+    pub stop_timeout_secs: Option<u64>,
 }
 
 /// Written by the shim once the container's process runs.

@@ -50,6 +50,13 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
     }
     let healthcheck = resolve_healthcheck(request.healthcheck.as_ref(), image.healthcheck.as_ref())?;
     let options = super::process_options::validate(&request.options)?;
+    if let Some(signal) = request.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+        if super::manager::parse_signal(signal).is_none() {
+            return Err(ContainerError::InvalidRequest(format!(
+                "stop signal {signal:?} is unknown; use a name such as TERM or QUIT, or a number"
+            )));
+        }
+    }
     let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     let mut labels: std::collections::BTreeMap<String, String> = config.labels().clone().unwrap_or_default().into_iter().collect();
     labels.extend(request.labels.clone());
@@ -67,7 +74,10 @@ pub fn make(id: &str, name: String, request: &CreateRequest, image: &ImageInput)
         read_only: request.read_only,
         mounts: request.mounts.clone(),
         limits: request.limits.clone(),
-        stop_signal: non_empty(config.stop_signal()).unwrap_or_else(|| "SIGTERM".into()),
+        stop_signal: non_empty(&request.stop_signal)
+            .or_else(|| non_empty(config.stop_signal()))
+            .unwrap_or_else(|| "SIGTERM".into()),
+        stop_timeout_secs: request.stop_timeout.map(|t| t.as_secs()),
         auto_remove: request.auto_remove,
         created: state::now_rfc3339(),
         tty: request.tty,
@@ -193,6 +203,19 @@ mod tests {
         assert_eq!(make(ID, "n".into(), &request, &image()).unwrap().args, vec!["/bin/true"]);
         let request = CreateRequest { entrypoint: Some(String::new()), ..Default::default() };
         assert!(matches!(make(ID, "n".into(), &request, &image()), Err(ContainerError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn the_stop_signal_and_timeout_given_replace_the_images() {
+        let plain = CreateRequest { command: vec!["true".into()], ..Default::default() };
+        let record = make(ID, "n".into(), &plain, &image()).unwrap();
+        assert_eq!((record.stop_signal.as_str(), record.stop_timeout_secs), ("SIGTERM", None));
+        let given = CreateRequest { stop_signal: Some("SIGINT".into()), stop_timeout: Some(std::time::Duration::from_secs(3)), ..plain.clone() };
+        let record = make(ID, "n".into(), &given, &image()).unwrap();
+        assert_eq!((record.stop_signal.as_str(), record.stop_timeout_secs), ("SIGINT", Some(3)));
+        let bad = CreateRequest { stop_signal: Some("SIGNOPE".into()), ..plain };
+        let error = make(ID, "n".into(), &bad, &image()).unwrap_err().to_string();
+        assert!(error.contains("\"SIGNOPE\""), "{error}");
     }
 
     #[test]

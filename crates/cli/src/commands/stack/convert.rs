@@ -11,7 +11,8 @@ use std::path::Path;
 
 use shoal_proto::pb;
 
-use crate::compose::model::{self, ComposeFile, Condition, Service, VolumeKind};
+use crate::compose::model::{self, ComposeFile, Condition, Service};
+use crate::compose::service_parts;
 
 pub use shoal_proto::names::STACK_NAMESPACE_LABEL as NAMESPACE_LABEL;
 
@@ -58,7 +59,7 @@ pub fn convert(
 
     // Networks: the file's, plus `default` when a service names none.
     let mut network_names = BTreeMap::new();
-    let needs_default = file.services.values().any(|s| s.networks.0.is_empty() || s.networks.0.contains_key("default"));
+    let needs_default = service_parts::needs_default_network(file);
     let mut networks: Vec<(String, model::Network)> = file.networks.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
     if needs_default && !file.networks.contains_key("default") {
         networks.push(("default".into(), model::Network::default()));
@@ -155,44 +156,13 @@ fn service_spec(
     if service.restart.is_some() {
         warnings.push(format!("{} is ignored on a swarm: use deploy.restart_policy", at("restart")));
     }
-    let mut mounts = Vec::new();
-    for volume in &service.volumes {
-        let (kind, source) = match volume.kind {
-            VolumeKind::Bind => ("bind", volume.source.clone().unwrap_or_default()),
-            VolumeKind::Tmpfs => ("tmpfs", String::new()),
-            VolumeKind::Volume => ("volume", volume.source.as_ref().map(|s| format!("{stack}_{s}")).unwrap_or_default()),
-        };
-        mounts.push(pb::Mount {
-            r#type: kind.into(),
-            source,
-            target: volume.target.clone(),
-            readonly: volume.read_only,
-            tmpfs_size: volume.tmpfs_size.unwrap_or(0),
-            tmpfs_mode: volume.tmpfs_mode.unwrap_or(0),
-        });
-    }
-    for target in &service.tmpfs.0 {
-        mounts.push(pb::Mount { r#type: "tmpfs".into(), target: target.clone(), ..Default::default() });
-    }
-    // Every service answers to its short name on the stack's networks, as
-    // in docker, besides the aliases the file gives.
-    let attachments = if service.networks.0.is_empty() {
-        vec![pb::NetworkAttachmentConfig { target: network_names["default"].clone(), aliases: vec![key.to_string()], name: String::new() }]
-    } else {
-        let mut ordered: Vec<(&String, &model::ServiceNetwork)> = service.networks.0.iter().collect();
-        ordered.sort_by_key(|(_, n)| std::cmp::Reverse(n.priority.unwrap_or(0)));
-        ordered
-            .into_iter()
-            .map(|(network, options)| {
-                if options.ipv4_address.is_some() || options.ipv6_address.is_some() {
-                    warnings.push(format!("{} is ignored: addresses on overlays are assigned", at(&format!("networks.{network}.ipv4_address"))));
-                }
-                let mut aliases = vec![key.to_string()];
-                aliases.extend(options.aliases.iter().cloned());
-                pb::NetworkAttachmentConfig { target: network_names[network].clone(), aliases, name: String::new() }
-            })
-            .collect()
-    };
+    let mounts = service_parts::mounts(service, &|volume| format!("{stack}_{volume}"));
+    let attachments = service_parts::attachments(
+        key,
+        service,
+        &|network| network_names.get(network).cloned().unwrap_or_else(|| network.to_string()),
+        &mut |warning| warnings.push(warning),
+    );
     let reference = |r: &model::FileReference, names: &BTreeMap<&String, &String>| pb::FileReference {
         id: String::new(),
         name: names.get(&r.source).map(|n| n.to_string()).unwrap_or_else(|| r.source.clone()),
@@ -228,25 +198,8 @@ fn service_spec(
             .into(),
         });
     }
-    let extra_hosts = service
-        .extra_hosts
-        .pairs()
-        .map(|(entry, value)| {
-            // A list gives "host:ip" (or "host=ip", split already); a map gives host: ip.
-            let (host, address) = if value.is_empty() { entry.split_once(':').unwrap_or((entry, "")) } else { (entry, value) };
-            pb::HostEntry { name: host.to_string(), address: address.to_string() }
-        })
-        .collect();
     let limits = &deploy.resources.limits;
     let reservations = &deploy.resources.reservations;
-    let health = service.healthcheck.as_ref().map(|h| pb::HealthCheck {
-        test: if h.disable { vec!["NONE".into()] } else { h.test.as_ref().map(|t| t.0.clone()).unwrap_or_default() },
-        interval_ms: h.interval.map_or(0, |d| d.0),
-        timeout_ms: h.timeout.map_or(0, |d| d.0),
-        retries: h.retries.map_or(0, |r| u32::try_from(r.0).unwrap_or(u32::MAX)),
-        start_period_ms: h.start_period.map_or(0, |d| d.0),
-        start_interval_ms: h.start_interval.map_or(0, |d| d.0),
-    });
     let restart = deploy.restart_policy.clone().unwrap_or_default();
     let mut service_labels = labels(&deploy.labels);
     service_labels.insert("com.docker.stack.image".into(), service.image.clone().unwrap_or_default());
@@ -259,7 +212,7 @@ fn service_spec(
             image: service.image.clone().unwrap_or_default(),
             entrypoint: service.entrypoint.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
             args: service.command.as_ref().map(|w| w.0.clone()).unwrap_or_default(),
-            env: service.environment.pairs().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: service_parts::environment(service),
             workdir: service.working_dir.clone().unwrap_or_default(),
             user: service.user.clone().unwrap_or_default(),
             hostname: service.hostname.clone().unwrap_or_default(),
@@ -275,7 +228,7 @@ fn service_spec(
                 pids_limit: limits.pids.map_or(0, |p| p.0),
             }),
             networks: attachments,
-            dns: Some(pb::DnsConfig { nameservers: service.dns.0.clone(), search: service.dns_search.0.clone(), options: service.dns_opt.0.clone() }),
+            dns: Some(service_parts::dns(service)),
             secrets: service.secrets.iter().map(|r| reference(r, secret_names)).collect(),
             configs: service
                 .configs
@@ -290,16 +243,9 @@ fn service_spec(
                 })
                 .collect(),
             registry_auth: None,
-            healthcheck: health,
+            healthcheck: service_parts::healthcheck(service),
             force_update: 0,
-            options: Some(pb::ProcessOptions {
-                cap_add: service.cap_add.clone(),
-                cap_drop: service.cap_drop.clone(),
-                sysctls: service.sysctls.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ulimits: service.ulimits.iter().map(|(name, u)| pb::Ulimit { name: name.clone(), soft: u.soft, hard: u.hard }).collect(),
-                init: service.init.is_some_and(|f| f.0),
-                extra_hosts,
-            }),
+            options: Some(service_parts::process_options(service)),
             tty: service.tty.is_some_and(|f| f.0),
             open_stdin: service.stdin_open.is_some_and(|f| f.0),
         }),

@@ -210,7 +210,7 @@ pub async fn run(command: StackCommand, connect: &ConnectArgs) -> CliResult {
 }
 
 /// The merged, interpolated file as YAML (also what the file hash covers).
-fn merged_text(project: &compose::Project) -> CliResult<String> {
+pub(crate) fn merged_text(project: &compose::Project) -> CliResult<String> {
     serde_yaml_ng::to_string(&project.merged).map_err(|e| CliError::msg(format!("cannot print the merged file: {e}")))
 }
 
