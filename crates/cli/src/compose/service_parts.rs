@@ -1,8 +1,9 @@
-//! The parts of a compose service that every target takes alike: a
-//! swarm service's task (`stack deploy`) and a plain container (`compose
-//! up`) get the same mounts, health check, process options, DNS and
-//! environment from the same keys. What differs between them (names,
-//! replicas, ports, placement) stays with each target.
+//! The parts of a compose file that every target takes alike: a swarm
+//! service's task (`stack deploy`) and a plain container (`compose up`)
+//! get the same mounts, health check, process options, DNS and environment
+//! from the same keys, and top-level objects the same names. What differs
+//! between them (drivers, replicas, ports, placement) stays with each
+//! target.
 
 use shoal_proto::pb;
 
@@ -109,8 +110,23 @@ pub fn attachments(
         .collect()
 }
 
-/// Every network key some service uses without the file declaring it:
-/// only `default` can be (the loader refuses other undeclared names).
-pub fn needs_default_network(file: &model::ComposeFile) -> bool {
-    file.services.values().any(|s| s.networks.0.is_empty() || s.networks.0.contains_key("default"))
+/// The file's networks, plus `default` when a service names none (the
+/// only network a file may use undeclared).
+pub fn networks(file: &model::ComposeFile) -> Vec<(String, model::Network)> {
+    let mut networks: Vec<(String, model::Network)> = file.networks.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
+    let needs_default = file.services.values().any(|s| s.networks.0.is_empty() || s.networks.0.contains_key("default"));
+    if needs_default && !file.networks.contains_key("default") {
+        networks.push(("default".into(), model::Network::default()));
+    }
+    networks
+}
+
+/// A top-level object's full name: an external one's own (`external.name`,
+/// `name`, or the key), else `name` or `PROJECT_key`.
+pub fn object_name(project: &str, key: &str, external: &model::External, name: &Option<String>) -> String {
+    if external.external {
+        external.name.clone().or(name.clone()).unwrap_or_else(|| key.to_string())
+    } else {
+        name.clone().unwrap_or_else(|| format!("{project}_{key}"))
+    }
 }

@@ -48,6 +48,7 @@ pub async fn up(shoal_exe: &Path, options: &UpOptions) -> anyhow::Result<Cluster
 
     let index = registry::reserve(name)?;
     let mut state = ClusterState::new(name, index, options.network_only, options.owner_pid);
+    state.no_swarm = options.no_swarm;
     let roles = (0..options.managers)
         .map(|_| Role::Manager)
         .chain((0..options.workers).map(|_| Role::Worker));
@@ -118,7 +119,9 @@ pub async fn add(shoal_exe: &Path, name: &str, role: Role) -> anyhow::Result<Hos
     host.pid = Some(pid);
     state.host_mut(&host.name)?.pid = Some(pid);
     state.save()?;
-    swarm::join_later(shoal_exe, &state, &host).await?;
+    if !state.no_swarm {
+        swarm::join_later(shoal_exe, &state, &host).await?;
+    }
     Ok(host)
 }
 

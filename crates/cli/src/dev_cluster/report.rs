@@ -94,12 +94,14 @@ pub fn print_up(state: &ClusterState) {
             first.name
         );
     } else {
+        // Standalone nodes have no node list; their containers are theirs.
+        let command = if state.no_swarm { "container ls" } else { "node ls" };
         println!("Reach a host with either of:");
         println!(
-            "  shoal dev-cluster exec {}{name_flag} -- shoal node ls",
+            "  shoal dev-cluster exec {}{name_flag} -- shoal {command}",
             first.name
         );
-        println!("  shoal -H {} node ls", first.host_uri());
+        println!("  shoal -H {} {command}", first.host_uri());
     }
     println!("Remove the cluster with:");
     println!("  shoal dev-cluster down{name_flag}");

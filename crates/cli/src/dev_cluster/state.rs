@@ -20,6 +20,9 @@ pub struct ClusterState {
     pub bridge_address: Ipv4Addr,
     /// Hosts without daemons: only namespaces and links (plumbing checks).
     pub network_only: bool,
+    /// Daemons that form no swarm (`up --no-swarm`): standalone nodes.
+    #[serde(default)]
+    pub no_swarm: bool,
     /// Process that asked for this cluster (the test harness); once it is
     /// gone, the next `up` may remove the cluster as abandoned.
     pub owner_pid: Option<u32>,
@@ -82,6 +85,7 @@ impl ClusterState {
             bridge: plan::bridge_name(index),
             bridge_address: plan::bridge_address(index),
             network_only,
+            no_swarm: false,
             owner_pid,
             hosts: Vec::new(),
         }

@@ -118,7 +118,6 @@ pub fn project_name_from_dir(dir: &Path) -> String {
 pub fn convert(project: &str, file: &ComposeFile, environment: &BTreeMap<String, String>) -> Result<LocalProject, String> {
     check_project_name(project)?;
     let mut out = LocalProject { name: project.to_string(), ..Default::default() };
-    let scoped = |key: &str, name: &Option<String>| name.clone().unwrap_or_else(|| format!("{project}_{key}"));
     let project_labels = |own: &model::KeyValues| -> BTreeMap<String, String> {
         let mut labels: BTreeMap<String, String> = own.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         labels.insert(PROJECT_LABEL.into(), project.into());
@@ -127,15 +126,11 @@ pub fn convert(project: &str, file: &ComposeFile, environment: &BTreeMap<String,
 
     // Networks: the file's, plus `default` when a service names none.
     let mut network_names = BTreeMap::new();
-    let mut networks: Vec<(String, model::Network)> = file.networks.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
-    if service_parts::needs_default_network(file) && !file.networks.contains_key("default") {
-        networks.push(("default".into(), model::Network::default()));
-    }
-    for (key, network) in networks {
+    for (key, network) in service_parts::networks(file) {
+        let name = service_parts::object_name(project, &key, &network.external, &network.name);
+        network_names.insert(key.clone(), name.clone());
         if network.external.external {
-            let name = network.external.name.clone().or(network.name.clone()).unwrap_or_else(|| key.clone());
-            out.external_networks.push(name.clone());
-            network_names.insert(key, name);
+            out.external_networks.push(name);
             continue;
         }
         match network.driver.as_deref() {
@@ -153,7 +148,6 @@ pub fn convert(project: &str, file: &ComposeFile, environment: &BTreeMap<String,
             }
         }
         let pool = network.ipam.as_ref().and_then(|ipam| ipam.config.first()).cloned().unwrap_or_default();
-        let name = scoped(&key, &network.name);
         let mut labels = project_labels(&network.labels);
         labels.insert(NETWORK_LABEL.into(), key.clone());
         out.networks.push(pb::NetworkSpec {
@@ -167,7 +161,6 @@ pub fn convert(project: &str, file: &ComposeFile, environment: &BTreeMap<String,
             options: network.driver_opts.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ingress: false,
         });
-        network_names.insert(key, name);
     }
 
     // Named volumes, made on first use as docker compose does.
@@ -175,11 +168,7 @@ pub fn convert(project: &str, file: &ComposeFile, environment: &BTreeMap<String,
     for (key, volume) in &file.volumes {
         let volume = volume.clone().unwrap_or_default();
         let external = volume.external.external;
-        let name = if external {
-            volume.external.name.clone().or(volume.name.clone()).unwrap_or_else(|| key.clone())
-        } else {
-            scoped(key, &volume.name)
-        };
+        let name = service_parts::object_name(project, key, &volume.external, &volume.name);
         if volume.driver.as_deref().is_some_and(|d| d != "local") {
             out.warnings.push(format!("volumes.{key}.driver is ignored: volumes on this node use the local driver"));
         }

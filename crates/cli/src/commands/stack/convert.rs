@@ -55,23 +55,16 @@ pub fn convert(
         labels.insert(NAMESPACE_LABEL.into(), stack.into());
         labels
     };
-    let scoped = |key: &str, name: &Option<String>| name.clone().unwrap_or_else(|| format!("{stack}_{key}"));
 
     // Networks: the file's, plus `default` when a service names none.
     let mut network_names = BTreeMap::new();
-    let needs_default = service_parts::needs_default_network(file);
-    let mut networks: Vec<(String, model::Network)> = file.networks.iter().map(|(k, v)| (k.clone(), v.clone().unwrap_or_default())).collect();
-    if needs_default && !file.networks.contains_key("default") {
-        networks.push(("default".into(), model::Network::default()));
-    }
-    for (key, network) in networks {
+    for (key, network) in service_parts::networks(file) {
+        let name = service_parts::object_name(stack, &key, &network.external, &network.name);
+        network_names.insert(key.clone(), name.clone());
         if network.external.external {
-            let name = network.external.name.clone().or(network.name.clone()).unwrap_or_else(|| key.clone());
-            out.external_networks.push(name.clone());
-            network_names.insert(key, name);
+            out.external_networks.push(name);
             continue;
         }
-        let name = scoped(&key, &network.name);
         let driver = match network.driver.as_deref() {
             None | Some("overlay") => pb::NetworkDriver::Overlay,
             Some(other) => return Err(format!("networks.{key}.driver {other:?} cannot be used on a swarm; use overlay")),
@@ -94,17 +87,12 @@ pub fn convert(
             options: network.driver_opts.pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ingress: false,
         });
-        network_names.insert(key, name);
     }
 
     // Secrets and configs, with their content read now.
     for (kind, objects, out_list) in [("secrets", &file.secrets, &mut out.secrets), ("configs", &file.configs, &mut out.configs)] {
         for (key, object) in objects {
-            let name = if object.external.external {
-                object.external.name.clone().or(object.name.clone()).unwrap_or_else(|| key.clone())
-            } else {
-                scoped(key, &object.name)
-            };
+            let name = service_parts::object_name(stack, key, &object.external, &object.name);
             let data = if object.external.external {
                 None
             } else if let Some(path) = &object.file {
