@@ -8,7 +8,8 @@ name="$1" role="$2" addr="$3" first="$4"
 
 install -m 0755 /shoal/target/release/shoal /usr/local/bin/shoal
 install -m 0644 /shoal/deploy/systemd/shoal.service /etc/systemd/system/shoal.service
-echo "SHOAL_DAEMON_OPTS=\"--node-name ${name}\"" > /etc/default/shoal
+# Metrics on the VM's own address: deploy/prometheus/vagrant.yml scrapes them.
+echo "SHOAL_DAEMON_OPTS=\"--node-name ${name} --metrics-addr ${addr}:9323\"" > /etc/default/shoal
 systemctl daemon-reload
 systemctl enable --now shoal.service
 for _ in $(seq 100); do [ -S /run/shoal/shoal.sock ] && break; sleep 0.2; done

@@ -32,3 +32,4 @@ mod health;
 mod process_options;
 mod stacks;
 mod compose;
+mod metrics;

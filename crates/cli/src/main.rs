@@ -58,6 +58,15 @@ enum Command {
         /// The default bridge network's device; `none` makes no default network (containers get --network none)
         #[arg(long, value_name = "shoal0|none", default_value = "shoal0")]
         bridge: String,
+        /// Serve Prometheus metrics at http://IP:PORT/metrics (off by default)
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_addr: Option<String>,
+        /// Least severe log lines written
+        #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
+        log_level: String,
+        /// text for people, json (one object per line) for log collectors
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Manage the swarm
     #[command(subcommand)]
@@ -184,8 +193,21 @@ fn validate_registry(value: &str) -> Result<(), CliError> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Daemon { data_root, exec_root, node_name, insecure_registries, cgroup_parent, labels, default_address_pool, bridge } => {
-            init_logging();
+        Command::Daemon {
+            data_root,
+            exec_root,
+            node_name,
+            insecure_registries,
+            cgroup_parent,
+            labels,
+            default_address_pool,
+            bridge,
+            metrics_addr,
+            log_level,
+            log_format,
+        } => {
+            init_logging(&log_level, log_format == "json");
+            let metrics_addr = metrics_addr.as_deref().map(daemon::parse_metrics_address).transpose().map_err(CliError::msg)?;
             for registry in &insecure_registries {
                 validate_registry(registry)?;
             }
@@ -231,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 engine_labels,
                 address_pool,
                 default_bridge,
+                metrics_addr,
             })
             .await
         }
@@ -265,8 +288,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn,hickory_server=warn,hickory_proto=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+/// `--log-level` over Shoal's own lines (RUST_LOG, when set, wins: it can
+/// name modules); the libraries beneath stay at warn unless asked for.
+fn init_logging(level: &str, json: bool) {
+    let quiet = ["openraft", "sled", "h2", "tower", "hickory_server", "hickory_proto"];
+    let default = std::iter::once(level.to_string())
+        .chain(quiet.iter().map(|library| {
+            let library_level = match level {
+                "debug" | "trace" | "error" => level,
+                _ => "warn",
+            };
+            format!("{library}={library_level}")
+        }))
+        .collect::<Vec<_>>()
+        .join(",");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
 }

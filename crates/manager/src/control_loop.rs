@@ -31,7 +31,7 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Runs a leader loop around a pure `pass`: one pass per burst of store
 /// changes, and at the deadline the last pass named.
-pub async fn drive(manager: Arc<Manager>, what: &str, pass: fn(&StoreState, u64) -> Plan) {
+pub async fn drive(manager: Arc<Manager>, what: &'static str, pass: fn(&StoreState, u64) -> Plan) {
     let mut events = manager.store.watch();
     // A new leader may not have applied everything committed before it
     // took over; planning on a stale store would duplicate tasks.
@@ -41,7 +41,12 @@ pub async fn drive(manager: Arc<Manager>, what: &str, pass: fn(&StoreState, u64)
     }
     loop {
         let now = crate::store::now_ms();
+        let planning = std::time::Instant::now();
         let plan = manager.store.view(|s| pass(s, now));
+        crate::metrics::metrics()
+            .plan_seconds
+            .get_or_create(&crate::metrics::LoopName { control_loop: what })
+            .observe(planning.elapsed().as_secs_f64());
         // Written concurrently: the proposer puts them into one Raft entry,
         // and each transaction still applies (or fails) on its own.
         let writes = plan.transactions.into_iter().map(|ops| manager.write(Transaction::new(ops)));

@@ -29,7 +29,13 @@ pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> 
     tokio::spawn(async move {
         let mut metrics = manager.raft.metrics();
         let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        let mut last_leader = None;
         loop {
+            let leader = metrics.borrow().current_leader;
+            if leader.is_some() && leader != last_leader {
+                crate::metrics::metrics().leader_changes.inc();
+                last_leader = leader;
+            }
             let leading = metrics.borrow().current_leader == Some(manager.raft_id)
                 && metrics.borrow().state == openraft::ServerState::Leader;
             match (leading, running.is_some()) {

@@ -30,6 +30,7 @@ pub mod leader;
 pub mod lock_beacon;
 pub mod log_broker;
 pub mod manager;
+pub mod metrics;
 pub mod node_health;
 pub mod orchestrator;
 pub mod raft;

@@ -42,6 +42,9 @@ pub async fn run(manager: Arc<Manager>) {
                     if status == node.status && reachable == node.manager_reachable {
                         return None;
                     }
+                    if status == NodeStatus::Down && node.status != NodeStatus::Down {
+                        crate::metrics::metrics().heartbeat_timeouts.inc();
+                    }
                     let mut updated = node.clone();
                     updated.status = status;
                     updated.manager_reachable = reachable;

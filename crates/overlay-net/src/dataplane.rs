@@ -160,6 +160,16 @@ impl Dataplane {
         &self.dns
     }
 
+    /// The WireGuard device's peers with their counters; none before the
+    /// node joins a swarm or when the device does not answer.
+    pub async fn wireguard_peers(&self) -> Vec<crate::wireguard::PeerStatus> {
+        let device = self.state.lock().await.overlay.as_ref().map(|o| o.device.clone());
+        match device {
+            Some(device) => device.peers().await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
     fn key_path(&self) -> PathBuf {
         self.state_dir.join("wireguard").join("private.key")
     }

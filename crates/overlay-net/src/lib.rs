@@ -12,5 +12,6 @@ pub mod dataplane;
 pub mod local;
 pub mod directory;
 pub mod load_balancer;
+pub mod metrics;
 pub mod conntrack;
 pub mod dns;

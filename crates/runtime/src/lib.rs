@@ -5,6 +5,7 @@ pub mod commit;
 pub mod container;
 pub mod image;
 pub mod launcher;
+pub mod metrics;
 pub mod shim;
 pub mod volume;
 #[cfg(feature = "test-support")]

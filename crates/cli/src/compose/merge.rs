@@ -42,8 +42,8 @@ fn merge_entry(base: &mut Value, over: Value, path: &mut Vec<String>) {
             }
             *base = Value::Mapping(merged);
         }
-        Some("volumes") => *base = merge_by(std::mem::take(base), over, |v| volume_target(v)),
-        Some("secrets" | "configs") => *base = merge_by(std::mem::take(base), over, |v| reference_source(v)),
+        Some("volumes") => *base = merge_by(std::mem::take(base), over, volume_target),
+        Some("secrets" | "configs") => *base = merge_by(std::mem::take(base), over, reference_source),
         _ => match (&mut *base, over) {
             (Value::Sequence(items), Value::Sequence(more)) => {
                 for item in more {

@@ -8,6 +8,7 @@ mod copy_api;
 mod exec_api;
 mod image_pinning;
 mod local_api;
+mod metrics_endpoint;
 mod networks_api;
 mod node;
 mod registry_api;
@@ -49,7 +50,11 @@ pub struct DaemonOptions {
     pub address_pool: shoal_overlay_net::local::AddressPool,
     /// Whether the node has the default bridge network (`--bridge none`: no).
     pub default_bridge: bool,
+    /// `--metrics-addr`: where to serve Prometheus metrics (off when `None`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
+
+pub use metrics_endpoint::parse_address as parse_metrics_address;
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_root)
@@ -62,6 +67,11 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.exec_root)
         .with_context(|| format!("cannot create exec root {}", options.exec_root.display()))?;
     tracing::info!(data_root = %options.data_root.display(), exec_root = %options.exec_root.display(), %hostname, insecure_registries = ?options.insecure_registries, "starting");
+    // Bound first: a port in use stops the daemon before it touches anything.
+    let metrics_listener = match options.metrics_addr {
+        Some(address) => Some(metrics_endpoint::bind(address).await?),
+        None => None,
+    };
 
     let slot = ManagerSlot::default();
     let node_cell: Arc<Mutex<Option<Arc<RunningNode>>>> = Arc::new(Mutex::new(None));
@@ -110,6 +120,10 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     )
     .await;
     runtime.networks = Some(container_networks.clone());
+    if let Some(listener) = metrics_listener {
+        let registry = metrics_endpoint::registry(runtime.containers.clone(), networks.clone(), slot.clone());
+        metrics_endpoint::serve(listener, registry)?;
+    }
     let node_runtime = Arc::new(NodeRuntime {
         tasks: shoal_agent::TaskRuntime {
             images: runtime.images.clone(),

@@ -17,6 +17,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon may take to shut down after SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 const LOG_TAIL_LINES: usize = 20;
+/// Each host serves Prometheus metrics on its own address at this port
+/// (docker's customary one).
+pub const METRICS_PORT: u16 = 9323;
 
 /// The daemon of `host` as recorded in the state, or in its pid file when
 /// the state is gone; `None` when neither knows one.
@@ -73,6 +76,9 @@ pub async fn start(shoal_exe: &Path, host: &HostState) -> anyhow::Result<u32> {
         // there) speaks plain HTTP, as a loopback registry may.
         .arg("--insecure-registry")
         .arg(super::plan::bridge_address(host.address.octets()[2]).to_string())
+        // Every host is scrapable (deploy/prometheus/dev-cluster.yml).
+        .arg("--metrics-addr")
+        .arg(format!("{}:{}", host.address, METRICS_PORT))
         .current_dir(host.dir())
         // Never the caller's pipes: a test capturing `up`'s output would
         // otherwise wait for the daemons to exit.

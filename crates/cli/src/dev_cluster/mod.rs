@@ -29,7 +29,6 @@ use anyhow::{bail, Context};
 
 use self::plan::Role;
 use self::process::{Stop, Tracked};
-use crate::output::Format;
 use self::state::ClusterState;
 
 #[derive(Debug, clap::Args)]
@@ -73,9 +72,9 @@ pub enum DevClusterCommand {
     Ls {
         #[command(flatten)]
         cluster: ClusterName,
-        /// Output format.
+        /// Output format: table, json, or prometheus (file_sd targets of every host's metrics)
         #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        format: report::LsFormat,
     },
     /// Run a command inside a host's network namespace, with SHOAL_HOST
     /// pointing at that host's daemon.

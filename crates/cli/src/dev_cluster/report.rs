@@ -8,7 +8,6 @@ use tabled::{Table, Tabled};
 
 use super::daemon;
 use super::state::{ClusterState, HostState};
-use crate::output::Format;
 
 /// One host as `ls` shows it.
 #[derive(Serialize, Tabled)]
@@ -49,11 +48,35 @@ fn row(host: &HostState) -> HostRow {
     }
 }
 
-pub fn print_hosts(state: &ClusterState, format: Format) -> anyhow::Result<()> {
+/// How `dev-cluster ls` prints.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum LsFormat {
+    #[default]
+    Table,
+    Json,
+    /// Prometheus file_sd targets: every host's metrics endpoint
+    /// (deploy/prometheus/dev-cluster.yml reads them).
+    Prometheus,
+}
+
+pub fn print_hosts(state: &ClusterState, format: LsFormat) -> anyhow::Result<()> {
     let rows: Vec<HostRow> = state.hosts.iter().map(row).collect();
     match format {
-        Format::Table => println!("{}", render(rows)),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        LsFormat::Table => println!("{}", render(rows)),
+        LsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        LsFormat::Prometheus => {
+            let groups: Vec<serde_json::Value> = state
+                .hosts
+                .iter()
+                .map(|host| {
+                    serde_json::json!({
+                        "targets": [format!("{}:{}", host.address, daemon::METRICS_PORT)],
+                        "labels": {"cluster": state.name, "host": host.name, "role": host.role.to_string()},
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&groups)?);
+        }
     }
     Ok(())
 }

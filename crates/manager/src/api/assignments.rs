@@ -120,6 +120,9 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             || !message.services_removed.is_empty()
             || !message.files_changed.is_empty()
             || !message.files_removed.is_empty();
+        if has_news {
+            crate::metrics::metrics().assignments_sent.inc();
+        }
         if has_news && tx.send(Ok(message)).await.is_err() {
             return;
         }

@@ -151,6 +151,16 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         }
         let store = self.manager.store.clone();
         tokio::spawn(async move {
+            let sessions = &crate::metrics::metrics().sessions;
+            sessions.inc();
+            // Counted down however the session ends.
+            struct Served;
+            impl Drop for Served {
+                fn drop(&mut self) {
+                    crate::metrics::metrics().sessions.dec();
+                }
+            }
+            let _served = Served;
             let mut events = store.watch();
             let mut last: Option<pb::SessionMessage> = None;
             loop {

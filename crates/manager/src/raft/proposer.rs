@@ -55,13 +55,18 @@ impl Proposer {
 
     /// Commits `txn` (this manager must lead) and returns its outcome.
     pub async fn propose(&self, txn: Transaction) -> Result<TxnOutcome, ProposeError> {
+        let proposed = std::time::Instant::now();
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send(Pending { txn, reply })
             .map_err(|_| ProposeError::Raft("the manager is shutting down".into()))?;
-        outcome
+        let outcome = outcome
             .await
-            .unwrap_or_else(|_| Err(ProposeError::Raft("the manager is shutting down".into())))
+            .unwrap_or_else(|_| Err(ProposeError::Raft("the manager is shutting down".into())));
+        if outcome.is_ok() {
+            crate::metrics::metrics().proposal_seconds.observe(proposed.elapsed().as_secs_f64());
+        }
+        outcome
     }
 }
 

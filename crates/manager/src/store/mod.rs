@@ -444,6 +444,7 @@ impl Store {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             state.apply(index, txn)
         };
+        crate::metrics::count_changes(&changes);
         if !changes.is_empty() {
             // No receivers is fine: nobody is watching yet.
             let _ = self.events.send(StoreEvent { index, changes });

@@ -238,6 +238,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler) {
                 return;
             }
         };
+        let asked = std::time::Instant::now();
         for i in 0..count {
             let Some((bytes, client)) = batch.datagram(i) else { continue };
             let Ok(request) = Message::from_vec(bytes) else { continue };
@@ -248,16 +249,21 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler) {
                 [query] if request.metadata.op_code == OpCode::Query => query.clone(),
                 _ => {
                     let code = if request.metadata.op_code == OpCode::Query { ResponseCode::FormErr } else { ResponseCode::NotImp };
+                    crate::metrics::dns_answered(code, asked);
                     replies.extend(encode_udp(&request, Reply::code(code, false)).map(|bytes| (bytes, client)));
                     continue;
                 }
             };
             match handler.decide(&query) {
-                Decision::Reply(reply) => replies.extend(encode_udp(&request, reply).map(|bytes| (bytes, client))),
+                Decision::Reply(reply) => {
+                    crate::metrics::dns_answered(reply.code, asked);
+                    replies.extend(encode_udp(&request, reply).map(|bytes| (bytes, client)));
+                }
                 Decision::Forward(upstreams) => {
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::spawn(async move {
                         let reply = handler.forward(&query, &upstreams).await;
+                        crate::metrics::dns_answered(reply.code, asked);
                         if let Some(bytes) = encode_udp(&request, reply) {
                             send_one(&socket, &bytes, client).await;
                         }
@@ -327,6 +333,7 @@ impl RequestHandler for Handler {
             edns
         });
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let asked = std::time::Instant::now();
         let reply = match request.request_info() {
             Ok(info) if request.metadata.message_type == MessageType::Query && request.metadata.op_code == OpCode::Query => {
                 self.reply(info.query.original()).await
@@ -334,6 +341,7 @@ impl RequestHandler for Handler {
             Ok(_) => Reply::code(ResponseCode::NotImp, false),
             Err(_) => Reply::code(ResponseCode::FormErr, false),
         };
+        crate::metrics::dns_answered(reply.code, asked);
         let metadata = response_metadata(&request.metadata, &reply);
         let message = builder.build(metadata, reply.answers.iter(), reply.authorities.iter(), std::iter::empty(), reply.additionals.iter());
         match response.send_response(message).await {

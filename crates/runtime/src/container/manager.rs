@@ -108,6 +108,9 @@ impl Entry {
 
     fn exited(&self, exit: ExitInfo) {
         let was_running = matches!(*self.phase.borrow(), Phase::Running(_));
+        if was_running && exit.oom_killed {
+            crate::metrics::metrics().oom_kills.inc();
+        }
         self.phase.send_replace(Phase::Exited(exit));
         self.log_closed.send_replace(true);
         // docker's status once a container's monitor stops.
@@ -368,6 +371,7 @@ impl ContainerManager {
     }
 
     async fn start_with(self: &Arc<Self>, name: &str, attach: bool) -> Result<Option<super::Attachment>> {
+        let asked = std::time::Instant::now();
         let entry = self.find(name)?;
         if !matches!(*entry.phase.borrow(), Phase::Created) {
             return Err(ContainerError::InvalidRequest(format!(
@@ -425,6 +429,7 @@ impl ContainerManager {
                 started_at: state::now_rfc3339(),
             });
             entry.phase.send_replace(Phase::Running(started.clone()));
+            crate::metrics::metrics().container_start_seconds.observe(asked.elapsed().as_secs_f64());
             self.monitor_health(&entry, &started, true);
             match pidfd {
                 Some(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),

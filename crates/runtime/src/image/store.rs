@@ -165,6 +165,8 @@ impl ImageStore {
         progress: &dyn ProgressSink,
     ) -> Result<Image> {
         let result = self.pull_inner(reference, auth, progress).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        crate::metrics::metrics().image_pulls.get_or_create(&crate::metrics::ResultLabel { result: outcome }).inc();
         if result.is_err() {
             // Leave nothing from a failed pull behind (other pulls' content is pinned).
             if let Err(e) = self.collect_garbage().await {
@@ -673,6 +675,7 @@ impl ImageStore {
             .client
             .fetch_blob(&source.reference, digest, size, &temp, on_bytes)
             .await?;
+        crate::metrics::metrics().image_pull_bytes.inc_by(size);
         self.persist_blob(temp, digest)
     }
 
