@@ -33,3 +33,4 @@ mod process_options;
 mod stacks;
 mod compose;
 mod metrics;
+mod events;

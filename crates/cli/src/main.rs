@@ -67,6 +67,9 @@ enum Command {
         /// text for people, json (one object per line) for log collectors
         #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// How many swarm events a manager keeps for `shoal events --since` (0: no swarm events)
+        #[arg(long, value_name = "N", default_value_t = shoal_manager::events::DEFAULT_CAPACITY)]
+        event_history: usize,
     },
     /// Manage the swarm
     #[command(subcommand)]
@@ -119,6 +122,8 @@ enum Command {
     Commit(commands::commit::CommitArgs),
     /// Show what this node knows about itself and its swarm
     Info(commands::swarm::InfoArgs),
+    /// Stream what happens: the swarm's events and, on a node, its containers', images' and volumes'
+    Events(commands::events::EventsArgs),
     /// A local multi-node cluster on network namespaces
     #[command(subcommand)]
     DevCluster(dev_cluster::DevClusterCommand),
@@ -205,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             metrics_addr,
             log_level,
             log_format,
+            event_history,
         } => {
             init_logging(&log_level, log_format == "json");
             let metrics_addr = metrics_addr.as_deref().map(daemon::parse_metrics_address).transpose().map_err(CliError::msg)?;
@@ -254,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 address_pool,
                 default_bridge,
                 metrics_addr,
+                event_history,
             })
             .await
         }
@@ -263,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(command) => Ok(commands::service::run(*command, &cli.connect).await?),
         Command::Stack(command) => Ok(commands::stack::run(command, &cli.connect).await?),
         Command::Compose(args) => Ok(commands::compose::run(args, &cli.connect).await?),
+        Command::Events(args) => Ok(commands::events::run(args, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),

@@ -25,6 +25,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod control_loop;
 pub mod errors;
+pub mod events;
 pub mod image_pinning;
 pub mod leader;
 pub mod lock_beacon;

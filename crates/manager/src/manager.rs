@@ -38,6 +38,8 @@ pub struct ManagerConfig<'a> {
     /// How the Raft data under `data_dir` is kept on disk: encrypted with
     /// a data key (the key file beside the node's TLS key).
     pub at_rest: AtRest,
+    /// How many swarm events the manager keeps for `events --since`.
+    pub event_history: usize,
 }
 
 pub struct Manager {
@@ -101,7 +103,7 @@ impl Manager {
                 .map_err(|e| ManagerError::Internal(format!("opening raft storage: {e}")))?
                 .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?
         };
-        let store = Store::new();
+        let store = Store::with_event_history(config.event_history);
         let (log_store, state_machine) = open_storage(&db, &raft_dir, store.clone(), sealer)
             .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let contacts = PeerContacts::default();

@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod container;
+pub mod events;
 pub mod image;
 pub mod launcher;
 pub mod metrics;

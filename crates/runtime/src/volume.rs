@@ -91,6 +91,7 @@ impl VolumeStore {
         let metadata = Metadata { created_at: crate::container::state::now_rfc3339(), labels };
         crate::container::state::write_json(&dir.join(METADATA_FILE), &metadata)
             .map_err(|e| ContainerError::io(format!("recording volume {name}"), e))?;
+        crate::events::emit(crate::events::Subject::Volume, "create", &name, &name, &[]);
         self.inspect(&name)
     }
 
@@ -136,7 +137,9 @@ impl VolumeStore {
             )));
         }
         let dir = volume.mountpoint.parent().unwrap_or(&volume.mountpoint).to_path_buf();
-        std::fs::remove_dir_all(&dir).map_err(|e| ContainerError::io(format!("removing volume {name}"), e))
+        std::fs::remove_dir_all(&dir).map_err(|e| ContainerError::io(format!("removing volume {name}"), e))?;
+        crate::events::emit(crate::events::Subject::Volume, "destroy", name, name, &[]);
+        Ok(())
     }
 
     /// `volume prune`: removes every volume no container uses; the names

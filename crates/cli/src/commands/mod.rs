@@ -5,6 +5,7 @@ pub mod commit;
 pub mod compose;
 pub mod config;
 pub mod container;
+pub mod events;
 pub mod context;
 pub mod container_ls;
 pub mod cp;

@@ -5,6 +5,7 @@
 mod attach_api;
 mod autolock;
 mod copy_api;
+mod events_api;
 mod exec_api;
 mod image_pinning;
 mod local_api;
@@ -52,9 +53,16 @@ pub struct DaemonOptions {
     pub default_bridge: bool,
     /// `--metrics-addr`: where to serve Prometheus metrics (off when `None`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `--event-history`: how many swarm events a manager keeps.
+    pub event_history: usize,
 }
 
 pub use metrics_endpoint::parse_address as parse_metrics_address;
+
+/// Set only by the observability benchmark (`cargo bench --bench
+/// observability`), for its comparison run: the daemon then serves no
+/// metrics and keeps no swarm events, whatever its flags say.
+pub const BENCH_OBSERVABILITY_OFF_ENV: &str = "SHOAL_BENCH_OBSERVABILITY_OFF";
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_root)
@@ -67,8 +75,14 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.exec_root)
         .with_context(|| format!("cannot create exec root {}", options.exec_root.display()))?;
     tracing::info!(data_root = %options.data_root.display(), exec_root = %options.exec_root.display(), %hostname, insecure_registries = ?options.insecure_registries, "starting");
+    // The node's event history is complete from now on (`events --since`).
+    let _ = shoal_runtime::events::events();
     // Bound first: a port in use stops the daemon before it touches anything.
-    let metrics_listener = match options.metrics_addr {
+    let observability_off = std::env::var_os(BENCH_OBSERVABILITY_OFF_ENV).is_some();
+    if observability_off {
+        tracing::warn!("{BENCH_OBSERVABILITY_OFF_ENV} is set: no metrics endpoint and no swarm events (a benchmark's comparison run)");
+    }
+    let metrics_listener = match options.metrics_addr.filter(|_| !observability_off) {
         Some(address) => Some(metrics_endpoint::bind(address).await?),
         None => None,
     };
@@ -132,6 +146,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             task_files: options.exec_root.join("task-files"),
         },
         engine_labels: options.engine_labels.clone(),
+        event_history: if observability_off { 0 } else { options.event_history },
         swarm_attachments,
         runtime_api: runtime.clone(),
     });

@@ -51,6 +51,8 @@ fn raft_at_rest(dir: &SwarmDir) -> AtRest {
 pub struct NodeRuntime {
     pub tasks: TaskRuntime,
     pub engine_labels: BTreeMap<String, String>,
+    /// How many swarm events this node keeps when it is a manager.
+    pub event_history: usize,
     /// Standalone containers on attachable overlays ask the managers
     /// through the swarm node this daemon runs.
     pub swarm_attachments: super::networks_api::SwarmAttachments,
@@ -267,6 +269,7 @@ impl RunningNode {
             data_dir: &self.dir.raft_dir(),
             tls: self.client_tls.clone(),
             at_rest: raft_at_rest(&self.dir),
+            event_history: self.runtime.event_history,
         })
         .await?;
         // Services' images are pinned to digests by this node's image store,

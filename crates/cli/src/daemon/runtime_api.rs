@@ -249,6 +249,12 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(pb::ImageRef { name: target.familiar() }))
     }
 
+    type EventsStream = super::events_api::LocalEventStream;
+
+    async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        Ok(Response::new(super::events_api::stream(request.into_inner())?))
+    }
+
     async fn commit_container(&self, request: Request<pb::CommitContainerRequest>) -> Result<Response<pb::ImageRef>, Status> {
         let request = request.into_inner();
         let reference = match request.reference.as_str() {

@@ -494,6 +494,13 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(networks::prune(&manager).await?))
     }
 
+    type EventsStream = super::events_api::EventStream;
+
+    async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let manager = self.manager(&request)?;
+        Ok(Response::new(super::events_api::stream(&manager, request.into_inner())?))
+    }
+
     type ServiceLogsStream = services::LogLines;
 
     async fn service_logs(&self, request: Request<pb::ServiceLogsRequest>) -> Result<Response<Self::ServiceLogsStream>, Status> {

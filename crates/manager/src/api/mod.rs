@@ -7,6 +7,7 @@ pub mod container_attachments;
 pub mod control;
 pub mod dispatcher;
 pub mod endpoint_pb;
+pub mod events_api;
 pub mod file_delivery;
 pub mod file_refs;
 pub mod networks;

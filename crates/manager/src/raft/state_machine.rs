@@ -504,7 +504,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
-                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Blank => {
+                    // Each new leader's first entry: every manager sees the
+                    // change of leader at the same place in the log.
+                    let leader = crate::store::node_id_string(entry.log_id.leader_id.node_id);
+                    let event = crate::events::leader_event(entry.log_id.index, crate::store::now_ms(), &leader, entry.log_id.leader_id.term);
+                    self.store.history().record(vec![event]);
+                    Vec::new()
+                }
                 EntryPayload::Normal(proposal) => proposal
                     .txns
                     .iter()

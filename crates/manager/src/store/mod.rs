@@ -407,6 +407,8 @@ impl StoreState {
 pub struct Store {
     state: Arc<RwLock<StoreState>>,
     events: broadcast::Sender<StoreEvent>,
+    /// What applied entries changed, as `shoal events` shows it.
+    history: Arc<crate::events::EventHistory>,
 }
 
 impl Default for Store {
@@ -417,10 +419,15 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Self {
+        Self::with_event_history(crate::events::DEFAULT_CAPACITY)
+    }
+
+    /// A store whose event history keeps the last `capacity` events.
+    pub fn with_event_history(capacity: usize) -> Self {
         // Watchers that fall this far behind get `Lagged` and must resync
         // from a fresh read, as SwarmKit's watch queue does.
         let (events, _) = broadcast::channel(4096);
-        Store { state: Arc::new(RwLock::new(StoreState::default())), events }
+        Store { state: Arc::new(RwLock::new(StoreState::default())), events, history: Arc::new(crate::events::EventHistory::new(capacity)) }
     }
 
     /// A consistent view of the whole store for as long as the guard lives.
@@ -431,6 +438,11 @@ impl Store {
 
     pub fn view<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
         f(&self.read())
+    }
+
+    /// The swarm's event history (`shoal events`).
+    pub fn history(&self) -> &crate::events::EventHistory {
+        &self.history
     }
 
     pub fn watch(&self) -> broadcast::Receiver<StoreEvent> {
@@ -445,6 +457,7 @@ impl Store {
             state.apply(index, txn)
         };
         crate::metrics::count_changes(&changes);
+        self.history.record_changes(index, txn.timestamp_ms, &changes);
         if !changes.is_empty() {
             // No receivers is fine: nobody is watching yet.
             let _ = self.events.send(StoreEvent { index, changes });
@@ -458,6 +471,7 @@ impl Store {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
         let old = std::mem::replace(&mut *guard, state);
         drop(guard);
+        self.history.restart();
         let mut changes: Vec<Change> = old.all_objects().cloned().map(Change::Deleted).collect();
         changes.extend(self.read().all_objects().cloned().map(Change::Created));
         if !changes.is_empty() {

@@ -108,8 +108,14 @@ impl Entry {
 
     fn exited(&self, exit: ExitInfo) {
         let was_running = matches!(*self.phase.borrow(), Phase::Running(_));
-        if was_running && exit.oom_killed {
-            crate::metrics::metrics().oom_kills.inc();
+        if was_running {
+            let container = (&self.record.id, &self.record.name);
+            if exit.oom_killed {
+                crate::metrics::metrics().oom_kills.inc();
+                crate::events::emit(crate::events::Subject::Container, "oom", container.0, container.1, &[]);
+            }
+            let attributes = [("exitCode", exit.code.to_string()), ("image", self.record.image.clone())];
+            crate::events::emit(crate::events::Subject::Container, "die", container.0, container.1, &attributes);
         }
         self.phase.send_replace(Phase::Exited(exit));
         self.log_closed.send_replace(true);
@@ -285,7 +291,10 @@ impl ContainerManager {
             self.discard(&id, &entry.dir);
             return Err(ContainerError::NameInUse(name));
         }
+        let image = entry.record.image.clone();
         containers.insert(id.clone(), entry);
+        drop(containers);
+        crate::events::emit(crate::events::Subject::Container, "create", &id, &name, &[("image", image)]);
         Ok(id)
     }
 
@@ -430,6 +439,7 @@ impl ContainerManager {
             });
             entry.phase.send_replace(Phase::Running(started.clone()));
             crate::metrics::metrics().container_start_seconds.observe(asked.elapsed().as_secs_f64());
+            crate::events::emit(crate::events::Subject::Container, "start", &entry.record.id, &entry.record.name, &[("image", entry.record.image.clone())]);
             self.monitor_health(&entry, &started, true);
             match pidfd {
                 Some(pidfd) => self.watch_pidfd(entry, shim_pid, pidfd),
@@ -572,6 +582,7 @@ impl ContainerManager {
             self.release_runtime_state(&entry.record.id);
         }
         entry.log_closed.send_replace(true);
+        crate::events::emit(crate::events::Subject::Container, "destroy", &entry.record.id, &entry.record.name, &[]);
         Ok(())
     }
 

@@ -166,6 +166,9 @@ impl ImageStore {
     ) -> Result<Image> {
         let result = self.pull_inner(reference, auth, progress).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
+        if let Ok(image) = &result {
+            crate::events::emit(crate::events::Subject::Image, "pull", &image.id.to_string(), &reference.familiar(), &[]);
+        }
         crate::metrics::metrics().image_pulls.get_or_create(&crate::metrics::ResultLabel { result: outcome }).inc();
         if result.is_err() {
             // Leave nothing from a failed pull behind (other pulls' content is pinned).
@@ -472,6 +475,7 @@ impl ImageStore {
             .ok_or_else(|| ImageError::NoSuchImage(name_or_id.into()))?;
         removed.untagged = record.repo_tags;
         removed.untagged.extend(record.repo_digests);
+        crate::events::emit(crate::events::Subject::Image, "delete", &found.id.to_string(), name_or_id, &[]);
         removed.deleted.push(found.id);
         index.save(&self.inner.root).await?;
         removed.reclaimed_bytes = self.collect_garbage_locked(&mut index).await?;
