@@ -34,3 +34,4 @@ mod stacks;
 mod compose;
 mod metrics;
 mod events;
+mod system;

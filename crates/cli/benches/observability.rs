@@ -63,7 +63,8 @@ impl Watchers {
             scrapes
         });
         let socket = format!("unix://{}", cluster.host(hosts[0]).socket.display());
-        let follower = Command::new(SHOAL).args(["-H", &socket, "events"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shoal events");
+        // An operator watching the services (the runtime bench: the node's containers).
+        let follower = Command::new(SHOAL).args(["-H", &socket, "events", "-f", "type=service", "-f", "type=container"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shoal events");
         Watchers { stop, scraper: Some(scraper), follower }
     }
 }
@@ -122,7 +123,7 @@ fn main() {
     on.down();
     off.down();
 
-    let (node_on, node_off) = (cluster("obsron", 1, false, true), cluster("obsroff", 1, true, true));
+    let (node_on, node_off) = (cluster("obsrn", 1, false, true), cluster("obsrf", 1, true, true));
     for node in [&node_on, &node_off] {
         import_busybox(node, "manager1", IMAGE);
     }

@@ -124,6 +124,9 @@ enum Command {
     Info(commands::swarm::InfoArgs),
     /// Stream what happens: the swarm's events and, on a node, its containers', images' and volumes'
     Events(commands::events::EventsArgs),
+    /// The node's disk use and its cleanup
+    #[command(subcommand)]
+    System(commands::system::SystemCommand),
     /// A local multi-node cluster on network namespaces
     #[command(subcommand)]
     DevCluster(dev_cluster::DevClusterCommand),
@@ -271,6 +274,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stack(command) => Ok(commands::stack::run(command, &cli.connect).await?),
         Command::Compose(args) => Ok(commands::compose::run(args, &cli.connect).await?),
         Command::Events(args) => Ok(commands::events::run(args, &cli.connect).await?),
+        Command::System(command) => Ok(commands::system::run(command, &cli.connect).await?),
         Command::Config(command) => Ok(commands::config::run(command, &cli.connect).await?),
         Command::Secret(command) => Ok(commands::secret::run(command, &cli.connect).await?),
         Command::Network(command) => Ok(commands::network::run(command, &cli.connect).await?),

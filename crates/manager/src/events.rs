@@ -97,8 +97,11 @@ impl EventHistory {
                     kept.complete_since_ms = kept.complete_since_ms.max(dropped.time_ms + 1);
                 }
             }
-            // Sent under the lock, so a subscriber taken under it misses nothing.
-            let _ = self.live.send(event.clone());
+            // Sent under the lock, so a subscriber taken under it misses
+            // nothing; a copy only when someone follows.
+            if self.live.receiver_count() > 0 {
+                let _ = self.live.send(event.clone());
+            }
             kept.events.push_back(event);
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod container;
+pub mod disk_usage;
 pub mod events;
 pub mod image;
 pub mod launcher;

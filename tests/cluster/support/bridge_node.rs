@@ -13,8 +13,8 @@ use super::{run, Cluster, Output};
 pub const HOST: &str = "manager1";
 pub const IMAGE: &str = "localbox:1";
 /// Applets the tests run inside containers.
-pub const APPLETS: [&str; 11] = [
-    "sh", "httpd", "wget", "ping", "sleep", "echo", "mkdir", "cat", "true", "hostname", "touch",
+pub const APPLETS: [&str; 12] = [
+    "sh", "httpd", "wget", "ping", "sleep", "echo", "mkdir", "cat", "true", "hostname", "touch", "head",
 ];
 pub const SETTLE: Duration = Duration::from_secs(10);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -320,8 +320,16 @@ impl Supervisor {
 
     fn start_worker(&mut self, assignment: pb::Assignment) {
         let task_id = assignment.task_id.clone();
+        // Every line the worker logs carries the task's ids as fields.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %assignment.task_id,
+            task = %assignment.name,
+            service_id = %assignment.service_id,
+            node_id = %self.node_id
+        );
         let (sender, receiver) = watch::channel(assignment);
-        let task = tokio::spawn(run_task(self.ctx.clone(), receiver));
+        let task = tokio::spawn(tracing::Instrument::instrument(run_task(self.ctx.clone(), receiver), span));
         self.workers.insert(task_id, TaskWorkerHandle { assignment: sender, task });
     }
 

@@ -161,7 +161,10 @@ pub async fn run(args: EventsArgs, connect: &ConnectArgs) -> CliResult {
         Some("json") => true,
         Some(other) => return Err(CliError::msg(format!("--format {other:?} is unknown; use json, or leave it out for docker's lines"))),
     };
+    // The type filter is applied where the events are made, too.
+    let types = filters.0.get("type").map(|t| t.iter().filter_map(|t| type_from_name(t)).map(i32::from).collect()).unwrap_or_default();
     let request = pb::EventsRequest {
+        types,
         since_unix_nanos: args.since.as_deref().map(|s| flags::parse_time("--since", s)).transpose()?,
         until_unix_nanos: args.until.as_deref().map(|u| flags::parse_time("--until", u)).transpose()?,
     };
@@ -171,7 +174,7 @@ pub async fn run(args: EventsArgs, connect: &ConnectArgs) -> CliResult {
     let mut sources = 0;
     if filters.wants(pb::EventScope::Swarm) {
         let mut control = pb::control_client::ControlClient::new(channel.clone());
-        match control.events(request).await {
+        match control.events(request.clone()).await {
             Ok(stream) => {
                 forward(stream.into_inner(), sender.clone());
                 sources += 1;

@@ -77,6 +77,9 @@ pub enum ImageCommand {
     Tag { source: String, target: String },
     /// Remove images no tag or container refers to, and unused layers
     Prune {
+        /// Every image no container uses, not only those without a name
+        #[arg(short, long)]
+        all: bool,
         /// Accepted for docker compatibility; prune never asks
         #[arg(short, long)]
         force: bool,
@@ -145,8 +148,8 @@ pub async fn run(command: ImageCommand, connect: &ConnectArgs) -> CliResult {
         ImageCommand::Tag { source, target } => {
             runtime.tag_image(pb::TagImageRequest { source, target }).await?;
         }
-        ImageCommand::Prune { force: _ } => {
-            let pruned = runtime.prune_images(pb::Empty {}).await?.into_inner();
+        ImageCommand::Prune { all, force: _ } => {
+            let pruned = runtime.prune_images(pb::PruneImagesRequest { all }).await?.into_inner();
             for d in &pruned.deleted {
                 println!("Deleted: {d}");
             }

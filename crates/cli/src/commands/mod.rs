@@ -22,5 +22,6 @@ pub mod service;
 pub mod stack;
 pub mod stats;
 pub mod swarm;
+pub mod system;
 pub mod terminal;
 pub mod volume;

@@ -346,7 +346,28 @@ pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
             "is_leader": info.is_leader,
             "secrets_held": secrets,
             "configs_held": configs,
+            "engine": info.engine.as_ref().map(|e| serde_json::json!({
+                "containers": e.containers,
+                "containers_running": e.containers_running,
+                "containers_paused": e.containers_paused,
+                "containers_stopped": e.containers_stopped,
+                "images": e.images,
+                "storage_driver": e.storage_driver,
+                "cgroup_layout": e.cgroup_layout,
+                "server_version": e.server_version,
+                "nodes": e.nodes,
+            })),
         }));
+    }
+    if let Some(engine) = &info.engine {
+        println!("Containers: {}", engine.containers);
+        println!(" Running: {}", engine.containers_running);
+        println!(" Paused: {}", engine.containers_paused);
+        println!(" Stopped: {}", engine.containers_stopped);
+        println!("Images: {}", engine.images);
+        println!("Server Version: {}", engine.server_version);
+        println!("Storage Driver: {}", engine.storage_driver);
+        println!("Cgroup Layout: {}", engine.cgroup_layout);
     }
     println!("Hostname: {}", info.hostname);
     println!("Swarm: {}", info.swarm_state);
@@ -361,6 +382,9 @@ pub async fn info(args: InfoArgs, connect: &ConnectArgs) -> CliResult {
         println!(" ClusterID: {}", info.cluster_id);
         println!(" Advertise Address: {}", info.advertise_addr);
         println!(" Managers: {}", info.managers.join(", "));
+        if let Some(nodes) = info.engine.as_ref().map(|e| e.nodes).filter(|n| *n > 0) {
+            println!(" Nodes: {nodes}");
+        }
         println!(" Secrets Held: {}", secrets.len());
         println!(" Configs Held: {}", configs.len());
     }

@@ -11,12 +11,16 @@ use tonic::Status;
 
 pub type LocalEventStream = ReceiverStream<Result<pb::Event, Status>>;
 
-fn to_wire(event: &LocalEvent) -> pb::Event {
-    let r#type = match event.subject {
+fn wire_type(subject: Subject) -> pb::EventType {
+    match subject {
         Subject::Container => pb::EventType::Container,
         Subject::Image => pb::EventType::Image,
         Subject::Volume => pb::EventType::Volume,
-    };
+    }
+}
+
+fn to_wire(event: &LocalEvent) -> pb::Event {
+    let r#type = wire_type(event.subject);
     pb::Event {
         id: event.seq.to_string(),
         time_unix_nanos: event.time_unix_nanos,
@@ -42,10 +46,12 @@ pub fn stream(request: pb::EventsRequest) -> Result<LocalEventStream, Status> {
         ))
     })?;
     let until = request.until_unix_nanos;
+    let types = request.types.clone();
+    let wanted = move |event: &LocalEvent| types.is_empty() || types.contains(&wire_type(event.subject).into());
     let (sender, receiver) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         let in_time = |event: &LocalEvent| until.is_none_or(|until| event.time_unix_nanos <= until);
-        for event in replayed.iter().filter(|e| in_time(e)) {
+        for event in replayed.iter().filter(|e| in_time(e) && wanted(e)) {
             if sender.send(Ok(to_wire(event))).await.is_err() {
                 return;
             }
@@ -64,6 +70,9 @@ pub fn stream(request: pb::EventsRequest) -> Result<LocalEventStream, Status> {
             };
             match next {
                 Ok(event) if in_time(&event) => {
+                    if !wanted(&event) {
+                        continue;
+                    }
                     if sender.send(Ok(to_wire(&event))).await.is_err() {
                         return;
                     }

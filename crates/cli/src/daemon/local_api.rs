@@ -379,11 +379,13 @@ impl pb::daemon_server::Daemon for LocalApi {
             return Ok(Response::new(pb::InfoResponse {
                 hostname: self.hostname.clone(),
                 swarm_state: "inactive".into(),
+                engine: Some(self.engine_info(None).await),
                 ..Default::default()
             }));
         };
         let state = node.state();
         let manager = node.manager();
+        let engine = Some(self.engine_info(manager.clone()).await);
         Ok(Response::new(pb::InfoResponse {
             node_id: state.node_id.clone(),
             hostname: self.hostname.clone(),
@@ -394,6 +396,7 @@ impl pb::daemon_server::Daemon for LocalApi {
             advertise_addr: state.advertise.clone(),
             is_leader: manager.as_ref().is_some_and(|m| m.is_leader()),
             files_held: node.files_held(),
+            engine,
         }))
     }
 
@@ -418,4 +421,25 @@ fn refuse_if_locked(data_root: &std::path::Path) -> Result<(), Status> {
         ));
     }
     Ok(())
+}
+
+impl LocalApi {
+    /// What `docker info` counts of the node: its containers by state, its
+    /// images, how it stores and limits them, and (on a manager) the nodes.
+    async fn engine_info(&self, manager: Option<std::sync::Arc<shoal_manager::manager::Manager>>) -> pb::EngineInfo {
+        let containers = self.runtime.tasks.containers.list(true);
+        let count = |state: &str| containers.iter().filter(|c| c.status.as_str() == state && !c.paused).count() as u32;
+        let paused = containers.iter().filter(|c| c.paused).count() as u32;
+        pb::EngineInfo {
+            containers: containers.len() as u32,
+            containers_running: count("running"),
+            containers_paused: paused,
+            containers_stopped: containers.len() as u32 - count("running") - paused,
+            images: self.runtime.tasks.images.list().await.len() as u32,
+            storage_driver: "overlay".into(),
+            cgroup_layout: shoal_runtime::container::cgroup_layout().into(),
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            nodes: manager.map_or(0, |m| m.store.view(|s| s.list_typed::<shoal_manager::store::Node>().count()) as u32),
+        }
+    }
 }

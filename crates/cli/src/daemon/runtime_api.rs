@@ -234,8 +234,8 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         Ok(Response::new(pb::ImageRef { name: image.id.to_string() }))
     }
 
-    async fn prune_images(&self, _: Request<pb::Empty>) -> Result<Response<pb::PruneImagesResponse>, Status> {
-        let removed = self.images.prune(false, &self.in_use()).await.map_err(image_status)?;
+    async fn prune_images(&self, request: Request<pb::PruneImagesRequest>) -> Result<Response<pb::PruneImagesResponse>, Status> {
+        let removed = self.images.prune(request.into_inner().all, &self.in_use()).await.map_err(image_status)?;
         Ok(Response::new(pb::PruneImagesResponse {
             deleted: removed.deleted.iter().map(|d| d.to_string()).collect(),
             reclaimed_bytes: removed.reclaimed_bytes,
@@ -247,6 +247,11 @@ impl pb::runtime_server::Runtime for RuntimeApi {
         let target = Reference::parse(&request.target).map_err(image_status)?;
         self.images.tag(&request.source, &target).await.map_err(image_status)?;
         Ok(Response::new(pb::ImageRef { name: target.familiar() }))
+    }
+
+    async fn disk_usage(&self, _: Request<pb::Empty>) -> Result<Response<pb::DiskUsageResponse>, Status> {
+        let usage = shoal_runtime::disk_usage::measure(&self.images, &self.containers).await;
+        Ok(Response::new(super::runtime_wire::disk_usage_pb(usage)))
     }
 
     type EventsStream = super::events_api::LocalEventStream;

@@ -116,6 +116,21 @@ pub(super) fn volume_pb(volume: shoal_runtime::volume::Volume) -> pb::Volume {
     }
 }
 
+pub(super) fn disk_usage_pb(usage: shoal_runtime::disk_usage::DiskUsage) -> pb::DiskUsageResponse {
+    let category = |kind: pb::DiskUsageKind, category: shoal_runtime::disk_usage::Category| pb::DiskUsageCategory {
+        kind: kind.into(),
+        items: category.items.into_iter().map(|i| pb::DiskUsageItem { name: i.name, size_bytes: i.size, active: i.active }).collect(),
+    };
+    pb::DiskUsageResponse {
+        categories: vec![
+            category(pb::DiskUsageKind::Images, usage.images),
+            category(pb::DiskUsageKind::Containers, usage.containers),
+            category(pb::DiskUsageKind::Volumes, usage.volumes),
+            category(pb::DiskUsageKind::Logs, usage.logs),
+        ],
+    }
+}
+
 pub(super) fn log_line(entry: LogEntry) -> pb::LogLine {
     pb::LogLine { time_unix_nanos: entry.time_unix_nanos(), stream: entry.stream.as_str().to_string(), data: entry.bytes }
 }

@@ -15,8 +15,8 @@ pub type EventStream = ReceiverStream<Result<pb::Event, Status>>;
 
 const NANOS_PER_MS: i64 = 1_000_000;
 
-pub fn to_wire(event: &ClusterEvent) -> pb::Event {
-    let r#type = match event.subject {
+fn wire_type(subject: Subject) -> pb::EventType {
+    match subject {
         Subject::Cluster => pb::EventType::Cluster,
         Subject::Node => pb::EventType::Node,
         Subject::Service => pb::EventType::Service,
@@ -25,7 +25,11 @@ pub fn to_wire(event: &ClusterEvent) -> pb::Event {
         Subject::Secret => pb::EventType::Secret,
         Subject::Config => pb::EventType::Config,
         Subject::Stack => pb::EventType::Stack,
-    };
+    }
+}
+
+pub fn to_wire(event: &ClusterEvent) -> pb::Event {
+    let r#type = wire_type(event.subject);
     pb::Event {
         id: event.event_id(),
         time_unix_nanos: i64::try_from(event.time_ms).unwrap_or(i64::MAX).saturating_mul(NANOS_PER_MS),
@@ -44,6 +48,8 @@ fn to_ms(nanos: i64) -> u64 {
 
 pub fn stream(manager: &Manager, request: pb::EventsRequest) -> Result<EventStream, Status> {
     let since = request.since_unix_nanos.map(to_ms);
+    let types: Vec<i32> = request.types.clone();
+    let wanted = move |event: &ClusterEvent| types.is_empty() || types.contains(&wire_type(event.subject).into());
     let until = request.until_unix_nanos.map(to_ms);
     let (replayed, mut live) = manager.store.history().replay(since).map_err(|too_old| {
         let kept = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(too_old.kept_since_ms));
@@ -54,7 +60,7 @@ pub fn stream(manager: &Manager, request: pb::EventsRequest) -> Result<EventStre
     let (sender, receiver) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         let before_until = |event: &ClusterEvent| until.is_none_or(|until| event.time_ms <= until);
-        for event in replayed.iter().filter(|e| before_until(e)) {
+        for event in replayed.iter().filter(|e| before_until(e) && wanted(e)) {
             if sender.send(Ok(to_wire(event))).await.is_err() {
                 return;
             }
@@ -94,6 +100,9 @@ pub fn stream(manager: &Manager, request: pb::EventsRequest) -> Result<EventStre
             }
             if !before_until(&event) {
                 return;
+            }
+            if !wanted(&event) {
+                continue;
             }
             if sender.send(Ok(to_wire(&event))).await.is_err() {
                 return;

@@ -80,6 +80,17 @@ impl Hierarchy {
     }
 }
 
+/// The host's cgroups as `info` names them: v2 (one unified tree),
+/// hybrid (v1 controllers beside an empty v2 tree) or v1.
+pub fn layout_name() -> &'static str {
+    match Layout::detect() {
+        Ok(Layout::Unified) => "v2",
+        Ok(Layout::V1(_)) if Path::new(CGROUP_ROOT).join("unified/cgroup.controllers").exists() => "hybrid",
+        Ok(Layout::V1(_)) => "v1",
+        Err(_) => "unknown",
+    }
+}
+
 impl Layout {
     /// Read from /proc/self/mountinfo (once per shim).
     pub fn detect() -> std::io::Result<Layout> {

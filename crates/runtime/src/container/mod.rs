@@ -28,6 +28,7 @@ pub mod top;
 pub mod state;
 
 pub use attach::Attachment;
+pub use cgroups::layout_name as cgroup_layout;
 pub use error::ContainerError;
 pub use health::{Health, HealthProbe, HealthStatus};
 pub use exec_session::{is_end_of_terminal, ExecExit, ExecIo, ExecOptions, ExecProcess, Terminal, Window};

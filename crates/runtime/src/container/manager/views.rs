@@ -79,6 +79,15 @@ impl ContainerManager {
     pub fn images_in_use(&self) -> HashSet<String> {
         self.lock().values().map(|e| e.record.image_id.clone()).collect()
     }
+
+    /// Each container's name, whether it runs, and its directory (its
+    /// writable layer and logs are there), for `system df`.
+    pub fn directories(&self) -> Vec<(String, bool, std::path::PathBuf)> {
+        self.lock()
+            .values()
+            .map(|e| (e.record.name.clone(), matches!(*e.phase.borrow(), Phase::Running(_)), e.dir.clone()))
+            .collect()
+    }
 }
 
 fn summary(entry: &Entry) -> ContainerSummary {
