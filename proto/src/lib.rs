@@ -19,6 +19,7 @@ pub mod etcd {
     tonic::include_proto!("etcdserverpb");
 }
 
+pub mod event_stream;
 pub mod identity;
 pub mod join_token;
 pub mod names;

@@ -83,7 +83,10 @@ fn every_node_serves_metrics_that_prometheus_scrapes_and_queries() {
         for name in ["shoal_containers{state=\"running\"}", "shoal_container_oom_kills", "shoal_dns_queries", "shoal_image_pulls", "shoal_container_start_seconds"] {
             assert!(text.contains(name), "{host} exports {name}: {text}");
         }
-        assert_eq!(text.contains("shoal_raft_term"), host.starts_with("manager"), "{host}: raft metrics on managers only");
+        // Read from a running manager: absent on workers (whose manager counters stay at zero until promoted).
+        for raft in ["shoal_raft_term", "shoal_raft_commit_index", "shoal_raft_storage_bytes"] {
+            assert_eq!(text.contains(raft), host.starts_with("manager"), "{host}: {raft} on managers only");
+        }
     }
     let leader = HOSTS.iter().copied().find(|h| sample(&scrape(&swarm, h), "shoal_raft_is_leader") == Some(1.0)).expect("a leader");
     let before = scrape(&swarm, leader);
@@ -92,6 +95,9 @@ fn every_node_serves_metrics_that_prometheus_scrapes_and_queries() {
     swarm.create("web", &["--replicas", "3"], SLEEPER).ok();
     swarm.wait_running("web", 3);
     let after = scrape(&swarm, leader);
+    let (commit, applied) = (sample(&after, "shoal_raft_commit_index").unwrap_or(0.0), sample(&after, "shoal_raft_applied_index").unwrap_or(0.0));
+    assert!(commit >= applied - 1.0 && commit > 0.0, "the leader's commit index {commit}, applied {applied}");
+    assert!(sample(&after, "shoal_raft_storage_bytes").unwrap_or(0.0) > 0.0, "the Raft storage is measured");
     assert_eq!(service_creates(&after), service_creates(&before) + 1.0, "one service created");
     let placed = |text: &str| sample(text, "shoal_scheduler_placements_total").unwrap_or(0.0);
     assert!(placed(&after) >= placed(&before) + 3.0, "three placements: {} -> {}", placed(&before), placed(&after));

@@ -32,7 +32,7 @@ use support::{wait_until, Cluster, SHOAL};
 
 const OFF_ENV: &str = "SHOAL_BENCH_OBSERVABILITY_OFF";
 const CLIENTS: usize = 64;
-const WRITE_ROUNDS: usize = 6;
+const WRITE_ROUNDS: usize = 10;
 const ROUND: Duration = Duration::from_secs(5);
 const PAUSE_BEFORE_ROUND: Duration = Duration::from_secs(2);
 const RUNS: usize = 30;

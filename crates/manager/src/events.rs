@@ -16,22 +16,9 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::store::{Change, Object, Task};
+use crate::store::{Change, Kind, Object, Task};
 
 pub const DEFAULT_CAPACITY: usize = 10_000;
-
-/// What an event is about (the wire's `EventType`, as the store knows it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject {
-    Cluster,
-    Node,
-    Service,
-    Task,
-    Network,
-    Secret,
-    Config,
-    Stack,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterEvent {
@@ -39,7 +26,8 @@ pub struct ClusterEvent {
     pub index: u64,
     pub seq: u32,
     pub time_ms: u64,
-    pub subject: Subject,
+    /// What the event is about: the kind of the object (a leader event: Node).
+    pub subject: Kind,
     pub action: String,
     pub id: String,
     pub name: String,
@@ -149,7 +137,7 @@ pub fn leader_event(index: u64, time_ms: u64, leader: &str, term: u64) -> Cluste
         index,
         seq: 0,
         time_ms,
-        subject: Subject::Node,
+        subject: Kind::Node,
         action: "leader".into(),
         id: leader.to_string(),
         name: String::new(),
@@ -194,7 +182,7 @@ pub fn from_changes(index: u64, first_seq: u32, time_ms: u64, changes: &[Change]
             index,
             seq: first_seq + events.len() as u32,
             time_ms,
-            subject: subject_of(object),
+            subject: object.kind(),
             action,
             id: object.id().to_string(),
             name,
@@ -202,19 +190,6 @@ pub fn from_changes(index: u64, first_seq: u32, time_ms: u64, changes: &[Change]
         });
     }
     events
-}
-
-fn subject_of(object: &Object) -> Subject {
-    match object {
-        Object::Cluster(_) => Subject::Cluster,
-        Object::Node(_) => Subject::Node,
-        Object::Service(_) => Subject::Service,
-        Object::Task(_) => Subject::Task,
-        Object::Network(_) => Subject::Network,
-        Object::Secret(_) => Subject::Secret,
-        Object::Config(_) => Subject::Config,
-        Object::Stack(_) => Subject::Stack,
-    }
 }
 
 /// A task's event: its new state (with how it ended), or a change of the

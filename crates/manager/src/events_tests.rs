@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::store::fixtures;
-use crate::store::TaskState;
+use crate::store::{Kind, TaskState};
 
 #[test]
 fn a_service_is_created_updated_with_what_changed_and_removed() {
@@ -17,13 +17,13 @@ fn a_service_is_created_updated_with_what_changed_and_removed() {
         Change::Deleted(Object::Service(new)),
     ];
     let events = from_changes(7, 0, 1000, &changes);
-    let actions: Vec<(&str, Subject, &str, String)> = events.iter().map(|e| (e.action.as_str(), e.subject, e.name.as_str(), e.event_id())).collect();
+    let actions: Vec<(&str, Kind, &str, String)> = events.iter().map(|e| (e.action.as_str(), e.subject, e.name.as_str(), e.event_id())).collect();
     assert_eq!(
         actions,
         vec![
-            ("create", Subject::Service, "web", "7.0".to_string()),
-            ("update", Subject::Service, "web", "7.1".to_string()),
-            ("remove", Subject::Service, "web", "7.2".to_string()),
+            ("create", Kind::Service, "web", "7.0".to_string()),
+            ("update", Kind::Service, "web", "7.1".to_string()),
+            ("remove", Kind::Service, "web", "7.2".to_string()),
         ]
     );
     let update = &events[1].attributes;
@@ -45,7 +45,7 @@ fn a_task_event_is_its_new_state_with_how_it_ended() {
     failed.status.error = "task: non-zero exit (137)".into();
     let events = from_changes(3, 0, 5, &[Change::Updated { old: Object::Task(running.clone()), new: Object::Task(failed) }]);
     assert_eq!(events.len(), 1);
-    assert_eq!((events[0].subject, events[0].action.as_str()), (Subject::Task, "failed"));
+    assert_eq!((events[0].subject, events[0].action.as_str()), (Kind::Task, "failed"));
     assert_eq!(events[0].attributes["exit_code"], "137");
     assert_eq!(events[0].attributes["state.old"], "running");
     assert_eq!(events[0].attributes["service"], running.service_name);

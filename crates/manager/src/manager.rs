@@ -45,6 +45,8 @@ pub struct ManagerConfig<'a> {
 pub struct Manager {
     pub raft_id: NodeId,
     pub advertise: String,
+    /// Where the Raft log and state live (the metrics measure it).
+    pub raft_dir: std::path::PathBuf,
     pub raft: Raft,
     pub store: Store,
     pub contacts: PeerContacts,
@@ -115,6 +117,7 @@ impl Manager {
             forwarder: Forwarder::start(this.clone()),
             raft_id: config.raft_id,
             advertise: config.advertise,
+            raft_dir: raft_dir.clone(),
             proposer: Proposer::start(raft.clone()),
             raft,
             store,

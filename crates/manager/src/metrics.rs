@@ -118,6 +118,32 @@ impl std::fmt::Debug for ManagerState {
     }
 }
 
+/// The leader's commit index: the highest index a majority of voters
+/// (itself included) holds. A follower knows no more than what it applied.
+fn commit_index(raft: &openraft::RaftMetrics<crate::raft::NodeId, openraft::BasicNode>) -> u64 {
+    let applied = raft.last_applied.map_or(0, |l| l.index);
+    let Some(replication) = &raft.replication else { return applied };
+    let voters: Vec<crate::raft::NodeId> = raft.membership_config.membership().voter_ids().collect();
+    let mut held: Vec<u64> = voters
+        .iter()
+        .map(|v| if *v == raft.id { raft.last_log_index.unwrap_or(0) } else { replication.get(v).copied().flatten().map_or(0, |l| l.index) })
+        .collect();
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    held.get(voters.len() / 2).copied().unwrap_or(applied).max(applied)
+}
+
+/// Bytes of the files under `dir` (missing: 0).
+pub fn directory_size(dir: &std::path::Path) -> u64 {
+    // Links are not followed: a link's target is not this tree's to count.
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// A pending task's reason without its counts ("no suitable node (2 nodes
 /// down)" -> "no suitable node"), so the label set stays small.
 fn pending_reason(error: &str) -> String {
@@ -144,6 +170,9 @@ impl Collector for ManagerState {
         gauge(&mut encoder, "shoal_raft_snapshot_index", "Index the last snapshot covers", as_i64(raft.snapshot.map(|l| l.index)))?;
         let kept = raft.last_log_index.unwrap_or(0).saturating_sub(raft.purged.map_or(0, |p| p.index));
         gauge(&mut encoder, "shoal_raft_log_entries", "Entries in the Raft log since the last purge", as_i64(Some(kept)))?;
+        gauge(&mut encoder, "shoal_raft_commit_index", "Index of the last entry a majority holds (a follower: the last it applied)", as_i64(Some(commit_index(&raft))))?;
+        let on_disk = crate::metrics::directory_size(&manager.raft_dir);
+        gauge(&mut encoder, "shoal_raft_storage_bytes", "Bytes of this manager's Raft log, snapshot and state on disk", i64::try_from(on_disk).unwrap_or(i64::MAX))?;
 
         // The swarm's tasks and nodes come from the leader alone, so a sum
         // over every node's metrics counts each once.

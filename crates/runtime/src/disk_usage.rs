@@ -48,14 +48,13 @@ pub struct DiskUsage {
 
 /// Bytes of the files under `dir` (links not followed; missing: 0).
 pub fn directory_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
+    // Links are not followed: a link's target is not this tree's to count.
+    walkdir::WalkDir::new(dir)
+        .into_iter()
         .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => directory_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
         .sum()
 }
 
