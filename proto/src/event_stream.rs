@@ -13,6 +13,20 @@ use crate::pb;
 
 pub type EventStream = ReceiverStream<Result<pb::Event, Status>>;
 
+/// Response metadata set when `--since` reached back before the history
+/// kept: the sentence the client shows as a warning (the events kept are
+/// still sent).
+pub const TRUNCATED_HEADER: &str = "shoal-events-truncated";
+
+/// `stream` as a response, with [`TRUNCATED_HEADER`] when `truncated`.
+pub fn response(stream: EventStream, truncated: Option<String>) -> tonic::Response<EventStream> {
+    let mut response = tonic::Response::new(stream);
+    if let Some(value) = truncated.and_then(|t| t.parse().ok()) {
+        response.metadata_mut().insert(TRUNCATED_HEADER, value);
+    }
+    response
+}
+
 /// Streams `replayed`, then what `live` brings, as `pb::Event`s: only those
 /// `to_wire` keeps (it filters by returning `None`) and none after
 /// `until_unix_nanos`.

@@ -117,16 +117,15 @@ impl EventHistory {
     }
 
     /// The kept events at or after `since_ms` (none when `None`), and a
-    /// receiver of every later one, taken together so nothing falls between.
-    #[allow(clippy::result_large_err)]
-    pub fn replay(&self, since_ms: Option<u64>) -> Result<(Vec<ClusterEvent>, broadcast::Receiver<ClusterEvent>), TooOld> {
+    /// receiver of every later one, taken together so nothing falls between;
+    /// with [`TooOld`] when `since_ms` reaches back before what is kept
+    /// (the kept ones are returned all the same).
+    pub fn replay(&self, since_ms: Option<u64>) -> (Vec<ClusterEvent>, broadcast::Receiver<ClusterEvent>, Option<TooOld>) {
         let kept = self.lock();
         let receiver = self.live.subscribe();
-        let Some(since) = since_ms else { return Ok((Vec::new(), receiver)) };
-        if since < kept.complete_since_ms {
-            return Err(TooOld { kept_since_ms: kept.complete_since_ms });
-        }
-        Ok((kept.events.iter().filter(|e| e.time_ms >= since).cloned().collect(), receiver))
+        let Some(since) = since_ms else { return (Vec::new(), receiver, None) };
+        let too_old = (since < kept.complete_since_ms).then_some(TooOld { kept_since_ms: kept.complete_since_ms });
+        (kept.events.iter().filter(|e| e.time_ms >= since).cloned().collect(), receiver, too_old)
     }
 }
 

@@ -91,16 +91,14 @@ impl LocalEvents {
     }
 
     /// The kept events at or after `since` (none when `None`) and a
-    /// receiver of every later one, taken together.
-    #[allow(clippy::result_large_err)]
-    pub fn replay(&self, since: Option<i64>) -> Result<(Vec<LocalEvent>, broadcast::Receiver<LocalEvent>), TooOld> {
+    /// receiver of every later one, taken together; with [`TooOld`] when
+    /// `since` reaches back before what is kept (the kept ones still come).
+    pub fn replay(&self, since: Option<i64>) -> (Vec<LocalEvent>, broadcast::Receiver<LocalEvent>, Option<TooOld>) {
         let kept = self.lock();
         let receiver = self.live.subscribe();
-        let Some(since) = since else { return Ok((Vec::new(), receiver)) };
-        if since < kept.complete_since {
-            return Err(TooOld { kept_since_unix_nanos: kept.complete_since });
-        }
-        Ok((kept.events.iter().filter(|e| e.time_unix_nanos >= since).cloned().collect(), receiver))
+        let Some(since) = since else { return (Vec::new(), receiver, None) };
+        let too_old = (since < kept.complete_since).then_some(TooOld { kept_since_unix_nanos: kept.complete_since });
+        (kept.events.iter().filter(|e| e.time_unix_nanos >= since).cloned().collect(), receiver, too_old)
     }
 }
 

@@ -176,6 +176,7 @@ pub async fn run(args: EventsArgs, connect: &ConnectArgs) -> CliResult {
         let mut control = pb::control_client::ControlClient::new(channel.clone());
         match control.events(request.clone()).await {
             Ok(stream) => {
+                warn_if_truncated(&stream);
                 forward(stream.into_inner(), sender.clone());
                 sources += 1;
             }
@@ -186,7 +187,9 @@ pub async fn run(args: EventsArgs, connect: &ConnectArgs) -> CliResult {
     }
     if local && filters.wants(pb::EventScope::Local) {
         let mut runtime = pb::runtime_client::RuntimeClient::<Channel>::new(channel);
-        forward(runtime.events(request).await?.into_inner(), sender.clone());
+        let stream = runtime.events(request).await?;
+        warn_if_truncated(&stream);
+        forward(stream.into_inner(), sender.clone());
         sources += 1;
     }
     drop(sender);
@@ -200,6 +203,13 @@ pub async fn run(args: EventsArgs, connect: &ConnectArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// The server's sentence when `--since` reached back before its history.
+fn warn_if_truncated<T>(response: &tonic::Response<T>) {
+    if let Some(sentence) = response.metadata().get(shoal_proto::event_stream::TRUNCATED_HEADER).and_then(|v| v.to_str().ok()) {
+        eprintln!("warning: {sentence}");
+    }
 }
 
 fn is_not_a_manager(status: &tonic::Status) -> bool {

@@ -7,7 +7,6 @@ use shoal_proto::pb;
 use shoal_runtime::events::{LocalEvent, Subject};
 use shoal_proto::event_stream::replay_then_follow;
 pub use shoal_proto::event_stream::EventStream as LocalEventStream;
-use tonic::Status;
 
 fn wire_type(subject: Subject) -> pb::EventType {
     match subject {
@@ -31,15 +30,15 @@ fn to_wire(event: &LocalEvent) -> pb::Event {
     }
 }
 
-pub fn stream(request: pb::EventsRequest) -> Result<LocalEventStream, Status> {
-    let (replayed, live) = shoal_runtime::events::events().replay(request.since_unix_nanos).map_err(|too_old| {
+/// The stream, and a sentence when `--since` reaches back before what the
+/// node keeps (the kept events are sent all the same).
+pub fn stream(request: pb::EventsRequest) -> (LocalEventStream, Option<String>) {
+    let (replayed, live, too_old) = shoal_runtime::events::events().replay(request.since_unix_nanos);
+    let truncated = too_old.map(|too_old| {
         let kept = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(too_old.kept_since_unix_nanos.max(0) as u64));
-        Status::out_of_range(format!(
-            "this node keeps its last {} runtime events, from {kept} on; ask with --since {kept} or later",
-            shoal_runtime::events::HISTORY
-        ))
-    })?;
+        format!("this node keeps its last {} runtime events, from {kept} on; earlier ones are not shown", shoal_runtime::events::HISTORY)
+    });
     let types = request.types;
     let wanted = move |event: &LocalEvent| types.is_empty() || types.contains(&wire_type(event.subject).into());
-    Ok(replay_then_follow(replayed, live, request.until_unix_nanos, move |event| wanted(event).then(|| to_wire(event))))
+    (replay_then_follow(replayed, live, request.until_unix_nanos, move |event| wanted(event).then(|| to_wire(event))), truncated)
 }

@@ -257,7 +257,8 @@ impl pb::runtime_server::Runtime for RuntimeApi {
     type EventsStream = super::events_api::LocalEventStream;
 
     async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
-        Ok(Response::new(super::events_api::stream(request.into_inner())?))
+        let (stream, truncated) = super::events_api::stream(request.into_inner());
+        Ok(shoal_proto::event_stream::response(stream, truncated))
     }
 
     async fn commit_container(&self, request: Request<pb::CommitContainerRequest>) -> Result<Response<pb::ImageRef>, Status> {

@@ -498,7 +498,8 @@ impl pb::control_server::Control for ControlService {
 
     async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         let manager = self.manager(&request)?;
-        Ok(Response::new(super::events_api::stream(&manager, request.into_inner())?))
+        let (stream, truncated) = super::events_api::stream(&manager, request.into_inner());
+        Ok(shoal_proto::event_stream::response(stream, truncated))
     }
 
     type ServiceLogsStream = services::LogLines;

@@ -6,7 +6,6 @@ use std::time::Duration;
 use shoal_proto::pb;
 use shoal_proto::event_stream::replay_then_follow;
 pub use shoal_proto::event_stream::EventStream;
-use tonic::Status;
 
 use crate::events::ClusterEvent;
 use crate::store::Kind;
@@ -45,15 +44,17 @@ fn to_ms(nanos: i64) -> u64 {
     u64::try_from(nanos.max(0) / NANOS_PER_MS).unwrap_or(0)
 }
 
-pub fn stream(manager: &Manager, request: pb::EventsRequest) -> Result<EventStream, Status> {
+/// The stream, and a sentence when `--since` reaches back before what this
+/// manager keeps (the kept events are sent all the same).
+pub fn stream(manager: &Manager, request: pb::EventsRequest) -> (EventStream, Option<String>) {
+    let history = manager.store.history();
     let since = request.since_unix_nanos.map(to_ms);
-    let (replayed, live) = manager.store.history().replay(since).map_err(|too_old| {
+    let (replayed, live, too_old) = history.replay(since);
+    let truncated = too_old.map(|too_old| {
         let kept = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(too_old.kept_since_ms));
-        Status::out_of_range(format!(
-            "this manager keeps events from {kept} on (a bounded history since it started); ask with --since {kept} or later"
-        ))
-    })?;
+        format!("this manager keeps events from {kept} on (a bounded history since it started); earlier ones are not shown")
+    });
     let types = request.types;
     let wanted = move |event: &ClusterEvent| types.is_empty() || types.contains(&wire_type(event.subject).into());
-    Ok(replay_then_follow(replayed, live, request.until_unix_nanos, move |event| wanted(event).then(|| to_wire(event))))
+    (replay_then_follow(replayed, live, request.until_unix_nanos, move |event| wanted(event).then(|| to_wire(event))), truncated)
 }
