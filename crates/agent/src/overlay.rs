@@ -18,12 +18,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Managers tried (following a follower's hint to the leader) before giving up.
 const ATTEMPTS: usize = 4;
 
+/// What every node's device name starts with.
+pub const DEVICE_PREFIX: &str = "wgs-";
+
 /// `wgs-` + 11 characters of the node id: unique per node, so dev-cluster
 /// hosts sharing one /var/run/wireguard each have their own UAPI socket,
 /// and within the 15 bytes an interface name may have.
 pub fn device_name(node_id: &str) -> String {
     let id: String = node_id.chars().take(11).collect();
-    format!("wgs-{id}")
+    format!("{DEVICE_PREFIX}{id}")
 }
 
 /// Starts the node's device and fills in the description's data path. A

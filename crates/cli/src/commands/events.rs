@@ -62,7 +62,7 @@ impl Filters {
         let names = |value: &str| event.actor_name == value || (!value.is_empty() && event.actor_id.starts_with(value));
         self.0.iter().all(|(key, values)| {
             values.iter().any(|value| match key.as_str() {
-                "type" => kind == value,
+                "type" => kind == *value,
                 "event" => event.action == *value,
                 "scope" => (event.scope() == pb::EventScope::Swarm && value == "swarm") || (event.scope() == pb::EventScope::Local && value == "local"),
                 "service" => (kind == "service" && names(value)) || attribute("service") == Some(value),
@@ -82,39 +82,13 @@ impl Filters {
     }
 }
 
-fn type_name(kind: pb::EventType) -> &'static str {
-    match kind {
-        pb::EventType::Unspecified => "unknown",
-        pb::EventType::Service => "service",
-        pb::EventType::Task => "task",
-        pb::EventType::Node => "node",
-        pb::EventType::Network => "network",
-        pb::EventType::Secret => "secret",
-        pb::EventType::Config => "config",
-        pb::EventType::Container => "container",
-        pb::EventType::Image => "image",
-        pb::EventType::Stack => "stack",
-        pb::EventType::Cluster => "cluster",
-        pb::EventType::Volume => "volume",
-    }
+/// `service`, `task`, ...: the wire's name without its prefix, lowercase.
+fn type_name(kind: pb::EventType) -> String {
+    kind.as_str_name().trim_start_matches("EVENT_TYPE_").to_ascii_lowercase()
 }
 
 fn type_from_name(name: &str) -> Option<pb::EventType> {
-    [
-        pb::EventType::Service,
-        pb::EventType::Task,
-        pb::EventType::Node,
-        pb::EventType::Network,
-        pb::EventType::Secret,
-        pb::EventType::Config,
-        pb::EventType::Container,
-        pb::EventType::Image,
-        pb::EventType::Stack,
-        pb::EventType::Cluster,
-        pb::EventType::Volume,
-    ]
-    .into_iter()
-    .find(|t| type_name(*t) == name)
+    pb::EventType::from_str_name(&format!("EVENT_TYPE_{}", name.to_ascii_uppercase())).filter(|t| *t != pb::EventType::Unspecified)
 }
 
 /// docker's line: `TIME TYPE ACTION ID (name=..., key=value, ...)`.

@@ -51,6 +51,16 @@ fn reclaimable(category: &pb::DiskUsageCategory) -> String {
     format!("{} ({percent}%)", human_size(free))
 }
 
+/// docker's "Deleted Containers:" block, when there is anything in it.
+fn print_deleted(what: &str, deleted: &[String], prefix: &str) {
+    if deleted.is_empty() {
+        return;
+    }
+    println!("Deleted {what}:");
+    deleted.iter().for_each(|d| println!("{prefix}{d}"));
+    println!();
+}
+
 pub async fn run(command: SystemCommand, connect: &ConnectArgs) -> CliResult {
     let channel = connect.connect().await?;
     let mut runtime = pb::runtime_client::RuntimeClient::new(channel.clone());
@@ -98,38 +108,20 @@ pub async fn run(command: SystemCommand, connect: &ConnectArgs) -> CliResult {
             Ok(())
         }
         SystemCommand::Prune { all, volumes, force: _ } => {
-            let mut reclaimed = 0;
             let containers = runtime.prune_containers(pb::Empty {}).await?.into_inner();
-            reclaimed += containers.reclaimed_bytes;
-            if !containers.deleted.is_empty() {
-                println!("Deleted Containers:");
-                containers.deleted.iter().for_each(|c| println!("{c}"));
-                println!();
-            }
+            print_deleted("Containers", &containers.deleted, "");
+            let mut reclaimed = containers.reclaimed_bytes;
             // The node's own bridge networks; the swarm's are the managers'.
             let mut networks = pb::local_networks_client::LocalNetworksClient::new(channel);
-            let pruned = networks.prune_networks(pb::Empty {}).await?.into_inner();
-            if !pruned.deleted.is_empty() {
-                println!("Deleted Networks:");
-                pruned.deleted.iter().for_each(|n| println!("{n}"));
-                println!();
-            }
+            print_deleted("Networks", &networks.prune_networks(pb::Empty {}).await?.into_inner().deleted, "");
             if volumes {
                 let pruned = runtime.prune_volumes(pb::Empty {}).await?.into_inner();
+                print_deleted("Volumes", &pruned.deleted, "");
                 reclaimed += pruned.reclaimed_bytes;
-                if !pruned.deleted.is_empty() {
-                    println!("Deleted Volumes:");
-                    pruned.deleted.iter().for_each(|v| println!("{v}"));
-                    println!();
-                }
             }
             let images = runtime.prune_images(pb::PruneImagesRequest { all }).await?.into_inner();
+            print_deleted("Images", &images.deleted, "deleted: ");
             reclaimed += images.reclaimed_bytes;
-            if !images.deleted.is_empty() {
-                println!("Deleted Images:");
-                images.deleted.iter().for_each(|i| println!("deleted: {i}"));
-                println!();
-            }
             println!("Total reclaimed space: {}", human_size(reclaimed));
             Ok(())
         }

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{setsid, Pid};
 
@@ -123,7 +123,6 @@ pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
             members.push(pid);
         }
     }
-    let devices: Vec<String> = members.iter().filter_map(|&pid| wireguard_device_of(pid)).collect();
     for &pid in &members {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
@@ -134,24 +133,10 @@ pub async fn kill_netns_members(netns_inode: u64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
-    for device in devices {
-        let socket = shoal_overlay_net::wireguard::socket_path(&device);
-        match fs::remove_file(&socket) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("could not remove {}", socket.display()))
-            }
-            _ => {}
-        }
-    }
+    // The nodes' WireGuard devices were among them; their sockets (in the
+    // machine's /var/run/wireguard) are swept, with any earlier dead one's.
+    shoal_overlay_net::wireguard::remove_stale_sockets(shoal_agent::overlay::DEVICE_PREFIX);
     Ok(())
-}
-
-/// The interface a `shoal __wireguard NAME PORT` process serves.
-fn wireguard_device_of(pid: u32) -> Option<String> {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let mut args = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned());
-    args.find(|a| a == "__wireguard")?;
-    args.next().filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 async fn wait_gone(procs: &[&Tracked], timeout: Duration) {

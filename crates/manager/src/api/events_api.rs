@@ -26,7 +26,7 @@ fn wire_type(subject: Kind) -> pb::EventType {
     }
 }
 
-pub fn to_wire(event: &ClusterEvent) -> pb::Event {
+fn to_wire(event: &ClusterEvent) -> pb::Event {
     let r#type = wire_type(event.subject);
     pb::Event {
         id: event.event_id(),

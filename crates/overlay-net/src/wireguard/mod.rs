@@ -29,6 +29,7 @@ use ipnet::Ipv4Net;
 use wireguard_control::{Backend as ControlBackend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
 pub use error::WireguardError;
+pub use process::remove_stale_sockets;
 pub use keys::{NodeKey, PublicKey};
 pub use userspace::{socket_path, DEFAULT_MTU, SOCKET_DIR};
 

@@ -55,6 +55,20 @@ pub fn remove_stale_socket(name: &str) {
     }
 }
 
+/// Removes the socket files of every dead device whose name starts with
+/// `prefix` (a live device answers and keeps its own): devices killed with
+/// SIGKILL, or with the whole machine's processes, cannot remove theirs.
+pub fn remove_stale_sockets(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(super::SOCKET_DIR) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".sock")) else { continue };
+        if name.starts_with(prefix) {
+            remove_stale_socket(name);
+        }
+    }
+}
+
 /// Starts `shoal_exe __wireguard NAME PORT` and waits for it to be ready;
 /// its pid.
 pub async fn start(name: &str, listen_port: u16, shoal_exe: &Path) -> Result<u32> {

@@ -96,8 +96,7 @@ impl NodeApi {
     }
 
     pub async fn stop(&mut self, container: &str, timeout: Option<u32>) -> CliResult {
-        let request = pb::StopContainerRequest { name: container.to_string(), timeout_secs: timeout.unwrap_or(0), has_timeout: timeout.is_some() };
-        self.runtime.stop_container(request).await?;
+        self.runtime.stop_container(stop_request(container, timeout)).await?;
         Ok(())
     }
 
@@ -106,10 +105,10 @@ impl NodeApi {
     pub async fn stop_all(&self, containers: &[&ProjectContainer], timeout: Option<u32>) -> CliResult {
         let stops = containers.iter().map(|container| {
             let mut runtime = self.runtime.clone();
-            let request = pb::StopContainerRequest { name: container.name.clone(), timeout_secs: timeout.unwrap_or(0), has_timeout: timeout.is_some() };
+            let request = stop_request(&container.name, timeout);
             async move {
                 runtime.stop_container(request).await?;
-                println!(" Container {}  Stopped", container.name);
+                progress("Container", &container.name, "Stopped");
                 Ok::<(), CliError>(())
             }
         });
@@ -121,6 +120,17 @@ impl NodeApi {
         self.runtime.remove_container(pb::RemoveContainerRequest { name: container.to_string(), force: true }).await?;
         Ok(())
     }
+}
+
+/// A stop or restart of `container`: `-t` when given, else the container's
+/// own grace period.
+pub fn stop_request(container: &str, timeout: Option<u32>) -> pb::StopContainerRequest {
+    pb::StopContainerRequest { name: container.to_string(), timeout_secs: timeout.unwrap_or(0), has_timeout: timeout.is_some() }
+}
+
+/// One line of what compose did, as docker compose prints it.
+pub fn progress(kind: &str, name: &str, what: &str) {
+    println!(" {kind} {name}  {what}");
 }
 
 /// "app-web-1" → "web-1": how compose prefixes a container's output.

@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use shoal_proto::pb;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::node::{NodeApi, ProjectContainer};
+use super::node::{progress, NodeApi, ProjectContainer};
 use super::plan::{self, Existing, Step};
 use super::project::{InjectedFile, LocalProject, LocalService};
 use crate::compose::model::Condition;
@@ -58,10 +57,6 @@ pub async fn up(node: &mut NodeApi, project: &LocalProject, options: &UpOptions)
         }
     }
     Ok(())
-}
-
-fn progress(kind: &str, name: &str, what: &str) {
-    println!(" {kind} {name}  {what}");
 }
 
 async fn create_networks(node: &mut NodeApi, project: &LocalProject) -> CliResult {
@@ -153,16 +148,11 @@ async fn inject_files(node: &mut NodeApi, container: &str, files: &[InjectedFile
     }
     let tar = archive.into_inner()?;
     let start = pb::CopyToStart { container: container.to_string(), path: "/".into(), source: None, keep_owners: true };
-    let messages = vec![
+    let messages = [
         pb::CopyToInput { input: Some(pb::copy_to_input::Input::Start(start)) },
         pb::CopyToInput { input: Some(pb::copy_to_input::Input::Data(tar)) },
     ];
-    let (sender, receiver) = tokio::sync::mpsc::channel(messages.len());
-    for message in messages {
-        let _ = sender.send(message).await;
-    }
-    drop(sender);
-    node.runtime.copy_to_container(ReceiverStream::new(receiver)).await?;
+    node.runtime.copy_to_container(tokio_stream::iter(messages)).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use shoal_proto::pb;
 use tokio::sync::mpsc;
 
-use super::node::{short_name, NodeApi, ProjectContainer};
+use super::node::{progress, short_name, stop_request, NodeApi, ProjectContainer};
 use super::project::{LocalProject, PROJECT_LABEL};
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
@@ -37,23 +37,16 @@ impl Scope {
     }
 }
 
-fn progress(kind: &str, name: &str, what: &str) {
-    println!(" {kind} {name}  {what}");
-}
-
 pub async fn down(node: &mut NodeApi, scope: &Scope, volumes: bool, remove_orphans: bool, timeout: Option<u32>) -> CliResult {
     let containers = scope.containers(node, &[]).await?;
-    let (orphans, own): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| scope.is_orphan(c));
-    let mut kept_orphans = Vec::new();
-    let going: Vec<&ProjectContainer> = own.iter().chain(orphans.iter().filter(|_| remove_orphans)).collect();
-    let running: Vec<&ProjectContainer> = going.iter().copied().filter(|c| c.running()).collect();
+    // Orphans (services the files no longer have) go only when asked.
+    let (going, kept): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| remove_orphans || !scope.is_orphan(c));
+    let kept_orphans: Vec<String> = kept.into_iter().map(|c| c.name).collect();
+    let running: Vec<&ProjectContainer> = going.iter().filter(|c| c.running()).collect();
     node.stop_all(&running, timeout).await?;
-    for container in going {
+    for container in &going {
         node.remove(&container.name).await?;
         progress("Container", &container.name, "Removed");
-    }
-    if !remove_orphans {
-        kept_orphans.extend(orphans.iter().map(|c| c.name.clone()));
     }
     // Networks go once nothing is attached; one an orphan still uses stays.
     for (name, network) in node.networks_by_name().await? {
@@ -127,8 +120,7 @@ pub async fn start(node: &mut NodeApi, scope: &Scope, services: &[String]) -> Cl
 
 pub async fn restart(node: &mut NodeApi, scope: &Scope, timeout: Option<u32>, services: &[String]) -> CliResult {
     for container in scope.containers(node, services).await? {
-        let request = pb::StopContainerRequest { name: container.name.clone(), timeout_secs: timeout.unwrap_or(0), has_timeout: timeout.is_some() };
-        node.runtime.restart_container(request).await?;
+        node.runtime.restart_container(stop_request(&container.name, timeout)).await?;
         progress("Container", &container.name, "Restarted");
     }
     Ok(())
