@@ -14,6 +14,7 @@ use crate::error::CliResult;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum ConfigCommand {
     /// Create a config from a file ("-" reads standard input)
     Create {

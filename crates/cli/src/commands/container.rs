@@ -11,6 +11,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum ContainerCommand {
     /// Create and start a container (pulls the image if it is missing)
     Run(RunArgs),

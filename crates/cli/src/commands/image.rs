@@ -12,6 +12,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// Pull an image from a registry
     Pull {

@@ -14,6 +14,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum NetworkCommand {
     /// Create a network (overlay on a swarm manager, bridge elsewhere, unless -d says)
     Create {

@@ -10,6 +10,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum NodeCommand {
     /// List nodes
     Ls {

@@ -19,6 +19,7 @@ use crate::output::{ago_rfc3339, print_json, print_table, Format};
 pub const MAX_VALUE_BYTES: usize = 500 * 1024;
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum SecretCommand {
     /// Create a secret from a file ("-" reads standard input)
     Create {

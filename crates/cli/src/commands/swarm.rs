@@ -10,6 +10,7 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum SwarmCommand {
     /// Create a swarm with this node as its first manager
     Init {

@@ -9,6 +9,7 @@ use crate::error::CliResult;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Show the disk the node's images, containers, volumes and logs use
     Df {

@@ -11,6 +11,7 @@ use crate::error::CliResult;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume (a random name if none is given)
     Create {

@@ -43,6 +43,7 @@ pub struct ComposeArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 enum ComposeCommand {
     /// Create and start the project's containers, networks and volumes
     Up {

@@ -28,6 +28,7 @@ use spec::SpecChange;
 type Control = pb::control_client::ControlClient<Channel>;
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum ServiceCommand {
     /// Create a service
     Create(spec::CreateArgs),

@@ -27,6 +27,7 @@ type Control = pb::control_client::ControlClient<Channel>;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum StackCommand {
     /// Deploy a new stack or update an existing one from compose files
     #[command(alias = "up")]
