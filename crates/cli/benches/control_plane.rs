@@ -14,6 +14,10 @@
 //!   and at least 5,000 writes/s with it on)
 //! - idle manager daemon RSS (target < 40 MiB)
 //!
+//! `SHOAL_BENCH_QUICK=1` runs only the comparison with etcd;
+//! `SHOAL_BENCH_ROUNDS=N` gives it N alternating 5 s rounds per client count
+//! instead of 2, with each round's ratio printed to show the spread.
+//!
 //! Not a test: it never runs in CI.
 
 #[path = "../../../tests/cluster/support/mod.rs"]
@@ -43,8 +47,11 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 /// background work the previous round left (snapshots, log purges,
 /// compaction) does not land on the next one.
 const WRITE_ROUNDS: usize = 6;
-/// Rounds per client count against etcd: 2 x 5 s = 10 s each.
+/// Rounds per client count against etcd: 2 x 5 s = 10 s each, unless
+/// [`ROUNDS_ENV`] asks for more (the machine's own drift between rounds is
+/// often larger than the difference measured; more rounds narrow it).
 const ETCD_ROUNDS: usize = 2;
+const ROUNDS_ENV: &str = "SHOAL_BENCH_ROUNDS";
 const ROUND: Duration = Duration::from_secs(5);
 const PAUSE_BEFORE_ROUND: Duration = Duration::from_secs(2);
 const KILLS: usize = 20;
@@ -129,15 +136,28 @@ fn main() {
     let cpu_us = |cpu: f64, load: &Load| cpu * 1e6 / load.writes as f64;
     let (encrypted_cpu_us, plaintext_cpu_us) = (cpu_us(encrypted_cpu, &encrypted_total), cpu_us(plaintext_cpu, &plaintext_total));
 
-    // Shoal against etcd, clients spread over all three members.
-    let shoal_target = Target::Shoal(managers.iter().map(|m| cluster.host(m).socket).collect());
-    let etcd_target = Target::Etcd(etcd.endpoints());
+    // Shoal against etcd, clients spread over all three members, each
+    // store's list starting at its leader: client 0 (the 1-client rounds)
+    // writes to the leader of both, and with more clients both get the same
+    // share of writes a follower must forward. Spread by member number
+    // instead, whichever store's leader happened to be member 1 was spared
+    // the forwarding hop at 1 client, and the other was not.
+    let shoal_leader = leader(&cluster, &runtime, &managers);
+    let shoal_first = managers.iter().position(|m| *m == shoal_leader).unwrap_or(0);
+    let shoal_target = Target::Shoal((0..3).map(|i| cluster.host(managers[(shoal_first + i) % 3]).socket).collect());
+    let etcd_first = wait_until(Duration::from_secs(10), "an etcd leader", || etcd.leader());
+    let endpoints = etcd.endpoints();
+    let etcd_target = Target::Etcd((0..3).map(|i| endpoints[(etcd_first + i) % 3].clone()).collect());
     let mut side_by_side = Vec::new();
     let (shoal_pids, etcd_pids) = (pids(&cluster), etcd.pids());
+    let rounds = std::env::var(ROUNDS_ENV).ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(ETCD_ROUNDS);
     for clients in CONCURRENCY {
         let (mut ours, mut theirs) = (Load::default(), Load::default());
         let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
-        for round in 0..ETCD_ROUNDS {
+        // writes/s of each round, Shoal's and etcd's, for the spread.
+        let mut round_rates = Vec::new();
+        for round in 0..rounds {
+            let mut rates = [0.0; 2];
             let order = if round % 2 == 0 { [true, false] } else { [false, true] };
             for shoal in order {
                 std::thread::sleep(PAUSE_BEFORE_ROUND);
@@ -155,11 +175,13 @@ fn main() {
                     load.per_sec(),
                     load.percentile_ms(99.0)
                 );
+                rates[usize::from(!shoal)] = load.per_sec();
                 total.add(load);
             }
+            round_rates.push(rates[0] / rates[1]);
         }
         let (ours_cpu_us, theirs_cpu_us) = (cpu_us(ours_cpu, &ours), cpu_us(theirs_cpu, &theirs));
-        side_by_side.push((clients, ours, theirs, ours_cpu_us, theirs_cpu_us));
+        side_by_side.push((clients, ours, theirs, ours_cpu_us, theirs_cpu_us, round_rates));
     }
 
     let (shoal_failovers, etcd_failovers) = if quick {
@@ -173,7 +195,7 @@ fn main() {
 
     println!();
     println!("{:<46} {:>14} {:>14} {:>8} {:>22}", "Shoal vs etcd (3 members, local netns)", "Shoal", "etcd 3.4", "ratio", "target");
-    for (clients, ours, theirs, ours_cpu_us, theirs_cpu_us) in &side_by_side {
+    for (clients, ours, theirs, ours_cpu_us, theirs_cpu_us, round_rates) in &side_by_side {
         let target = if *clients == 64 { ">= 1.0x etcd" } else { "" };
         println!(
             "{:<46} {:>14.0} {:>14.0} {:>7.2}x {:>22}",
@@ -183,6 +205,8 @@ fn main() {
             ours.per_sec() / theirs.per_sec(),
             target
         );
+        let each: Vec<String> = round_rates.iter().map(|r| format!("{r:.2}")).collect();
+        println!("{:<46} {}", format!("  ratio of each round's pair ({} s each)", ROUND.as_secs()), each.join(" "));
         println!(
             "{:<46} {:>11.0} us {:>11.0} us {:>7.2}x",
             "  CPU per write (all 3 members)",

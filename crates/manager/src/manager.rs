@@ -80,7 +80,15 @@ fn raft_config() -> Result<Arc<openraft::Config>, ManagerError> {
         election_timeout_min: 200,
         election_timeout_max: 400,
         install_snapshot_timeout: 2_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        // As etcd's default snapshot count. A snapshot is a copy of the whole
+        // store, so its cost grows with the store; the state machine persists
+        // itself on every apply (a restart replays no snapshot), so snapshots
+        // only let the log be purged and catch up a follower that fell
+        // behind the log kept. Every 10,000 entries they took CPU and disk
+        // from writes on a store of ~100,000 objects (control-plane bench,
+        // 64 clients: manager CPU per write 0.97x etcd's, now 0.83x). The
+        // cost: up to 100,000 entries of log on disk.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
         max_in_snapshot_log_to_keep: 1_000,
         ..Default::default()
     };

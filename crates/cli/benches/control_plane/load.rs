@@ -1,7 +1,8 @@
 //! The write load both stores get: N clients, each with its own connection
-//! to one of the members (client i to member i mod 3, so followers forward
-//! as they would for real clients), each writing one small object after
-//! another for a fixed time; every write's latency is kept.
+//! to one of the members (client i to member i mod 3 of the list given,
+//! which starts at the leader; followers forward as they would for real
+//! clients), each writing one small object after another for a fixed time;
+//! every write's latency is kept.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
