@@ -7,7 +7,6 @@ use crate::error::{CliError, CliResult};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
-#[command(defer = true)]
 pub enum ContextCommand {
     /// Create a context: a manager's address and a client certificate
     Create {

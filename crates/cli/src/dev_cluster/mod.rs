@@ -39,7 +39,6 @@ pub struct ClusterName {
 }
 
 #[derive(Debug, clap::Subcommand)]
-#[command(defer = true)]
 pub enum DevClusterCommand {
     /// Create a cluster of namespace hosts and form a swarm, replacing any
     /// previous cluster of the same name.
