@@ -143,11 +143,12 @@ fn main() {
     // instead, whichever store's leader happened to be member 1 was spared
     // the forwarding hop at 1 client, and the other was not.
     let shoal_leader = leader(&cluster, &runtime, &managers);
-    let shoal_first = managers.iter().position(|m| *m == shoal_leader).unwrap_or(0);
-    let shoal_target = Target::Shoal((0..3).map(|i| cluster.host(managers[(shoal_first + i) % 3]).socket).collect());
-    let etcd_first = wait_until(Duration::from_secs(10), "an etcd leader", || etcd.leader());
-    let endpoints = etcd.endpoints();
-    let etcd_target = Target::Etcd((0..3).map(|i| endpoints[(etcd_first + i) % 3].clone()).collect());
+    let mut sockets: Vec<_> = managers.iter().map(|m| cluster.host(m).socket).collect();
+    sockets.rotate_left(managers.iter().position(|m| *m == shoal_leader).unwrap_or(0));
+    let shoal_target = Target::Shoal(sockets);
+    let mut endpoints = etcd.endpoints();
+    endpoints.rotate_left(wait_until(Duration::from_secs(10), "an etcd leader", || etcd.leader()));
+    let etcd_target = Target::Etcd(endpoints);
     let mut side_by_side = Vec::new();
     let (shoal_pids, etcd_pids) = (pids(&cluster), etcd.pids());
     let rounds = std::env::var(ROUNDS_ENV).ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(ETCD_ROUNDS);
