@@ -7,10 +7,12 @@
 
 pub mod description;
 pub mod executor;
+pub mod join;
 pub mod managers;
 pub mod overlay;
 pub mod renewal;
 pub mod session;
+pub mod simulation;
 
 pub use description::{describe_node, parse_engine_label};
 pub use executor::{health_config, process_options, remove_all_task_containers, remove_all_task_files, Executor, ExecutorConfig, TaskRuntime};

@@ -157,6 +157,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(shortcuts::expand(std::env::args_os().collect()));
     if matches!(cli.command, Command::Daemon { .. }) {
         accept_stop_signals();
+    } else {
+        die_quietly_on_closed_pipe();
     }
     // A client command is one connection and a few calls: one thread is
     // enough and starts faster; the daemon and dev clusters need more.
@@ -192,6 +194,14 @@ fn accept_stop_signals() {
         stop.add(signal);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stop), None);
+}
+
+/// A client whose output goes to a pipe that closed (`shoal service ps |
+/// head`) ends as other Unix tools do, silently, instead of failing a write.
+fn die_quietly_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition; no handler code runs.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 /// `HOST:PORT`, or a bare `HOST` for every port on it.

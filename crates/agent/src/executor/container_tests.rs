@@ -22,6 +22,7 @@ struct Node {
     dir: PathBuf,
     /// Containers' cgroups go under it, in every hierarchy; removed at the end.
     cgroup_parent: String,
+    containers: Arc<ContainerManager>,
     ctx: Arc<WorkerContext>,
     reports: mpsc::Receiver<pb::TaskStatusUpdate>,
 }
@@ -64,16 +65,9 @@ async fn node(name: &str) -> Node {
     .await
     .unwrap();
     let (reports, receiver) = mpsc::channel(64);
-    let ctx = Arc::new(WorkerContext {
-        node_id: "node1".into(),
-        images,
-        containers,
-        networks: None,
-        reports,
-        files: Default::default(),
-        task_files: super::task_files::TaskFilesRoot(dir.join("task-files")),
-    });
-    Node { dir, cgroup_parent, ctx, reports: receiver }
+    let runtime = super::TaskRuntime { images, containers: containers.clone(), networks: None, task_files: dir.join("task-files") };
+    let ctx = Arc::new(WorkerContext { node_id: "node1".into(), backend: Arc::new(runtime), reports, files: Default::default() });
+    Node { dir, cgroup_parent, containers, ctx, reports: receiver }
 }
 
 impl Drop for Node {
@@ -81,7 +75,7 @@ impl Drop for Node {
     /// go first, then the directory. The runtime's calls are async and a
     /// test's runtime may be mid-panic, so this runs on a thread of its own.
     fn drop(&mut self) {
-        let containers = self.ctx.containers.clone();
+        let containers = self.containers.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
             runtime.block_on(remove_all_task_containers(&containers));
@@ -153,15 +147,15 @@ async fn a_task_runs_to_completion_and_its_container_goes_with_it() {
     let running = &updates[3];
     assert!(!running.container_id.is_empty());
     assert_eq!(updates[4].exit_code, Some(0));
-    let logs = node.ctx.containers.logs(&running.container_id, Default::default()).unwrap();
+    let logs = node.containers.logs(&running.container_id, Default::default()).unwrap();
     let lines: Vec<_> = tokio_stream::StreamExt::collect::<Vec<_>>(logs).await;
     assert_eq!(String::from_utf8_lossy(&lines[0].bytes), "hi from svc-1\n");
     // The ended task keeps its container until the managers drop the task.
-    assert_eq!(containers_of(&node.ctx.containers, "t1").len(), 1);
+    assert_eq!(containers_of(&node.containers, "t1").len(), 1);
     drop(sender);
     worker.await.unwrap();
-    remove_all_task_containers(&node.ctx.containers).await;
-    assert!(containers_of(&node.ctx.containers, "t1").is_empty());
+    remove_all_task_containers(&node.containers).await;
+    assert!(containers_of(&node.containers, "t1").is_empty());
 }
 
 #[tokio::test]
@@ -173,7 +167,7 @@ async fn a_failing_task_reports_its_exit_code() {
     let failed = updates.last().unwrap();
     assert_eq!(failed.error, "task: non-zero exit (3)");
     assert_eq!(failed.exit_code, Some(3));
-    remove_all_task_containers(&node.ctx.containers).await;
+    remove_all_task_containers(&node.containers).await;
 }
 
 #[tokio::test]
@@ -185,7 +179,7 @@ async fn shutdown_stops_the_container() {
     sender.send_modify(|a| a.desired_state = "shutdown".into());
     let updates = reports_until(&mut node, "shutdown").await;
     assert_eq!(states(&updates), ["shutdown"]);
-    remove_all_task_containers(&node.ctx.containers).await;
+    remove_all_task_containers(&node.containers).await;
 }
 
 #[tokio::test]
@@ -213,8 +207,8 @@ async fn a_running_container_is_adopted_by_a_new_worker() {
     let updates = reports_until(&mut node, "running").await;
     assert_eq!(states(&updates), ["running"]);
     assert_eq!(updates[0].container_id, container, "watched, not duplicated");
-    assert_eq!(containers_of(&node.ctx.containers, "t5").len(), 1);
-    remove_all_task_containers(&node.ctx.containers).await;
+    assert_eq!(containers_of(&node.containers, "t5").len(), 1);
+    remove_all_task_containers(&node.containers).await;
 }
 
 #[tokio::test]
@@ -233,9 +227,9 @@ async fn an_ended_task_keeps_its_container_for_logs_after_a_restart() {
     tokio::spawn(run_task(node.ctx.clone(), receiver));
     let report = tokio::time::timeout(Duration::from_millis(300), node.reports.recv()).await;
     assert!(report.is_err(), "an ended task reports nothing more: {report:?}");
-    let kept = containers_of(&node.ctx.containers, "t6");
+    let kept = containers_of(&node.containers, "t6");
     assert_eq!(kept.iter().map(|c| c.container_id.as_str()).collect::<Vec<_>>(), [container.as_str()]);
-    let logs = node.ctx.containers.logs(&container, Default::default()).unwrap();
+    let logs = node.containers.logs(&container, Default::default()).unwrap();
     let lines: Vec<_> = tokio_stream::StreamExt::collect::<Vec<_>>(logs).await;
     assert_eq!(String::from_utf8_lossy(&lines[0].bytes), "bye\n");
 }

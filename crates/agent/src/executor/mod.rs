@@ -12,6 +12,7 @@
 //! The decisions are pure functions in [`reconcile`]; this module only
 //! carries them out.
 
+pub mod backend;
 #[cfg(test)]
 mod container_tests;
 mod logs;
@@ -42,12 +43,16 @@ pub use task_files::remove_all_task_files;
 pub use task_container::{health_config, process_options, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID, LABEL_TASK_NAME};
 pub use task_state::TaskState;
 
+pub use backend::{Rejection, TaskBackend};
+pub use reconcile::TaskContainer;
+pub use task_container::StopPlan;
+pub use task_files::HeldFiles;
+pub use task_network::OverlayView;
+
 use crate::managers::ManagerDialer;
+use backend::stop_and_remove_all;
 use reconcile::{plan_assignments, SetAction};
-use runtime_ops::{containers_of, stop_and_remove_all, task_containers};
 use task_container::stop_plan;
-use task_files::{HeldFiles, TaskFilesRoot};
-use task_network::OverlayView;
 use worker::{run_task, WorkerContext};
 
 /// Bounds connecting to a manager and waiting for a stream to open.
@@ -80,7 +85,8 @@ pub struct ExecutorConfig {
     pub tls: ClientTls,
     /// Managers to try, in order; the session keeps the list current.
     pub managers: Arc<Mutex<Vec<String>>>,
-    pub runtime: TaskRuntime,
+    /// What runs the tasks: a real node's [`TaskRuntime`], or a simulated one.
+    pub backend: Arc<dyn TaskBackend>,
 }
 
 /// A running executor. Dropping it stops it without waiting.
@@ -159,7 +165,7 @@ struct Supervisor {
     /// The overlay as the managers describe it; a loop applies each change.
     overlay: OverlayView,
     overlay_updates: watch::Sender<OverlayView>,
-    overlay_applier: Option<JoinHandle<()>>,
+    overlay_applier: JoinHandle<()>,
     /// Stray task sandboxes are swept once, on the first full set.
     swept_sandboxes: bool,
 }
@@ -170,18 +176,11 @@ impl Supervisor {
         let report_dialer = ManagerDialer::new(config.tls.clone(), config.managers.clone(), REPORT_TIMEOUT);
         let reporter = tokio::spawn(reporter::run_reporter(config.node_id.clone(), report_dialer, updates));
         let (overlay_updates, views) = watch::channel(OverlayView::default());
-        let overlay_applier = config.runtime.networks.clone().map(|dataplane| tokio::spawn(task_network::apply_views(dataplane, views)));
+        let backend = config.backend.clone();
+        let overlay_applier = tokio::spawn(async move { backend.follow_overlay(views).await });
         Supervisor {
             dialer: ManagerDialer::new(config.tls.clone(), config.managers, CONNECT_TIMEOUT).persistent(),
-            ctx: Arc::new(WorkerContext {
-                node_id: config.node_id.clone(),
-                images: config.runtime.images,
-                containers: config.runtime.containers,
-                networks: config.runtime.networks,
-                reports,
-                files,
-                task_files: TaskFilesRoot(config.runtime.task_files),
-            }),
+            ctx: Arc::new(WorkerContext { node_id: config.node_id.clone(), backend: config.backend, reports, files }),
             node_id: config.node_id,
             tls: config.tls,
             workers: HashMap::new(),
@@ -259,7 +258,7 @@ impl Supervisor {
     fn apply(&mut self, message: pb::AssignmentsMessage, manager: &str) {
         while self.background.try_join_next().is_some() {}
         self.reap_finished_workers();
-        let local = task_containers(&self.ctx.containers);
+        let local = self.ctx.backend.task_containers();
         let workers: HashSet<String> = self.workers.keys().cloned().collect();
         tracing::debug!(
             full = message.full,
@@ -296,14 +295,11 @@ impl Supervisor {
                 SetAction::RemoveStray(container_id) => {
                     let task = local.iter().find(|c| c.container_id == container_id).map(|c| c.task_id.clone());
                     tracing::info!(container = %container_id, task = ?task, "removing the container of a task no longer assigned here");
-                    let containers = self.ctx.containers.clone();
-                    let networks = self.ctx.networks.clone();
-                    let task_files = self.ctx.task_files.clone();
+                    let backend = self.ctx.backend.clone();
                     self.background.spawn(async move {
-                        stop_and_remove_all(&containers, vec![container_id], &stop_plan(None)).await;
+                        stop_and_remove_all(backend.as_ref(), vec![container_id], &stop_plan(None)).await;
                         if let Some(task) = task {
-                            task_network::release(networks.as_ref(), &task).await;
-                            task_files.release(&task).await;
+                            backend.release(&task).await;
                         }
                     });
                 }
@@ -313,8 +309,9 @@ impl Supervisor {
             if !self.subscriptions_seen.insert(&subscription.id) {
                 continue;
             }
-            let publish = logs::publish_subscription(self.ctx.containers.clone(), self.tls.clone(), manager.to_string(), subscription);
-            self.background.spawn(publish);
+            let backend = self.ctx.backend.clone();
+            let (tls, manager) = (self.tls.clone(), manager.to_string());
+            self.background.spawn(async move { backend.publish_logs(tls, manager, subscription).await });
         }
     }
 
@@ -340,18 +337,15 @@ impl Supervisor {
         let plan = stop_plan(worker.assignment.borrow().spec.as_ref());
         let TaskWorkerHandle { assignment, task } = worker;
         drop(assignment);
-        let containers = self.ctx.containers.clone();
-        let networks = self.ctx.networks.clone();
-        let task_files = self.ctx.task_files.clone();
+        let backend = self.ctx.backend.clone();
         self.background.spawn(async move {
             let _ = task.await;
-            let ids: Vec<String> = containers_of(&containers, &task_id).into_iter().map(|c| c.container_id).collect();
+            let ids: Vec<String> = backend.containers_of(&task_id).into_iter().map(|c| c.container_id).collect();
             if !ids.is_empty() {
                 tracing::info!(task = %task_id, "removing the containers of a task no longer assigned here");
-                stop_and_remove_all(&containers, ids, &plan).await;
+                stop_and_remove_all(backend.as_ref(), ids, &plan).await;
             }
-            task_network::release(networks.as_ref(), &task_id).await;
-            task_files.release(&task_id).await;
+            backend.release(&task_id).await;
         });
     }
 
@@ -360,25 +354,8 @@ impl Supervisor {
     /// Those of assigned tasks are their workers' to keep or release.
     fn sweep_sandboxes(&mut self, message: &pb::AssignmentsMessage) {
         let assigned: HashSet<String> = message.changed.iter().map(|a| a.task_id.clone()).collect();
-        let task_files = self.ctx.task_files.clone();
-        let keep = assigned.clone();
-        self.background.spawn(async move { task_files.sweep(&keep).await });
-        let Some(networks) = self.ctx.networks.clone() else { return };
-        self.background.spawn(async move {
-            let sandboxes = match networks.sandbox_ids().await {
-                Ok(sandboxes) => sandboxes,
-                Err(error) => {
-                    tracing::warn!(%error, "listing task sandboxes");
-                    return;
-                }
-            };
-            for sandbox in sandboxes {
-                if let Some(task) = task_network::task_of_sandbox(&sandbox).filter(|t| !assigned.contains(*t)) {
-                    tracing::info!(task = %task, "removing the sandbox of a task no longer assigned here");
-                    task_network::release(Some(&networks), task).await;
-                }
-            }
-        });
+        let backend = self.ctx.backend.clone();
+        self.background.spawn(async move { backend.sweep(assigned).await });
     }
 
     /// Workers only end when retired; one that ended otherwise panicked.
@@ -406,9 +383,7 @@ impl Supervisor {
         }
         self.background.shutdown().await;
         self.reporter.abort();
-        if let Some(applier) = self.overlay_applier.take() {
-            applier.abort();
-        }
+        self.overlay_applier.abort();
     }
 }
 
@@ -418,9 +393,7 @@ impl Drop for Supervisor {
             worker.task.abort();
         }
         self.reporter.abort();
-        if let Some(applier) = &self.overlay_applier {
-            applier.abort();
-        }
+        self.overlay_applier.abort();
     }
 }
 

@@ -20,6 +20,7 @@ pub fn task_containers(containers: &ContainerManager) -> Vec<TaskContainer> {
 }
 
 /// The containers of one task.
+#[cfg(test)]
 pub fn containers_of(containers: &ContainerManager, task_id: &str) -> Vec<TaskContainer> {
     task_containers(containers).into_iter().filter(|c| c.task_id == task_id).collect()
 }

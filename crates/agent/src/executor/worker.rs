@@ -11,17 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::pb;
-use shoal_overlay_net::dataplane::Dataplane;
-use shoal_overlay_net::dns::CONTAINER_RESOLV_CONF as RESOLV_CONF;
-use shoal_runtime::container::{ContainerManager, HealthStatus, ImageInput, MountSpec};
-use shoal_runtime::image::ImageStore;
+use shoal_runtime::container::HealthStatus;
 use tokio::sync::{mpsc, watch};
 
+use super::backend::TaskBackend;
 use super::reconcile::{exit_outcome, next_step, TaskStep};
-use super::runtime_ops::{containers_of, ensure_image, exit_of, remove_container, stop_container};
-use super::task_container::{create_request, stop_plan};
-use super::task_files::{HeldFiles, TaskFilesRoot};
-use super::task_network;
+use super::task_container::stop_plan;
+use super::task_files::HeldFiles;
 use super::task_state::{ReportGuard, TaskState};
 
 /// How long a task on a network keeps serving after the managers told it
@@ -35,14 +31,11 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// What every worker shares.
 pub struct WorkerContext {
     pub node_id: String,
-    pub images: ImageStore,
-    pub containers: Arc<ContainerManager>,
-    pub networks: Option<Arc<Dataplane>>,
+    /// What runs the tasks.
+    pub backend: Arc<dyn TaskBackend>,
     pub reports: mpsc::Sender<pb::TaskStatusUpdate>,
     /// The secrets' and configs' values the managers sent, in memory.
     pub files: HeldFiles,
-    /// Where each task's secrets tmpfs goes.
-    pub task_files: TaskFilesRoot,
 }
 
 /// A report, before the guard and the timestamp.
@@ -110,8 +103,7 @@ pub async fn run_task(ctx: Arc<WorkerContext>, assignment: watch::Receiver<pb::A
         guard.advance(ended);
         // Its network and secrets went with its container, unless a
         // restart cut that short.
-        task_network::release(ctx.networks.as_ref(), &task_id).await;
-        ctx.task_files.release(&task_id).await;
+        ctx.backend.release(&task_id).await;
     }
     let mut worker = TaskWorker { ctx, task_id, assignment, guard, network_checked: false };
     worker.run().await;
@@ -129,7 +121,7 @@ impl TaskWorker {
             if desired.is_none() {
                 tracing::warn!(task = %self.task_id, desired = %assignment.desired_state, "unknown desired state; waiting for another");
             }
-            let containers = containers_of(&self.ctx.containers, &self.task_id);
+            let containers = self.ctx.backend.containers_of(&self.task_id);
             let step = next_step(desired, &self.guard, &containers);
             tracing::debug!(task = %self.task_id, ?step, "task step");
             let outcome = match step {
@@ -178,66 +170,29 @@ impl TaskWorker {
     async fn start(&mut self, assignment: &pb::Assignment) -> Result<(), String> {
         self.report(Report::new(TaskState::Accepted, "accepted")).await;
         self.report(Report::new(TaskState::Preparing, "preparing")).await;
-        let reference = assignment.spec.as_ref().map(|s| s.image.clone()).unwrap_or_default();
-        let login = assignment.spec.as_ref().and_then(|s| s.registry_auth.clone());
         // The pull may take long; give up on it if the task is called off.
-        let image = tokio::select! {
-            image = ensure_image(&self.ctx.images, &reference, login.as_ref()) => image,
+        let pulled = tokio::select! {
+            pulled = self.ctx.backend.pull(assignment) => pulled,
             _ = wait_until_unwanted(&mut self.assignment) => return Ok(()),
         };
-        let image = match image {
-            Ok(image) => image,
-            Err(error) => {
-                self.report(Report::new(TaskState::Rejected, "preparing failed").error(error)).await;
-                return Ok(());
-            }
-        };
+        if let Err(error) = pulled {
+            self.report(Report::new(TaskState::Rejected, "preparing failed").error(error)).await;
+            return Ok(());
+        }
         if is_unwanted(&self.assignment.borrow()) {
             return Ok(());
         }
         self.report(Report::new(TaskState::Starting, "starting")).await;
-        let mut request = match create_request(assignment, &self.ctx.node_id) {
-            Ok(request) => request,
-            Err(error) => {
-                self.report(Report::new(TaskState::Rejected, "invalid task").error(error)).await;
-                return Ok(());
-            }
-        };
-        let spec = assignment.spec.clone().unwrap_or_default();
-        match self.ctx.task_files.prepare(&self.task_id, &spec, &self.ctx.files).await {
-            Ok(mounts) => request.mounts.extend(mounts),
-            Err(error) => {
-                self.report(Report::new(TaskState::Rejected, "placing the secrets and configs failed").error(error)).await;
-                return Ok(());
-            }
-        }
-        match task_network::prepare(self.ctx.networks.as_ref(), assignment).await {
-            Ok(Some(prepared)) => {
-                request.network_namespace = Some(prepared.netns);
-                // A mount of the task's own at /etc/resolv.conf wins, as in docker.
-                if !request.mounts.iter().any(|m| m.target() == RESOLV_CONF) {
-                    request.mounts.push(MountSpec::Bind { source: prepared.resolv_conf, target: RESOLV_CONF.into(), readonly: true });
-                }
-            }
-            Ok(None) => {}
-            Err(error) => {
-                self.release_resources().await;
-                self.report(Report::new(TaskState::Rejected, "preparing the network failed").error(error)).await;
-                return Ok(());
-            }
-        };
-        let input = ImageInput::from_store(&image, &reference);
-        let container_id = match self.ctx.containers.create(request, &input).await {
+        let container_id = match self.ctx.backend.create(assignment, &self.ctx.node_id, &self.ctx.files).await {
             Ok(id) => id,
-            Err(error) => {
-                self.release_resources().await;
-                self.report(Report::new(TaskState::Rejected, "creating the container failed").error(error.to_string())).await;
+            Err(rejection) => {
+                self.report(Report::new(TaskState::Rejected, rejection.message).error(rejection.error)).await;
                 return Ok(());
             }
         };
-        if let Err(error) = self.ctx.containers.start(&container_id).await {
+        if let Err(error) = self.ctx.backend.start(&container_id).await {
             self.release_resources().await;
-            let exit_code = exit_of(&self.ctx.containers, &container_id).map(|e| e.code);
+            let exit_code = self.ctx.backend.exit_of(&container_id).map(|e| e.code);
             let report = Report::new(TaskState::Failed, "starting the container failed")
                 .error(error.to_string())
                 .container(&container_id)
@@ -246,7 +201,7 @@ impl TaskWorker {
             return Ok(());
         }
         self.network_checked = true;
-        if self.ctx.containers.health_watch(&container_id).is_some() {
+        if self.ctx.backend.health_watch(&container_id).is_some() {
             // Running (and so a VIP backend) only once healthy: the watch
             // step reports it.
             return Ok(());
@@ -260,20 +215,18 @@ impl TaskWorker {
     async fn watch(&mut self, container_id: &str) -> Result<(), String> {
         if !self.network_checked {
             self.network_checked = true;
-            // Attaching is idempotent: on an adopted container it only
-            // repairs what drifted (a veth off its bridge, a lost address).
             let assignment = self.assignment.borrow().clone();
-            if let Err(error) = task_network::prepare(self.ctx.networks.as_ref(), &assignment).await {
+            if let Err(error) = self.ctx.backend.repair_network(&assignment).await {
                 tracing::warn!(task = %self.task_id, %error, "repairing the network of an adopted task");
             }
         }
-        let containers = self.ctx.containers.clone();
-        let Some(mut health) = containers.health_watch(container_id) else {
-            let started_at = containers.inspect(container_id).ok().and_then(|d| d.state.started_at);
+        let backend = self.ctx.backend.clone();
+        let Some(mut health) = backend.health_watch(container_id) else {
+            let started_at = backend.started_at(container_id);
             self.report(Report::new(TaskState::Running, "started").container(container_id).at(started_at.as_deref())).await;
             tokio::select! {
                 // Ended, or removed behind our back: the next step sees which.
-                _ = containers.wait(container_id) => {}
+                _ = backend.wait(container_id) => {}
                 _ = self.assignment.changed() => {}
             }
             return Ok(());
@@ -284,7 +237,7 @@ impl TaskWorker {
             HealthStatus::Starting => {}
             HealthStatus::Healthy => self.report(Report::new(TaskState::Running, "healthy").container(container_id)).await,
             // A container that exited is unhealthy too: that is an exit.
-            HealthStatus::Unhealthy if exit_of(&containers, container_id).is_none() => {
+            HealthStatus::Unhealthy if backend.exit_of(container_id).is_none() => {
                 // Failed first, so it leaves its VIPs at once; the next
                 // step stops the container, and the restart policy decides.
                 let output = now.log.last().map(|p| p.output.trim().to_string()).unwrap_or_default();
@@ -295,7 +248,7 @@ impl TaskWorker {
             HealthStatus::Unhealthy => {}
         }
         tokio::select! {
-            _ = containers.wait(container_id) => {}
+            _ = backend.wait(container_id) => {}
             _ = self.assignment.changed() => {}
             _ = health.changed() => {}
         }
@@ -303,7 +256,7 @@ impl TaskWorker {
     }
 
     async fn report_exit(&mut self, container_id: &str) -> Result<(), String> {
-        let exit = exit_of(&self.ctx.containers, container_id)
+        let exit = self.ctx.backend.exit_of(container_id)
             .ok_or_else(|| format!("container {container_id} has not exited yet"))?;
         let (state, error) = exit_outcome(&exit);
         let message = if state == TaskState::Complete { "finished" } else { "container exited with an error" };
@@ -322,28 +275,26 @@ impl TaskWorker {
     async fn stop(&mut self, assignment: &pb::Assignment, container_id: &str) -> Result<(), String> {
         let plan = stop_plan(assignment.spec.as_ref());
         if !assignment.networks.is_empty() && self.guard.reported() == Some(TaskState::Running) {
-            let containers = self.ctx.containers.clone();
             // Ended meanwhile: nothing to drain.
-            let _ = tokio::time::timeout(NETWORK_DRAIN, containers.wait(container_id)).await;
+            let _ = tokio::time::timeout(NETWORK_DRAIN, self.ctx.backend.wait(container_id)).await;
         }
-        stop_container(&self.ctx.containers, container_id, &plan).await?;
+        self.ctx.backend.stop(container_id, &plan).await?;
         self.release_resources().await;
-        let exit_code = exit_of(&self.ctx.containers, container_id).map(|e| e.code);
+        let exit_code = self.ctx.backend.exit_of(container_id).map(|e| e.code);
         self.report(Report::new(TaskState::Shutdown, "shutdown").container(container_id).exit_code(exit_code)).await;
         Ok(())
     }
 
     async fn remove(&mut self, container_ids: &[String]) -> Result<(), String> {
         for container_id in container_ids {
-            remove_container(&self.ctx.containers, container_id).await?;
+            self.ctx.backend.remove(container_id).await?;
         }
         Ok(())
     }
 
     /// The task's addresses and its secrets' tmpfs go with its container.
     async fn release_resources(&self) {
-        task_network::release(self.ctx.networks.as_ref(), &self.task_id).await;
-        self.ctx.task_files.release(&self.task_id).await;
+        self.ctx.backend.release(&self.task_id).await;
     }
 
     /// Sends the report if it moves the task forward, and only while the

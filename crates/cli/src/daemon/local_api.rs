@@ -13,10 +13,9 @@ use shoal_manager::bootstrap::{
 };
 use shoal_manager::store::{new_node_id, now_ms, Kind, NodeRole, Object, Op, Transaction};
 use shoal_manager::Manager;
-use shoal_proto::identity::generate_key_and_csr;
 use shoal_proto::join_token::JoinToken;
 use shoal_proto::pb;
-use shoal_proto::tls::{self, ClientTls, Credentials};
+use shoal_proto::tls::Credentials;
 use tokio::sync::{mpsc, Mutex};
 use tonic::{Request, Response, Status};
 
@@ -281,7 +280,8 @@ impl pb::daemon_server::Daemon for LocalApi {
             ));
         }
         refuse_if_locked(&self.data_root)?;
-        let token = JoinToken::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A mistyped token is refused before anything else is looked up.
+        JoinToken::parse(&req.token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let remote = parse_remote(&req.remote_addr)?;
         let advertise = if req.advertise_addr.is_empty() {
             let ip = route_source(remote).ok_or_else(|| {
@@ -294,29 +294,15 @@ impl pb::daemon_server::Daemon for LocalApi {
         let listen = parse_listen(&req.listen_addr, advertise)?;
         let data_path_port = data_path_port(req.data_path_port)?;
 
-        // Trust nothing until the manager proves it holds the CA the token names.
         let remote_str = remote.to_string();
-        let ca_pem = tls::fetch_pinned_ca(&remote_str, &token.ca_digest, JOIN_TIMEOUT)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let (_, provisional_id) = new_node_id();
-        let key_and_csr = generate_key_and_csr(&provisional_id).map_err(internal)?;
-        let anonymous = ClientTls::anonymous(&ca_pem).map_err(internal)?;
-        let issue = async {
-            let channel = tls::connect(&remote_str, &anonymous, JOIN_TIMEOUT).await.map_err(|e| Status::unavailable(e.to_string()))?;
-            pb::ca_client::CaClient::new(channel)
-                .issue_node_certificate(pb::IssueNodeCertificateRequest {
-                    csr_pem: key_and_csr.csr_pem.clone(),
-                    token: req.token.clone(),
-                    hostname: self.hostname.clone(),
-                    advertise_addr: advertise.to_string(),
-                })
-                .await
-                .map(|r| r.into_inner())
-        };
-        let issued = tokio::time::timeout(JOIN_TIMEOUT, issue)
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("manager {remote} did not answer the join within {}s", JOIN_TIMEOUT.as_secs())))??;
+        let issued = shoal_agent::join::join_swarm(shoal_agent::join::JoinRequest {
+            remote: &remote_str,
+            token: &req.token,
+            hostname: &self.hostname,
+            advertise,
+            timeout: JOIN_TIMEOUT,
+        })
+        .await?;
         let is_manager = issued.role == "manager";
         if is_manager {
             check_can_listen(listen)?;
@@ -325,13 +311,13 @@ impl pb::daemon_server::Daemon for LocalApi {
             node_id: issued.node_id.clone(),
             cluster_id: issued.cluster_id.clone(),
             role: issued.role.clone(),
-            managers: if issued.managers.is_empty() { vec![remote_str] } else { issued.managers.clone() },
+            managers: issued.managers.clone(),
             advertise: advertise.to_string(),
             listen: listen.to_string(),
             cert_issued_at_ms: now_ms(),
             data_path_port,
         };
-        let credentials = Credentials { ca_pem: issued.ca_pem, cert_pem: issued.cert_pem, key_pem: key_and_csr.key_pem };
+        let credentials = issued.credentials;
         let start = is_manager.then_some(ManagerStart::Join);
         let node = self.start_node(state, credentials, start).await?;
         *slot = Some(node);

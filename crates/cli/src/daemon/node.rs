@@ -194,7 +194,7 @@ impl RunningNode {
             node_id: state.node_id.clone(),
             tls: self.client_tls.clone(),
             managers: self.managers.clone(),
-            runtime: self.runtime.tasks.clone(),
+            backend: Arc::new(self.runtime.tasks.clone()),
         });
         *self.executor.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor);
         let attacher = shoal_agent::overlay::ContainerAttacher::new(state.node_id.clone(), self.client_tls.clone(), self.managers.clone());

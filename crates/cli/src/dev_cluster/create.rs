@@ -126,7 +126,7 @@ pub async fn add(shoal_exe: &Path, name: &str, role: Role) -> anyhow::Result<Hos
 }
 
 /// The namespace of `host`, its veth to the switch, its address, and its directory.
-async fn create_host_network(state: &ClusterState, host: &HostState) -> anyhow::Result<()> {
+pub(super) async fn create_host_network(state: &ClusterState, host: &HostState) -> anyhow::Result<()> {
     fs::create_dir_all(host.dir())
         .with_context(|| format!("could not create {}", host.dir().display()))?;
     underlay::create_host(state, host).await

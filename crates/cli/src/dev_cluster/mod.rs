@@ -16,6 +16,7 @@ mod plan;
 mod process;
 mod registry;
 mod report;
+mod sim;
 mod state;
 mod swarm;
 mod teardown;
@@ -112,6 +113,12 @@ pub enum DevClusterCommand {
         #[command(flatten)]
         cluster: ClusterName,
     },
+    /// Run the swarm's real managers against many simulated nodes and
+    /// measure what joining, placing and losing nodes cost as it grows.
+    Sim(sim::SimArgs),
+    /// The simulated nodes of one simulator host (started by `sim`).
+    #[command(name = "__sim-nodes", hide = true)]
+    SimNodes(sim::nodes_process::SimNodesArgs),
     /// Add one more host to a running cluster and join it to the swarm.
     Add {
         #[command(flatten)]
@@ -189,6 +196,8 @@ async fn dispatch(command: DevClusterCommand, shoal_exe: &Path) -> anyhow::Resul
         DevClusterCommand::Heal { host, cluster } => {
             set_connected(&cluster.name, &host, true).await?
         }
+        DevClusterCommand::Sim(args) => sim::run(shoal_exe, args).await?,
+        DevClusterCommand::SimNodes(args) => sim::nodes_process::run(args).await?,
         DevClusterCommand::Add { cluster, role } => {
             report::print_added(&create::add(shoal_exe, &cluster.name, role).await?);
         }

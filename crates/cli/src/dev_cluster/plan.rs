@@ -26,6 +26,11 @@ const MAX_NAME_LEN: usize = 12;
 pub enum Role {
     Manager,
     Worker,
+    /// A host of the scale simulator's nodes (`dev-cluster sim`): one
+    /// process of many simulated agents instead of a daemon.
+    #[value(skip)]
+    #[serde(rename = "sim")]
+    Simulator,
 }
 
 impl Role {
@@ -33,6 +38,7 @@ impl Role {
         match self {
             Role::Manager => "manager",
             Role::Worker => "worker",
+            Role::Simulator => "sim",
         }
     }
 }
@@ -66,6 +72,8 @@ pub fn host_name(role: Role, ordinal: u32) -> String {
 pub fn parse_host_name(host: &str) -> Option<(Role, u32)> {
     let (role, digits) = if let Some(rest) = host.strip_prefix("manager") {
         (Role::Manager, rest)
+    } else if let Some(rest) = host.strip_prefix("sim") {
+        (Role::Simulator, rest)
     } else {
         (Role::Worker, host.strip_prefix("worker")?)
     };
@@ -181,6 +189,7 @@ mod tests {
             Some((Role::Manager, 12))
         );
         assert_eq!(parse_host_name("worker3"), Some((Role::Worker, 3)));
+        assert_eq!(parse_host_name("sim1"), Some((Role::Simulator, 1)));
         for bad in [
             "worker",
             "worker0",

@@ -122,7 +122,7 @@ pub async fn join_later(
     }))
 }
 
-async fn join_token(shoal_exe: &Path, manager: &HostState, role: Role) -> anyhow::Result<String> {
+pub(super) async fn join_token(shoal_exe: &Path, manager: &HostState, role: Role) -> anyhow::Result<String> {
     let token = shoal(
         shoal_exe,
         manager,

@@ -87,6 +87,12 @@ impl NodeKey {
         }
     }
 
+    /// A fresh key pair held only in memory: the scale simulator's nodes
+    /// have keys the managers distribute, but no device to use them.
+    pub fn ephemeral() -> NodeKey {
+        NodeKey::from_private(wireguard_control::Key::generate_private().0)
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.public
     }

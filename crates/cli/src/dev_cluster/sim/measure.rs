@@ -1,0 +1,189 @@
+//! What the simulator reads from the managers: their CPU time and memory
+//! (from /proc), and their view of nodes and tasks (through a manager's
+//! control API, as the CLI reads it).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use shoal_agent::simulation::RunningTask;
+use shoal_proto::pb;
+use tonic::transport::Channel;
+
+use super::super::plan::Role;
+use super::super::state::{ClusterState, HostState};
+
+/// What the simulated tasks run: never pulled (the nodes are simulated),
+/// and a registry that refuses at once, so pinning its digest fails fast.
+const SIMULATED_IMAGE: &str = "127.0.0.1:1/simulated:1";
+const SERVICE_NAME: &str = "simulated";
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The managers' CPU time and resident memory at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct ManagerSample {
+    /// Per manager, in clock ticks.
+    pub cpu_ticks: Vec<u64>,
+    pub rss_bytes: Vec<u64>,
+}
+
+/// What a step cost the managers, for every 1,000 nodes (or tasks).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Cost {
+    /// CPU seconds, all managers together.
+    pub cpu_seconds: f64,
+    /// Growth of resident memory, all managers together.
+    pub rss_bytes: i64,
+}
+
+impl ManagerSample {
+    pub fn per_thousand(before: &ManagerSample, after: &ManagerSample, count: usize) -> Cost {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+        let cpu: u64 = after.cpu_ticks.iter().zip(&before.cpu_ticks).map(|(a, b)| a.saturating_sub(*b)).sum();
+        let rss: i64 = after.rss_bytes.iter().zip(&before.rss_bytes).map(|(a, b)| *a as i64 - *b as i64).sum();
+        let scale = 1000.0 / count.max(1) as f64;
+        Cost { cpu_seconds: cpu as f64 / ticks * scale, rss_bytes: (rss as f64 * scale) as i64 }
+    }
+}
+
+/// Resident memory of process `pid`.
+pub fn rss_of(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+fn cpu_ticks_of(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// How the managers' view of the service compares with the nodes'.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Check {
+    /// Tasks the managers record as running.
+    pub managers_running: usize,
+    /// Tasks running on the simulated nodes.
+    pub nodes_running: usize,
+    /// Tasks running on more than one node.
+    pub duplicates: usize,
+    /// Running by the managers' record, on another node or none in fact.
+    pub mismatched: usize,
+}
+
+impl Check {
+    pub fn holds(&self) -> bool {
+        self.duplicates == 0 && self.mismatched == 0 && self.managers_running == self.nodes_running
+    }
+}
+
+pub struct Managers {
+    hosts: Vec<HostState>,
+}
+
+impl Managers {
+    pub async fn of(state: &ClusterState) -> anyhow::Result<Managers> {
+        let hosts: Vec<HostState> = state.hosts.iter().filter(|h| h.role == Role::Manager).cloned().collect();
+        if hosts.is_empty() {
+            bail!("dev cluster {:?} has no manager", state.name);
+        }
+        Ok(Managers { hosts })
+    }
+
+    pub fn first_host(&self) -> &HostState {
+        &self.hosts[0]
+    }
+
+    pub fn sample(&self) -> ManagerSample {
+        ManagerSample {
+            cpu_ticks: self.hosts.iter().map(|h| cpu_ticks_of(h.pid).unwrap_or(0)).collect(),
+            rss_bytes: self.hosts.iter().map(|h| rss_of(h.pid).unwrap_or(0)).collect(),
+        }
+    }
+
+    /// The control API of the first manager that answers.
+    async fn control(&self) -> anyhow::Result<pb::control_client::ControlClient<Channel>> {
+        let mut last = None;
+        for host in &self.hosts {
+            match shoal_proto::tls::connect_unix(&host.socket).await {
+                Ok(channel) => return Ok(pb::control_client::ControlClient::new(channel).max_decoding_message_size(1 << 30)),
+                Err(error) => last = Some(anyhow!("{}: {error}", host.name)),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow!("no manager to ask")))
+    }
+
+    pub async fn ready_nodes_at_least(&self, count: usize) -> anyhow::Result<bool> {
+        let mut control = self.control().await?;
+        let nodes = timed(control.list_nodes(pb::ListNodesRequest {})).await?.nodes;
+        Ok(nodes.iter().filter(|n| n.status == "ready").count() >= count)
+    }
+
+    /// Creates the simulated service; returns its id.
+    pub async fn create_service(&self, replicas: u64) -> anyhow::Result<String> {
+        let spec = pb::ServiceSpec {
+            name: SERVICE_NAME.into(),
+            mode: "replicated".into(),
+            replicas,
+            task: Some(pb::TaskSpec { image: SIMULATED_IMAGE.into(), ..Default::default() }),
+            // A task whose node is lost starts again elsewhere at once.
+            restart: Some(pb::RestartPolicy { condition: "any".into(), delay_ms: 0, max_attempts: 0, window_ms: 0 }),
+            // The managers are real nodes, but only the simulated ones
+            // pretend to run this image.
+            placement: Some(pb::Placement { constraints: vec!["engine.labels.simulated==true".into()], ..Default::default() }),
+            ..Default::default()
+        };
+        let mut control = self.control().await?;
+        let created = timed(control.create_service(pb::CreateServiceRequest { spec: Some(spec) })).await?;
+        created.service.map(|s| s.id).context("the managers created the service but sent no id")
+    }
+
+    /// Running tasks of the service, by the managers' count.
+    pub async fn running_tasks(&self, service: &str) -> anyhow::Result<u64> {
+        let mut control = self.control().await?;
+        let service = timed(control.inspect_service(pb::ServiceRef { service: service.into() })).await?;
+        Ok(service.running_tasks)
+    }
+
+    /// Running tasks of the service on nodes other than `lost`.
+    pub async fn running_tasks_off(&self, service: &str, lost: &[String]) -> anyhow::Result<u64> {
+        let lost: HashSet<&str> = lost.iter().map(String::as_str).collect();
+        let tasks = self.running_records(service).await?;
+        Ok(tasks.iter().filter(|t| !lost.contains(t.node_id.as_str())).count() as u64)
+    }
+
+    async fn running_records(&self, service: &str) -> anyhow::Result<Vec<pb::Task>> {
+        let mut control = self.control().await?;
+        let request = pb::ListTasksRequest { service: service.into(), node: String::new(), desired_states: vec!["running".into()] };
+        let tasks = timed(control.list_tasks(request)).await?.tasks;
+        Ok(tasks.into_iter().filter(|t| t.state == "running").collect())
+    }
+
+    /// The managers' running tasks against what the nodes run.
+    pub async fn compare(&self, service: &str, on_nodes: &[RunningTask]) -> anyhow::Result<Check> {
+        let records = self.running_records(service).await?;
+        let mut placed: HashMap<&str, &str> = HashMap::new();
+        let mut duplicates = 0;
+        for task in on_nodes {
+            if placed.insert(&task.task_id, &task.node_id).is_some() {
+                duplicates += 1;
+            }
+        }
+        let mismatched = records.iter().filter(|t| placed.get(t.id.as_str()) != Some(&t.node_id.as_str())).count();
+        Ok(Check { managers_running: records.len(), nodes_running: on_nodes.len(), duplicates, mismatched })
+    }
+}
+
+async fn timed<T>(call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(reply)) => Ok(reply.into_inner()),
+        Ok(Err(status)) => Err(anyhow!("{}", status.message())),
+        Err(_) => Err(anyhow!("a manager did not answer within {}s", CALL_TIMEOUT.as_secs())),
+    }
+}
