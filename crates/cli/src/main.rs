@@ -197,11 +197,23 @@ fn accept_stop_signals() {
 }
 
 /// A client whose output goes to a pipe that closed (`shoal service ps |
-/// head`) ends as other Unix tools do, silently, instead of failing a write.
+/// head`) ends as other Unix tools do, silently with SIGPIPE's status,
+/// instead of a panic. Only stdout's pipe: SIGPIPE itself stays ignored, so
+/// a connection the other side closed is an error, not a silent death.
 fn die_quietly_on_closed_pipe() {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    // SAFETY: restores the default disposition; no handler code runs.
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
 }
 
 /// `HOST:PORT`, or a bare `HOST` for every port on it.

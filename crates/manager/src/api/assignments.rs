@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::file_delivery::DeliveredFiles;
-use super::overlay_view::{diff, overlay_view, OverlayView};
+use super::overlay_view::{diff, overlay_view, update_entries, OverlayView, ViewChanges};
 use super::service_pb::{task_addresses, task_spec_to_pb};
 use crate::manager::Manager;
 use crate::store::{Change, Node, Object, StoreState, Task, TaskState};
@@ -29,8 +29,8 @@ const LEADERSHIP_CHECK: Duration = Duration::from_millis(500);
 pub fn node_assignments(state: &StoreState, node_id: &str) -> HashMap<String, pb::Assignment> {
     let hostname = state.get_typed::<Node>(node_id).map(|n| n.hostname.clone()).unwrap_or_default();
     state
-        .list_typed::<Task>()
-        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned && t.status.state != TaskState::Orphaned)
+        .tasks_on_node(node_id)
+        .filter(|t| t.status.state >= TaskState::Assigned && t.status.state != TaskState::Orphaned)
         .map(|t| (t.meta.id.clone(), assignment(state, t, &hostname)))
         .collect()
 }
@@ -51,13 +51,14 @@ fn assignment(state: &StoreState, task: &Task, node_hostname: &str) -> pb::Assig
     }
 }
 
-/// Whether a store change can alter `node_id`'s assignments or its view
-/// of the overlay (a task with addresses anywhere may be a peer's, and any
-/// node may be a peer).
-fn concerns(change: &Change, node_id: &str) -> bool {
+/// Whether a store change can alter `node_id`'s assignments (its tasks,
+/// their addresses and files). Its view of the overlay is
+/// [`ViewChanges::of`]'s to judge.
+fn concerns_tasks(change: &Change, node_id: &str) -> bool {
     let on_node = |object: &Object| match object {
-        Object::Task(t) => t.node_id == node_id || !t.networks.is_empty(),
-        Object::Node(_) | Object::Network(_) | Object::Service(_) => true,
+        Object::Task(t) => t.node_id == node_id,
+        Object::Node(n) => n.meta.id == node_id,
+        Object::Network(_) | Object::Service(_) => true,
         _ => false,
     };
     match change {
@@ -77,6 +78,7 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
     let mut sent_files = DeliveredFiles::default();
     let mut first = true;
     let mut dirty = true;
+    let mut overlay_changes = ViewChanges::Everything;
     loop {
         if !manager.is_leader() {
             let _ = tx.send(Err(Status::unavailable("this manager stopped leading; reconnect to the new leader"))).await;
@@ -98,10 +100,16 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             }
             sent.retain(|id, _| !message.removed.contains(id));
             sent.extend(message.changed.iter().map(|a| (a.task_id.clone(), a.version)));
-            let overlay = manager.store.view(|s| overlay_view(s, &node_id));
-            diff(&sent_overlay, &overlay, &mut message);
-            sent_overlay = overlay;
             dirty = false;
+        }
+        match std::mem::replace(&mut overlay_changes, ViewChanges::Nothing) {
+            ViewChanges::Nothing => {}
+            ViewChanges::Everything => {
+                let overlay = manager.store.view(|s| overlay_view(s, &node_id));
+                diff(&sent_overlay, &overlay, &mut message);
+                sent_overlay = overlay;
+            }
+            entries => manager.store.view(|s| update_entries(s, &node_id, &mut sent_overlay, &entries, &mut message)),
         }
         for subscription in manager.logs.for_node(&node_id) {
             if sent_subscriptions.insert(subscription.id.clone()) {
@@ -129,10 +137,16 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
         first = false;
         tokio::select! {
             event = events.recv() => match event {
-                Ok(event) => dirty = event.changes.iter().any(|c| concerns(c, &node_id)),
+                Ok(event) => {
+                    dirty = event.changes.iter().any(|c| concerns_tasks(c, &node_id));
+                    overlay_changes = ViewChanges::of(&event.changes, &node_id);
+                }
                 // Fell behind: recompute from the store; the diff against
                 // what was sent still yields exact changes.
-                Err(RecvError::Lagged(_)) => dirty = true,
+                Err(RecvError::Lagged(_)) => {
+                    dirty = true;
+                    overlay_changes = ViewChanges::Everything;
+                }
                 Err(RecvError::Closed) => return,
             },
             changed = subscriptions.changed() => if changed.is_err() { return },

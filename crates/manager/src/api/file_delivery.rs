@@ -25,7 +25,7 @@ fn needs_files(task: &Task, node_id: &str) -> bool {
 /// How many of `node_id`'s tasks use each secret and config.
 pub fn file_references(state: &StoreState, node_id: &str) -> BTreeMap<FileKey, usize> {
     let mut counts = BTreeMap::new();
-    for task in state.list_typed::<Task>().filter(|t| needs_files(t, node_id)) {
+    for task in state.tasks_on_node(node_id).filter(|t| needs_files(t, node_id)) {
         for kind in [FileKind::Secret, FileKind::Config] {
             // One task naming a secret twice still holds it once.
             let ids: BTreeSet<&str> = kind.references(&task.spec).iter().map(|r| r.id.as_str()).collect();

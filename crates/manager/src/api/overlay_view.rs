@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::pb;
 
+use std::net::Ipv4Addr;
+
 use super::networks::{cidr, data_path_endpoint};
-use super::service_directory::service_directories;
-use crate::store::{Network, Node, NodeStatus, StoreState, Task};
+use super::service_directory::{directory_on, service_directories};
+use crate::store::{Change, Network, Node, NodeStatus, Object, Service, StoreState};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct OverlayView {
@@ -25,51 +27,68 @@ pub struct OverlayView {
     pub services: BTreeMap<String, pb::ServiceDirectory>,
 }
 
-/// Addresses that sit behind each node, per network: its running tasks',
-/// its standalone containers', and its own.
-#[derive(Default)]
-struct Membership<'a> {
-    /// node id -> network id -> addresses.
-    addresses: BTreeMap<&'a str, BTreeMap<&'a str, BTreeSet<std::net::Ipv4Addr>>>,
+/// The addresses that sit behind one node, per network: its live tasks',
+/// its standalone containers', and its own on the ingress network (every
+/// node serves the routing mesh). The networks it serves are the keys.
+fn addresses_behind<'a>(state: &'a StoreState, node_id: &str, ingress: Option<&'a str>) -> BTreeMap<&'a str, BTreeSet<Ipv4Addr>> {
+    let mut addresses: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    for task in state.tasks_on_node(node_id).filter(|t| !t.status.state.is_terminal()) {
+        for attachment in &task.networks {
+            addresses.entry(attachment.network_id.as_str()).or_default().insert(attachment.address);
+        }
+    }
+    if let Some(node) = state.get_typed::<Node>(node_id) {
+        for container in &node.container_attachments {
+            addresses.entry(container.network_id.as_str()).or_default().insert(container.address);
+        }
+        if let Some(ingress) = ingress {
+            addresses.entry(ingress).or_default().extend(node.network_addresses.get(ingress));
+        }
+    }
+    addresses
 }
 
-impl<'a> Membership<'a> {
-    fn of(state: &'a StoreState) -> Self {
-        let mut membership = Membership::default();
-        for task in state.list_typed::<Task>() {
-            if task.node_id.is_empty() || task.status.state.is_terminal() {
-                continue;
-            }
-            for attachment in &task.networks {
-                membership.add(&task.node_id, &attachment.network_id, attachment.address);
-            }
-        }
-        let ingress = state.list_typed::<Network>().find(|n| n.spec.ingress).map(|n| n.meta.id.as_str());
-        for node in state.list_typed::<Node>() {
-            for container in &node.container_attachments {
-                membership.add(&node.meta.id, &container.network_id, container.address);
-            }
-            // Every node serves the routing mesh, from its own address there.
-            if let Some(ingress) = ingress {
-                let entry = membership.addresses.entry(&node.meta.id).or_default().entry(ingress).or_default();
-                entry.extend(node.network_addresses.get(ingress));
-            }
-        }
-        membership
-    }
+fn ingress_of(state: &StoreState) -> Option<&str> {
+    state.list_typed::<Network>().find(|n| n.spec.ingress).map(|n| n.meta.id.as_str())
+}
 
-    fn add(&mut self, node_id: &'a str, network_id: &'a str, address: std::net::Ipv4Addr) {
-        self.addresses.entry(node_id).or_default().entry(network_id).or_default().insert(address);
+/// `peer`'s entry in the view of a node serving `mine`: its endpoint and
+/// its addresses on those networks; `None` when it shares none of them,
+/// is down, or has no data path.
+fn peer_entry(state: &StoreState, mine: &BTreeSet<&str>, peer: &Node, ingress: Option<&str>) -> Option<pb::OverlayPeer> {
+    let endpoint = data_path_endpoint(peer);
+    // A down node's tasks are being replaced; its entry goes, and comes
+    // back with it.
+    if peer.status == NodeStatus::Down || endpoint.is_empty() {
+        return None;
     }
-
-    fn networks_of(&self, node_id: &str) -> BTreeSet<&'a str> {
-        self.addresses.get(node_id).map(|n| n.keys().copied().collect()).unwrap_or_default()
+    let mut allowed: BTreeSet<String> = BTreeSet::new();
+    for (network_id, addresses) in addresses_behind(state, &peer.meta.id, ingress) {
+        if !mine.contains(network_id) {
+            continue;
+        }
+        allowed.extend(addresses.iter().map(|a| format!("{a}/32")));
+        // Its own address on the network is among `addresses` for the
+        // ingress network; on the others it is added here.
+        if let Some(own) = peer.network_addresses.get(network_id) {
+            allowed.insert(format!("{own}/32"));
+        }
     }
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(pb::OverlayPeer {
+        node_id: peer.meta.id.clone(),
+        hostname: peer.hostname.clone(),
+        public_key: peer.description.wireguard_public_key.clone(),
+        endpoint,
+        allowed_ips: allowed.into_iter().collect(),
+    })
 }
 
 pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
-    let membership = Membership::of(state);
-    let mine = membership.networks_of(node_id);
+    let ingress = ingress_of(state);
+    let mine: BTreeSet<&str> = addresses_behind(state, node_id, ingress).into_keys().collect();
     let mut view = OverlayView::default();
     if mine.is_empty() {
         return view;
@@ -82,44 +101,115 @@ pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
         view.networks.insert(network.meta.id.clone(), served);
     }
     view.services = service_directories(state, &mine);
-    for (peer_id, networks) in &membership.addresses {
-        if *peer_id == node_id {
-            continue;
+    for peer in state.list_typed::<Node>().filter(|p| p.meta.id != node_id) {
+        if let Some(entry) = peer_entry(state, &mine, peer, ingress) {
+            view.peers.insert(peer.meta.id.clone(), entry);
         }
-        let Some(peer) = state.get_typed::<Node>(peer_id) else { continue };
-        let endpoint = data_path_endpoint(peer);
-        // A down node's tasks are being replaced; its entry goes, and comes
-        // back with it.
-        if peer.status == NodeStatus::Down || endpoint.is_empty() {
-            continue;
-        }
-        let mut allowed: BTreeSet<String> = BTreeSet::new();
-        for (network_id, addresses) in networks {
-            if !mine.contains(network_id) {
-                continue;
-            }
-            allowed.extend(addresses.iter().map(|a| format!("{a}/32")));
-            // Its own address on the network is among `addresses` for the
-            // ingress network; on the others it is added here.
-            if let Some(own) = peer.network_addresses.get(*network_id) {
-                allowed.insert(format!("{own}/32"));
-            }
-        }
-        if allowed.is_empty() {
-            continue;
-        }
-        view.peers.insert(
-            peer.meta.id.clone(),
-            pb::OverlayPeer {
-                node_id: peer.meta.id.clone(),
-                hostname: peer.hostname.clone(),
-                public_key: peer.description.wireguard_public_key.clone(),
-                endpoint,
-                allowed_ips: allowed.into_iter().collect(),
-            },
-        );
     }
     view
+}
+
+/// What of one node's view a batch of store changes can alter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewChanges {
+    Nothing,
+    /// The node's own networks may have changed (or a network did):
+    /// the view is rebuilt and diffed whole.
+    Everything,
+    /// Only these entries: the cost is theirs, not the swarm's.
+    Entries {
+        peers: BTreeSet<String>,
+        services: BTreeSet<String>,
+        /// A node's standalone containers changed: the networks' names.
+        containers: bool,
+    },
+}
+
+impl ViewChanges {
+    /// What `changes` can alter in `node_id`'s view.
+    pub fn of(changes: &[Change], node_id: &str) -> ViewChanges {
+        let mut peers = BTreeSet::new();
+        let mut services = BTreeSet::new();
+        let mut containers = false;
+        let objects = changes.iter().flat_map(|change| match change {
+            Change::Created(o) | Change::Deleted(o) => [Some(o), None],
+            Change::Updated { old, new } => [Some(old), Some(new)],
+        });
+        for object in objects.flatten() {
+            match object {
+                Object::Network(_) => return ViewChanges::Everything,
+                Object::Node(node) if node.meta.id == node_id => return ViewChanges::Everything,
+                Object::Node(node) => {
+                    peers.insert(node.meta.id.clone());
+                    containers |= !node.container_attachments.is_empty();
+                }
+                // A task on no network is nobody's peer or backend.
+                Object::Task(task) if task.networks.is_empty() => {}
+                Object::Task(task) if task.node_id == node_id => return ViewChanges::Everything,
+                Object::Task(task) => {
+                    peers.insert(task.node_id.clone());
+                    services.insert(task.service_id.clone());
+                }
+                Object::Service(service) => {
+                    services.insert(service.meta.id.clone());
+                }
+                _ => {}
+            }
+        }
+        if peers.is_empty() && services.is_empty() && !containers {
+            return ViewChanges::Nothing;
+        }
+        ViewChanges::Entries { peers, services, containers }
+    }
+}
+
+/// Brings `sent` (the view a node has) up to date with the store for the
+/// entries `changes` names, and puts what changed into `message`. Without
+/// cloning or rebuilding the view: a peer joining a swarm of N nodes costs
+/// each of them one entry, not N.
+pub fn update_entries(state: &StoreState, node_id: &str, sent: &mut OverlayView, changes: &ViewChanges, message: &mut pb::AssignmentsMessage) {
+    let ViewChanges::Entries { peers, services, containers } = changes else { return };
+    if sent.networks.is_empty() {
+        // On no network: nothing to hear of (a change of its own networks
+        // would have been `Everything`).
+        return;
+    }
+    let ingress = ingress_of(state);
+    let mine: BTreeSet<&str> = sent.networks.keys().map(String::as_str).collect();
+    for peer_id in peers.iter().filter(|p| *p != node_id) {
+        let entry = state.get_typed::<Node>(peer_id).and_then(|peer| peer_entry(state, &mine, peer, ingress));
+        update(&mut sent.peers, peer_id, entry, &mut message.peers_changed, &mut message.peers_removed);
+    }
+    for service_id in services {
+        let directory = state.get_typed::<Service>(service_id).and_then(|service| directory_on(state, service, &mine));
+        update(&mut sent.services, service_id, directory, &mut message.services_changed, &mut message.services_removed);
+    }
+    if *containers {
+        for (network_id, served) in sent.networks.iter_mut() {
+            let Some(network) = state.get_typed::<Network>(network_id) else { continue };
+            let named = containers_on(state, network);
+            if served.containers != named {
+                served.containers = named;
+                message.networks_changed.push(served.clone());
+            }
+        }
+    }
+}
+
+/// Sets one entry of a sent map, noting a change or a removal.
+fn update<T: Clone + PartialEq>(sent: &mut BTreeMap<String, T>, id: &str, current: Option<T>, changed: &mut Vec<T>, removed: &mut Vec<String>) {
+    match current {
+        Some(current) if sent.get(id) != Some(&current) => {
+            changed.push(current.clone());
+            sent.insert(id.to_string(), current);
+        }
+        Some(_) => {}
+        None => {
+            if sent.remove(id).is_some() {
+                removed.push(id.to_string());
+            }
+        }
+    }
 }
 
 pub(crate) fn node_network(network: &Network, node_address: Option<&std::net::Ipv4Addr>) -> pb::NodeNetwork {
@@ -163,7 +253,7 @@ pub fn diff(sent: &OverlayView, current: &OverlayView, message: &mut pb::Assignm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{fixtures, NetworkAttachment, Object, TaskState};
+    use crate::store::{fixtures, NetworkAttachment, Object, Op, Task, TaskState, Transaction};
 
     fn node(id: &str, key: &str) -> Node {
         let mut node = fixtures::node(id);
@@ -331,5 +421,58 @@ mod tests {
         let mut full = pb::AssignmentsMessage { full: true, ..Default::default() };
         diff(&OverlayView::default(), &after, &mut full);
         assert_eq!(full.networks_changed.len(), 2);
+    }
+
+    /// Applies `ops` and brings `node`'s sent view up to date entry by
+    /// entry, as its stream does; returns it with the message sent.
+    fn updated(state: &mut StoreState, node: &str, ops: Vec<Op>) -> (OverlayView, pb::AssignmentsMessage) {
+        let mut sent = overlay_view(state, node);
+        let (outcome, changes) = state.apply(1000, &Transaction::new(ops));
+        outcome.expect("the change applies");
+        let mut message = pb::AssignmentsMessage::default();
+        match ViewChanges::of(&changes, node) {
+            ViewChanges::Everything => panic!("a change of others' tasks and nodes rebuilt {node}'s whole view"),
+            entries => update_entries(state, node, &mut sent, &entries, &mut message),
+        }
+        (sent, message)
+    }
+
+    #[test]
+    fn entry_updates_arrive_at_the_view_a_rebuild_gives() {
+        // Another node's task on a shared network ends: its address goes.
+        let mut state = world();
+        let mut ended = task_on("t2", "bb", "red", [100, 64, 1, 3]);
+        ended.status.state = TaskState::Failed;
+        let (sent, message) = updated(&mut state, "a", vec![Op::Update { object: Object::Task(ended), expected_version: None }]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert_eq!(message.peers_removed, ["bb"]);
+
+        // A node joins a shared network with a new task: one peer entry.
+        let mut state = world();
+        let (sent, message) = updated(&mut state, "a", vec![Op::Create(Object::Task(task_on("t5", "ccc", "red", [100, 64, 1, 5])))]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert_eq!(message.peers_changed.len(), 1, "only ccc's entry is sent: {message:?}");
+
+        // A peer goes down: its entry goes; a node on no shared network changes nothing.
+        let mut state = world();
+        let mut down = node("bb", "KB");
+        down.status = NodeStatus::Down;
+        let (sent, message) = updated(&mut state, "a", vec![Op::Update { object: Object::Node(down), expected_version: None }]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert_eq!(message.peers_removed, ["bb"]);
+        let mut state = world();
+        let mut renamed = node("ccc", "KC2");
+        renamed.hostname = "elsewhere".into();
+        let (sent, message) = updated(&mut state, "a", vec![Op::Update { object: Object::Node(renamed), expected_version: None }]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert!(message.peers_changed.is_empty() && message.peers_removed.is_empty());
+    }
+
+    #[test]
+    fn a_change_of_the_nodes_own_networks_rebuilds_its_view() {
+        let change = Change::Created(Object::Task(task_on("t6", "a", "blue", [100, 64, 2, 6])));
+        assert_eq!(ViewChanges::of(&[change], "a"), ViewChanges::Everything);
+        let elsewhere = Change::Created(Object::Task(fixtures::task("t7", "web", TaskState::Running)));
+        assert_eq!(ViewChanges::of(&[elsewhere], "a"), ViewChanges::Nothing, "a task on no network is nobody's peer");
     }
 }

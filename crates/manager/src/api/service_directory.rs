@@ -26,27 +26,18 @@ pub fn task_dns_name(task: &Task) -> String {
 }
 
 pub fn service_directories(state: &StoreState, networks: &BTreeSet<&str>) -> BTreeMap<String, pb::ServiceDirectory> {
-    let mut running: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for task in state.list_typed::<Task>().filter(|t| serves(t)) {
-        running.entry(task.service_id.as_str()).or_default().push(task);
+    state.list_typed::<Service>().filter_map(|service| directory_on(state, service, networks).map(|d| (service.meta.id.clone(), d))).collect()
+}
+
+/// The service's directory as a node serving `networks` sees it; `None`
+/// when the service is on none of them.
+pub fn directory_on(state: &StoreState, service: &Service, networks: &BTreeSet<&str>) -> Option<pb::ServiceDirectory> {
+    let on: Vec<&str> = service.spec.task.networks.iter().map(|n| n.network_id.as_str()).filter(|id| networks.contains(id)).collect();
+    if on.is_empty() {
+        return None;
     }
-    let mut directories = BTreeMap::new();
-    for service in state.list_typed::<Service>() {
-        let on: Vec<&str> = service
-            .spec
-            .task
-            .networks
-            .iter()
-            .map(|n| n.network_id.as_str())
-            .filter(|id| networks.contains(id))
-            .collect();
-        if on.is_empty() {
-            continue;
-        }
-        let tasks = running.get(service.meta.id.as_str()).map(Vec::as_slice).unwrap_or_default();
-        directories.insert(service.meta.id.clone(), directory(state, service, &on, tasks));
-    }
-    directories
+    let tasks: Vec<&Task> = state.tasks_of_service(&service.meta.id).filter(|t| serves(t)).collect();
+    Some(directory(state, service, &on, &tasks))
 }
 
 fn directory(state: &StoreState, service: &Service, on: &[&str], tasks: &[&Task]) -> pb::ServiceDirectory {

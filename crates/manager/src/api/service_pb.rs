@@ -375,7 +375,7 @@ fn network_name<'a>(state: &'a StoreState, network_id: &str) -> (Option<&'a Netw
 }
 
 pub fn service_to_pb(state: &StoreState, service: &Service) -> pb::Service {
-    let tasks = state.list_typed::<Task>().filter(|t| t.service_id == service.meta.id);
+    let tasks = state.tasks_of_service(&service.meta.id);
     let (mut running, mut global_desired) = (0, 0);
     for task in tasks {
         if task.desired_state == TaskState::Running {

@@ -14,6 +14,7 @@ pub mod rollout;
 pub mod service;
 pub mod task_options;
 pub mod task_load;
+mod task_index;
 pub mod transaction;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub use objects::*;
 pub use rollout::*;
 pub use service::*;
 pub use task_load::{NodeUsage, TaskLoad};
+use task_index::TaskIndex;
 pub use transaction::*;
 
 /// One committed change, as watchers see it.
@@ -42,7 +44,9 @@ pub enum Change {
 #[derive(Debug, Clone)]
 pub struct StoreEvent {
     pub index: u64,
-    pub changes: Vec<Change>,
+    /// Shared: every watcher (one per node's assignments stream) receives
+    /// a clone of the event, which must not copy the objects.
+    pub changes: std::sync::Arc<Vec<Change>>,
 }
 
 /// The replicated data. Kept in memory for reads (cluster state is small),
@@ -59,6 +63,9 @@ pub struct StoreState {
     /// Every address held on every network, kept current by every write.
     #[serde(skip)]
     addresses: AddressIndex,
+    /// The tasks of each node and of each service, kept current by every write.
+    #[serde(skip)]
+    tasks: TaskIndex,
 }
 
 /// The addresses `object` holds while it holds them: a task until it ends,
@@ -132,9 +139,24 @@ impl StoreState {
         &self.addresses
     }
 
+    /// The tasks placed on `node_id`, in any state.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.on_node(node_id).filter_map(|id| self.get_typed::<Task>(id))
+    }
+
+    /// The tasks of `service_id`, in any state.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.of_service(service_id).filter_map(|id| self.get_typed::<Task>(id))
+    }
+
     /// Rebuilds the indexes after deserialisation (they are not serialised).
     pub fn reindex(&mut self) {
         self.task_load = TaskLoad::from_tasks(self.list_typed::<Task>());
+        let mut tasks = TaskIndex::default();
+        for task in self.list_typed::<Task>() {
+            tasks.add(task);
+        }
+        self.tasks = tasks;
         self.names.clear();
         self.addresses = AddressIndex::default();
         for (kind, objects) in &self.objects {
@@ -158,6 +180,10 @@ impl StoreState {
         let previous = self.objects.entry(kind).or_default().insert(id.clone(), object);
         if let Some(Object::Task(task)) = &previous {
             self.task_load.remove(task);
+            self.tasks.remove(task);
+        }
+        if let Some(Object::Task(task)) = self.objects.get(&kind).and_then(|m| m.get(&id)) {
+            self.tasks.add(task);
         }
         if let Some(previous) = &previous {
             self.addresses.remove(address_claims(previous));
@@ -179,6 +205,7 @@ impl StoreState {
         let removed = self.objects.get_mut(&kind)?.remove(id)?;
         if let Object::Task(task) = &removed {
             self.task_load.remove(task);
+            self.tasks.remove(task);
         }
         self.addresses.remove(address_claims(&removed));
         if let Some(name) = removed.name() {
@@ -388,6 +415,7 @@ impl StoreState {
                     self.names.clear();
                     self.task_load = TaskLoad::default();
                     self.addresses = AddressIndex::default();
+                    self.tasks = TaskIndex::default();
                     for object in objects {
                         let mut object = object.clone();
                         object.meta_mut().version = index;
@@ -460,7 +488,7 @@ impl Store {
         self.history.record_changes(index, txn.timestamp_ms, &changes);
         if !changes.is_empty() {
             // No receivers is fine: nobody is watching yet.
-            let _ = self.events.send(StoreEvent { index, changes });
+            let _ = self.events.send(StoreEvent { index, changes: changes.into() });
         }
         outcome
     }
@@ -475,7 +503,7 @@ impl Store {
         let mut changes: Vec<Change> = old.all_objects().cloned().map(Change::Deleted).collect();
         changes.extend(self.read().all_objects().cloned().map(Change::Created));
         if !changes.is_empty() {
-            let _ = self.events.send(StoreEvent { index, changes });
+            let _ = self.events.send(StoreEvent { index, changes: changes.into() });
         }
     }
 

@@ -100,6 +100,33 @@ impl Managers {
         &self.hosts[0]
     }
 
+    /// The manager host that leads now.
+    pub async fn leader(&self) -> anyhow::Result<HostState> {
+        let mut control = self.control().await?;
+        let nodes = timed(control.list_nodes(pb::ListNodesRequest {})).await?.nodes;
+        let leader = nodes.iter().find(|n| n.manager_status == "leader").context("no manager leads")?;
+        self.hosts.iter().find(|h| h.name == leader.hostname).cloned().with_context(|| format!("the leader {} is no host of the cluster", leader.hostname))
+    }
+
+    /// Stops counting `host` (it was killed): its socket answers no more.
+    pub fn forget(&mut self, host: &str) {
+        self.hosts.retain(|h| h.name != host);
+    }
+
+    /// One small write through the managers: whether it committed.
+    pub async fn write_succeeds(&self, name: &str) -> anyhow::Result<bool> {
+        let mut control = self.control().await?;
+        let request = pb::CreateConfigRequest { name: name.into(), data: b"failover probe".to_vec(), labels: Default::default() };
+        Ok(timed(control.create_config(request)).await.is_ok())
+    }
+
+    /// Worker nodes the managers count ready.
+    pub async fn ready_workers(&self) -> anyhow::Result<usize> {
+        let mut control = self.control().await?;
+        let nodes = timed(control.list_nodes(pb::ListNodesRequest {})).await?.nodes;
+        Ok(nodes.iter().filter(|n| n.role == "worker" && n.status == "ready").count())
+    }
+
     pub fn sample(&self) -> ManagerSample {
         ManagerSample {
             cpu_ticks: self.hosts.iter().map(|h| cpu_ticks_of(h.pid).unwrap_or(0)).collect(),

@@ -14,6 +14,7 @@ mod report;
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -75,7 +76,8 @@ pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
         workers: 0,
         network_only: false,
         no_swarm: false,
-        owner_pid: None,
+        // Removed by the next `up` of the name if this process dies early.
+        owner_pid: Some(std::process::id()),
     };
     let state = create::up(shoal_exe, &options).await?;
     let outcome = simulate(shoal_exe, state, &args).await;
@@ -91,7 +93,7 @@ pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
 }
 
 async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> anyhow::Result<SimReport> {
-    let managers = Managers::of(&state).await?;
+    let mut managers = Managers::of(&state).await?;
     let host = add_simulator_host(&mut state).await?;
     let token = swarm::join_token(shoal_exe, managers.first_host(), Role::Worker).await?;
     let mut report = SimReport::new(args);
@@ -99,15 +101,15 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
 
     // Join: until the managers count every simulated node ready.
     let started = Instant::now();
-    start_nodes_process(shoal_exe, &mut state, &host, &token, args)?;
+    let nodes = start_nodes_process(shoal_exe, &mut state, &host, &token, args)?;
     let socket = host.socket.clone();
-    wait_for("the simulated nodes to join", || async {
+    wait_for("the simulated nodes to join", &nodes, || async {
         let status = control::status(&socket).await?;
         Ok(status.joined >= args.nodes)
     })
     .await?;
     let expected = args.nodes + state.hosts.iter().filter(|h| h.role == Role::Manager).count();
-    wait_for("the managers to see every node ready", || managers.ready_nodes_at_least(expected)).await?;
+    wait_for("the managers to see every node ready", &nodes, || managers.ready_nodes_at_least(expected)).await?;
     report.join = started.elapsed();
     let joined = managers.sample();
     report.join_cost = ManagerSample::per_thousand(&before, &joined, args.nodes);
@@ -116,7 +118,7 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     let replicas = args.nodes * args.tasks_per_node;
     let started = Instant::now();
     let service = managers.create_service(replicas as u64).await?;
-    wait_for("every replica to run", || async {
+    wait_for("every replica to run", &nodes, || async {
         let running = managers.running_tasks(&service).await?;
         Ok(running >= replicas as u64 && control::status(&socket).await?.running >= replicas as u64)
     })
@@ -135,13 +137,39 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
             other => bail!("the simulated nodes answered {other:?} to losing nodes"),
         };
         report.lost_nodes = lost.len();
-        wait_for("the lost nodes' tasks to run elsewhere", || async {
+        wait_for("the lost nodes' tasks to run elsewhere", &nodes, || async {
             let running = managers.running_tasks_off(&service, &lost).await?;
             Ok(running >= replicas as u64 && control::status(&socket).await?.running >= replicas as u64)
         })
         .await?;
         report.reschedule = Some(started.elapsed());
         report.check_after_loss = Some(managers.compare(&service, &control::tasks(&socket).await?).await?);
+    }
+    // Failover: the leader killed, a new one serving writes, every node
+    // back in session, still each task once.
+    if args.managers >= 3 {
+        let leader = managers.leader().await?;
+        let started = Instant::now();
+        let tracked = super::daemon::tracked(&leader).context("the leader's daemon is not tracked")?;
+        process::stop_all(&[tracked], process::Stop::Kill, super::daemon::STOP_GRACE).await?;
+        managers.forget(&leader.name);
+        let mut probe = 0;
+        wait_for("a new leader to commit a write", &nodes, || {
+            probe += 1;
+            let name = format!("sim-failover-{probe}");
+            let managers = &managers;
+            async move { managers.write_succeeds(&name).await }
+        })
+        .await?;
+        report.failover_write = Some(started.elapsed());
+        let live = args.nodes - report.lost_nodes;
+        wait_for("every live node back in session", &nodes, || async { Ok(managers.ready_workers().await? >= live) }).await?;
+        report.failover_sessions = Some(started.elapsed());
+        wait_for("every replica to run after the failover", &nodes, || async {
+            Ok(managers.running_tasks(&service).await? >= replicas as u64 && control::status(&socket).await?.running >= replicas as u64)
+        })
+        .await?;
+        report.check_after_failover = Some(managers.compare(&service, &control::tasks(&socket).await?).await?);
     }
     report.pool = control::status(&socket).await?;
     report.memory_per_node = measure::rss_of(state.host(&host.name)?.pid).map(|rss| rss / args.nodes as u64);
@@ -160,7 +188,7 @@ async fn add_simulator_host(state: &mut ClusterState) -> anyhow::Result<HostStat
 
 /// Starts the simulated nodes' process in `host`'s namespace, logging to
 /// the host's log, tracked as its daemon would be (so `down` stops it).
-fn start_nodes_process(shoal_exe: &Path, state: &mut ClusterState, host: &HostState, token: &str, args: &SimArgs) -> anyhow::Result<()> {
+fn start_nodes_process(shoal_exe: &Path, state: &mut ClusterState, host: &HostState, token: &str, args: &SimArgs) -> anyhow::Result<NodesProcess> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&host.log).with_context(|| format!("could not open {}", host.log.display()))?;
     let managers: Vec<String> = state.hosts.iter().filter(|h| h.role == Role::Manager).map(|h| format!("{}:{SWARM_PORT}", h.address)).collect();
     let mut command = process::command_in_netns(&host.netns, shoal_exe)?;
@@ -187,11 +215,40 @@ fn start_nodes_process(shoal_exe: &Path, state: &mut ClusterState, host: &HostSt
     let pid = child.id();
     std::fs::write(host.pid_file(), format!("{pid}\n")).with_context(|| format!("could not write {}", host.pid_file().display()))?;
     state.host_mut(&host.name)?.pid = Some(pid);
-    state.save()
+    state.save()?;
+    Ok(NodesProcess::watch(child, host.log.clone()))
+}
+
+/// The simulated nodes' process, reaped when it ends so its exit can be
+/// reported instead of waited out.
+struct NodesProcess {
+    exited: Arc<Mutex<Option<std::process::ExitStatus>>>,
+    log: std::path::PathBuf,
+}
+
+impl NodesProcess {
+    fn watch(mut child: std::process::Child, log: std::path::PathBuf) -> Self {
+        let exited = Arc::new(Mutex::new(None));
+        let record = exited.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(status) = child.wait() {
+                *record.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+            }
+        });
+        NodesProcess { exited, log }
+    }
+
+    /// An error naming how the process ended, once it has.
+    fn check(&self) -> anyhow::Result<()> {
+        let Some(status) = *self.exited.lock().unwrap_or_else(|p| p.into_inner()) else { return Ok(()) };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("the simulated nodes' process ended ({status}); last lines of {}:\n{}", self.log.display(), tail.join("\n"))
+    }
 }
 
 /// Polls `done` until it holds, at most [`PHASE_TIMEOUT`].
-async fn wait_for<F, Fut>(what: &str, mut done: F) -> anyhow::Result<()>
+async fn wait_for<F, Fut>(what: &str, nodes: &NodesProcess, mut done: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -199,6 +256,7 @@ where
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let mut last_error = None;
     loop {
+        nodes.check()?;
         match done().await {
             Ok(true) => return Ok(()),
             Ok(false) => {}

@@ -32,6 +32,13 @@ pub struct SimReport {
     #[serde(with = "optional_millis")]
     pub reschedule: Option<Duration>,
     pub check_after_loss: Option<Check>,
+    /// Kill of the leader to the first write the next one commits.
+    #[serde(with = "optional_millis")]
+    pub failover_write: Option<Duration>,
+    /// Kill of the leader until every live simulated node is ready again.
+    #[serde(with = "optional_millis")]
+    pub failover_sessions: Option<Duration>,
+    pub check_after_failover: Option<Check>,
     /// The simulated nodes' own counts.
     pub pool: PoolStatus,
     /// Resident memory of the simulated nodes' process, per node.
@@ -46,7 +53,9 @@ impl SimReport {
     /// Every task ran on exactly one node, and the managers agreed, after
     /// placement and after the loss.
     pub fn exactly_once(&self) -> bool {
-        self.check_placement.holds() && self.check_after_loss.as_ref().is_none_or(Check::holds)
+        self.check_placement.holds()
+            && self.check_after_loss.as_ref().is_none_or(Check::holds)
+            && self.check_after_failover.as_ref().is_none_or(Check::holds)
     }
 
     pub fn placements_per_second(&self) -> f64 {
@@ -76,6 +85,15 @@ impl SimReport {
         }
         if let Some(check) = &self.check_after_loss {
             println!("{:<44} {}", "after the loss: each task once, views agree", verdict(check));
+        }
+        if let Some(write) = self.failover_write {
+            println!("{:<44} {:.2} s", "leader killed: first write committed", write.as_secs_f64());
+        }
+        if let Some(sessions) = self.failover_sessions {
+            println!("{:<44} {:.2} s", "leader killed: every node back in session", sessions.as_secs_f64());
+        }
+        if let Some(check) = &self.check_after_failover {
+            println!("{:<44} {}", "after failover: each task once, views agree", verdict(check));
         }
         if let Some(bytes) = self.memory_per_node {
             println!("{:<44} {:.1} KiB", "memory of one simulated node", bytes as f64 / 1024.0);
