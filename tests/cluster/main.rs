@@ -35,3 +35,4 @@ mod compose;
 mod metrics;
 mod events;
 mod system;
+mod simulator;

@@ -163,7 +163,6 @@ struct Supervisor {
     reporter: JoinHandle<()>,
     subscriptions_seen: RecentIds,
     /// The overlay as the managers describe it; a loop applies each change.
-    overlay: OverlayView,
     overlay_updates: watch::Sender<OverlayView>,
     overlay_applier: JoinHandle<()>,
     /// Stray task sandboxes are swept once, on the first full set.
@@ -187,7 +186,6 @@ impl Supervisor {
             background: JoinSet::new(),
             reporter,
             subscriptions_seen: RecentIds::new(REMEMBERED_SUBSCRIPTIONS),
-            overlay: OverlayView::default(),
             overlay_updates,
             overlay_applier,
             swept_sandboxes: false,
@@ -267,14 +265,12 @@ impl Supervisor {
             "assignments received"
         );
         // The networks and peers first, so a task's network is on its way
-        // before its worker asks for it.
-        let before = self.overlay.clone();
-        self.overlay.apply(&message);
+        // before its worker asks for it. Folded into the view the applier
+        // watches, in place: a message about one peer costs one entry, not
+        // a copy of every peer in the swarm.
+        self.overlay_updates.send_if_modified(|view| view.apply(&message));
         // So are the secrets and configs its tasks use.
         self.ctx.files.apply(&message);
-        if self.overlay != before || message.full {
-            self.overlay_updates.send_replace(self.overlay.clone());
-        }
         if message.full && !self.swept_sandboxes {
             self.swept_sandboxes = true;
             self.sweep_sandboxes(&message);

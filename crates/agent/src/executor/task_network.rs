@@ -60,7 +60,16 @@ pub struct OverlayView {
 
 impl OverlayView {
     /// Folds an assignments message in: a full message replaces the view.
-    pub fn apply(&mut self, message: &pb::AssignmentsMessage) {
+    /// Returns whether the message said anything about the overlay (a
+    /// full one always does).
+    pub fn apply(&mut self, message: &pb::AssignmentsMessage) -> bool {
+        let news = message.full
+            || !message.networks_removed.is_empty()
+            || !message.networks_changed.is_empty()
+            || !message.peers_removed.is_empty()
+            || !message.peers_changed.is_empty()
+            || !message.services_removed.is_empty()
+            || !message.services_changed.is_empty();
         if message.full {
             *self = OverlayView::default();
         }
@@ -82,6 +91,7 @@ impl OverlayView {
         for service in &message.services_changed {
             self.services.insert(service.id.clone(), service.clone());
         }
+        news
     }
 
     /// The names and backends the node resolves and balances.

@@ -213,9 +213,12 @@ impl TaskBackend for SimulatedRuntime {
 
     async fn follow_overlay(&self, mut views: watch::Receiver<OverlayView>) {
         while views.changed().await.is_ok() {
-            let (networks, peers) = views.borrow_and_update().desired();
+            // Counted, not converted: a simulated node has no data plane.
+            let seen = {
+                let view = views.borrow_and_update();
+                view.peers.len() + view.networks.len()
+            };
             self.counters.overlay_views.fetch_add(1, Ordering::Relaxed);
-            let seen = peers.len() + networks.len();
             self.counters.overlay_peers_seen.fetch_add(seen as u64, Ordering::Relaxed);
         }
     }

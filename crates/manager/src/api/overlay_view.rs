@@ -32,10 +32,8 @@ pub struct OverlayView {
 /// node serves the routing mesh). The networks it serves are the keys.
 fn addresses_behind<'a>(state: &'a StoreState, node_id: &str, ingress: Option<&'a str>) -> BTreeMap<&'a str, BTreeSet<Ipv4Addr>> {
     let mut addresses: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    for task in state.tasks_on_node(node_id).filter(|t| !t.status.state.is_terminal()) {
-        for attachment in &task.networks {
-            addresses.entry(attachment.network_id.as_str()).or_default().insert(attachment.address);
-        }
+    for (network_id, held) in state.task_addresses_on_node(node_id).into_iter().flatten() {
+        addresses.entry(network_id.as_str()).or_default().extend(held);
     }
     if let Some(node) = state.get_typed::<Node>(node_id) {
         for container in &node.container_attachments {
@@ -138,7 +136,9 @@ impl ViewChanges {
         for object in objects.flatten() {
             match object {
                 Object::Network(_) => return ViewChanges::Everything,
-                Object::Node(node) if node.meta.id == node_id => return ViewChanges::Everything,
+                // Its own status or description is nothing to its view.
+                Object::Node(node) if node.meta.id == node_id && own_membership_changed(changes, node_id) => return ViewChanges::Everything,
+                Object::Node(node) if node.meta.id == node_id => {}
                 Object::Node(node) => {
                     peers.insert(node.meta.id.clone());
                     containers |= !node.container_attachments.is_empty();
@@ -161,6 +161,19 @@ impl ViewChanges {
         }
         ViewChanges::Entries { peers, services, containers }
     }
+}
+
+/// Whether the node's own addresses (on networks, of its standalone
+/// containers) changed: what decides which networks it serves.
+fn own_membership_changed(changes: &[Change], node_id: &str) -> bool {
+    let membership = |object: &Object| match object {
+        Object::Node(node) if node.meta.id == node_id => Some((node.network_addresses.clone(), node.container_attachments.clone())),
+        _ => None,
+    };
+    changes.iter().any(|change| match change {
+        Change::Updated { old, new } => membership(old).is_some() && membership(old) != membership(new),
+        Change::Created(o) | Change::Deleted(o) => membership(o).is_some(),
+    })
 }
 
 /// Brings `sent` (the view a node has) up to date with the store for the
@@ -474,5 +487,13 @@ mod tests {
         assert_eq!(ViewChanges::of(&[change], "a"), ViewChanges::Everything);
         let elsewhere = Change::Created(Object::Task(fixtures::task("t7", "web", TaskState::Running)));
         assert_eq!(ViewChanges::of(&[elsewhere], "a"), ViewChanges::Nothing, "a task on no network is nobody's peer");
+        let mut ready = node("a", "KA");
+        ready.status = NodeStatus::Ready;
+        let status_only = Change::Updated { old: Object::Node(node("a", "KA")), new: Object::Node(ready.clone()) };
+        assert_eq!(ViewChanges::of(&[status_only], "a"), ViewChanges::Nothing, "its own status is nothing to its view");
+        let mut addressed = ready.clone();
+        addressed.network_addresses.insert("red".into(), [100, 64, 1, 200].into());
+        let addressed = Change::Updated { old: Object::Node(ready), new: Object::Node(addressed) };
+        assert_eq!(ViewChanges::of(&[addressed], "a"), ViewChanges::Everything);
     }
 }

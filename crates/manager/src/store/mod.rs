@@ -144,6 +144,11 @@ impl StoreState {
         self.tasks.on_node(node_id).filter_map(|id| self.get_typed::<Task>(id))
     }
 
+    /// The addresses `node_id`'s live tasks hold, per network.
+    pub fn task_addresses_on_node(&self, node_id: &str) -> Option<&BTreeMap<String, std::collections::BTreeSet<std::net::Ipv4Addr>>> {
+        self.tasks.attached_to(node_id)
+    }
+
     /// The tasks of `service_id`, in any state.
     pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
         self.tasks.of_service(service_id).filter_map(|id| self.get_typed::<Task>(id))

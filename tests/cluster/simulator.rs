@@ -1,0 +1,36 @@
+//! The scale simulator at the size CI affords: the real managers against
+//! hundreds of simulated nodes holding thousands of tasks. Every task runs
+//! on exactly one node, and the managers' record agrees with what the
+//! nodes run, after placement, after a tenth of the nodes is lost at once,
+//! and after the leader is killed.
+
+use std::time::Duration;
+
+use crate::support::{run, unique_name, SHOAL};
+
+const NODES: usize = 500;
+const TASKS_PER_NODE: usize = 20;
+
+#[test]
+fn every_task_runs_exactly_once_through_node_loss_and_failover() {
+    let name = unique_name("sim");
+    let nodes = NODES.to_string();
+    let per_node = TASKS_PER_NODE.to_string();
+    let args = ["dev-cluster", "sim", "--name", &name, "--nodes", &nodes, "--tasks-per-node", &per_node, "--format", "json"];
+    // The simulator removes its cluster on every outcome; a killed run is
+    // reaped by the next `up` of the name.
+    let out = run(SHOAL, &args, Duration::from_secs(480)).ok();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {}", out.stdout));
+    let tasks = (NODES * TASKS_PER_NODE) as u64;
+    assert_eq!(report["tasks"], tasks);
+    for phase in ["check_placement", "check_after_loss", "check_after_failover"] {
+        let check = &report[phase];
+        assert_eq!(check["managers_running"], tasks, "{phase}: {check}");
+        assert_eq!(check["nodes_running"], tasks, "{phase}: {check}");
+        assert_eq!(check["duplicates"], 0, "{phase}: {check}");
+        assert_eq!(check["mismatched"], 0, "{phase}: {check}");
+    }
+    assert_eq!(report["lost_nodes"], (NODES / 10) as u64);
+    assert_eq!(report["pool"]["joined"], NODES as u64);
+    eprintln!("{}", out.stdout);
+}
