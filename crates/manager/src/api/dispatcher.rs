@@ -18,7 +18,7 @@ use super::auth::{authorize, Transport};
 use super::control::managers_of;
 use crate::errors::ManagerError;
 use crate::manager::Manager;
-use crate::store::{Node, NodeDescription, Object, Op, StoreState, TaskState, TaskStatus, Transaction};
+use crate::store::{Change, Node, NodeDescription, NodeRole, Object, Op, StoreState, TaskState, TaskStatus, Transaction};
 
 /// Response metadata naming the leader's address when a follower refuses
 /// a leader-only stream.
@@ -56,6 +56,20 @@ impl DispatcherService {
             )));
         }
         Ok(identity)
+    }
+}
+
+/// Whether a change can alter `node_id`'s session message: the cluster's
+/// settings, its own node, or a manager (the managers' list).
+fn concerns_session(change: &Change, node_id: &str) -> bool {
+    let concerns = |object: &Object| match object {
+        Object::Cluster(_) => true,
+        Object::Node(node) => node.meta.id == node_id || node.role == NodeRole::Manager,
+        _ => false,
+    };
+    match change {
+        Change::Created(o) | Change::Deleted(o) => concerns(o),
+        Change::Updated { old, new } => concerns(old) || concerns(new),
     }
 }
 
@@ -173,12 +187,20 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 }
                 // Wake on any store change; the periodic wake also notices a
                 // closed stream when nothing changes for a while.
-                tokio::select! {
-                    event = events.recv() => {
-                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event { return; }
+                // Only changes the message could show wake it: with
+                // thousands of sessions, every other node's change would
+                // otherwise cost each of them a look at every node.
+                loop {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Ok(event) if !event.changes.iter().any(|c| concerns_session(c, &node_id)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            // Concerned, or fell behind: look again.
+                            _ => break,
+                        },
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => break,
+                        _ = tx.closed() => return,
                     }
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = tx.closed() => return,
                 }
             }
         });
