@@ -248,6 +248,9 @@ async fn start(shoal_exe: &Path, name: &str, host: &str) -> anyhow::Result<()> {
     let mut state = ClusterState::load(name)?;
     ensure_has_daemons(&state)?;
     let entry = state.host(host)?;
+    if entry.role == Role::Simulator {
+        bail!("{} runs simulated nodes, which only `shoal dev-cluster sim` starts; it has no daemon to start", entry.name);
+    }
     if daemon::is_running(entry) {
         eprintln!("the daemon of {} is already running", entry.name);
         return Ok(());

@@ -65,9 +65,11 @@ pub fn print_hosts(state: &ClusterState, format: LsFormat) -> anyhow::Result<()>
         LsFormat::Table => println!("{}", render(rows)),
         LsFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         LsFormat::Prometheus => {
+            // A simulator host runs no daemon, so serves no metrics.
             let groups: Vec<serde_json::Value> = state
                 .hosts
                 .iter()
+                .filter(|host| host.role != super::plan::Role::Simulator)
                 .map(|host| {
                     serde_json::json!({
                         "targets": [format!("{}:{}", host.address, daemon::METRICS_PORT)],

@@ -45,7 +45,6 @@ pub async fn run(args: SimNodesArgs) -> anyhow::Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .try_init();
-    raise_open_files_limit();
     let token = std::env::var(TOKEN_ENV).with_context(|| format!("{TOKEN_ENV} is not set; the simulator passes the join token in it"))?;
     let socket = PathBuf::from(args.control.strip_prefix("unix://").unwrap_or(&args.control));
     let _ = std::fs::remove_file(&socket);
@@ -92,16 +91,5 @@ async fn answer(pool: &SimulatedPool, request: Request) -> Reply {
             Err(error) => Reply::Error(error),
         },
         Request::Lose { nodes } => Reply::Lost(pool.lose(nodes)),
-    }
-}
-
-/// Each simulated node holds a few connections: thousands of them need
-/// more descriptors than the default soft limit.
-fn raise_open_files_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            tracing::warn!(%error, "could not raise the open files limit");
-        }
     }
 }
