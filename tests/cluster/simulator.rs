@@ -33,6 +33,16 @@ fn every_task_runs_exactly_once_through_node_loss_and_failover() {
         assert_eq!(check["mismatched"], 0, "{phase}: {check}");
     }
     assert_eq!(report["lost_nodes"], (NODES / 10) as u64);
+    // One task starting on a network that spans every node: each node hears
+    // of it in a few small messages, never a resent list of every peer.
+    let fan_out = &report["fan_out"];
+    let messages = fan_out["messages"].as_f64().unwrap_or(f64::MAX);
+    let bytes = fan_out["bytes"].as_f64().unwrap_or(f64::MAX);
+    assert!(messages <= 5.0 * NODES as f64, "one task start sent {messages} messages to {NODES} nodes: {fan_out}");
+    assert!(bytes / messages.max(1.0) < 1024.0, "one task start sent {bytes} bytes in {messages} messages: {fan_out}");
+    // Heartbeats reach the leader, relayed or not, about once per node per second.
+    let heartbeats = report["steady"]["heartbeats_per_second"].as_f64().unwrap_or(0.0);
+    assert!(heartbeats > NODES as f64 * 0.5, "the leader recorded {heartbeats} heartbeats/s from {NODES} nodes");
     assert_eq!(report["pool"]["joined"], NODES as u64);
     eprintln!("{}", out.stdout);
 }

@@ -114,7 +114,7 @@ async fn session_with(config: &SessionConfig, addr: &str, channel: Channel) -> R
             _ = heartbeat.tick() => {
                 // A heartbeat that cannot get through within one period means
                 // this manager (or its leader) is gone: fail over now.
-                let beat = client.heartbeat(pb::HeartbeatRequest { node_id: config.node_id.clone() });
+                let beat = client.heartbeat(pb::HeartbeatRequest { node_id: config.node_id.clone(), ..Default::default() });
                 match tokio::time::timeout(period, beat).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {

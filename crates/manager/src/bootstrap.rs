@@ -78,8 +78,15 @@ pub fn address_pool(pool: &str, mask_length: u32) -> Result<(ipnet::Ipv4Net, u8)
     Ok((parsed, mask))
 }
 
-/// The routing mesh's network, as docker's `ingress`: the pool's first subnet.
+/// Every node takes an address on the ingress network, so its subnet caps
+/// the swarm's size: docker's /24 stops the routing mesh at 253 nodes.
+/// Ours is a /16 (65,533 nodes) where the pool has room, else the pool.
+const INGRESS_PREFIX_LENGTH: u8 = 16;
+
+/// The routing mesh's network, as docker's `ingress`: the pool's first
+/// subnet, sized for every node (see [`INGRESS_PREFIX_LENGTH`]).
 fn ingress_network(pool: ipnet::Ipv4Net, mask_length: u8) -> Result<Network, ManagerError> {
+    let mask_length = mask_length.min(INGRESS_PREFIX_LENGTH).max(pool.prefix_len());
     let subnet = crate::allocator::ipam::free_subnet(pool, mask_length, &[])
         .ok_or_else(|| ManagerError::InvalidArgument(format!("default address pool {pool} has no /{mask_length} for the ingress network")))?;
     let gateway = crate::allocator::ipam::default_gateway(subnet)

@@ -26,6 +26,7 @@ pub mod ca;
 pub mod control_loop;
 pub mod errors;
 pub mod events;
+pub mod heartbeats;
 pub mod image_pinning;
 pub mod leader;
 pub mod lock_beacon;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use shoal_proto::pb;
@@ -59,8 +59,8 @@ pub struct Manager {
     peers: Mutex<HashMap<String, Channel>>,
     /// openraft allows one membership change at a time; this queues ours.
     membership: tokio::sync::Mutex<()>,
-    /// Last heartbeat per node id; only meaningful on the leader.
-    heartbeats: Mutex<HashMap<String, Instant>>,
+    /// When nodes were last heard from, and the followers' relay of them.
+    pub heartbeats: crate::heartbeats::Heartbeats,
     /// Set once by the daemon; without it images stay as the user wrote them.
     image_pinner: std::sync::OnceLock<Arc<dyn crate::image_pinning::ImagePinner>>,
     /// Log subscriptions between `service logs` callers and the agents.
@@ -133,7 +133,7 @@ impl Manager {
             tls: config.tls,
             peers: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
-            heartbeats: Mutex::new(HashMap::new()),
+            heartbeats: crate::heartbeats::Heartbeats::start(this.clone()),
             image_pinner: std::sync::OnceLock::new(),
             logs: Default::default(),
             _db: db,
@@ -147,14 +147,6 @@ impl Manager {
 
     pub fn image_pinner(&self) -> Option<&Arc<dyn crate::image_pinning::ImagePinner>> {
         self.image_pinner.get()
-    }
-
-    pub fn record_heartbeat(&self, node_id: &str) {
-        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).insert(node_id.to_string(), Instant::now());
-    }
-
-    pub fn heartbeats(&self) -> HashMap<String, Instant> {
-        self.heartbeats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Makes this manager a one-member cluster and waits until it leads.

@@ -40,7 +40,9 @@ pub struct ManagerMetrics {
     pub plan_seconds: Family<LoopName, Histogram>,
     pub sessions: Gauge,
     pub heartbeat_timeouts: Counter,
+    pub heartbeats: Counter,
     pub assignments_sent: Counter,
+    pub assignment_bytes_sent: Counter,
 }
 
 static METRICS: LazyLock<ManagerMetrics> = LazyLock::new(|| ManagerMetrics {
@@ -52,7 +54,9 @@ static METRICS: LazyLock<ManagerMetrics> = LazyLock::new(|| ManagerMetrics {
     plan_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.00001, 4.0, 12))),
     sessions: Gauge::default(),
     heartbeat_timeouts: Counter::default(),
+    heartbeats: Counter::default(),
     assignments_sent: Counter::default(),
+    assignment_bytes_sent: Counter::default(),
 });
 
 pub fn metrics() -> &'static ManagerMetrics {
@@ -87,7 +91,9 @@ pub fn register(registry: &mut Registry, slot: ManagerSlot) {
     registry.register_with_unit("shoal_leader_loop_plan", "Time a leader loop took to plan one pass", Unit::Seconds, m.plan_seconds.clone());
     registry.register("shoal_dispatcher_sessions", "Agent sessions this manager serves", m.sessions.clone());
     registry.register("shoal_dispatcher_heartbeat_timeouts", "Nodes declared down after missing their heartbeats", m.heartbeat_timeouts.clone());
+    registry.register("shoal_dispatcher_heartbeats", "Node heartbeats the leader recorded (its followers relay theirs in batches)", m.heartbeats.clone());
     registry.register("shoal_dispatcher_assignments_sent", "Assignment messages sent to agents", m.assignments_sent.clone());
+    registry.register("shoal_dispatcher_assignment_bytes_sent", "Encoded bytes of the assignment messages sent to agents", m.assignment_bytes_sent.clone());
     registry.register_collector(Box::new(ManagerState { slot }));
 }
 

@@ -24,7 +24,7 @@ pub async fn run(manager: Arc<Manager>) {
         tick.tick().await;
         let period_ms = manager.store.view(|s| s.cluster().map(|c| c.heartbeat_period_ms).unwrap_or(1000));
         let down_after = Duration::from_millis(period_ms) * MISSED_HEARTBEATS;
-        let heartbeats = manager.heartbeats();
+        let heartbeats = manager.heartbeats.last_seen();
         let updates: Vec<Op> = manager.store.view(|s| {
             s.list_typed::<Node>()
                 .filter_map(|node| {

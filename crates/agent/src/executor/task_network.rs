@@ -69,7 +69,8 @@ impl OverlayView {
             || !message.peers_removed.is_empty()
             || !message.peers_changed.is_empty()
             || !message.services_removed.is_empty()
-            || !message.services_changed.is_empty();
+            || !message.services_changed.is_empty()
+            || !message.service_tasks_changed.is_empty();
         if message.full {
             *self = OverlayView::default();
         }
@@ -90,6 +91,23 @@ impl OverlayView {
         }
         for service in &message.services_changed {
             self.services.insert(service.id.clone(), service.clone());
+        }
+        for delta in &message.service_tasks_changed {
+            // A delta for a service this node does not have would be the
+            // managers' mistake; the next full message corrects it.
+            let Some(service) = self.services.get_mut(&delta.service_id) else { continue };
+            // Kept sorted by id, as the managers send whole lists.
+            for id in &delta.removed {
+                if let Ok(i) = service.tasks.binary_search_by(|t| t.id.cmp(id)) {
+                    service.tasks.remove(i);
+                }
+            }
+            for task in &delta.changed {
+                match service.tasks.binary_search_by(|t| t.id.cmp(&task.id)) {
+                    Ok(i) => service.tasks[i] = task.clone(),
+                    Err(i) => service.tasks.insert(i, task.clone()),
+                }
+            }
         }
         news
     }
@@ -367,6 +385,20 @@ mod tests {
         let web = &directory.services[0];
         assert_eq!(web.backends_on("a").collect::<Vec<_>>(), [Ipv4Addr::new(100, 64, 1, 2)]);
         assert_eq!(web.ports[0], ServicePort { protocol: Protocol::Udp, target: 53, published: 5353, mode: PublishMode::Host });
+        // Task by task: a second backend, then the first one gone.
+        let t0 = pb::TaskDirectory {
+            id: "t0".into(),
+            name: "web.2.t0".into(),
+            node_id: "n2".into(),
+            addresses: vec![pb::NetworkAddress { network_id: "a".into(), address: "100.64.1.3/24".into(), ..Default::default() }],
+        };
+        let delta = pb::ServiceTasks { service_id: "s1".into(), changed: vec![t0], removed: Vec::new() };
+        assert!(view.apply(&pb::AssignmentsMessage { service_tasks_changed: vec![delta], ..Default::default() }));
+        let ids: Vec<&str> = view.services["s1"].tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t0", "t1"], "kept sorted by id");
+        let delta = pb::ServiceTasks { service_id: "s1".into(), changed: Vec::new(), removed: vec!["t1".into()] };
+        view.apply(&pb::AssignmentsMessage { service_tasks_changed: vec![delta], ..Default::default() });
+        assert_eq!(view.directory().services[0].backends_on("a").collect::<Vec<_>>(), [Ipv4Addr::new(100, 64, 1, 3)]);
         view.apply(&pb::AssignmentsMessage { services_removed: vec!["s1".into()], ..Default::default() });
         assert!(view.directory().services.is_empty());
     }

@@ -21,6 +21,8 @@ pub struct UpOptions {
     pub no_swarm: bool,
     /// See [`ClusterState::owner_pid`].
     pub owner_pid: Option<u32>,
+    /// More arguments for `swarm init` (the simulator's `--dispatcher-heartbeat`).
+    pub init_args: Vec<String>,
 }
 
 /// Creates cluster `options.name` from scratch, replacing any previous one of
@@ -95,7 +97,7 @@ pub async fn up(shoal_exe: &Path, options: &UpOptions) -> anyhow::Result<Cluster
     }
 
     eprintln!("forming the swarm");
-    swarm::form(shoal_exe, &state).await.with_context(|| {
+    swarm::form(shoal_exe, &state, &options.init_args).await.with_context(|| {
         format!(
             "dev cluster {name:?} could not form a swarm; daemon logs are in {}",
             dir.display()

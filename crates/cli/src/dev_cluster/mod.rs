@@ -116,6 +116,9 @@ pub enum DevClusterCommand {
     /// Run the swarm's real managers against many simulated nodes and
     /// measure what joining, placing and losing nodes cost as it grows.
     Sim(sim::SimArgs),
+    /// Draw how the simulator's figures grow with the cluster (SVG), from
+    /// the runs `sim --record FILE` appended.
+    SimPlot(sim::plot::SimPlotArgs),
     /// The simulated nodes of one simulator host (started by `sim`).
     #[command(name = "__sim-nodes", hide = true)]
     SimNodes(sim::nodes_process::SimNodesArgs),
@@ -154,6 +157,7 @@ async fn dispatch(command: DevClusterCommand, shoal_exe: &Path) -> anyhow::Resul
                 network_only,
                 no_swarm,
                 owner_pid,
+                init_args: Vec::new(),
             };
             let state = create::up(shoal_exe, &options).await?;
             report::print_up(&state);
@@ -197,6 +201,7 @@ async fn dispatch(command: DevClusterCommand, shoal_exe: &Path) -> anyhow::Resul
             set_connected(&cluster.name, &host, true).await?
         }
         DevClusterCommand::Sim(args) => sim::run(shoal_exe, args).await?,
+        DevClusterCommand::SimPlot(args) => sim::plot::run(&args)?,
         DevClusterCommand::SimNodes(args) => sim::nodes_process::run(args).await?,
         DevClusterCommand::Add { cluster, role } => {
             report::print_added(&create::add(shoal_exe, &cluster.name, role).await?);

@@ -18,7 +18,7 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 /// `swarm init` on the first manager, then every other host joins it:
 /// managers one at a time (each join changes the Raft membership), workers
 /// all at once.
-pub async fn form(shoal_exe: &Path, state: &ClusterState) -> anyhow::Result<()> {
+pub async fn form(shoal_exe: &Path, state: &ClusterState, init_args: &[String]) -> anyhow::Result<()> {
     let Some(first) = state.hosts.iter().find(|h| h.role == Role::Manager) else {
         bail!(
             "dev cluster {:?} has no manager to initialise the swarm on",
@@ -26,12 +26,9 @@ pub async fn form(shoal_exe: &Path, state: &ClusterState) -> anyhow::Result<()> 
         );
     };
     let advertise = first.address.to_string();
-    shoal(
-        shoal_exe,
-        first,
-        &["swarm", "init", "--advertise-addr", &advertise],
-    )
-    .await?;
+    let mut init = vec!["swarm", "init", "--advertise-addr", &advertise];
+    init.extend(init_args.iter().map(String::as_str));
+    shoal(shoal_exe, first, &init).await?;
     let remote = SocketAddrV4::new(first.address, SWARM_PORT);
 
     let others = || state.hosts.iter().filter(|h| h.name != first.name);

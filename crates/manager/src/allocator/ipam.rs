@@ -32,7 +32,14 @@ pub fn default_gateway(subnet: Ipv4Net) -> Option<Ipv4Addr> {
 /// `used`. Lowest-first keeps a small network's addresses dense and makes a
 /// released address the next one handed out.
 pub fn free_address(network: &Network, used: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
-    network.subnet.hosts().find(|address| network.is_assignable(*address) && !used(*address))
+    free_address_from(network, None, used)
+}
+
+/// [`free_address`] among the addresses above `after` (all of them for `None`).
+pub fn free_address_from(network: &Network, after: Option<Ipv4Addr>, used: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    let first = after.map_or(u32::from(network.subnet.network()), |a| u32::from(a).saturating_add(1));
+    let last = u32::from(network.subnet.broadcast());
+    (first..=last).map(Ipv4Addr::from).find(|address| network.is_assignable(*address) && !used(*address))
 }
 
 /// How many addresses of `network` can ever be handed out.
@@ -86,6 +93,8 @@ mod tests {
         let used = |a: Ipv4Addr| a.octets()[3] <= 4;
         assert_eq!(free_address(&n, used), Some(Ipv4Addr::new(100, 80, 0, 5)));
         assert_eq!(free_address(&n, |_| true), None);
+        assert_eq!(free_address_from(&n, Some(Ipv4Addr::new(100, 80, 0, 2)), |_| false), Some(Ipv4Addr::new(100, 80, 0, 3)));
+        assert_eq!(free_address_from(&n, Some(Ipv4Addr::new(100, 80, 0, 6)), |_| false), None);
         assert!(!n.is_assignable(Ipv4Addr::new(100, 80, 0, 7)), "broadcast");
         assert!(!n.is_assignable(Ipv4Addr::new(100, 80, 0, 0)), "network");
         assert!(!n.is_assignable(Ipv4Addr::new(100, 80, 0, 9)), "outside");

@@ -18,7 +18,7 @@
 
 pub mod ipam;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -28,19 +28,36 @@ use crate::store::{
     EndpointMode, Network, NetworkAttachment, Node, Object, Op, Service, StoreState, Task, TaskState, TaskStatus, Vip,
 };
 
-/// Addresses handed out earlier in the same pass, on top of the store's index.
+/// Addresses handed out earlier in the same pass, on top of the store's
+/// index. Within one pass nothing is released and each claim takes the
+/// lowest free address, so the next free one of a network is never below
+/// the last claimed: the search resumes there, and a pass costs one sweep
+/// of each network's addresses rather than one per claim.
 #[derive(Default)]
-struct PassClaims(HashSet<(String, Ipv4Addr)>);
+struct PassClaims {
+    claimed: HashSet<(String, Ipv4Addr)>,
+    searched_up_to: HashMap<String, Ipv4Addr>,
+}
 
 impl PassClaims {
     /// The lowest free address of `network`, claimed for the rest of the pass.
     fn claim(&mut self, state: &StoreState, network: &Network) -> Option<Ipv4Addr> {
         let id = &network.meta.id;
-        let address = ipam::free_address(network, |a| {
-            state.addresses().holder(id, a).is_some() || self.0.contains(&(id.clone(), a))
-        })?;
-        self.0.insert((id.clone(), address));
-        Some(address)
+        let from = self.searched_up_to.get(id).copied();
+        let address = ipam::free_address_from(network, from, |a| {
+            state.addresses().holder(id, a).is_some() || self.claimed.contains(&(id.clone(), a))
+        });
+        match address {
+            Some(address) => {
+                self.claimed.insert((id.clone(), address));
+                self.searched_up_to.insert(id.clone(), address);
+            }
+            // Full: later claims in this pass need not look again.
+            None => {
+                self.searched_up_to.insert(id.clone(), network.subnet.broadcast());
+            }
+        }
+        address
     }
 }
 

@@ -20,6 +20,10 @@ use crate::store::{Change, Node, Object, StoreState, Task, TaskState};
 /// How often a quiet stream checks that this manager still leads.
 const LEADERSHIP_CHECK: Duration = Duration::from_millis(500);
 
+/// How long a stream gathers further changes into a message once one that
+/// concerns its node arrives (SwarmKit's dispatcher waits 100 ms).
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
 /// The tasks a node holds containers for: assigned to it, running or
 /// ended. An ended task stays, its stopped container kept for `service
 /// logs`, until the slot's history limit (or the service's removal)
@@ -109,7 +113,14 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
                 diff(&sent_overlay, &overlay, &mut message);
                 sent_overlay = overlay;
             }
-            entries => manager.store.view(|s| update_entries(s, &node_id, &mut sent_overlay, &entries, &mut message)),
+            entries => {
+                let updated = manager.store.view(|s| update_entries(s, &node_id, &mut sent_overlay, &entries, &mut message));
+                if !updated {
+                    let overlay = manager.store.view(|s| overlay_view(s, &node_id));
+                    diff(&sent_overlay, &overlay, &mut message);
+                    sent_overlay = overlay;
+                }
+            }
         }
         for subscription in manager.logs.for_node(&node_id) {
             if sent_subscriptions.insert(subscription.id.clone()) {
@@ -126,32 +137,61 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             || !message.peers_removed.is_empty()
             || !message.services_changed.is_empty()
             || !message.services_removed.is_empty()
+            || !message.service_tasks_changed.is_empty()
             || !message.files_changed.is_empty()
             || !message.files_removed.is_empty();
         if has_news {
-            crate::metrics::metrics().assignments_sent.inc();
+            let metrics = crate::metrics::metrics();
+            metrics.assignments_sent.inc();
+            // What a change costs the managers to tell the nodes: the
+            // simulator's fan-out figures.
+            metrics.assignment_bytes_sent.inc_by(prost::Message::encoded_len(&message) as u64);
         }
         if has_news && tx.send(Ok(message)).await.is_err() {
             return;
         }
         first = false;
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => {
-                    dirty = event.changes.iter().any(|c| concerns_tasks(c, &node_id));
-                    overlay_changes = ViewChanges::of(&event.changes, &node_id);
+            event = events.recv() => {
+                if !fold(event, &node_id, &mut dirty, &mut overlay_changes) {
+                    return;
                 }
-                // Fell behind: recompute from the store; the diff against
-                // what was sent still yields exact changes.
-                Err(RecvError::Lagged(_)) => {
-                    dirty = true;
-                    overlay_changes = ViewChanges::Everything;
+                if dirty || overlay_changes != ViewChanges::Nothing {
+                    // Whatever else changes in the next moment goes into the
+                    // same message: while a service's tasks start across the
+                    // swarm, each node gets a few messages a second, not one
+                    // per task.
+                    let until = tokio::time::Instant::now() + BATCH_WAIT;
+                    while let Ok(event) = tokio::time::timeout_at(until, events.recv()).await {
+                        if !fold(event, &node_id, &mut dirty, &mut overlay_changes) {
+                            return;
+                        }
+                    }
                 }
-                Err(RecvError::Closed) => return,
-            },
+            }
             changed = subscriptions.changed() => if changed.is_err() { return },
             _ = tx.closed() => return,
             _ = tokio::time::sleep(LEADERSHIP_CHECK) => {}
         }
+    }
+}
+
+/// Adds one store event to what the node's next message must cover;
+/// `false` once the store is gone.
+fn fold(event: Result<crate::store::StoreEvent, RecvError>, node_id: &str, dirty: &mut bool, overlay_changes: &mut ViewChanges) -> bool {
+    match event {
+        Ok(event) => {
+            *dirty |= event.changes.iter().any(|c| concerns_tasks(c, node_id));
+            overlay_changes.merge(ViewChanges::of(&event.changes, node_id));
+            true
+        }
+        // Fell behind: recompute from the store; the diff against what was
+        // sent still yields exact changes.
+        Err(RecvError::Lagged(_)) => {
+            *dirty = true;
+            *overlay_changes = ViewChanges::Everything;
+            true
+        }
+        Err(RecvError::Closed) => false,
     }
 }

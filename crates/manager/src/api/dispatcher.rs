@@ -1,8 +1,9 @@
 //! The dispatcher: every node's session with the managers.
 //!
 //! Heartbeats land in the leader's memory (writing each one to Raft would
-//! be thousands of writes a second on a big cluster); the leader's
-//! node-health loop turns missed heartbeats into `down` in the store. The
+//! be thousands of writes a second on a big cluster), a follower's in
+//! batches ([`crate::heartbeats`]); the leader's node-health loop turns
+//! missed heartbeats into `down` in the store. The
 //! session stream is served from any manager's own copy of the store.
 
 use std::sync::Arc;
@@ -129,20 +130,26 @@ async fn record_description(manager: Arc<Manager>, node_id: String, description:
 #[tonic::async_trait]
 impl pb::dispatcher_server::Dispatcher for DispatcherService {
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let node_id = request.get_ref().node_id.clone();
-        self.authorize_for(&request, &node_id)?;
         let period_ms = self.manager.store.view(|s| s.cluster().map(|c| c.heartbeat_period_ms).unwrap_or(1000));
-        if self.manager.is_leader() {
-            self.manager.record_heartbeat(&node_id);
+        let relayed = &request.get_ref().relayed_node_ids;
+        if !relayed.is_empty() {
+            // A follower's batch (crate::heartbeats): only a manager may vouch for other nodes.
+            authorize(Transport::Tls, &request, &self.manager, &[Role::Manager])?
+                .ok_or_else(|| Status::unauthenticated("relayed heartbeats need a manager certificate"))?;
+            if !self.manager.is_leader() {
+                return Err(ManagerError::NotLeader.into());
+            }
+            self.manager.heartbeats.record(relayed.iter().map(String::as_str));
             return Ok(Response::new(pb::HeartbeatResponse { period_ms }));
         }
-        let (_, leader_addr) = self.manager.leader().ok_or(ManagerError::NoLeader)?;
-        let mut client = pb::dispatcher_client::DispatcherClient::new(self.manager.peer_channel(&leader_addr)?);
-        let reply = client
-            .heartbeat(pb::HeartbeatRequest { node_id })
-            .await
-            .map_err(|status| ManagerError::from_forwarded(&leader_addr, status))?;
-        Ok(reply)
+        let node_id = request.get_ref().node_id.clone();
+        self.authorize_for(&request, &node_id)?;
+        if self.manager.is_leader() {
+            self.manager.heartbeats.record([node_id.as_str()]);
+        } else {
+            self.manager.heartbeats.relay(&node_id)?;
+        }
+        Ok(Response::new(pb::HeartbeatResponse { period_ms }))
     }
 
     type SessionStream = ReceiverStream<Result<pb::SessionMessage, Status>>;

@@ -17,7 +17,7 @@ use shoal_proto::pb;
 use std::net::Ipv4Addr;
 
 use super::networks::{cidr, data_path_endpoint};
-use super::service_directory::{directory_on, service_directories};
+use super::service_directory::{directory_on, service_directories, task_entry_on};
 use crate::store::{Change, Network, Node, NodeStatus, Object, Service, StoreState};
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -25,6 +25,9 @@ pub struct OverlayView {
     pub networks: BTreeMap<String, pb::NodeNetwork>,
     pub peers: BTreeMap<String, pb::OverlayPeer>,
     pub services: BTreeMap<String, pb::ServiceDirectory>,
+    /// Whether the node ran a routing-mesh task when the view was made
+    /// (it then peers with every node on ingress; see [`Viewer`]).
+    pub runs_mesh_tasks: bool,
 }
 
 /// The addresses that sit behind one node, per network: its live tasks',
@@ -50,10 +53,38 @@ fn ingress_of(state: &StoreState) -> Option<&str> {
     state.list_typed::<Network>().find(|n| n.spec.ingress).map(|n| n.meta.id.as_str())
 }
 
+/// Whether `node_id` runs a task of a service publishing through the
+/// routing mesh (a task on the ingress network).
+fn runs_mesh_tasks(state: &StoreState, node_id: &str, ingress: Option<&str>) -> bool {
+    let Some(ingress) = ingress else { return false };
+    state.task_addresses_on_node(node_id).and_then(|held| held.get(ingress)).is_some_and(|addresses| !addresses.is_empty())
+}
+
+/// Who the routing mesh makes peers on the ingress network. Every node
+/// serves the mesh, but traffic on ingress only goes from the node a
+/// client reached to a node running a published service's task, and back:
+/// two nodes are ingress peers only when one of them runs such a task.
+/// Peering every node with every other (as the network's membership alone
+/// would) costs N x N WireGuard peers and view entries, and a message to
+/// every node whenever any node comes or goes.
+#[derive(Clone, Copy)]
+struct Viewer<'a> {
+    ingress: Option<&'a str>,
+    runs_mesh_tasks: bool,
+}
+
+impl<'a> Viewer<'a> {
+    fn of(state: &'a StoreState, node_id: &str) -> Self {
+        let ingress = ingress_of(state);
+        Viewer { ingress, runs_mesh_tasks: runs_mesh_tasks(state, node_id, ingress) }
+    }
+}
+
 /// `peer`'s entry in the view of a node serving `mine`: its endpoint and
 /// its addresses on those networks; `None` when it shares none of them,
 /// is down, or has no data path.
-fn peer_entry(state: &StoreState, mine: &BTreeSet<&str>, peer: &Node, ingress: Option<&str>) -> Option<pb::OverlayPeer> {
+fn peer_entry(state: &StoreState, mine: &BTreeSet<&str>, peer: &Node, viewer: Viewer<'_>) -> Option<pb::OverlayPeer> {
+    let ingress = viewer.ingress;
     let endpoint = data_path_endpoint(peer);
     // A down node's tasks are being replaced; its entry goes, and comes
     // back with it.
@@ -63,6 +94,9 @@ fn peer_entry(state: &StoreState, mine: &BTreeSet<&str>, peer: &Node, ingress: O
     let mut allowed: BTreeSet<String> = BTreeSet::new();
     for (network_id, addresses) in addresses_behind(state, &peer.meta.id, ingress) {
         if !mine.contains(network_id) {
+            continue;
+        }
+        if Some(network_id) == ingress && !viewer.runs_mesh_tasks && !runs_mesh_tasks(state, &peer.meta.id, ingress) {
             continue;
         }
         allowed.extend(addresses.iter().map(|a| format!("{a}/32")));
@@ -85,9 +119,10 @@ fn peer_entry(state: &StoreState, mine: &BTreeSet<&str>, peer: &Node, ingress: O
 }
 
 pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
-    let ingress = ingress_of(state);
+    let viewer = Viewer::of(state, node_id);
+    let ingress = viewer.ingress;
     let mine: BTreeSet<&str> = addresses_behind(state, node_id, ingress).into_keys().collect();
-    let mut view = OverlayView::default();
+    let mut view = OverlayView { runs_mesh_tasks: viewer.runs_mesh_tasks, ..Default::default() };
     if mine.is_empty() {
         return view;
     }
@@ -100,7 +135,7 @@ pub fn overlay_view(state: &StoreState, node_id: &str) -> OverlayView {
     }
     view.services = service_directories(state, &mine);
     for peer in state.list_typed::<Node>().filter(|p| p.meta.id != node_id) {
-        if let Some(entry) = peer_entry(state, &mine, peer, ingress) {
+        if let Some(entry) = peer_entry(state, &mine, peer, viewer) {
             view.peers.insert(peer.meta.id.clone(), entry);
         }
     }
@@ -118,17 +153,44 @@ pub enum ViewChanges {
     Entries {
         peers: BTreeSet<String>,
         services: BTreeSet<String>,
+        /// Tasks that changed, by service: each only its own entry.
+        tasks: BTreeMap<String, BTreeSet<String>>,
         /// A node's standalone containers changed: the networks' names.
         containers: bool,
+        /// Some of the node's own tasks changed.
+        own_tasks: bool,
     },
 }
 
 impl ViewChanges {
+    /// What `self` and `later` alter together.
+    pub fn merge(&mut self, later: ViewChanges) {
+        match (&mut *self, later) {
+            (ViewChanges::Everything, _) | (_, ViewChanges::Nothing) => {}
+            (this @ ViewChanges::Nothing, later) => *this = later,
+            (this, ViewChanges::Everything) => *this = ViewChanges::Everything,
+            (
+                ViewChanges::Entries { peers, services, tasks, containers, own_tasks },
+                ViewChanges::Entries { peers: more_peers, services: more_services, tasks: more_tasks, containers: more_containers, own_tasks: more_own },
+            ) => {
+                peers.extend(more_peers);
+                services.extend(more_services);
+                for (service, ids) in more_tasks {
+                    tasks.entry(service).or_default().extend(ids);
+                }
+                *containers |= more_containers;
+                *own_tasks |= more_own;
+            }
+        }
+    }
+
     /// What `changes` can alter in `node_id`'s view.
     pub fn of(changes: &[Change], node_id: &str) -> ViewChanges {
         let mut peers = BTreeSet::new();
         let mut services = BTreeSet::new();
+        let mut tasks: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut containers = false;
+        let mut own_tasks = false;
         let objects = changes.iter().flat_map(|change| match change {
             Change::Created(o) | Change::Deleted(o) => [Some(o), None],
             Change::Updated { old, new } => [Some(old), Some(new)],
@@ -145,10 +207,16 @@ impl ViewChanges {
                 }
                 // A task on no network is nobody's peer or backend.
                 Object::Task(task) if task.networks.is_empty() => {}
-                Object::Task(task) if task.node_id == node_id => return ViewChanges::Everything,
+                // Its own task: a backend in its service's records like any
+                // other, unless it changes which networks the node serves
+                // ([`update_entries`] checks that).
+                Object::Task(task) if task.node_id == node_id => {
+                    own_tasks = true;
+                    tasks.entry(task.service_id.clone()).or_default().insert(task.meta.id.clone());
+                }
                 Object::Task(task) => {
                     peers.insert(task.node_id.clone());
-                    services.insert(task.service_id.clone());
+                    tasks.entry(task.service_id.clone()).or_default().insert(task.meta.id.clone());
                 }
                 Object::Service(service) => {
                     services.insert(service.meta.id.clone());
@@ -156,10 +224,10 @@ impl ViewChanges {
                 _ => {}
             }
         }
-        if peers.is_empty() && services.is_empty() && !containers {
+        if peers.is_empty() && services.is_empty() && tasks.is_empty() && !containers {
             return ViewChanges::Nothing;
         }
-        ViewChanges::Entries { peers, services, containers }
+        ViewChanges::Entries { peers, services, tasks, containers, own_tasks }
     }
 }
 
@@ -179,23 +247,64 @@ fn own_membership_changed(changes: &[Change], node_id: &str) -> bool {
 /// Brings `sent` (the view a node has) up to date with the store for the
 /// entries `changes` names, and puts what changed into `message`. Without
 /// cloning or rebuilding the view: a peer joining a swarm of N nodes costs
-/// each of them one entry, not N.
-pub fn update_entries(state: &StoreState, node_id: &str, sent: &mut OverlayView, changes: &ViewChanges, message: &mut pb::AssignmentsMessage) {
-    let ViewChanges::Entries { peers, services, containers } = changes else { return };
-    if sent.networks.is_empty() {
-        // On no network: nothing to hear of (a change of its own networks
-        // would have been `Everything`).
-        return;
+/// each of them one entry, not N. Returns `false`, having changed nothing,
+/// when the node's own tasks changed which networks it serves (or whether
+/// it runs routing-mesh tasks): then only a rebuild gives the right view.
+#[must_use]
+pub fn update_entries(state: &StoreState, node_id: &str, sent: &mut OverlayView, changes: &ViewChanges, message: &mut pb::AssignmentsMessage) -> bool {
+    let ViewChanges::Entries { peers, services, tasks, containers, own_tasks } = changes else { return true };
+    let viewer = Viewer::of(state, node_id);
+    if *own_tasks {
+        let mine = addresses_behind(state, node_id, viewer.ingress);
+        if viewer.runs_mesh_tasks != sent.runs_mesh_tasks || !mine.keys().copied().eq(sent.networks.keys().map(String::as_str)) {
+            return false;
+        }
     }
-    let ingress = ingress_of(state);
+    if sent.networks.is_empty() {
+        // On no network: nothing to hear of.
+        return true;
+    }
     let mine: BTreeSet<&str> = sent.networks.keys().map(String::as_str).collect();
     for peer_id in peers.iter().filter(|p| *p != node_id) {
-        let entry = state.get_typed::<Node>(peer_id).and_then(|peer| peer_entry(state, &mine, peer, ingress));
+        let entry = state.get_typed::<Node>(peer_id).and_then(|peer| peer_entry(state, &mine, peer, viewer));
         update(&mut sent.peers, peer_id, entry, &mut message.peers_changed, &mut message.peers_removed);
     }
     for service_id in services {
         let directory = state.get_typed::<Service>(service_id).and_then(|service| directory_on(state, service, &mine));
         update(&mut sent.services, service_id, directory, &mut message.services_changed, &mut message.services_removed);
+    }
+    for (service_id, task_ids) in tasks.iter().filter(|(id, _)| !services.contains(*id)) {
+        let Some(service) = state.get_typed::<Service>(service_id) else { continue };
+        let Some(directory) = sent.services.get_mut(service_id) else {
+            // Not sent yet (its first change on this node's networks): whole.
+            let directory = directory_on(state, service, &mine);
+            update(&mut sent.services, service_id, directory, &mut message.services_changed, &mut message.services_removed);
+            continue;
+        };
+        let mut delta = pb::ServiceTasks { service_id: service_id.clone(), ..Default::default() };
+        for task_id in task_ids {
+            let entry = task_entry_on(state, service, task_id, &mine);
+            let at = directory.tasks.binary_search_by(|t| t.id.as_str().cmp(task_id));
+            match (entry, at) {
+                (Some(entry), Ok(i)) if directory.tasks[i] == entry => {}
+                (Some(entry), Ok(i)) => {
+                    directory.tasks[i] = entry.clone();
+                    delta.changed.push(entry);
+                }
+                (Some(entry), Err(i)) => {
+                    directory.tasks.insert(i, entry.clone());
+                    delta.changed.push(entry);
+                }
+                (None, Ok(i)) => {
+                    directory.tasks.remove(i);
+                    delta.removed.push(task_id.clone());
+                }
+                (None, Err(_)) => {}
+            }
+        }
+        if !delta.changed.is_empty() || !delta.removed.is_empty() {
+            message.service_tasks_changed.push(delta);
+        }
     }
     if *containers {
         for (network_id, served) in sent.networks.iter_mut() {
@@ -207,6 +316,7 @@ pub fn update_entries(state: &StoreState, node_id: &str, sent: &mut OverlayView,
             }
         }
     }
+    true
 }
 
 /// Sets one entry of a sent map, noting a change or a removal.
@@ -406,19 +516,35 @@ mod tests {
     }
 
     #[test]
-    fn every_node_serves_the_ingress_network_and_peers_over_it() {
+    fn every_node_serves_the_ingress_network_but_peers_over_it_only_with_mesh_tasks() {
         let mut ingress = fixtures::network("ing", "ingress", "100.64.0.0/24");
         ingress.spec.ingress = true;
         let mut lone = node("dddd", "KD");
         lone.network_addresses.insert("ing".into(), [100, 64, 0, 9].into());
         let base = world();
-        let state = StoreState::from_objects(base.all_objects().cloned().chain([Object::Network(ingress), Object::Node(lone)]));
+        let with_ingress = |extra: Vec<Object>| {
+            let objects = base.all_objects().cloned().map(|o| match o {
+                Object::Node(mut n) if n.meta.id == "a" => {
+                    n.network_addresses.insert("ing".into(), [100, 64, 0, 2].into());
+                    Object::Node(n)
+                }
+                other => other,
+            });
+            StoreState::from_objects(objects.chain([Object::Network(ingress.clone()), Object::Node(lone.clone())]).chain(extra))
+        };
+        // Nobody publishes through the mesh: no ingress peers at all.
+        let state = with_ingress(Vec::new());
         let a = overlay_view(&state, "a");
-        assert!(a.networks.contains_key("ing"));
-        assert!(a.networks["ing"].ingress);
-        assert_eq!(a.peers["dddd"].allowed_ips, ["100.64.0.9/32"], "a node with no task is a peer on ingress");
-        // ccc shares nothing with a and has no address on ingress yet.
-        assert_eq!(a.peers.keys().collect::<Vec<_>>(), ["bb", "dddd"]);
+        assert!(a.networks["ing"].ingress, "every node serves the mesh");
+        assert_eq!(a.peers.keys().collect::<Vec<_>>(), ["bb"], "only the node a shares red with");
+        assert!(overlay_view(&state, "dddd").peers.is_empty());
+        // dddd runs a published service's task: every node peers with it.
+        let state = with_ingress(vec![Object::Task(task_on("mesh", "dddd", "ing", [100, 64, 0, 20]))]);
+        let a = overlay_view(&state, "a");
+        assert_eq!(a.peers["dddd"].allowed_ips, ["100.64.0.20/32", "100.64.0.9/32"], "its task and its own address");
+        let dddd = overlay_view(&state, "dddd");
+        assert_eq!(dddd.peers["a"].allowed_ips, ["100.64.0.2/32"], "the mesh's replies go back to a's ingress address");
+        assert!(!dddd.peers.contains_key("ccc"), "ccc has no address on ingress yet");
     }
 
     #[test]
@@ -445,7 +571,7 @@ mod tests {
         let mut message = pb::AssignmentsMessage::default();
         match ViewChanges::of(&changes, node) {
             ViewChanges::Everything => panic!("a change of others' tasks and nodes rebuilt {node}'s whole view"),
-            entries => update_entries(state, node, &mut sent, &entries, &mut message),
+            entries => assert!(update_entries(state, node, &mut sent, &entries, &mut message), "{node}'s networks did not change"),
         }
         (sent, message)
     }
@@ -482,9 +608,42 @@ mod tests {
     }
 
     #[test]
+    fn a_task_starting_or_ending_sends_its_own_record_not_its_services_list() {
+        let with_web = |state: StoreState| {
+            let mut objects: Vec<Object> = state.all_objects().cloned().collect();
+            objects.push(Object::Service(service("web", &["red"], crate::store::EndpointMode::Vip)));
+            StoreState::from_objects(objects)
+        };
+        let mut started = task_on("t8", "ccc", "red", [100, 64, 1, 8]);
+        started.service_id = "web".into();
+        let mut state = with_web(world());
+        let (sent, message) = updated(&mut state, "a", vec![Op::Create(Object::Task(started.clone()))]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert!(message.services_changed.is_empty(), "the service's whole directory was resent: {message:?}");
+        assert_eq!(message.service_tasks_changed.len(), 1);
+        assert_eq!(message.service_tasks_changed[0].changed.len(), 1);
+        assert_eq!(message.service_tasks_changed[0].changed[0].id, "t8");
+
+        let mut ended = started;
+        ended.status.state = TaskState::Failed;
+        let (sent, message) = updated(&mut state, "a", vec![Op::Update { object: Object::Task(ended), expected_version: None }]);
+        assert_eq!(sent, overlay_view(&state, "a"));
+        assert!(message.services_changed.is_empty());
+        assert_eq!(message.service_tasks_changed[0].removed, ["t8"]);
+    }
+
+    #[test]
     fn a_change_of_the_nodes_own_networks_rebuilds_its_view() {
-        let change = Change::Created(Object::Task(task_on("t6", "a", "blue", [100, 64, 2, 6])));
-        assert_eq!(ViewChanges::of(&[change], "a"), ViewChanges::Everything);
+        // Its own task on a network it did not serve: entries cannot do.
+        let mut state = world();
+        let mut sent = overlay_view(&state, "a");
+        let (outcome, changes) = state.apply(1000, &Transaction::new(vec![Op::Create(Object::Task(task_on("t6", "a", "blue", [100, 64, 2, 6])))]));
+        outcome.expect("the change applies");
+        let entries = ViewChanges::of(&changes, "a");
+        assert!(!update_entries(&state, "a", &mut sent, &entries, &mut pb::AssignmentsMessage::default()));
+        // Another task of its own on a network it serves already: entries do.
+        let (sent, _) = updated(&mut state, "a", vec![Op::Create(Object::Task(task_on("t9", "a", "blue", [100, 64, 2, 9])))]);
+        assert_eq!(sent, overlay_view(&state, "a"));
         let elsewhere = Change::Created(Object::Task(fixtures::task("t7", "web", TaskState::Running)));
         assert_eq!(ViewChanges::of(&[elsewhere], "a"), ViewChanges::Nothing, "a task on no network is nobody's peer");
         let mut ready = node("a", "KA");

@@ -32,7 +32,7 @@ pub fn service_directories(state: &StoreState, networks: &BTreeSet<&str>) -> BTr
 /// The service's directory as a node serving `networks` sees it; `None`
 /// when the service is on none of them.
 pub fn directory_on(state: &StoreState, service: &Service, networks: &BTreeSet<&str>) -> Option<pb::ServiceDirectory> {
-    let on: Vec<&str> = service.spec.task.networks.iter().map(|n| n.network_id.as_str()).filter(|id| networks.contains(id)).collect();
+    let on = networks_on(service, networks);
     if on.is_empty() {
         return None;
     }
@@ -40,16 +40,30 @@ pub fn directory_on(state: &StoreState, service: &Service, networks: &BTreeSet<&
     Some(directory(state, service, &on, &tasks))
 }
 
+/// The networks of `service` that a node serving `networks` sees it on.
+fn networks_on<'a>(service: &'a Service, networks: &BTreeSet<&str>) -> Vec<&'a str> {
+    service.spec.task.networks.iter().map(|n| n.network_id.as_str()).filter(|id| networks.contains(id)).collect()
+}
+
+/// One task's entry in its service's directory as a node serving
+/// `networks` sees it: `None` when it is no backend there (not running,
+/// being stopped, gone, or on none of those networks). What one task's
+/// change costs each node, whatever the size of its service.
+pub fn task_entry_on(state: &StoreState, service: &Service, task_id: &str, networks: &BTreeSet<&str>) -> Option<pb::TaskDirectory> {
+    let task = state.get_typed::<Task>(task_id).filter(|t| serves(t) && t.service_id == service.meta.id)?;
+    let on = networks_on(service, networks);
+    task_entry(state, task, &on)
+}
+
 fn directory(state: &StoreState, service: &Service, on: &[&str], tasks: &[&Task]) -> pb::ServiceDirectory {
     let network = |id: &str| state.get_typed::<Network>(id);
-    let address = |network_id: &str, address: std::net::Ipv4Addr, aliases: Vec<String>| pb::NetworkAddress {
-        network_id: network_id.to_string(),
-        network_name: network(network_id).map(|n| n.spec.name.clone()).unwrap_or_default(),
-        address: cidr(network(network_id), address),
-        aliases,
-    };
     let vips = match service.spec.endpoint.mode {
-        EndpointMode::Vip => service.vips.iter().filter(|v| on.contains(&v.network_id.as_str())).map(|v| address(&v.network_id, v.address, Vec::new())).collect(),
+        EndpointMode::Vip => service
+            .vips
+            .iter()
+            .filter(|v| on.contains(&v.network_id.as_str()))
+            .map(|v| network_address(state, &v.network_id, v.address, Vec::new()))
+            .collect(),
         EndpointMode::Dnsrr => Vec::new(),
     };
     let aliases = service
@@ -65,21 +79,9 @@ fn directory(state: &StoreState, service: &Service, on: &[&str], tasks: &[&Task]
             aliases: n.aliases.clone(),
         })
         .collect();
-    let tasks = tasks
-        .iter()
-        .filter(|task| task.networks.iter().any(|a| on.contains(&a.network_id.as_str())))
-        .map(|task| pb::TaskDirectory {
-            id: task.meta.id.clone(),
-            name: task_dns_name(task),
-            node_id: task.node_id.clone(),
-            addresses: task
-                .networks
-                .iter()
-                .filter(|a| on.contains(&a.network_id.as_str()))
-                .map(|a| address(&a.network_id, a.address, Vec::new()))
-                .collect(),
-        })
-        .collect();
+    // Sorted by id: a node's copy is kept up to date task by task.
+    let mut tasks: Vec<pb::TaskDirectory> = tasks.iter().filter_map(|task| task_entry(state, task, on)).collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
     pb::ServiceDirectory {
         id: service.meta.id.clone(),
         name: service.spec.name.clone(),
@@ -91,5 +93,28 @@ fn directory(state: &StoreState, service: &Service, on: &[&str], tasks: &[&Task]
         aliases,
         ports: service.spec.endpoint.ports.iter().map(port_to_pb).collect(),
         tasks,
+    }
+}
+
+fn task_entry(state: &StoreState, task: &Task, on: &[&str]) -> Option<pb::TaskDirectory> {
+    let addresses: Vec<pb::NetworkAddress> = task
+        .networks
+        .iter()
+        .filter(|a| on.contains(&a.network_id.as_str()))
+        .map(|a| network_address(state, &a.network_id, a.address, Vec::new()))
+        .collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    Some(pb::TaskDirectory { id: task.meta.id.clone(), name: task_dns_name(task), node_id: task.node_id.clone(), addresses })
+}
+
+fn network_address(state: &StoreState, network_id: &str, address: std::net::Ipv4Addr, aliases: Vec<String>) -> pb::NetworkAddress {
+    let network = state.get_typed::<Network>(network_id);
+    pb::NetworkAddress {
+        network_id: network_id.to_string(),
+        network_name: network.map(|n| n.spec.name.clone()).unwrap_or_default(),
+        address: cidr(network, address),
+        aliases,
     }
 }

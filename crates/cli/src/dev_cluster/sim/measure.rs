@@ -46,6 +46,11 @@ impl ManagerSample {
     }
 }
 
+/// Seconds of CPU the managers used between two samples, all together.
+pub fn cpu_seconds_between(before: &ManagerSample, after: &ManagerSample) -> f64 {
+    ManagerSample::per_thousand(before, after, 1000).cpu_seconds
+}
+
 /// Resident memory of process `pid`.
 pub fn rss_of(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
@@ -55,7 +60,7 @@ pub fn rss_of(pid: Option<u32>) -> Option<u64> {
 }
 
 /// utime + stime of process `pid`, in clock ticks.
-fn cpu_ticks_of(pid: Option<u32>) -> Option<u64> {
+pub fn cpu_ticks_of(pid: Option<u32>) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
     // The command name may hold spaces: fields count from after its ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -87,6 +92,32 @@ pub struct Managers {
     hosts: Vec<HostState>,
 }
 
+/// The sum of every series of each metric in a manager's Prometheus
+/// exposition (`name{labels} value` lines), by metric name.
+pub async fn scrape_metrics(host: &HostState) -> anyhow::Result<HashMap<String, f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = (host.address, super::super::daemon::METRICS_PORT);
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: shoal\r\n\r\n").await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        anyhow::Ok(body)
+    };
+    let body = tokio::time::timeout(CALL_TIMEOUT, fetch)
+        .await
+        .map_err(|_| anyhow!("{}'s metrics did not answer within {}s", host.name, CALL_TIMEOUT.as_secs()))?
+        .with_context(|| format!("could not read {}'s metrics at {}:{}", host.name, address.0, address.1))?;
+    let mut sums = HashMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let name = series.split('{').next().unwrap_or(series);
+        *sums.entry(name.to_string()).or_insert(0.0) += value;
+    }
+    Ok(sums)
+}
+
 impl Managers {
     pub async fn of(state: &ClusterState) -> anyhow::Result<Managers> {
         let hosts: Vec<HostState> = state.hosts.iter().filter(|h| h.role == Role::Manager).cloned().collect();
@@ -106,6 +137,11 @@ impl Managers {
         let nodes = timed(control.list_nodes(pb::ListNodesRequest {})).await?.nodes;
         let leader = nodes.iter().find(|n| n.manager_status == "leader").context("no manager leads")?;
         self.hosts.iter().find(|h| h.name == leader.hostname).cloned().with_context(|| format!("the leader {} is no host of the cluster", leader.hostname))
+    }
+
+    /// The managers not killed by the simulator.
+    pub fn live_hosts(&self) -> &[HostState] {
+        &self.hosts
     }
 
     /// Stops counting `host` (it was killed): its socket answers no more.
@@ -154,11 +190,18 @@ impl Managers {
 
     /// Creates the simulated service; returns its id.
     pub async fn create_service(&self, replicas: u64) -> anyhow::Result<String> {
+        self.create_simulated_service(SERVICE_NAME, Some(replicas), None).await
+    }
+
+    /// A service of simulated tasks: `replicas` of them, or one per node
+    /// (global) for `None`, attached to `network` if one is given.
+    pub async fn create_simulated_service(&self, name: &str, replicas: Option<u64>, network: Option<&str>) -> anyhow::Result<String> {
+        let networks = network.map(|n| pb::NetworkAttachmentConfig { target: n.into(), ..Default::default() }).into_iter().collect();
         let spec = pb::ServiceSpec {
-            name: SERVICE_NAME.into(),
-            mode: "replicated".into(),
-            replicas,
-            task: Some(pb::TaskSpec { image: SIMULATED_IMAGE.into(), ..Default::default() }),
+            name: name.into(),
+            mode: if replicas.is_some() { "replicated" } else { "global" }.into(),
+            replicas: replicas.unwrap_or(0),
+            task: Some(pb::TaskSpec { image: SIMULATED_IMAGE.into(), networks, ..Default::default() }),
             // A task whose node is lost starts again elsewhere at once.
             restart: Some(pb::RestartPolicy { condition: "any".into(), delay_ms: 0, max_attempts: 0, window_ms: 0 }),
             // The managers are real nodes, but only the simulated ones
@@ -169,6 +212,39 @@ impl Managers {
         let mut control = self.control().await?;
         let created = timed(control.create_service(pb::CreateServiceRequest { spec: Some(spec) })).await?;
         created.service.map(|s| s.id).context("the managers created the service but sent no id")
+    }
+
+    /// An overlay network with room for every simulated task (its own subnet, inside the
+    /// overlay range).
+    pub async fn create_network(&self, name: &str) -> anyhow::Result<()> {
+        let spec = pb::NetworkSpec {
+            name: name.into(),
+            driver: pb::NetworkDriver::Overlay as i32,
+            subnet: "100.80.0.0/14".into(),
+            ..Default::default()
+        };
+        let mut control = self.control().await?;
+        timed(control.create_network(pb::CreateNetworkRequest { spec: Some(spec) })).await?;
+        Ok(())
+    }
+
+    pub async fn remove_service(&self, service: &str) -> anyhow::Result<()> {
+        let mut control = self.control().await?;
+        timed(control.remove_service(pb::ServiceRef { service: service.into() })).await?;
+        Ok(())
+    }
+
+    /// Removes `network`; retried while its last tasks are still leaving it.
+    pub async fn remove_network(&self, network: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let mut control = self.control().await?;
+            match timed(control.remove_network(pb::NetworkRef { network: network.into() })).await {
+                Ok(_) => return Ok(()),
+                Err(error) if std::time::Instant::now() > deadline => return Err(error),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// Running tasks of the service, by the managers' count.
@@ -213,4 +289,26 @@ async fn timed<T>(call: impl std::future::Future<Output = Result<tonic::Response
         Ok(Err(status)) => Err(anyhow!("{}", status.message())),
         Err(_) => Err(anyhow!("a manager did not answer within {}s", CALL_TIMEOUT.as_secs())),
     }
+}
+
+/// Raises process `pid`'s open-files limit to at least `wanted` (soft and
+/// hard; root may raise the hard limit).
+pub fn raise_open_files_limit(pid: u32, wanted: u64) -> anyhow::Result<()> {
+    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit only reads and writes the structs passed.
+    if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut current) } != 0 {
+        bail!("could not read the open-files limit of manager process {pid}: {}", std::io::Error::last_os_error());
+    }
+    if current.rlim_cur >= wanted {
+        return Ok(());
+    }
+    let raised = libc::rlimit { rlim_cur: wanted, rlim_max: current.rlim_max.max(wanted) };
+    // SAFETY: as above.
+    if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &raised, std::ptr::null_mut()) } != 0 {
+        bail!(
+            "could not raise the open-files limit of manager process {pid} to {wanted}: {}; run the simulator as root",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }

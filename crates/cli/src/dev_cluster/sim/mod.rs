@@ -8,9 +8,12 @@
 //! share of the nodes, check that every task runs exactly once, report.
 
 pub mod control;
+mod fanout;
 mod measure;
 pub mod nodes_process;
+pub mod plot;
 mod report;
+mod steady;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -49,6 +52,11 @@ pub struct SimArgs {
     /// The share of starts that fail (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     pub fail_rate: f64,
+    /// How often each node heartbeats (the swarm's `--dispatcher-heartbeat`;
+    /// a node is down after three missed). Each heartbeat costs the managers
+    /// CPU: the report shows how many they handle per second.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub dispatcher_heartbeat: Option<Duration>,
     /// Percent of the nodes lost at once in the churn phase.
     #[arg(long, default_value_t = 10)]
     pub lose_percent: u32,
@@ -58,6 +66,10 @@ pub struct SimArgs {
     /// table or json
     #[arg(long, value_enum, default_value = "table")]
     pub format: SimFormat,
+    /// Also append the report, as one JSON line, to this file (the source
+    /// data of `dev-cluster sim-plot`).
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
 }
 
 pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
@@ -78,6 +90,10 @@ pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
         no_swarm: false,
         // Removed by the next `up` of the name if this process dies early.
         owner_pid: Some(std::process::id()),
+        init_args: match args.dispatcher_heartbeat {
+            Some(period) => vec!["--dispatcher-heartbeat".into(), humantime::format_duration(period).to_string()],
+            None => Vec::new(),
+        },
     };
     let state = create::up(shoal_exe, &options).await?;
     let outcome = simulate(shoal_exe, state, &args).await;
@@ -86,6 +102,9 @@ pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
     }
     let report = outcome?;
     report.print(args.format)?;
+    if let Some(path) = &args.record {
+        report.append_to(path)?;
+    }
     if !report.exactly_once() {
         bail!("a task ran on more than one node, or the managers' view and the nodes' differ (see the report)");
     }
@@ -94,6 +113,14 @@ pub async fn run(shoal_exe: &Path, args: SimArgs) -> anyhow::Result<()> {
 
 async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> anyhow::Result<SimReport> {
     let mut managers = Managers::of(&state).await?;
+    // Each node holds a connection to a manager: thousands need more
+    // descriptors than a daemon's usual soft limit. Raised here, for these
+    // daemons only, rather than in every daemon (whose containers inherit it).
+    for manager in state.hosts.iter().filter(|h| h.role == Role::Manager) {
+        if let Some(pid) = manager.pid {
+            measure::raise_open_files_limit(pid, args.nodes as u64 * 2 + 4096)?;
+        }
+    }
     let host = add_simulator_host(&mut state).await?;
     let token = swarm::join_token(shoal_exe, managers.first_host(), Role::Worker).await?;
     let mut report = SimReport::new(args);
@@ -124,9 +151,15 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     })
     .await?;
     report.placement = started.elapsed();
+    report.placements_per_second = replicas as f64 / report.placement.as_secs_f64().max(1e-9);
     let placed = managers.sample();
     report.rss_after_placement = placed.rss_bytes.clone();
     report.check_placement = managers.compare(&service, &control::tasks(&socket).await?).await?;
+    report.placement_cost = ManagerSample::per_thousand(&joined, &placed, replicas);
+    report.rss_per_100k_tasks = ManagerSample::per_thousand(&joined, &placed, replicas / 100).rss_bytes;
+    report.steady = Some(steady::measure(&managers, state.host(&host.name)?.pid).await?);
+    // Its services are removed again before the churn.
+    report.fan_out = Some(fanout::measure(&managers, &socket, args.nodes, replicas).await?);
 
     // Churn: a share of the nodes lost at once, their tasks run elsewhere.
     let lose = args.nodes * args.lose_percent as usize / 100;

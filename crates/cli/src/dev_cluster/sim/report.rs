@@ -6,6 +6,8 @@ use std::time::Duration;
 use shoal_agent::simulation::PoolStatus;
 
 use super::measure::{Check, Cost};
+use super::fanout::FanOut;
+use super::steady::SteadyState;
 use super::SimArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,9 +27,20 @@ pub struct SimReport {
     pub join_cost: Cost,
     #[serde(with = "millis")]
     pub placement: Duration,
+    /// Tasks placed and running per second, end to end.
+    pub placements_per_second: f64,
+    /// What placing cost the managers per 1,000 tasks.
+    pub placement_cost: Cost,
     /// Each manager's resident memory with every task placed.
     pub rss_after_placement: Vec<u64>,
     pub check_placement: Check,
+    /// Growth of the managers' resident memory (all together) from joined
+    /// to placed, per 100,000 tasks.
+    pub rss_per_100k_tasks: i64,
+    /// What one task's start on a network spanning the nodes cost to tell them.
+    pub fan_out: Option<FanOut>,
+    /// The cluster idle with every task running.
+    pub steady: Option<SteadyState>,
     pub lost_nodes: usize,
     #[serde(with = "optional_millis")]
     pub reschedule: Option<Duration>,
@@ -58,8 +71,18 @@ impl SimReport {
             && self.check_after_failover.as_ref().is_none_or(Check::holds)
     }
 
-    pub fn placements_per_second(&self) -> f64 {
-        self.tasks as f64 / self.placement.as_secs_f64().max(1e-9)
+    /// Appends the report as one JSON line to `path`.
+    pub fn append_to(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(self)?;
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("could not open {} to record the run: {e}", path.display()))?;
+        file.write_all(&line).map_err(|e| anyhow::anyhow!("could not record the run in {}: {e}", path.display()))?;
+        Ok(())
     }
 
     pub fn print(&self, format: SimFormat) -> anyhow::Result<()> {
@@ -76,10 +99,32 @@ impl SimReport {
         println!("{:<44} {}", "STEP", "RESULT");
         println!("{:<44} {:.2} s", "join: every node ready", self.join.as_secs_f64());
         println!("{:<44} {:.2} CPU s, {:+.1} MiB", "join: managers' cost per 1,000 nodes", self.join_cost.cpu_seconds, mib(self.join_cost.rss_bytes as f64));
-        println!("{:<44} {:.2} s ({:.0} placements/s)", "placement: every replica running", self.placement.as_secs_f64(), self.placements_per_second());
+        println!("{:<44} {:.2} s ({:.0} placements/s)", "placement: every replica running", self.placement.as_secs_f64(), self.placements_per_second);
+        println!(
+            "{:<44} {:.1} CPU ms per placement",
+            "placement: managers' cost", self.placement_cost.cpu_seconds
+        );
         let rss: Vec<String> = self.rss_after_placement.iter().map(|b| format!("{:.0}", mib(*b as f64))).collect();
         println!("{:<44} {} MiB", "managers' RSS with every task placed", rss.join(" / "));
         println!("{:<44} {}", "placement: each task once, views agree", verdict(&self.check_placement));
+        println!("{:<44} {:+.1} MiB", "managers' memory per 100,000 tasks", mib(self.rss_per_100k_tasks as f64));
+        if let Some(steady) = &self.steady {
+            println!("{:<44} {:.0}/s", "steady: heartbeats the leader records", steady.heartbeats_per_second);
+            println!("{:<44} {:.1}/s", "steady: Raft writes (store changes)", steady.writes_per_second);
+            println!(
+                "{:<44} {:.0}% managers, {:.0}% simulated nodes",
+                "steady: CPU (100% = one core)", steady.managers_cpu_percent, steady.nodes_cpu_percent
+            );
+        }
+        if let Some(fan_out) = &self.fan_out {
+            println!(
+                "{:<44} {:.0} messages, {:.0} bytes ({:.0} per message)",
+                format!("one task on a network of {} nodes", fan_out.nodes_on_network),
+                fan_out.messages,
+                fan_out.bytes,
+                fan_out.bytes_per_message()
+            );
+        }
         if let Some(reschedule) = self.reschedule {
             println!("{:<44} {:.2} s", format!("loss of {} nodes: tasks running elsewhere", self.lost_nodes), reschedule.as_secs_f64());
         }
