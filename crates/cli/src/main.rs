@@ -161,7 +161,9 @@ fn main() -> ExitCode {
         die_quietly_on_closed_pipe();
     }
     if matches!(cli.command, Command::DevCluster(dev_cluster::DevClusterCommand::SimNodes(_))) {
-        raise_open_files_limit();
+        // A few connections per simulated node: thousands need more
+        // descriptors than the usual soft limit of 1,024.
+        let _ = dev_cluster::process::raise_open_files_limit(0, 1 << 20);
     }
     // A client command is one connection and a few calls: one thread is
     // enough and starts faster; the daemon and dev clusters need more.
@@ -197,23 +199,6 @@ fn accept_stop_signals() {
         stop.add(signal);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&stop), None);
-}
-
-/// The simulator's nodes process holds a few connections per simulated
-/// node: thousands need more descriptors than the usual soft limit of
-/// 1,024. Raised to the hard limit, and that to 1,048,576 where the process
-/// may (root). Not the daemon's, nor `dev-cluster up`'s (whose daemons
-/// would inherit it): their containers would.
-fn raise_open_files_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    const WANTED: u64 = 1 << 20;
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
-    if hard < WANTED && setrlimit(Resource::RLIMIT_NOFILE, WANTED, WANTED).is_ok() {
-        return;
-    }
-    if soft < hard {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
 
 /// A client whose output goes to a pipe that closed (`shoal service ps |

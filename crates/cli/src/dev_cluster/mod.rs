@@ -13,7 +13,7 @@ mod create;
 mod daemon;
 mod mounts;
 mod plan;
-mod process;
+pub mod process;
 mod registry;
 mod report;
 mod sim;

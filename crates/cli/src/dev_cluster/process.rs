@@ -170,3 +170,28 @@ fn cmdline_contains(pid: u32, marker: &str) -> bool {
             .any(|arg| arg == marker.as_bytes())
     })
 }
+
+/// Raises the open-files limit of process `pid` (0: this one) towards
+/// `wanted`: soft and hard limit to `wanted` where that is allowed (root),
+/// else the soft limit up to the hard one. Returns the soft limit reached.
+/// For processes that hold a connection per simulated node; not for a
+/// daemon in general, whose containers would inherit it.
+pub fn raise_open_files_limit(pid: u32, wanted: u64) -> std::io::Result<u64> {
+    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit only reads and writes the structs passed.
+    if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut current) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if current.rlim_cur >= wanted {
+        return Ok(current.rlim_cur);
+    }
+    let raised = libc::rlimit { rlim_cur: wanted, rlim_max: current.rlim_max.max(wanted) };
+    let fallback = libc::rlimit { rlim_cur: current.rlim_max, rlim_max: current.rlim_max };
+    for limit in [raised, fallback] {
+        // SAFETY: as above.
+        if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) } == 0 {
+            return Ok(limit.rlim_cur);
+        }
+    }
+    Err(std::io::Error::last_os_error())
+}

@@ -106,21 +106,15 @@ pub async fn stream(manager: Arc<Manager>, node_id: String, tx: mpsc::Sender<Res
             sent.extend(message.changed.iter().map(|a| (a.task_id.clone(), a.version)));
             dirty = false;
         }
-        match std::mem::replace(&mut overlay_changes, ViewChanges::Nothing) {
-            ViewChanges::Nothing => {}
-            ViewChanges::Everything => {
-                let overlay = manager.store.view(|s| overlay_view(s, &node_id));
-                diff(&sent_overlay, &overlay, &mut message);
-                sent_overlay = overlay;
-            }
-            entries => {
-                let updated = manager.store.view(|s| update_entries(s, &node_id, &mut sent_overlay, &entries, &mut message));
-                if !updated {
-                    let overlay = manager.store.view(|s| overlay_view(s, &node_id));
-                    diff(&sent_overlay, &overlay, &mut message);
-                    sent_overlay = overlay;
-                }
-            }
+        let rebuild = match std::mem::replace(&mut overlay_changes, ViewChanges::Nothing) {
+            ViewChanges::Nothing => false,
+            ViewChanges::Everything => true,
+            entries => !manager.store.view(|s| update_entries(s, &node_id, &mut sent_overlay, &entries, &mut message)),
+        };
+        if rebuild {
+            let overlay = manager.store.view(|s| overlay_view(s, &node_id));
+            diff(&sent_overlay, &overlay, &mut message);
+            sent_overlay = overlay;
         }
         for subscription in manager.logs.for_node(&node_id) {
             if sent_subscriptions.insert(subscription.id.clone()) {

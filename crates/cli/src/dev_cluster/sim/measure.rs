@@ -290,25 +290,3 @@ async fn timed<T>(call: impl std::future::Future<Output = Result<tonic::Response
         Err(_) => Err(anyhow!("a manager did not answer within {}s", CALL_TIMEOUT.as_secs())),
     }
 }
-
-/// Raises process `pid`'s open-files limit to at least `wanted` (soft and
-/// hard; root may raise the hard limit).
-pub fn raise_open_files_limit(pid: u32, wanted: u64) -> anyhow::Result<()> {
-    let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: prlimit only reads and writes the structs passed.
-    if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut current) } != 0 {
-        bail!("could not read the open-files limit of manager process {pid}: {}", std::io::Error::last_os_error());
-    }
-    if current.rlim_cur >= wanted {
-        return Ok(());
-    }
-    let raised = libc::rlimit { rlim_cur: wanted, rlim_max: current.rlim_max.max(wanted) };
-    // SAFETY: as above.
-    if unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &raised, std::ptr::null_mut()) } != 0 {
-        bail!(
-            "could not raise the open-files limit of manager process {pid} to {wanted}: {}; run the simulator as root",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}

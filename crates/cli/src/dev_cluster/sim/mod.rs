@@ -118,7 +118,12 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     // daemons only, rather than in every daemon (whose containers inherit it).
     for manager in state.hosts.iter().filter(|h| h.role == Role::Manager) {
         if let Some(pid) = manager.pid {
-            measure::raise_open_files_limit(pid, args.nodes as u64 * 2 + 4096)?;
+            let wanted = args.nodes as u64 * 2 + 4096;
+            match process::raise_open_files_limit(pid, wanted) {
+                Ok(reached) if reached >= wanted => {}
+                Ok(reached) => bail!("manager process {pid} may open only {reached} files, and {wanted} are needed; run the simulator as root"),
+                Err(e) => bail!("could not raise the open-files limit of manager process {pid} to {wanted}: {e}; run the simulator as root"),
+            }
         }
     }
     let host = add_simulator_host(&mut state).await?;
