@@ -28,7 +28,10 @@ fn leader_loops(manager: &Arc<Manager>) -> Vec<(&'static str, BoxFuture<'static,
 pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = manager.raft.metrics();
-        let mut running: Option<tokio::task::JoinHandle<()>> = None;
+        // Each loop its own task, so a long pass of one (the orchestrator
+        // over a million tasks) neither holds up node health nor keeps the
+        // others off the second core; dropping the set aborts them all.
+        let mut running: Option<tokio::task::JoinSet<()>> = None;
         let mut last_leader = None;
         loop {
             let leader = metrics.borrow().current_leader;
@@ -43,24 +46,19 @@ pub fn spawn_leader_loops(manager: Arc<Manager>) -> tokio::task::JoinHandle<()> 
                     let loops = leader_loops(&manager);
                     let names: Vec<&str> = loops.iter().map(|(name, _)| *name).collect();
                     tracing::info!(loops = ?names, "became leader; starting control loops");
-                    // Aborting the joined future stops every loop at once.
-                    let all = futures::future::join_all(loops.into_iter().map(|(_, future)| future));
-                    running = Some(tokio::spawn(async move {
-                        all.await;
-                    }));
+                    let mut set = tokio::task::JoinSet::new();
+                    for (_, future) in loops {
+                        set.spawn(future);
+                    }
+                    running = Some(set);
                 }
                 (false, true) => {
                     tracing::info!("lost leadership; stopping control loops");
-                    if let Some(handle) = running.take() {
-                        handle.abort();
-                    }
+                    running = None;
                 }
                 _ => {}
             }
             if metrics.changed().await.is_err() {
-                if let Some(handle) = running.take() {
-                    handle.abort();
-                }
                 return;
             }
         }

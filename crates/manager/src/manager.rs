@@ -19,6 +19,7 @@ use crate::raft::network::{Network, PeerContacts};
 use crate::raft::forwarder::Forwarder;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::at_rest::{open_database, AtRest};
+use crate::raft::own_runtime::RaftRuntime;
 use crate::raft::{open_storage, NodeId, Raft};
 use crate::store::{Object, Store, Transaction, TxnOutcome};
 
@@ -61,6 +62,9 @@ pub struct Manager {
     membership: tokio::sync::Mutex<()>,
     /// When nodes were last heard from, and the followers' relay of them.
     pub heartbeats: crate::heartbeats::Heartbeats,
+    /// Raft's own thread (see `raft::own_runtime`); declared after `raft`
+    /// and everything holding it, so they go first when the manager drops.
+    raft_runtime: RaftRuntime,
     /// Set once by the daemon; without it images stay as the user wrote them.
     image_pinner: std::sync::OnceLock<Arc<dyn crate::image_pinning::ImagePinner>>,
     /// Log subscriptions between `service logs` callers and the agents.
@@ -118,8 +122,15 @@ impl Manager {
             .map_err(|e| ManagerError::Internal(format!("opening raft storage in {}: {e}", config.data_dir.display())))?;
         let contacts = PeerContacts::default();
         let network = Network::new(config.tls.clone(), contacts.clone());
-        let raft = Raft::new(config.raft_id, raft_config()?, network, log_store, state_machine)
+        let raft_runtime =
+            RaftRuntime::start().map_err(|e| ManagerError::Internal(format!("starting raft's thread: {e}")))?;
+        // Created on Raft's thread, so the core and everything it spawns
+        // (timers, replication, outbound connections) live there.
+        let (raft_id, raft_config) = (config.raft_id, raft_config()?);
+        let raft = raft_runtime
+            .spawn(async move { Raft::new(raft_id, raft_config, network, log_store, state_machine).await })
             .await
+            .map_err(|e| ManagerError::Internal(format!("starting raft: {e}")))?
             .map_err(|e| ManagerError::Internal(format!("starting raft: {e}")))?;
         let manager = Arc::new_cyclic(|this| Manager {
             forwarder: Forwarder::start(this.clone()),
@@ -134,6 +145,7 @@ impl Manager {
             peers: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
             heartbeats: crate::heartbeats::Heartbeats::start(this.clone()),
+            raft_runtime,
             image_pinner: std::sync::OnceLock::new(),
             logs: Default::default(),
             _db: db,
@@ -162,6 +174,12 @@ impl Manager {
             .await
             .map_err(|_| ManagerError::NoLeader)?;
         Ok(())
+    }
+
+    /// Raft's own thread, for the work that must not queue behind the
+    /// daemon's (serving other managers' Raft frames).
+    pub(crate) fn raft_runtime(&self) -> &RaftRuntime {
+        &self.raft_runtime
     }
 
     pub fn is_leader(&self) -> bool {

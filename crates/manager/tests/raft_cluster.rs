@@ -86,7 +86,7 @@ impl TestNode {
         let raft = Raft::new(id, config, network, log_store, state_machine).await.expect("raft");
 
         let mut incoming = ServerTls::new(&credentials).expect("server tls").incoming(listener);
-        let mut connections = incoming.raft_connections();
+        let mut connections = incoming.raft_connections(None);
         let rpc = RaftRpcHandler::new(raft.clone());
         let (stop_server, mut stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

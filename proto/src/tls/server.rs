@@ -47,6 +47,7 @@ impl ServerTls {
             handshakes: JoinSet::new(),
             backoff: None,
             raft: None,
+            raft_runtime: None,
         }
     }
 }
@@ -93,15 +94,26 @@ pub struct TlsIncoming {
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Where connections that chose [`ALPN_RAFT`] go instead of gRPC.
     raft: Option<tokio::sync::mpsc::Sender<RaftServerStream>>,
+    /// The runtime Raft connections are moved to before their handshake.
+    raft_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl TlsIncoming {
     /// Takes the connections that negotiate [`ALPN_RAFT`] out of this
     /// stream (gRPC never sees them) and hands them to the receiver. Without
     /// a call, such connections are closed.
-    pub fn raft_connections(&mut self) -> tokio::sync::mpsc::Receiver<RaftServerStream> {
+    ///
+    /// With `runtime`, a connection that offers [`ALPN_RAFT`] (seen in its
+    /// ClientHello, before any handshake) leaves this runtime: its socket
+    /// is registered with `runtime`'s reactor and its handshake and frames
+    /// run there. A Raft connection left on a busy daemon's runtime had its
+    /// readiness noticed only when that runtime's workers got round to
+    /// polling their reactor: seconds, under a thousand nodes' sessions,
+    /// and followers that did not hear their leader stood for election.
+    pub fn raft_connections(&mut self, runtime: Option<tokio::runtime::Handle>) -> tokio::sync::mpsc::Receiver<RaftServerStream> {
         let (sender, receiver) = tokio::sync::mpsc::channel(RAFT_BACKLOG);
         self.raft = Some(sender);
+        self.raft_runtime = runtime;
         receiver
     }
 
@@ -161,19 +173,98 @@ impl TlsIncoming {
         }
         // Take the config now, so a renewal applies to every later handshake.
         let acceptor = TlsAcceptor::from(self.tls.current());
+        let raft = self.raft.clone().zip(self.raft_runtime.clone());
         self.handshakes.spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => Some(stream),
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
-                    None
+            if let Some((taker, runtime)) = raft {
+                if offers_raft(&tcp).await {
+                    move_raft_connection(tcp, peer, acceptor, runtime, taker);
+                    return None;
                 }
             }
+            handshake(acceptor, tcp, peer).await
         });
+    }
+}
+
+/// Whether the ClientHello waiting on `tcp` offers [`ALPN_RAFT`]; read with
+/// `peek`, so the handshake still finds it. False for anything that is not
+/// a well-formed ClientHello within [`HANDSHAKE_TIMEOUT`]: the handshake
+/// then deals with it as it would.
+async fn offers_raft(tcp: &TcpStream) -> bool {
+    let look = async {
+        let mut buffer = vec![0u8; 2048];
+        loop {
+            let read = tcp.peek(&mut buffer).await.ok()?;
+            let mut acceptor = rustls::server::Acceptor::default();
+            acceptor.read_tls(&mut &buffer[..read]).ok()?;
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    return Some(accepted.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == ALPN_RAFT)));
+                }
+                Ok(None) if read == 0 => return None,
+                // Not all of it has arrived: look again in a moment (peek
+                // would return the same bytes at once).
+                Ok(None) => {
+                    if read == buffer.len() {
+                        buffer.resize(buffer.len() * 2, 0);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    matches!(tokio::time::timeout(HANDSHAKE_TIMEOUT, look).await, Ok(Some(true)))
+}
+
+/// Re-registers `tcp` with `runtime` and completes its handshake there; the
+/// Raft connection then goes to `taker`.
+fn move_raft_connection(
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    runtime: tokio::runtime::Handle,
+    taker: tokio::sync::mpsc::Sender<RaftServerStream>,
+) {
+    let socket = match tcp.into_std() {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "could not hand a Raft connection over");
+            return;
+        }
+    };
+    runtime.spawn(async move {
+        let tcp = match TcpStream::from_std(socket) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not take a Raft connection over");
+                return;
+            }
+        };
+        if let Some(stream) = handshake(acceptor, tcp, peer).await {
+            if stream.get_ref().1.alpn_protocol() != Some(ALPN_RAFT) {
+                tracing::debug!(%peer, "a connection offering Raft chose another protocol; closed");
+                return;
+            }
+            if let Err(e) = taker.send(stream).await {
+                tracing::warn!(error = %e, "dropping a Raft connection: the manager is not taking them");
+            }
+        }
+    });
+}
+
+/// The TLS handshake of one accepted connection, bounded in time.
+async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, peer: std::net::SocketAddr) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+            None
+        }
     }
 }
 

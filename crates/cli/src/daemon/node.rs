@@ -282,7 +282,7 @@ impl RunningNode {
         let (stop_server, stopped) = oneshot::channel::<()>();
         let mut incoming = self.server_tls.incoming(listener);
         // Raft between managers leaves gRPC at the handshake (its own ALPN).
-        tokio::spawn(shoal_manager::api::raft_frames::serve_raft_connections(manager.clone(), incoming.raft_connections()));
+        shoal_manager::api::raft_frames::spawn_raft_connection_server(manager.clone(), &mut incoming);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(1)))
             .http2_keepalive_timeout(Some(Duration::from_secs(2)))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use shoal_proto::identity::{identity_of_chain, Role};
-use shoal_proto::tls::RaftServerStream;
+use shoal_proto::tls::{RaftServerStream, TlsIncoming};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -15,10 +15,18 @@ use crate::manager::Manager;
 use crate::raft::framed;
 use crate::raft::rpc::RaftRpcHandler;
 
-/// Serves every Raft connection `connections` yields, each on its own task,
-/// until the sender (the manager port's accept loop) goes away; then the
+/// Serves every Raft connection of the manager port on Raft's own thread
+/// (see `raft::own_runtime`: a heartbeat must not queue behind node
+/// sessions), until the port's accept loop goes away.
+pub fn spawn_raft_connection_server(manager: Arc<Manager>, incoming: &mut TlsIncoming) {
+    let connections = incoming.raft_connections(Some(manager.raft_runtime().handle()));
+    let runtime = manager.clone();
+    runtime.raft_runtime().spawn(serve_raft_connections(manager, connections));
+}
+
+/// Serves each connection on its own task; when `connections` closes, the
 /// connections still open are closed too.
-pub async fn serve_raft_connections(manager: Arc<Manager>, mut connections: mpsc::Receiver<RaftServerStream>) {
+async fn serve_raft_connections(manager: Arc<Manager>, mut connections: mpsc::Receiver<RaftServerStream>) {
     let rpc = RaftRpcHandler::new(manager.raft.clone());
     let mut serving = JoinSet::new();
     loop {

@@ -188,6 +188,8 @@ struct Waiting {
     replies: HashMap<u64, oneshot::Sender<Reply>>,
     /// Set once the reading side has stopped; later calls fail at once.
     broken: Option<String>,
+    /// When the peer last sent a reply (or the connection was made).
+    last_heard: Option<std::time::Instant>,
 }
 
 /// The calling side of one connection: any number of concurrent calls,
@@ -209,7 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> FramedClient<S> {
     /// Takes over `stream` and starts reading replies from it.
     pub fn new(stream: S) -> Self {
         let (reader, writer) = tokio::io::split(stream);
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let waiting = Arc::new(Mutex::new(Waiting { last_heard: Some(std::time::Instant::now()), ..Waiting::default() }));
         let reader = tokio::spawn(read_replies(reader, waiting.clone()));
         FramedClient { writer: tokio::sync::Mutex::new(writer), waiting, next_id: AtomicU64::new(1), reader }
     }
@@ -217,6 +219,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> FramedClient<S> {
     /// False once the connection has failed; make a new one.
     pub fn is_broken(&self) -> bool {
         lock(&self.waiting).broken.is_some()
+    }
+
+    /// How long the peer has sent nothing while this connection was open.
+    pub fn silent_for(&self) -> Duration {
+        lock(&self.waiting).last_heard.map_or(Duration::ZERO, |at| at.elapsed())
     }
 
     /// Sends one request and waits for its reply. The caller bounds the
@@ -291,8 +298,10 @@ async fn read_replies<S: AsyncRead>(mut reader: ReadHalf<S>, waiting: Arc<Mutex<
     let reason = loop {
         match read_reply(&mut reader).await {
             Ok(Some(reply)) => {
+                let mut waiting = lock(&waiting);
+                waiting.last_heard = Some(std::time::Instant::now());
                 // A reply nobody waits for any more (its caller timed out) is dropped.
-                if let Some(sender) = lock(&waiting).replies.remove(&reply.id) {
+                if let Some(sender) = waiting.replies.remove(&reply.id) {
                     let _ = sender.send(reply);
                 }
             }

@@ -5,6 +5,7 @@
 //! - `state_machine`: applies committed transactions to the [`Store`] and
 //!   persists it and its snapshots in sled.
 //! - `network`: openraft's outbound RPCs over mutual TLS.
+//! - `own_runtime`: the thread Raft runs on, apart from the daemon's tasks.
 //! - `rpc`: the receiving side of those RPCs and their payload format.
 //! - `proposer`: batches concurrent writes into one log entry;
 //!   `forwarder`: batches a follower's writes to the leader the same way.
@@ -21,6 +22,7 @@ pub mod forwarder;
 pub mod framed;
 pub mod log_store;
 pub mod network;
+pub mod own_runtime;
 pub mod proposer;
 pub mod rpc;
 pub mod sealed;

@@ -46,6 +46,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// control-plane bench kills the leader ~100 ms after a restarted manager
 /// first serves a write, and hit exactly this with a 200 ms ceiling).
 /// Retrying a refusing peer costs only a failed connect.
+/// A connected peer that has answered nothing for this long is presumed
+/// gone, and its connection made again. A live follower answers the
+/// leader's heartbeats every 50 ms, so a second of silence is no slowness;
+/// and a dead peer's connection costs nothing while it stays dead.
+const SILENT_PEER: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -245,10 +250,20 @@ impl PeerClient {
             Ok(Ok(payload)) => payload,
             Ok(Err(failure)) => return Err(self.failed(action, link.generation, failure, timeout)),
             Err(_elapsed) => {
-                // A connected peer that does not answer in time may be gone
-                // without a word (powered off, cut off): start over with a
-                // new connection. One still being made is left to finish.
-                if matches!(&*link.state.borrow(), LinkState::Ready(_)) {
+                // A connected peer that has sent nothing for a while may be
+                // gone without a word (powered off, cut off): start over with
+                // a new connection. One that is merely slow (a follower's
+                // fsync behind a burst of writes takes longer than the 50 ms
+                // openraft gives an AppendEntries) keeps its connection: a
+                // new one costs a handshake on a busy machine, during which
+                // no heartbeat gets through and the follower stands for
+                // election (1,000-node simulator). One still being made is
+                // left to finish.
+                let silent = match &*link.state.borrow() {
+                    LinkState::Ready(client) => client.silent_for() > SILENT_PEER,
+                    _ => false,
+                };
+                if silent {
                     self.shared.forget(self.target, link.generation);
                 }
                 return Err(RPCError::Timeout(timeout()));

@@ -143,6 +143,7 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     let expected = args.nodes + state.hosts.iter().filter(|h| h.role == Role::Manager).count();
     wait_for("the managers to see every node ready", &nodes, || managers.ready_nodes_at_least(expected)).await?;
     report.join = started.elapsed();
+    eprintln!("{} nodes ready in {:.2} s; placing {} tasks", args.nodes, report.join.as_secs_f64(), args.nodes * args.tasks_per_node);
     let joined = managers.sample();
     report.join_cost = ManagerSample::per_thousand(&before, &joined, args.nodes);
 
@@ -161,6 +162,7 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     report.rss_after_placement = placed.rss_bytes.clone();
     report.check_placement = managers.compare(&service, &control::tasks(&socket).await?).await?;
     report.placement_cost = ManagerSample::per_thousand(&joined, &placed, replicas);
+    eprintln!("{replicas} tasks running in {:.2} s; measuring the steady state and the network fan-out", report.placement.as_secs_f64());
     report.rss_per_100k_tasks = ManagerSample::per_thousand(&joined, &placed, replicas / 100).rss_bytes;
     report.steady = Some(steady::measure(&managers, state.host(&host.name)?.pid).await?);
     // Its services are removed again before the churn.
@@ -175,6 +177,7 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
             other => bail!("the simulated nodes answered {other:?} to losing nodes"),
         };
         report.lost_nodes = lost.len();
+        eprintln!("{} nodes lost; waiting for their tasks to run elsewhere", lost.len());
         wait_for("the lost nodes' tasks to run elsewhere", &nodes, || async {
             let running = managers.running_tasks_off(&service, &lost).await?;
             Ok(running >= replicas as u64 && control::status(&socket).await?.running >= replicas as u64)
@@ -187,6 +190,7 @@ async fn simulate(shoal_exe: &Path, mut state: ClusterState, args: &SimArgs) -> 
     // back in session, still each task once.
     if args.managers >= 3 {
         let leader = managers.leader().await?;
+        eprintln!("killing the leader ({})", leader.name);
         let started = Instant::now();
         let tracked = super::daemon::tracked(&leader).context("the leader's daemon is not tracked")?;
         process::stop_all(&[tracked], process::Stop::Kill, super::daemon::STOP_GRACE).await?;
