@@ -126,28 +126,15 @@ pub async fn run(manager: Arc<Manager>) {
             );
         }
         let heartbeats = manager.heartbeats.last_seen();
-        let nodes: Vec<(String, NodeStatus, Option<Instant>)> = manager.store.view(|s| {
-            s.list_typed::<Node>()
-                .map(|n| {
-                    (
-                        n.meta.id.clone(),
-                        n.status,
-                        heartbeats.get(&n.meta.id).copied(),
-                    )
-                })
-                .collect()
-        });
-        let statuses = plan_statuses(&mut state, &nodes, now, down_after);
-        let silent_held_back = state.mass_silence_since.is_some();
-        if silent_held_back && !warned_mass_silence {
-            tracing::warn!(
-                nodes = nodes.len(),
-                "most nodes fell silent at once; waiting before marking them down"
-            );
-        }
-        warned_mass_silence = silent_held_back;
-        let updates: Vec<Op> = manager.store.view(|s| {
-            s.list_typed::<Node>()
+        // One look at the store: the nodes' statuses are planned and their
+        // updates built from the same state.
+        let (node_count, updates) = manager.store.view(|s| {
+            let nodes: Vec<&Node> = s.list_typed::<Node>().collect();
+            let heard: Vec<(String, NodeStatus, Option<Instant>)> =
+                nodes.iter().map(|n| (n.meta.id.clone(), n.status, heartbeats.get(&n.meta.id).copied())).collect();
+            let statuses = plan_statuses(&mut state, &heard, now, down_after);
+            let updates: Vec<Op> = nodes
+                .into_iter()
                 .filter_map(|node| {
                     let status = statuses.get(&node.meta.id).copied().unwrap_or(node.status);
                     let reachable = node.role == NodeRole::Manager
@@ -161,13 +148,16 @@ pub async fn run(manager: Arc<Manager>) {
                     let mut updated = node.clone();
                     updated.status = status;
                     updated.manager_reachable = reachable;
-                    Some(Op::Update {
-                        object: Object::Node(updated),
-                        expected_version: Some(node.meta.version),
-                    })
+                    Some(Op::Update { object: Object::Node(updated), expected_version: Some(node.meta.version) })
                 })
-                .collect()
+                .collect();
+            (heard.len(), updates)
         });
+        let silent_held_back = state.mass_silence_since.is_some();
+        if silent_held_back && !warned_mass_silence {
+            tracing::warn!(nodes = node_count, "most nodes fell silent at once; waiting before marking them down");
+        }
+        warned_mass_silence = silent_held_back;
         // One transaction per node, so a concurrent edit of one node does
         // not hold back the others' status; sent together, so the proposer
         // puts them in one log entry rather than one round trip each.

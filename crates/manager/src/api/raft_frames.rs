@@ -20,8 +20,7 @@ use crate::raft::rpc::RaftRpcHandler;
 /// sessions), until the port's accept loop goes away.
 pub fn spawn_raft_connection_server(manager: Arc<Manager>, incoming: &mut TlsIncoming) {
     let connections = incoming.raft_connections(Some(manager.raft_runtime().handle()));
-    let runtime = manager.clone();
-    runtime.raft_runtime().spawn(serve_raft_connections(manager, connections));
+    manager.raft_runtime().spawn(serve_raft_connections(manager.clone(), connections));
 }
 
 /// Serves each connection on its own task; when `connections` closes, the
